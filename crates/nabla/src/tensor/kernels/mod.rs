@@ -1,0 +1,18 @@
+//! Forward kernels over contiguous slices. Pure functions: no autograd, no allocation beyond
+//! their output. Loops are written so the compiler can vectorise them; threads (rayon) are used
+//! only above [`PAR_THRESHOLD`] elements, because tiny tensors are faster on one thread.
+
+pub mod elementwise;
+pub mod layout;
+pub mod matmul;
+pub mod reduce;
+
+/// Element count above which element-wise kernels split work across threads.
+pub const PAR_THRESHOLD: usize = 1 << 16;
+
+/// Views `shape` around `axis` as `[outer, dim, inner]`.
+pub fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    let outer = shape[..axis].iter().product();
+    let inner = shape[axis + 1..].iter().product();
+    (outer, shape[axis], inner)
+}

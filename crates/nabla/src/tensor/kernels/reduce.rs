@@ -1,0 +1,146 @@
+//! Reductions along an axis (sum, max with arg-max) and the softmax family, always in a fixed
+//! order so results do not depend on the thread count.
+
+use super::split_at_axis;
+use crate::tensor::Float;
+
+/// Sum of a slice with eight independent accumulators (vectorisable, fixed order).
+pub fn sum_slice<T: Float>(xs: &[T]) -> T {
+    let mut acc = [T::ZERO; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for &v in rest {
+        s += v;
+    }
+    s
+}
+
+/// Sums `x` (of `shape`) along one axis; the result has that axis removed (row-major).
+pub fn sum_axis<T: Float>(x: &[T], shape: &[usize], axis: usize) -> Vec<T> {
+    let (outer, dim, inner) = split_at_axis(shape, axis);
+    let mut out = vec![T::ZERO; outer * inner];
+    if inner == 1 {
+        for (o, row) in out.iter_mut().zip(x.chunks_exact(dim.max(1))) {
+            *o = sum_slice(row);
+        }
+        if dim == 0 {
+            out.iter_mut().for_each(|o| *o = T::ZERO);
+        }
+        return out;
+    }
+    for (o_block, x_block) in out.chunks_exact_mut(inner).zip(x.chunks_exact(dim * inner)) {
+        for row in x_block.chunks_exact(inner) {
+            for (o, &v) in o_block.iter_mut().zip(row) {
+                *o += v;
+            }
+        }
+    }
+    out
+}
+
+/// Sums over several axes (sorted, distinct); the result keeps them as size 1.
+pub fn sum_axes<T: Float>(x: &[T], shape: &[usize], axes: &[usize]) -> Vec<T> {
+    let mut data = x.to_vec();
+    let mut cur = shape.to_vec();
+    for &a in axes.iter().rev() {
+        data = sum_axis(&data, &cur, a);
+        cur[a] = 1;
+    }
+    data
+}
+
+/// Maximum along one axis: values and the index (along the axis) of the first maximum.
+/// NaN compares as larger than everything, so a NaN is reported rather than hidden.
+pub fn max_axis<T: Float>(x: &[T], shape: &[usize], axis: usize) -> (Vec<T>, Vec<usize>) {
+    let (outer, dim, inner) = split_at_axis(shape, axis);
+    let mut vals = vec![T::NEG_INFINITY; outer * inner];
+    let mut idx = vec![0usize; outer * inner];
+    for o in 0..outer {
+        for j in 0..dim {
+            let row = &x[(o * dim + j) * inner..(o * dim + j + 1) * inner];
+            let vs = &mut vals[o * inner..(o + 1) * inner];
+            let is = &mut idx[o * inner..(o + 1) * inner];
+            for ((v, i), &x) in vs.iter_mut().zip(is.iter_mut()).zip(row) {
+                let bigger = x > *v || (x.is_nan() && !v.is_nan());
+                if bigger || j == 0 {
+                    *v = x;
+                    *i = j;
+                }
+            }
+        }
+    }
+    (vals, idx)
+}
+
+/// Softmax (`log == false`) or log-softmax along `axis`, with the maximum subtracted so that
+/// no `exp` overflows. A slice that is entirely `-∞` gives NaN (0/0), as in PyTorch.
+pub fn softmax_axis<T: Float>(x: &[T], shape: &[usize], axis: usize, log: bool) -> Vec<T> {
+    let (outer, dim, inner) = split_at_axis(shape, axis);
+    let mut out = vec![T::ZERO; x.len()];
+    let mut buf = vec![T::ZERO; dim];
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| (o * dim + j) * inner + i;
+            let mut m = T::NEG_INFINITY;
+            for (j, b) in buf.iter_mut().enumerate() {
+                *b = x[at(j)];
+                m = m.max(*b);
+            }
+            // With m = +inf every shifted entry is NaN or -inf; keep PyTorch's NaN.
+            let mut s = T::ZERO;
+            for b in buf.iter_mut() {
+                *b = *b - m;
+                s += b.exp();
+            }
+            if log {
+                let ls = s.ln();
+                for (j, &b) in buf.iter().enumerate() {
+                    out[at(j)] = b - ls;
+                }
+            } else {
+                let inv = T::ONE / s;
+                for (j, &b) in buf.iter().enumerate() {
+                    out[at(j)] = b.exp() * inv;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Backward of softmax along `axis`: `dx = y ⊙ (g − Σ g⊙y)` (`log == false`), or of
+/// log-softmax: `dx = g − softmax ⊙ Σ g` where `y` is the log-softmax output.
+pub fn softmax_backward<T: Float>(
+    y: &[T],
+    g: &[T],
+    shape: &[usize],
+    axis: usize,
+    log: bool,
+) -> Vec<T> {
+    let (outer, dim, inner) = split_at_axis(shape, axis);
+    let mut out = vec![T::ZERO; y.len()];
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| (o * dim + j) * inner + i;
+            let mut s = T::ZERO;
+            for j in 0..dim {
+                s += if log { g[at(j)] } else { g[at(j)] * y[at(j)] };
+            }
+            for j in 0..dim {
+                let k = at(j);
+                out[k] = if log {
+                    g[k] - y[k].exp() * s
+                } else {
+                    y[k] * (g[k] - s)
+                };
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,133 @@
+//! Shape arithmetic: element counts, strides, NumPy broadcasting, axis checks.
+
+use crate::error::{Error, Result};
+
+/// Formats a shape as `[2, 3]`.
+pub fn fmt_shape(shape: &[usize]) -> String {
+    format!("{shape:?}")
+}
+
+/// Number of elements of a shape (1 for a scalar `[]`).
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Row-major (C-order) strides of a contiguous tensor of this shape.
+pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![0; shape.len()];
+    let mut acc = 1;
+    for (s, &d) in strides.iter_mut().zip(shape).rev() {
+        *s = acc;
+        acc *= d;
+    }
+    strides
+}
+
+/// The NumPy broadcast of two shapes: align at the right; each pair of
+/// dimensions must be equal or one of them 1.
+pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let n = a.len().max(b.len());
+    let mut out = vec![0; n];
+    for i in 0..n {
+        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "{} and {}: cannot broadcast, dimension {i} of the result is {da} vs {db}",
+                    fmt_shape(a),
+                    fmt_shape(b)
+                ),
+            ));
+        };
+    }
+    Ok(out)
+}
+
+/// Strides that read a tensor of shape `src` as if it had the (broadcast) shape `dst`:
+/// stride 0 along every broadcast dimension. `src` must broadcast to `dst`.
+pub fn broadcast_strides(src: &[usize], dst: &[usize]) -> Vec<usize> {
+    let src_strides = contiguous_strides(src);
+    let offset = dst.len() - src.len();
+    (0..dst.len())
+        .map(|i| {
+            if i < offset || src[i - offset] == 1 {
+                0
+            } else {
+                src_strides[i - offset]
+            }
+        })
+        .collect()
+}
+
+/// Checks that `src` broadcasts to `dst` (one-directional, as `broadcast_to` needs).
+pub fn check_broadcast_to(op: &'static str, src: &[usize], dst: &[usize]) -> Result<()> {
+    let ok = src.len() <= dst.len()
+        && src
+            .iter()
+            .rev()
+            .zip(dst.iter().rev())
+            .all(|(&s, &d)| s == d || s == 1);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::shape(
+            op,
+            format!("cannot broadcast {} to {}", fmt_shape(src), fmt_shape(dst)),
+        ))
+    }
+}
+
+/// Checks an axis against a rank.
+pub fn check_axis(op: &'static str, axis: usize, rank: usize) -> Result<()> {
+    if axis < rank {
+        Ok(())
+    } else {
+        Err(Error::arg(
+            op,
+            format!("axis {axis} is out of range for a tensor of rank {rank}"),
+        ))
+    }
+}
+
+/// Validates and sorts a list of reduction axes (no duplicates, each < rank).
+pub fn normalize_axes(op: &'static str, axes: &[usize], rank: usize) -> Result<Vec<usize>> {
+    let mut sorted = axes.to_vec();
+    sorted.sort_unstable();
+    for w in sorted.windows(2) {
+        if w[0] == w[1] {
+            return Err(Error::arg(op, format!("axis {} is listed twice", w[0])));
+        }
+    }
+    for &a in &sorted {
+        check_axis(op, a, rank)?;
+    }
+    Ok(sorted)
+}
+
+/// The shape after reducing `axes` (sorted), keeping them as 1 or dropping them.
+pub fn reduced_shape(shape: &[usize], axes: &[usize], keepdim: bool) -> Vec<usize> {
+    shape
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &d)| match (axes.contains(&i), keepdim) {
+            (true, true) => Some(1),
+            (true, false) => None,
+            (false, _) => Some(d),
+        })
+        .collect()
+}
+
+/// The axes of `target`-broadcast-to-`shape` that must be summed to go back to `target`,
+/// for gradients of broadcast operands. Returns (axes of `shape` to sum, keepdim-able).
+pub fn sum_to_axes(shape: &[usize], target: &[usize]) -> Vec<usize> {
+    let offset = shape.len() - target.len();
+    (0..shape.len())
+        .filter(|&i| i < offset || (target[i - offset] == 1 && shape[i] != 1))
+        .collect()
+}
