@@ -54,4 +54,4 @@ pub mod testing;
 pub use autograd::{is_grad_enabled, no_grad, GradStore, GraphStats, NoGradGuard, Op, OpKind};
 pub use error::{Error, Result};
 pub use rng::Rng;
-pub use tensor::{DataRef, Float, Tensor, TensorId};
+pub use tensor::{DataRef, Float, Tensor, TensorId, WeakTensor};

@@ -112,11 +112,17 @@ pub(crate) fn backward_op<T: Float>(
         Op::Clamp(x, lo, hi) => {
             let (lo, hi) = (*lo, *hi);
             vec![when(0, &|| {
-                Ok(ew(x, g, move |x, g| if x >= lo && x <= hi { g } else { zero }))
+                Ok(ew(
+                    x,
+                    g,
+                    move |x, g| if x >= lo && x <= hi { g } else { zero },
+                ))
             })?]
         }
         // y = max(x, 0)  ⇒  dx = g·[x > 0]  (relu'(0) = 0)
-        Op::Relu(x) => vec![when(0, &|| Ok(ew(x, g, |x, g| if x > zero { g } else { zero })))?],
+        Op::Relu(x) => vec![when(0, &|| {
+            Ok(ew(x, g, |x, g| if x > zero { g } else { zero }))
+        })?],
         // y = x if x > 0 else s·x  ⇒  dx = g if x > 0 else s·g
         Op::LeakyRelu(x, s) => {
             let s = *s;
@@ -197,11 +203,17 @@ pub(crate) fn backward_op<T: Float>(
         }
         // y = x[idx] along axis  ⇒  dx[idx[j]] += g[j]
         Op::IndexSelect(x, axis, idx) => vec![when(0, &|| {
-            Ok(raw(layout::index_add(&g.data(), x.shape(), *axis, idx), x.shape()))
+            Ok(raw(
+                layout::index_add(&g.data(), x.shape(), *axis, idx),
+                x.shape(),
+            ))
         })?],
         // y[.., j, ..] = x[.., idx[.., j, ..], ..]  ⇒  dx[.., idx, ..] += g
         Op::Gather(x, axis, idx) => vec![when(0, &|| {
-            Ok(raw(layout::scatter_add(&g.data(), x.shape(), *axis, idx), x.shape()))
+            Ok(raw(
+                layout::scatter_add(&g.data(), x.shape(), *axis, idx),
+                x.shape(),
+            ))
         })?],
         // y = Σ over axes of x  ⇒  dx = g broadcast back over those axes
         Op::Sum(x, axes, _) => vec![when(0, &|| {
@@ -214,7 +226,10 @@ pub(crate) fn backward_op<T: Float>(
         // y = max along axis  ⇒  dx = g at the first arg-max of each group, 0 elsewhere
         Op::Max(x, axis, _) => vec![when(0, &|| {
             let (_, arg) = reduce::max_axis(&x.data(), x.shape(), *axis);
-            Ok(raw(layout::scatter_add(&g.data(), x.shape(), *axis, &arg), x.shape()))
+            Ok(raw(
+                layout::scatter_add(&g.data(), x.shape(), *axis, &arg),
+                x.shape(),
+            ))
         })?],
         // y = softmax(x)  ⇒  dx = y·(g − Σ g·y)
         Op::Softmax(x, axis) => vec![when(0, &|| {

@@ -12,7 +12,7 @@ use crate::tensor::{Float, Tensor, TensorId};
 
 /// Gradients of a loss, keyed by tensor, kept outside the tensors. Holds one entry per leaf
 /// that requires a gradient and that the loss depends on.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct GradStore<T: Float = f32> {
     grads: HashMap<TensorId, Tensor<T>>,
 }

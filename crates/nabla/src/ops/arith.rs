@@ -7,22 +7,42 @@ use crate::tensor::{Float, Tensor};
 impl<T: Float> Tensor<T> {
     /// `self + other`, with NumPy broadcasting.
     pub fn add(&self, other: &Tensor<T>) -> Result<Tensor<T>> {
-        self.binary_op(other, "add", |a, b| a + b, || Op::Add(self.clone(), other.clone()))
+        self.binary_op(
+            other,
+            "add",
+            |a, b| a + b,
+            || Op::Add(self.clone(), other.clone()),
+        )
     }
 
     /// `self − other`, with NumPy broadcasting.
     pub fn sub(&self, other: &Tensor<T>) -> Result<Tensor<T>> {
-        self.binary_op(other, "sub", |a, b| a - b, || Op::Sub(self.clone(), other.clone()))
+        self.binary_op(
+            other,
+            "sub",
+            |a, b| a - b,
+            || Op::Sub(self.clone(), other.clone()),
+        )
     }
 
     /// `self ⊙ other` (element-wise product), with NumPy broadcasting.
     pub fn mul(&self, other: &Tensor<T>) -> Result<Tensor<T>> {
-        self.binary_op(other, "mul", |a, b| a * b, || Op::Mul(self.clone(), other.clone()))
+        self.binary_op(
+            other,
+            "mul",
+            |a, b| a * b,
+            || Op::Mul(self.clone(), other.clone()),
+        )
     }
 
     /// `self ⊘ other` (element-wise quotient), with NumPy broadcasting.
     pub fn div(&self, other: &Tensor<T>) -> Result<Tensor<T>> {
-        self.binary_op(other, "div", |a, b| a / b, || Op::Div(self.clone(), other.clone()))
+        self.binary_op(
+            other,
+            "div",
+            |a, b| a / b,
+            || Op::Div(self.clone(), other.clone()),
+        )
     }
 
     /// `−self`.

@@ -6,9 +6,7 @@ use std::sync::Arc;
 use crate::autograd::Op;
 use crate::error::{Error, Result};
 use crate::tensor::kernels::{layout, split_at_axis};
-use crate::tensor::shape::{
-    broadcast_strides, check_axis, check_broadcast_to, fmt_shape, numel,
-};
+use crate::tensor::shape::{broadcast_strides, check_axis, check_broadcast_to, fmt_shape, numel};
 use crate::tensor::{Float, Tensor};
 
 impl<T: Float> Tensor<T> {

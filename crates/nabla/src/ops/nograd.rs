@@ -93,5 +93,4 @@ impl<T: Float> Tensor<T> {
     pub fn ge(&self, other: &Tensor<T>) -> Result<Tensor<T>> {
         self.compare(other, "ge", |a, b| a >= b)
     }
-
 }

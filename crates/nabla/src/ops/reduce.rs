@@ -66,7 +66,9 @@ impl<T: Float> Tensor<T> {
             let (vals, _) = reduce::max_axis(&cur.data(), cur.shape(), a);
             let shape = reduced_shape(cur.shape(), &[a], keepdim);
             let input = cur.clone();
-            cur = Tensor::from_op(vals, shape, &[&input], || Op::Max(input.clone(), a, keepdim));
+            cur = Tensor::from_op(vals, shape, &[&input], || {
+                Op::Max(input.clone(), a, keepdim)
+            });
         }
         Ok(cur)
     }
@@ -76,18 +78,24 @@ impl<T: Float> Tensor<T> {
     pub fn softmax(&self, axis: usize) -> Result<Tensor<T>> {
         check_axis("softmax", axis, self.rank())?;
         let data = reduce::softmax_axis(&self.data(), self.shape(), axis, false);
-        Ok(Tensor::from_op(data, self.shape().to_vec(), &[self], || {
-            Op::Softmax(self.clone(), axis)
-        }))
+        Ok(Tensor::from_op(
+            data,
+            self.shape().to_vec(),
+            &[self],
+            || Op::Softmax(self.clone(), axis),
+        ))
     }
 
     /// Log-softmax along `axis`: `x − max − ln Σ e^(x − max)`. Finite for any finite logits.
     pub fn log_softmax(&self, axis: usize) -> Result<Tensor<T>> {
         check_axis("log_softmax", axis, self.rank())?;
         let data = reduce::softmax_axis(&self.data(), self.shape(), axis, true);
-        Ok(Tensor::from_op(data, self.shape().to_vec(), &[self], || {
-            Op::LogSoftmax(self.clone(), axis)
-        }))
+        Ok(Tensor::from_op(
+            data,
+            self.shape().to_vec(),
+            &[self],
+            || Op::LogSoftmax(self.clone(), axis),
+        ))
     }
 
     /// Sums a broadcast result back to `target` (the shape of an operand that was broadcast):

@@ -11,7 +11,7 @@ pub mod shape;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, Weak};
 
 use crate::autograd::{self, Op};
 use crate::error::{Error, Result};
@@ -56,6 +56,22 @@ pub struct Tensor<T: Float = f32>(Arc<Inner<T>>);
 impl<T: Float> Clone for Tensor<T> {
     fn clone(&self) -> Self {
         Tensor(Arc::clone(&self.0))
+    }
+}
+
+/// A non-owning handle to a tensor, from [`Tensor::downgrade`]: it lets a caller observe when
+/// a tensor (for example a forward activation held by a graph) has been freed.
+pub struct WeakTensor<T: Float>(Weak<Inner<T>>);
+
+impl<T: Float> WeakTensor<T> {
+    /// The tensor, if something still holds it.
+    pub fn upgrade(&self) -> Option<Tensor<T>> {
+        self.0.upgrade().map(Tensor)
+    }
+
+    /// True while something still holds the tensor.
+    pub fn is_alive(&self) -> bool {
+        self.0.strong_count() > 0
     }
 }
 
@@ -151,7 +167,9 @@ impl<T: Float> Tensor<T> {
             ));
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
-        let data: Vec<T> = (0..n).map(|i| T::from_f64(start + step * i as f64)).collect();
+        let data: Vec<T> = (0..n)
+            .map(|i| T::from_f64(start + step * i as f64))
+            .collect();
         Ok(Self::from_parts(data, vec![n], None))
     }
 
@@ -298,8 +316,17 @@ impl<T: Float> Tensor<T> {
 
     /// A copy converted to another element type (not recorded in the graph).
     pub fn cast<U: Float>(&self) -> Tensor<U> {
-        let data = self.data().iter().map(|&v| U::from_f64(v.to_f64())).collect();
+        let data = self
+            .data()
+            .iter()
+            .map(|&v| U::from_f64(v.to_f64()))
+            .collect();
         Tensor::from_parts(data, self.shape().to_vec(), None)
+    }
+
+    /// A weak handle that does not keep this tensor (or the graph behind it) alive.
+    pub fn downgrade(&self) -> WeakTensor<T> {
+        WeakTensor(Arc::downgrade(&self.0))
     }
 
     /// True when every element is finite (no NaN, no ±∞).

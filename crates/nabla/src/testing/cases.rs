@@ -36,7 +36,11 @@ fn u(shape: &[usize], seed: u64) -> Tensor<f64> {
 /// Uniform values with magnitude in [0.1, 1.1]: away from the kink of relu/abs/leaky_relu.
 fn away_from_zero(shape: &[usize], seed: u64) -> Tensor<f64> {
     let t = u(shape, seed);
-    let data = t.to_vec().iter().map(|&v| v.signum() * (0.1 + v.abs())).collect();
+    let data = t
+        .to_vec()
+        .iter()
+        .map(|&v| v.signum() * (0.1 + v.abs()))
+        .collect();
     Tensor::from_vec(data, shape).expect("internal: same shape")
 }
 
@@ -67,87 +71,177 @@ fn case(
 /// Every gradient-check case of the library's ops.
 pub fn op_cases() -> Vec<OpCase> {
     vec![
-        case("add same shape", vec![u(&[3, 4], 1), u(&[3, 4], 2)], |t| t[0].add(&t[1])),
-        case("add [3,4]+[4]", vec![u(&[3, 4], 3), u(&[4], 4)], |t| t[0].add(&t[1])),
-        case("add [3,1]+[1,4]", vec![u(&[3, 1], 5), u(&[1, 4], 6)], |t| t[0].add(&t[1])),
-        case("add [2,3,4]+[3,1]", vec![u(&[2, 3, 4], 7), u(&[3, 1], 8)], |t| t[0].add(&t[1])),
-        case("add scalar tensor", vec![u(&[], 9), u(&[2, 3], 10)], |t| t[0].add(&t[1])),
-        case("sub [3,1]-[4]", vec![u(&[3, 1], 11), u(&[4], 12)], |t| t[0].sub(&t[1])),
-        case("mul [2,3]*[2,1]", vec![u(&[2, 3], 13), u(&[2, 1], 14)], |t| t[0].mul(&t[1])),
+        case("add same shape", vec![u(&[3, 4], 1), u(&[3, 4], 2)], |t| {
+            t[0].add(&t[1])
+        }),
+        case("add [3,4]+[4]", vec![u(&[3, 4], 3), u(&[4], 4)], |t| {
+            t[0].add(&t[1])
+        }),
+        case("add [3,1]+[1,4]", vec![u(&[3, 1], 5), u(&[1, 4], 6)], |t| {
+            t[0].add(&t[1])
+        }),
+        case(
+            "add [2,3,4]+[3,1]",
+            vec![u(&[2, 3, 4], 7), u(&[3, 1], 8)],
+            |t| t[0].add(&t[1]),
+        ),
+        case("add scalar tensor", vec![u(&[], 9), u(&[2, 3], 10)], |t| {
+            t[0].add(&t[1])
+        }),
+        case("sub [3,1]-[4]", vec![u(&[3, 1], 11), u(&[4], 12)], |t| {
+            t[0].sub(&t[1])
+        }),
+        case(
+            "mul [2,3]*[2,1]",
+            vec![u(&[2, 3], 13), u(&[2, 1], 14)],
+            |t| t[0].mul(&t[1]),
+        ),
         case("mul x*x (reuse)", vec![u(&[5], 15)], |t| t[0].mul(&t[0])),
-        case("div [2,3]/[3]", vec![u(&[2, 3], 16), positive(&[3], 17)], |t| t[0].div(&t[1])),
-        case("div [1,3]/[2,1]", vec![u(&[1, 3], 18), positive(&[2, 1], 19)], |t| t[0].div(&t[1])),
+        case(
+            "div [2,3]/[3]",
+            vec![u(&[2, 3], 16), positive(&[3], 17)],
+            |t| t[0].div(&t[1]),
+        ),
+        case(
+            "div [1,3]/[2,1]",
+            vec![u(&[1, 3], 18), positive(&[2, 1], 19)],
+            |t| t[0].div(&t[1]),
+        ),
         case("neg", vec![u(&[2, 3], 20)], |t| Ok(t[0].neg())),
-        case("add_scalar", vec![u(&[2, 3], 21)], |t| Ok(t[0].add_scalar(2.5))),
-        case("mul_scalar", vec![u(&[2, 3], 22)], |t| Ok(t[0].mul_scalar(-1.5))),
-        case("pow_scalar 3", vec![u(&[2, 3], 23)], |t| t[0].pow_scalar(3.0)),
-        case("pow_scalar 0.5", vec![positive(&[2, 3], 24)], |t| t[0].pow_scalar(0.5)),
-        case("pow_scalar -2", vec![positive(&[4], 25)], |t| t[0].pow_scalar(-2.0)),
+        case("add_scalar", vec![u(&[2, 3], 21)], |t| {
+            Ok(t[0].add_scalar(2.5))
+        }),
+        case("mul_scalar", vec![u(&[2, 3], 22)], |t| {
+            Ok(t[0].mul_scalar(-1.5))
+        }),
+        case("pow_scalar 3", vec![u(&[2, 3], 23)], |t| {
+            t[0].pow_scalar(3.0)
+        }),
+        case("pow_scalar 0.5", vec![positive(&[2, 3], 24)], |t| {
+            t[0].pow_scalar(0.5)
+        }),
+        case("pow_scalar -2", vec![positive(&[4], 25)], |t| {
+            t[0].pow_scalar(-2.0)
+        }),
         case("square", vec![u(&[4], 26)], |t| Ok(t[0].square())),
         case("exp", vec![u(&[2, 3], 27)], |t| Ok(t[0].exp())),
         case("log", vec![positive(&[2, 3], 28)], |t| Ok(t[0].log())),
         case("sqrt", vec![positive(&[2, 3], 29)], |t| Ok(t[0].sqrt())),
         case("abs", vec![away_from_zero(&[2, 3], 30)], |t| Ok(t[0].abs())),
-        case("clamp", vec![away_from_zero(&[3, 4], 31)], |t| t[0].clamp(-0.55, 0.6)),
-        case("relu", vec![away_from_zero(&[3, 4], 32)], |t| Ok(t[0].relu())),
-        case("leaky_relu", vec![away_from_zero(&[3, 4], 33)], |t| Ok(t[0].leaky_relu(0.1))),
-        case("sigmoid", vec![u(&[3, 4], 34).mul_scalar(8.0)], |t| Ok(t[0].sigmoid())),
-        case("tanh", vec![u(&[3, 4], 35).mul_scalar(3.0)], |t| Ok(t[0].tanh())),
-        case("gelu", vec![u(&[3, 4], 36).mul_scalar(3.0)], |t| Ok(t[0].gelu())),
-        case("softplus", vec![u(&[3, 4], 37).mul_scalar(30.0)], |t| Ok(t[0].softplus())),
-        case("matmul [3,4]x[4,2]", vec![u(&[3, 4], 38), u(&[4, 2], 39)], |t| t[0].matmul(&t[1])),
-        case("matmul_t aᵀ·b", vec![u(&[4, 3], 40), u(&[4, 2], 41)], |t| {
-            t[0].matmul_t(&t[1], true, false)
+        case("clamp", vec![away_from_zero(&[3, 4], 31)], |t| {
+            t[0].clamp(-0.55, 0.6)
         }),
-        case("matmul_t a·bᵀ", vec![u(&[3, 4], 42), u(&[2, 4], 43)], |t| {
-            t[0].matmul_t(&t[1], false, true)
+        case("relu", vec![away_from_zero(&[3, 4], 32)], |t| {
+            Ok(t[0].relu())
         }),
-        case("matmul_t aᵀ·bᵀ", vec![u(&[4, 3], 44), u(&[2, 4], 45)], |t| {
-            t[0].matmul_t(&t[1], true, true)
+        case("leaky_relu", vec![away_from_zero(&[3, 4], 33)], |t| {
+            Ok(t[0].leaky_relu(0.1))
         }),
-        case("matmul batched", vec![u(&[2, 3, 4], 46), u(&[2, 4, 2], 47)], |t| {
-            t[0].matmul(&t[1])
+        case("sigmoid", vec![u(&[3, 4], 34).mul_scalar(8.0)], |t| {
+            Ok(t[0].sigmoid())
         }),
-        case("matmul batched aᵀ·bᵀ", vec![u(&[2, 4, 3], 48), u(&[2, 2, 4], 49)], |t| {
-            t[0].matmul_t(&t[1], true, true)
+        case("tanh", vec![u(&[3, 4], 35).mul_scalar(3.0)], |t| {
+            Ok(t[0].tanh())
         }),
-        case("matmul [2,3,4]x[4,2]", vec![u(&[2, 3, 4], 50), u(&[4, 2], 51)], |t| {
-            t[0].matmul(&t[1])
+        case("gelu", vec![u(&[3, 4], 36).mul_scalar(3.0)], |t| {
+            Ok(t[0].gelu())
         }),
-        case("matmul [2,3,4]x[2,4]ᵀ", vec![u(&[2, 3, 4], 52), u(&[2, 4], 53)], |t| {
-            t[0].matmul_t(&t[1], false, true)
+        case("softplus", vec![u(&[3, 4], 37).mul_scalar(30.0)], |t| {
+            Ok(t[0].softplus())
         }),
-        case("permute", vec![u(&[2, 3, 4], 54)], |t| t[0].permute(&[2, 0, 1])),
+        case(
+            "matmul [3,4]x[4,2]",
+            vec![u(&[3, 4], 38), u(&[4, 2], 39)],
+            |t| t[0].matmul(&t[1]),
+        ),
+        case(
+            "matmul_t aᵀ·b",
+            vec![u(&[4, 3], 40), u(&[4, 2], 41)],
+            |t| t[0].matmul_t(&t[1], true, false),
+        ),
+        case(
+            "matmul_t a·bᵀ",
+            vec![u(&[3, 4], 42), u(&[2, 4], 43)],
+            |t| t[0].matmul_t(&t[1], false, true),
+        ),
+        case(
+            "matmul_t aᵀ·bᵀ",
+            vec![u(&[4, 3], 44), u(&[2, 4], 45)],
+            |t| t[0].matmul_t(&t[1], true, true),
+        ),
+        case(
+            "matmul batched",
+            vec![u(&[2, 3, 4], 46), u(&[2, 4, 2], 47)],
+            |t| t[0].matmul(&t[1]),
+        ),
+        case(
+            "matmul batched aᵀ·bᵀ",
+            vec![u(&[2, 4, 3], 48), u(&[2, 2, 4], 49)],
+            |t| t[0].matmul_t(&t[1], true, true),
+        ),
+        case(
+            "matmul [2,3,4]x[4,2]",
+            vec![u(&[2, 3, 4], 50), u(&[4, 2], 51)],
+            |t| t[0].matmul(&t[1]),
+        ),
+        case(
+            "matmul [2,3,4]x[2,4]ᵀ",
+            vec![u(&[2, 3, 4], 52), u(&[2, 4], 53)],
+            |t| t[0].matmul_t(&t[1], false, true),
+        ),
+        case("permute", vec![u(&[2, 3, 4], 54)], |t| {
+            t[0].permute(&[2, 0, 1])
+        }),
         case("transpose", vec![u(&[3, 4], 55)], |t| t[0].t()),
         case("reshape", vec![u(&[2, 6], 56)], |t| t[0].reshape(&[3, 4])),
         case("broadcast_to [3,1]->[2,3,4]", vec![u(&[3, 1], 57)], |t| {
             t[0].broadcast_to(&[2, 3, 4])
         }),
         case("narrow", vec![u(&[3, 5], 58)], |t| t[0].narrow(1, 1, 3)),
-        case("concat", vec![u(&[2, 1], 59), u(&[2, 3], 60), u(&[2, 2], 61)], |t| {
-            Tensor::concat(&[&t[0], &t[1], &t[2]], 1)
-        }),
+        case(
+            "concat",
+            vec![u(&[2, 1], 59), u(&[2, 3], 60), u(&[2, 2], 61)],
+            |t| Tensor::concat(&[&t[0], &t[1], &t[2]], 1),
+        ),
         case("index_select (repeats)", vec![u(&[4, 3], 62)], |t| {
             t[0].index_select(0, &[3, 0, 3, 1])
         }),
-        case("gather", vec![u(&[3, 4], 63)], |t| t[0].gather(1, &[1, 3, 0, 0, 2, 2])),
-        case("sum [0,2] keepdim", vec![u(&[2, 3, 4], 64)], |t| t[0].sum(&[0, 2], true)),
-        case("sum [1]", vec![u(&[2, 3, 4], 65)], |t| t[0].sum(&[1], false)),
+        case("gather", vec![u(&[3, 4], 63)], |t| {
+            t[0].gather(1, &[1, 3, 0, 0, 2, 2])
+        }),
+        case("sum [0,2] keepdim", vec![u(&[2, 3, 4], 64)], |t| {
+            t[0].sum(&[0, 2], true)
+        }),
+        case("sum [1]", vec![u(&[2, 3, 4], 65)], |t| {
+            t[0].sum(&[1], false)
+        }),
         case("sum_all", vec![u(&[2, 3], 66)], |t| t[0].sum_all()),
         case("mean [0]", vec![u(&[4, 3], 67)], |t| t[0].mean(&[0], false)),
-        case("max [1]", vec![distinct(&[3, 4], 68)], |t| t[0].max(&[1], false)),
+        case("max [1]", vec![distinct(&[3, 4], 68)], |t| {
+            t[0].max(&[1], false)
+        }),
         case("max [0,2] keepdim", vec![distinct(&[2, 3, 4], 69)], |t| {
             t[0].max(&[0, 2], true)
         }),
-        case("softmax axis 1", vec![u(&[3, 4], 70).mul_scalar(3.0)], |t| t[0].softmax(1)),
+        case(
+            "softmax axis 1",
+            vec![u(&[3, 4], 70).mul_scalar(3.0)],
+            |t| t[0].softmax(1),
+        ),
         case("softmax axis 0", vec![u(&[3, 4], 71)], |t| t[0].softmax(0)),
-        case("log_softmax axis 1", vec![u(&[3, 4], 72).mul_scalar(3.0)], |t| {
+        case(
+            "log_softmax axis 1",
+            vec![u(&[3, 4], 72).mul_scalar(3.0)],
+            |t| t[0].log_softmax(1),
+        ),
+        case("log_softmax 3-D axis 1", vec![u(&[2, 3, 2], 73)], |t| {
             t[0].log_softmax(1)
         }),
-        case("log_softmax 3-D axis 1", vec![u(&[2, 3, 2], 73)], |t| t[0].log_softmax(1)),
-        case("linear + squared loss", vec![u(&[5, 3], 74), u(&[3, 2], 75), u(&[2], 76)], |t| {
-            t[0].matmul(&t[1])?.add(&t[2])?.square().sum_all()
-        }),
+        case(
+            "linear + squared loss",
+            vec![u(&[5, 3], 74), u(&[3, 2], 75), u(&[2], 76)],
+            |t| t[0].matmul(&t[1])?.add(&t[2])?.square().sum_all(),
+        ),
         case("cross-entropy", vec![u(&[4, 3], 77), u(&[3, 5], 78)], |t| {
             let logp = t[0].matmul(&t[1])?.log_softmax(1)?;
             logp.gather(1, &[0, 4, 2, 1])?.mean_all().map(|m| m.neg())
@@ -162,9 +256,16 @@ pub fn run_op_gradchecks() -> Result<Vec<OpCheck>> {
         .into_iter()
         .map(|c| {
             let report = gradcheck(&c.f, &c.inputs, &opts)?;
-            let leaves: Vec<Tensor<f64>> =
-                c.inputs.iter().map(|t| t.detach().requires_grad()).collect();
-            let kinds = (c.f)(&leaves)?.graph_stats().op_counts.into_keys().collect();
+            let leaves: Vec<Tensor<f64>> = c
+                .inputs
+                .iter()
+                .map(|t| t.detach().requires_grad())
+                .collect();
+            let kinds = (c.f)(&leaves)?
+                .graph_stats()
+                .op_counts
+                .into_keys()
+                .collect();
             Ok(OpCheck {
                 name: c.name,
                 report,

@@ -119,7 +119,11 @@ fn scalarize(out: &Tensor<f64>, r: &Option<Tensor<f64>>) -> Result<Tensor<f64>> 
 /// Every input is treated as a leaf requiring a gradient. `f` may return any shape; a
 /// non-scalar output is contracted with a fixed random tensor first. Returns the worst element;
 /// [`GradcheckReport::passed`] says whether all were within tolerance.
-pub fn gradcheck<F>(f: F, inputs: &[Tensor<f64>], opts: &GradcheckOptions) -> Result<GradcheckReport>
+pub fn gradcheck<F>(
+    f: F,
+    inputs: &[Tensor<f64>],
+    opts: &GradcheckOptions,
+) -> Result<GradcheckReport>
 where
     F: Fn(&[Tensor<f64>]) -> Result<Tensor<f64>>,
 {

@@ -95,7 +95,7 @@ pub fn softmax_axis<T: Float>(x: &[T], shape: &[usize], axis: usize, log: bool) 
             // With m = +inf every shifted entry is NaN or -inf; keep PyTorch's NaN.
             let mut s = T::ZERO;
             for b in buf.iter_mut() {
-                *b = *b - m;
+                *b -= m;
                 s += b.exp();
             }
             if log {
