@@ -51,6 +51,11 @@ pub mod rng;
 pub mod tensor;
 pub mod testing;
 
+/// The README's code examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
 pub use autograd::{is_grad_enabled, no_grad, GradStore, GraphStats, NoGradGuard, Op, OpKind};
 pub use error::{Error, Result};
 pub use rng::Rng;

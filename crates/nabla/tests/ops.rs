@@ -284,3 +284,14 @@ fn large_tensors_take_the_threaded_paths_and_agree() {
     let bs = bias.to_vec();
     assert!(z.iter().enumerate().all(|(i, v)| *v == xs[i] + bs[i % 100]));
 }
+
+#[test]
+fn absurd_sizes_are_errors_not_panics() {
+    let z = Tensor::<f32>::zeros(&[2, 3]);
+    assert!(z.reshape(&[usize::MAX, 2]).is_err());
+    assert!(Tensor::<f32>::from_vec(vec![], &[usize::MAX, usize::MAX]).is_err());
+    assert!(Tensor::<f32>::arange(0.0, 1e30, 1.0).is_err());
+    assert!(Tensor::<f32>::zeros(&[1])
+        .broadcast_to(&[1 << 40, 1 << 30])
+        .is_err());
+}

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use crate::autograd::Op;
 use crate::error::{Error, Result};
 use crate::tensor::kernels::{layout, split_at_axis};
-use crate::tensor::shape::{broadcast_strides, check_axis, check_broadcast_to, fmt_shape, numel};
+use crate::tensor::shape::{
+    broadcast_strides, check_axis, check_broadcast_to, checked_numel, fmt_shape, numel,
+};
 use crate::tensor::{Float, Tensor};
 
 impl<T: Float> Tensor<T> {
     /// The same elements under a new shape with the same element count. Shares storage.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor<T>> {
-        if numel(shape) != self.numel() {
+        if checked_numel("reshape", shape)? != self.numel() {
             return Err(Error::shape(
                 "reshape",
                 format!(
@@ -84,6 +86,7 @@ impl<T: Float> Tensor<T> {
     /// Repeats the tensor along broadcast dimensions to `shape` (NumPy rules, one direction).
     pub fn broadcast_to(&self, shape: &[usize]) -> Result<Tensor<T>> {
         check_broadcast_to("broadcast_to", self.shape(), shape)?;
+        checked_numel("broadcast_to", shape)?;
         let strides = broadcast_strides(self.shape(), shape);
         let data = layout::strided_copy(&self.data(), shape, &strides);
         Ok(Tensor::from_op(data, shape.to_vec(), &[self], || {

@@ -17,7 +17,7 @@ use crate::autograd::{self, Op};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 pub use float::Float;
-use shape::{fmt_shape, numel};
+use shape::{checked_numel, fmt_shape, numel};
 
 /// A tensor's identity: gradients are keyed by it. Clones of a tensor share it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -124,7 +124,7 @@ impl<T: Float> Tensor<T> {
 
     /// A tensor from row-major data and a shape; the element count must match.
     pub fn from_vec(data: Vec<T>, shape: &[usize]) -> Result<Self> {
-        if data.len() != numel(shape) {
+        if data.len() != checked_numel("from_vec", shape)? {
             return Err(Error::shape(
                 "from_vec",
                 format!(
@@ -144,6 +144,10 @@ impl<T: Float> Tensor<T> {
     }
 
     /// A tensor of the given shape with every element `v`.
+    ///
+    /// Like `vec![v; n]`, the infallible constructors (`full`, `zeros`, `ones`, the random
+    /// ones) panic only if the element count overflows memory; use [`Tensor::from_vec`] for
+    /// shapes that come from untrusted input.
     pub fn full(shape: &[usize], v: T) -> Self {
         Self::from_parts(vec![v; numel(shape)], shape.to_vec(), None)
     }
@@ -166,7 +170,14 @@ impl<T: Float> Tensor<T> {
                 format!("start {start}, end {end}, step {step}: need finite values and step ≠ 0"),
             ));
         }
-        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let count = ((end - start) / step).ceil().max(0.0);
+        if count > (1u64 << 40) as f64 {
+            return Err(Error::arg(
+                "arange",
+                format!("start {start}, end {end}, step {step}: {count} elements is too many"),
+            ));
+        }
+        let n = count as usize;
         let data: Vec<T> = (0..n)
             .map(|i| T::from_f64(start + step * i as f64))
             .collect();

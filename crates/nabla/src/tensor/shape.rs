@@ -12,6 +12,23 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+/// Number of elements, or an error when the product overflows what memory could hold.
+pub fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize / 8)
+        .ok_or_else(|| {
+            Error::shape(
+                op,
+                format!(
+                    "shape {} has too many elements to allocate",
+                    fmt_shape(shape)
+                ),
+            )
+        })
+}
+
 /// Row-major (C-order) strides of a contiguous tensor of this shape.
 pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![0; shape.len()];
