@@ -32,9 +32,31 @@ pub enum Error {
         /// What is wrong.
         msg: String,
     },
+    /// A file that cannot be read, written or understood (checkpoints, data sets).
+    #[error("{path}: {msg}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// A checkpoint or configuration that does not match the model or optimizer.
+    #[error("{what}: {msg}")]
+    Mismatch {
+        /// What was being matched (a file, a config).
+        what: String,
+        /// Every difference found.
+        msg: String,
+    },
 }
 
 impl Error {
+    pub(crate) fn file(path: impl AsRef<std::path::Path>, msg: impl Into<String>) -> Self {
+        Error::File {
+            path: path.as_ref().display().to_string(),
+            msg: msg.into(),
+        }
+    }
     pub(crate) fn shape(op: &'static str, msg: impl Into<String>) -> Self {
         Error::Shape {
             op,

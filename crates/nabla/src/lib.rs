@@ -46,7 +46,10 @@
 
 pub mod autograd;
 pub mod error;
+pub mod io;
+pub mod nn;
 mod ops;
+pub mod optim;
 pub mod rng;
 pub mod tensor;
 pub mod testing;

@@ -241,5 +241,10 @@ pub(crate) fn backward_op<T: Float>(
             let d = reduce::softmax_backward(&y.data(), &g.data(), x.shape(), *axis, true);
             Ok(raw(d, x.shape()))
         })?],
+        // yᵢ = −Σⱼ tᵢⱼ log softmax(zᵢ)ⱼ  ⇒  dzᵢⱼ = gᵢ·(softmax(zᵢ)ⱼ·Σₖ tᵢₖ − tᵢⱼ)
+        Op::SoftmaxCrossEntropy(z, t) => vec![when(0, &|| {
+            let d = reduce::softmax_cross_entropy_backward(&z.data(), t, &g.data(), z.shape()[1]);
+            Ok(raw(d, z.shape()))
+        })?],
     })
 }

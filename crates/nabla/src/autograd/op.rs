@@ -34,6 +34,7 @@ op_kinds! {
     BroadcastTo => "broadcast_to", Narrow => "narrow", Concat => "concat",
     IndexSelect => "index_select", Gather => "gather",
     Sum => "sum", Max => "max", Softmax => "softmax", LogSoftmax => "log_softmax",
+    SoftmaxCrossEntropy => "softmax_cross_entropy",
 }
 
 /// A recorded operation: how a tensor was made from its inputs.
@@ -119,6 +120,9 @@ pub enum Op<T: Float> {
     Softmax(Tensor<T>, usize),
     /// Log-softmax along an axis (backward reads the output).
     LogSoftmax(Tensor<T>, usize),
+    /// Fused, stable `−Σⱼ tᵢⱼ log softmax(zᵢ)ⱼ` per row of `[n, k]` logits, against a fixed
+    /// `[n, k]` target distribution (not differentiated).
+    SoftmaxCrossEntropy(Tensor<T>, Arc<Vec<T>>),
 }
 
 impl<T: Float> Op<T> {
@@ -156,6 +160,7 @@ impl<T: Float> Op<T> {
             Op::Max(..) => OpKind::Max,
             Op::Softmax(..) => OpKind::Softmax,
             Op::LogSoftmax(..) => OpKind::LogSoftmax,
+            Op::SoftmaxCrossEntropy(..) => OpKind::SoftmaxCrossEntropy,
         }
     }
 
@@ -189,7 +194,8 @@ impl<T: Float> Op<T> {
             | Op::Sum(x, ..)
             | Op::Max(x, ..)
             | Op::Softmax(x, _)
-            | Op::LogSoftmax(x, _) => vec![x],
+            | Op::LogSoftmax(x, _)
+            | Op::SoftmaxCrossEntropy(x, _) => vec![x],
         }
     }
 
@@ -223,7 +229,8 @@ impl<T: Float> Op<T> {
             | Op::Sum(x, ..)
             | Op::Max(x, ..)
             | Op::Softmax(x, _)
-            | Op::LogSoftmax(x, _) => vec![x],
+            | Op::LogSoftmax(x, _)
+            | Op::SoftmaxCrossEntropy(x, _) => vec![x],
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod arith;
 mod layout;
+mod loss;
 mod matmul;
 mod nograd;
 mod reduce;

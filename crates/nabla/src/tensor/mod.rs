@@ -216,9 +216,13 @@ impl<T: Float> Tensor<T> {
         self.set_requires_grad(true)
     }
 
-    /// Sets whether this tensor, as a leaf, asks for a gradient. Keeps the storage (and the
-    /// id, when no other clone of this handle exists).
+    /// Sets whether this tensor, as a leaf, asks for a gradient. Keeps the storage, and keeps
+    /// the id when nothing changes or no other clone of this handle exists; otherwise the result
+    /// is a new leaf (a new id) sharing the storage.
     pub fn set_requires_grad(self, on: bool) -> Self {
+        if self.is_leaf() && self.0.requires_grad == on {
+            return self;
+        }
         match Arc::try_unwrap(self.0) {
             Ok(mut inner) if inner.op.is_none() => {
                 inner.requires_grad = on;

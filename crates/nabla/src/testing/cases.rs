@@ -5,6 +5,9 @@
 use super::{gradcheck, GradcheckOptions, GradcheckReport};
 use crate::autograd::OpKind;
 use crate::error::Result;
+use crate::nn::loss::{self, Reduction, Target};
+use crate::nn::{Init, Linear, Module};
+use crate::rng::Rng;
 use crate::tensor::Tensor;
 
 type CaseFn = Box<dyn Fn(&[Tensor<f64>]) -> Result<Tensor<f64>> + Send + Sync>;
@@ -242,6 +245,17 @@ pub fn op_cases() -> Vec<OpCase> {
             vec![u(&[5, 3], 74), u(&[3, 2], 75), u(&[2], 76)],
             |t| t[0].matmul(&t[1])?.add(&t[2])?.square().sum_all(),
         ),
+        case(
+            "softmax_cross_entropy",
+            vec![u(&[3, 4], 79).mul_scalar(3.0)],
+            |t| {
+                let target = Tensor::from_vec(
+                    vec![0.0, 1.0, 0.0, 0.0, 0.25, 0.25, 0.5, 0.0, 0.1, 0.2, 0.3, 0.4],
+                    &[3, 4],
+                )?;
+                t[0].softmax_cross_entropy(&target)
+            },
+        ),
         case("cross-entropy", vec![u(&[4, 3], 77), u(&[3, 5], 78)], |t| {
             let logp = t[0].matmul(&t[1])?.log_softmax(1)?;
             logp.gather(1, &[0, 4, 2, 1])?.mean_all().map(|m| m.neg())
@@ -249,11 +263,80 @@ pub fn op_cases() -> Vec<OpCase> {
     ]
 }
 
-/// Runs every case of [`op_cases`] with the default tolerances.
+/// Gradient checks of the losses (every reduction) and of the `Linear` layer, as functions of
+/// all their differentiable inputs.
+pub fn module_cases() -> Vec<OpCase> {
+    let mut cases = Vec::new();
+    for (red, tag) in [
+        (Reduction::Mean, "mean"),
+        (Reduction::Sum, "sum"),
+        (Reduction::None, "none"),
+    ] {
+        cases.push(case(
+            &format!("loss mse ({tag})"),
+            vec![u(&[4, 3], 80), u(&[4, 3], 81)],
+            move |t| loss::mse(&t[0], &t[1], red),
+        ));
+        // residuals kept away from 0 (|x|'s kink) and from ±δ (huber's switch)
+        let pred = away_from_zero(&[4, 3], 82);
+        let zero = Tensor::zeros(&[4, 3]);
+        cases.push(case(
+            &format!("loss l1 ({tag})"),
+            vec![pred.clone(), zero.clone()],
+            move |t| loss::l1(&t[0], &t[1], red),
+        ));
+        cases.push(case(
+            &format!("loss huber ({tag})"),
+            vec![pred.mul_scalar(1.3), zero],
+            move |t| loss::huber(&t[0], &t[1], 0.77, red),
+        ));
+        cases.push(case(
+            &format!("loss cross_entropy classes ({tag})"),
+            vec![u(&[4, 5], 83)],
+            move |t| loss::cross_entropy(&t[0], Target::Classes(&[0, 4, 2, 2]), 0.0, red),
+        ));
+        cases.push(case(
+            &format!("loss cross_entropy smoothed ({tag})"),
+            vec![u(&[4, 5], 84).mul_scalar(4.0)],
+            move |t| loss::cross_entropy(&t[0], Target::Classes(&[1, 3, 0, 4]), 0.1, red),
+        ));
+        let probs = Tensor::<f64>::rand_uniform(&[3, 4], 0.1, 1.0, 85);
+        let probs = probs
+            .div(&probs.sum(&[1], true).expect("2-D"))
+            .expect("same rows");
+        cases.push(case(
+            &format!("loss cross_entropy probs ({tag})"),
+            vec![u(&[3, 4], 86)],
+            move |t| loss::cross_entropy(&t[0], Target::Probs(&probs), 0.0, red),
+        ));
+        cases.push(case(
+            &format!("loss bce_with_logits ({tag})"),
+            vec![
+                u(&[5, 2], 87).mul_scalar(5.0),
+                Tensor::rand_uniform(&[5, 2], 0.0, 1.0, 88),
+            ],
+            move |t| loss::bce_with_logits(&t[0], &t[1], red),
+        ));
+    }
+    let layer = Linear::<f64>::new(3, 4, true, Init::KaimingUniform, &mut Rng::new(89));
+    let (w, b) = (
+        layer.weight.detach(),
+        layer.bias.clone().expect("has bias").detach(),
+    );
+    cases.push(case(
+        "Linear (input, weight, bias)",
+        vec![u(&[5, 3], 90), w, b],
+        |t| Linear::from_tensors(t[1].clone(), Some(t[2].clone()))?.forward(&t[0]),
+    ));
+    cases
+}
+
+/// Runs every case of [`op_cases`] and [`module_cases`] with the default tolerances.
 pub fn run_op_gradchecks() -> Result<Vec<OpCheck>> {
     let opts = GradcheckOptions::default();
     op_cases()
         .into_iter()
+        .chain(module_cases())
         .map(|c| {
             let report = gradcheck(&c.f, &c.inputs, &opts)?;
             let leaves: Vec<Tensor<f64>> = c

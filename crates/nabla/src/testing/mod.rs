@@ -17,7 +17,7 @@
 
 mod cases;
 
-pub use cases::{op_cases, run_op_gradchecks, OpCase, OpCheck};
+pub use cases::{module_cases, op_cases, run_op_gradchecks, OpCase, OpCheck};
 
 use std::fmt;
 

@@ -144,3 +144,59 @@ pub fn softmax_backward<T: Float>(
     }
     out
 }
+
+/// Per-row cross-entropy of `[n, k]` logits `z` against target rows `t`:
+/// `lseᵢ − Σⱼ tᵢⱼ zᵢⱼ` scaled by `Σⱼ tᵢⱼ`, written as `Σⱼ tᵢⱼ (lseᵢ − zᵢⱼ)` with zero targets
+/// skipped, so a `−∞` logit with target 0 contributes 0, not NaN.
+pub fn softmax_cross_entropy<T: Float>(z: &[T], t: &[T], k: usize) -> Vec<T> {
+    z.chunks_exact(k.max(1))
+        .zip(t.chunks_exact(k.max(1)))
+        .map(|(zr, tr)| {
+            let lse = log_sum_exp(zr);
+            let mut loss = T::ZERO;
+            for (&zj, &tj) in zr.iter().zip(tr) {
+                if tj != T::ZERO {
+                    loss += tj * (lse - zj);
+                }
+            }
+            loss
+        })
+        .collect()
+}
+
+/// Backward of [`softmax_cross_entropy`]: `gᵢ·(softmax(zᵢ)·Σₖ tᵢₖ − tᵢ)`.
+pub fn softmax_cross_entropy_backward<T: Float>(z: &[T], t: &[T], g: &[T], k: usize) -> Vec<T> {
+    let mut out = vec![T::ZERO; z.len()];
+    for (((o, zr), tr), &gi) in out
+        .chunks_exact_mut(k.max(1))
+        .zip(z.chunks_exact(k.max(1)))
+        .zip(t.chunks_exact(k.max(1)))
+        .zip(g)
+    {
+        let lse = log_sum_exp(zr);
+        let mut tsum = T::ZERO;
+        for &tj in tr {
+            tsum += tj;
+        }
+        for ((o, &zj), &tj) in o.iter_mut().zip(zr).zip(tr) {
+            *o = gi * ((zj - lse).exp() * tsum - tj);
+        }
+    }
+    out
+}
+
+/// `ln Σ e^x` with the maximum subtracted.
+fn log_sum_exp<T: Float>(xs: &[T]) -> T {
+    let mut m = T::NEG_INFINITY;
+    for &x in xs {
+        m = m.max(x);
+    }
+    if !m.is_finite() {
+        return m;
+    }
+    let mut s = T::ZERO;
+    for &x in xs {
+        s += (x - m).exp();
+    }
+    m + s.ln()
+}

@@ -1,0 +1,10 @@
+//! Checkpoints in the safetensors format: model weights (readable by the Python `safetensors`
+//! package) and full training state, written atomically.
+
+mod checkpoint;
+mod safetensors_file;
+
+pub use checkpoint::{
+    load_training_state, load_weights, save_training_state, save_weights, TrainingState,
+};
+pub use safetensors_file::{read_tensor_file, write_atomic, write_tensor_file, TensorFile};

@@ -1,0 +1,185 @@
+//! Reading and writing safetensors files, and the atomic write underneath.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::error::{Error, Result};
+use crate::tensor::{Float, Tensor};
+
+/// The contents of a safetensors file: f32 and f64 tensors (other dtypes are reported by name
+/// and dtype but not decoded) and the string metadata.
+#[derive(Debug, Clone, Default)]
+pub struct TensorFile {
+    /// Decoded f32 tensors.
+    pub f32: BTreeMap<String, Tensor<f32>>,
+    /// Decoded f64 tensors.
+    pub f64: BTreeMap<String, Tensor<f64>>,
+    /// Tensors of other dtypes: name → (dtype, shape).
+    pub other: BTreeMap<String, (String, Vec<usize>)>,
+    /// The `__metadata__` strings.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl TensorFile {
+    /// Every tensor name with its dtype and shape.
+    pub fn describe(&self) -> BTreeMap<String, (String, Vec<usize>)> {
+        let mut all = self.other.clone();
+        for (n, t) in &self.f32 {
+            all.insert(n.clone(), ("F32".into(), t.shape().to_vec()));
+        }
+        for (n, t) in &self.f64 {
+            all.insert(n.clone(), ("F64".into(), t.shape().to_vec()));
+        }
+        all
+    }
+
+    /// The tensor `name` as `T`, if present with that dtype.
+    pub fn get<T: Float>(&self, name: &str) -> Option<Tensor<T>> {
+        match T::DTYPE {
+            "f32" => self.f32.get(name).map(|t| t.cast::<T>()),
+            _ => self.f64.get(name).map(|t| t.cast::<T>()),
+        }
+    }
+}
+
+fn dtype_of<T: Float>() -> Dtype {
+    if T::DTYPE == "f32" {
+        Dtype::F32
+    } else {
+        Dtype::F64
+    }
+}
+
+fn to_le_bytes<T: Float>(t: &Tensor<T>) -> Vec<u8> {
+    let data = t.data();
+    let mut out = Vec::with_capacity(data.len() * std::mem::size_of::<T>());
+    for &v in data.iter() {
+        if T::DTYPE == "f32" {
+            out.extend_from_slice(&(v.to_f64() as f32).to_le_bytes());
+        } else {
+            out.extend_from_slice(&v.to_f64().to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Writes `bytes` to `path` so that a crash at any moment leaves either the old file or the
+/// new one, never a torn file: write a temporary file in the same directory, fsync it, rename
+/// it over `path`, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let err = |m: String| Error::file(path, m);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| err("not a file path".into()))?
+        .to_string_lossy()
+        .to_string();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let tmp = dir.join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        // Persist the rename itself; not every file system supports syncing a directory.
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        err(format!("cannot write: {e}"))
+    })
+}
+
+/// Writes named tensors and metadata as a safetensors file, atomically.
+pub fn write_tensor_file<T: Float>(
+    path: &Path,
+    tensors: &[(String, Tensor<T>)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    if let Some((dup, _)) = tensors.iter().find(|(n, _)| !seen.insert(n.as_str())) {
+        return Err(Error::file(
+            path,
+            format!("tensor name {dup} appears twice"),
+        ));
+    }
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), to_le_bytes(t), t.shape().to_vec()))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, b, s)| {
+            TensorView::new(dtype_of::<T>(), s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::file(path, format!("tensor {n}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
+    let buf = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::file(path, format!("cannot encode safetensors: {e}")))?;
+    write_atomic(path, &buf)
+}
+
+/// Reads a safetensors file. Errors name the file and what is wrong with it.
+pub fn read_tensor_file(path: &Path) -> Result<TensorFile> {
+    let buf = fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    let st = SafeTensors::deserialize(&buf)
+        .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
+    let (_, meta) = SafeTensors::read_metadata(&buf)
+        .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
+    let mut out = TensorFile {
+        metadata: meta
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    for (name, view) in st.iter() {
+        let shape = view.shape().to_vec();
+        let data = view.data();
+        match view.dtype() {
+            Dtype::F32 => {
+                let v = data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                out.f32
+                    .insert(name.to_string(), Tensor::from_vec(v, &shape)?);
+            }
+            Dtype::F64 => {
+                let v = data
+                    .chunks_exact(8)
+                    .map(|c| {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(c);
+                        f64::from_le_bytes(b)
+                    })
+                    .collect();
+                out.f64
+                    .insert(name.to_string(), Tensor::from_vec(v, &shape)?);
+            }
+            other => {
+                out.other
+                    .insert(name.to_string(), (format!("{other:?}"), shape));
+            }
+        }
+    }
+    Ok(out)
+}

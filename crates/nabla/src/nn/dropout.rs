@@ -1,0 +1,96 @@
+//! Dropout: zeroes a random fraction of activations during training.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::nn::Module;
+use crate::rng::Rng;
+use crate::tensor::{Float, Tensor};
+
+/// In training mode each element is kept with probability `1 − p` and scaled by `1/(1 − p)`
+/// (so the expected activation is unchanged); in evaluation mode it is the identity. The mask
+/// comes from the layer's own seeded generator, whose state checkpoints carry.
+pub struct Dropout {
+    p: f64,
+    training: bool,
+    rng: Mutex<Rng>,
+}
+
+impl Dropout {
+    /// Dropout with drop probability `p` in `[0, 1)`, starting in training mode.
+    pub fn new(p: f64, seed: u64) -> Result<Self> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::arg(
+                "Dropout",
+                format!("drop probability {p} is not in [0, 1)"),
+            ));
+        }
+        Ok(Dropout {
+            p,
+            training: true,
+            rng: Mutex::new(Rng::new(seed)),
+        })
+    }
+
+    /// The drop probability.
+    pub fn p(&self) -> f64 {
+        self.p
+    }
+}
+
+impl<T: Float> Module<T> for Dropout {
+    fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        if !self.training || self.p == 0.0 {
+            return Ok(x.clone());
+        }
+        let scale = T::from_f64(1.0 / (1.0 - self.p));
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let mask: Vec<T> = (0..x.numel())
+            .map(|_| {
+                if rng.uniform() >= self.p {
+                    scale
+                } else {
+                    T::ZERO
+                }
+            })
+            .collect();
+        x.mul(&Tensor::from_vec(mask, x.shape())?)
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
+    fn describe(&self) -> String {
+        format!("Dropout(p={})", self.p)
+    }
+
+    fn extra_state(&self) -> BTreeMap<String, String> {
+        let s = self.rng.lock().unwrap_or_else(|e| e.into_inner()).state();
+        BTreeMap::from([(
+            "rng".to_string(),
+            format!("{},{},{},{}", s[0], s[1], s[2], s[3]),
+        )])
+    }
+
+    fn load_extra_state(&mut self, state: &BTreeMap<String, String>) -> Result<()> {
+        if let Some(v) = state.get("rng") {
+            let s = parse_rng_state(v)?;
+            *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = Rng::from_state(s);
+        }
+        Ok(())
+    }
+}
+
+/// Parses `a,b,c,d` (four u64) into a generator state.
+pub(crate) fn parse_rng_state(v: &str) -> Result<[u64; 4]> {
+    let parts: Vec<u64> = v
+        .split(',')
+        .map(|p| p.trim().parse::<u64>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::arg("rng state", format!("'{v}' is not four integers")))?;
+    parts
+        .try_into()
+        .map_err(|_| Error::arg("rng state", format!("'{v}' is not four integers")))
+}

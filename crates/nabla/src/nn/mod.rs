@@ -1,0 +1,76 @@
+//! Neural-network building blocks: the [`Module`] trait, [`Linear`] layers, activations,
+//! dropout, [`Sequential`] containers and the [`Mlp`] builder, weight initialisation, and
+//! losses.
+
+mod activation;
+mod dropout;
+pub(crate) mod dropout_rng {
+    pub(crate) use super::dropout::parse_rng_state;
+}
+mod init;
+mod linear;
+pub mod loss;
+mod mlp;
+mod sequential;
+
+pub use activation::Activation;
+pub use dropout::Dropout;
+pub use init::Init;
+pub use linear::Linear;
+pub use loss::Reduction;
+pub use mlp::{Mlp, MlpConfig, ModelSummary, SummaryRow};
+pub use sequential::Sequential;
+
+use std::collections::BTreeMap;
+
+use crate::error::Result;
+use crate::tensor::{Float, Tensor};
+
+/// A layer or model: a differentiable function of its input with named parameters.
+///
+/// Parameter names follow PyTorch (`layers.0.weight`), so checkpoints map one to one onto a
+/// PyTorch `state_dict`.
+pub trait Module<T: Float = f32>: Send + Sync {
+    /// The output for a batch of inputs.
+    fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>>;
+
+    /// Trainable parameters with dotted names. Clones share storage with the module, so an
+    /// optimizer updating them in place updates the module.
+    fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
+        Vec::new()
+    }
+
+    /// The parameters without names.
+    fn parameters(&self) -> Vec<Tensor<T>> {
+        self.named_parameters()
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
+    }
+
+    /// Switches between training mode (dropout active) and evaluation mode.
+    fn set_training(&mut self, _training: bool) {}
+
+    /// A short description for summaries, e.g. `Linear(784 → 512)`.
+    fn describe(&self) -> String;
+
+    /// Output shape for an input shape (checked), for summaries.
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        Ok(input.to_vec())
+    }
+
+    /// Non-tensor state that a checkpoint must carry to resume exactly (e.g. a dropout RNG).
+    fn extra_state(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    /// Restores [`Module::extra_state`]. Keys that are missing leave the state unchanged.
+    fn load_extra_state(&mut self, _state: &BTreeMap<String, String>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Total number of parameter elements of a module.
+pub fn parameter_count<T: Float>(m: &dyn Module<T>) -> usize {
+    m.parameters().iter().map(|p| p.numel()).sum()
+}

@@ -1,0 +1,37 @@
+//! The fused softmax cross-entropy operation (the losses built on it are in `nn::loss`).
+
+use std::sync::Arc;
+
+use crate::autograd::Op;
+use crate::error::{Error, Result};
+use crate::tensor::kernels::reduce;
+use crate::tensor::shape::fmt_shape;
+use crate::tensor::{Float, Tensor};
+
+impl<T: Float> Tensor<T> {
+    /// Per-row cross-entropy between `[n, k]` logits and a `[n, k]` target distribution:
+    /// `−Σⱼ tᵢⱼ · log softmax(zᵢ)ⱼ`, returned as `[n]`. Fused and stable: the log-softmax is never
+    /// materialised, its maximum is subtracted, and the backward pass is `softmax − target`.
+    /// The target is data: no gradient flows to it.
+    pub fn softmax_cross_entropy(&self, target: &Tensor<T>) -> Result<Tensor<T>> {
+        if self.rank() != 2 || target.shape() != self.shape() {
+            return Err(Error::shape(
+                "softmax_cross_entropy",
+                format!(
+                    "logits {} and target {} must be the same [n, classes] shape",
+                    fmt_shape(self.shape()),
+                    fmt_shape(target.shape())
+                ),
+            ));
+        }
+        let k = self.shape()[1];
+        let t = target.to_vec();
+        let data = reduce::softmax_cross_entropy(&self.data(), &t, k);
+        Ok(Tensor::from_op(
+            data,
+            vec![self.shape()[0]],
+            &[self],
+            || Op::SoftmaxCrossEntropy(self.clone(), Arc::new(t)),
+        ))
+    }
+}

@@ -1,0 +1,196 @@
+//! Adam and AdamW.
+
+use serde::{Deserialize, Serialize};
+
+use super::{check_lr, grad_of, load_buffers, save_buffers, Optimizer, OptimizerState};
+use crate::autograd::GradStore;
+use crate::error::{Error, Result};
+use crate::tensor::{Float, Tensor};
+
+/// Hyper-parameters of [`Adam`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdamConfig {
+    /// Learning rate η.
+    pub lr: f64,
+    /// Decay of the first-moment average β₁.
+    pub beta1: f64,
+    /// Decay of the second-moment average β₂.
+    pub beta2: f64,
+    /// ε added to the denominator.
+    pub eps: f64,
+    /// Weight decay λ.
+    pub weight_decay: f64,
+    /// AdamW: decay the weights directly (`w ← w − ηλw`) instead of adding `λw` to the
+    /// gradient.
+    pub decoupled: bool,
+}
+
+impl AdamConfig {
+    /// Adam with PyTorch's defaults (β = 0.9, 0.999; ε = 1e-8; no weight decay).
+    pub fn adam(lr: f64) -> Self {
+        AdamConfig {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+        }
+    }
+
+    /// AdamW with PyTorch's defaults (weight decay 0.01).
+    pub fn adamw(lr: f64) -> Self {
+        AdamConfig {
+            weight_decay: 0.01,
+            decoupled: true,
+            ..Self::adam(lr)
+        }
+    }
+}
+
+/// Adam (Kingma & Ba), in PyTorch's form: at step `t`,
+/// `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
+/// `w ← w − (η / (1−β₁ᵗ)) · m / (√v / √(1−β₂ᵗ) + ε)`.
+/// AdamW first applies `w ← w(1 − ηλ)`; Adam with weight decay adds `λw` to `g`.
+pub struct Adam<T: Float = f32> {
+    config: AdamConfig,
+    params: Vec<(String, Tensor<T>)>,
+    m: Vec<Option<Vec<T>>>,
+    v: Vec<Option<Vec<T>>>,
+    steps: u64,
+}
+
+impl<T: Float> Adam<T> {
+    /// An optimizer over named parameters.
+    pub fn new(params: Vec<(String, Tensor<T>)>, config: AdamConfig) -> Result<Self> {
+        check_lr("adam", config.lr)?;
+        let ok = (0.0..1.0).contains(&config.beta1)
+            && (0.0..1.0).contains(&config.beta2)
+            && config.eps > 0.0
+            && config.weight_decay >= 0.0
+            && config.weight_decay.is_finite();
+        if !ok {
+            return Err(Error::arg(
+                "adam",
+                format!(
+                    "betas ({}, {}) must be in [0, 1), eps {} > 0, weight decay {} ≥ 0",
+                    config.beta1, config.beta2, config.eps, config.weight_decay
+                ),
+            ));
+        }
+        let n = params.len();
+        Ok(Adam {
+            config,
+            params,
+            m: vec![None; n],
+            v: vec![None; n],
+            steps: 0,
+        })
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &AdamConfig {
+        &self.config
+    }
+
+    fn kind(&self) -> &'static str {
+        if self.config.decoupled {
+            "adamw"
+        } else {
+            "adam"
+        }
+    }
+}
+
+impl<T: Float> Optimizer<T> for Adam<T> {
+    fn step(&mut self, grads: &GradStore<T>) -> Result<()> {
+        let c = &self.config;
+        let t = (self.steps + 1) as i32;
+        let bc1 = 1.0 - c.beta1.powi(t);
+        let bc2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
+        let step_size = T::from_f64(c.lr / bc1);
+        let (b1, b2) = (T::from_f64(c.beta1), T::from_f64(c.beta2));
+        let (one_b1, one_b2) = (T::from_f64(1.0 - c.beta1), T::from_f64(1.0 - c.beta2));
+        let inv_bc2_sqrt = T::from_f64(1.0 / bc2_sqrt);
+        let eps = T::from_f64(c.eps);
+        let wd = T::from_f64(c.weight_decay);
+        let decay = T::from_f64(1.0 - c.lr * c.weight_decay);
+        let decoupled = c.decoupled;
+        for (((name, p), m), v) in self.params.iter().zip(&mut self.m).zip(&mut self.v) {
+            let Some(g) = grad_of("adam", grads, name, p)? else {
+                continue;
+            };
+            let g = g.data();
+            p.update_data(|w| {
+                let m = m.get_or_insert_with(|| vec![T::ZERO; w.len()]);
+                let v = v.get_or_insert_with(|| vec![T::ZERO; w.len()]);
+                for (((w, &g), m), v) in w
+                    .iter_mut()
+                    .zip(g.iter())
+                    .zip(m.iter_mut())
+                    .zip(v.iter_mut())
+                {
+                    let g = if decoupled {
+                        *w *= decay;
+                        g
+                    } else {
+                        g + wd * *w
+                    };
+                    *m = b1 * *m + one_b1 * g;
+                    *v = b2 * *v + one_b2 * g * g;
+                    *w -= step_size * *m / (v.sqrt() * inv_bc2_sqrt + eps);
+                }
+            });
+        }
+        self.steps += 1;
+        Ok(())
+    }
+
+    fn lr(&self) -> f64 {
+        self.config.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr;
+    }
+
+    fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    fn params(&self) -> &[(String, Tensor<T>)] {
+        &self.params
+    }
+
+    fn state(&self) -> OptimizerState<T> {
+        let mut buffers = save_buffers("exp_avg", &self.params, &self.m);
+        buffers.extend(save_buffers("exp_avg_sq", &self.params, &self.v));
+        OptimizerState {
+            kind: self.kind().into(),
+            steps: self.steps,
+            config: serde_json::to_string(&self.config).expect("internal: config serialises"),
+            buffers,
+        }
+    }
+
+    fn load_state(&mut self, state: &OptimizerState<T>) -> Result<()> {
+        if state.kind != self.kind() {
+            return Err(Error::Mismatch {
+                what: "optimizer state".into(),
+                msg: format!("saved by '{}', loading into '{}'", state.kind, self.kind()),
+            });
+        }
+        let config: AdamConfig =
+            serde_json::from_str(&state.config).map_err(|e| Error::Mismatch {
+                what: "optimizer state".into(),
+                msg: format!("bad adam config: {e}"),
+            })?;
+        let (mut m, mut v) = (self.m.clone(), self.v.clone());
+        load_buffers("optimizer state", "exp_avg", &self.params, state, &mut m)?;
+        load_buffers("optimizer state", "exp_avg_sq", &self.params, state, &mut v)?;
+        (self.m, self.v) = (m, v);
+        self.config = config;
+        self.steps = state.steps;
+        Ok(())
+    }
+}

@@ -1,0 +1,136 @@
+//! Optimizers that update parameters in place from a [`GradStore`], learning-rate schedules,
+//! and gradient clipping.
+
+mod adam;
+mod clip;
+mod schedule;
+mod sgd;
+
+pub use adam::{Adam, AdamConfig};
+pub use clip::clip_grad_norm;
+pub use schedule::LrSchedule;
+pub use sgd::{Sgd, SgdConfig};
+
+use crate::autograd::GradStore;
+use crate::error::{Error, Result};
+use crate::tensor::shape::fmt_shape;
+use crate::tensor::{Float, Tensor};
+
+/// Everything an optimizer carries between steps, for inspection and checkpoints.
+#[derive(Debug, Clone)]
+pub struct OptimizerState<T: Float = f32> {
+    /// `sgd`, `adam` or `adamw`.
+    pub kind: String,
+    /// Steps taken so far.
+    pub steps: u64,
+    /// Hyper-parameters (learning rate included) as JSON.
+    pub config: String,
+    /// Per-parameter buffers named `{buffer}.{parameter}`, e.g. `exp_avg.layers.0.weight`.
+    pub buffers: Vec<(String, Tensor<T>)>,
+}
+
+/// Updates parameters from gradients. The optimizer holds handles to the parameters (sharing
+/// their storage), so `step` changes the model in place.
+pub trait Optimizer<T: Float = f32> {
+    /// One update of every parameter that has a gradient in `grads` (others are left alone).
+    fn step(&mut self, grads: &GradStore<T>) -> Result<()>;
+    /// The current learning rate.
+    fn lr(&self) -> f64;
+    /// Sets the learning rate (schedules call this before each step).
+    fn set_lr(&mut self, lr: f64);
+    /// Steps taken.
+    fn steps(&self) -> u64;
+    /// The named parameters being optimised.
+    fn params(&self) -> &[(String, Tensor<T>)];
+    /// A snapshot of the state.
+    fn state(&self) -> OptimizerState<T>;
+    /// Restores a snapshot taken by the same kind of optimizer over the same parameters.
+    fn load_state(&mut self, state: &OptimizerState<T>) -> Result<()>;
+}
+
+/// Checks a learning rate (finite and ≥ 0).
+pub(crate) fn check_lr(op: &'static str, lr: f64) -> Result<()> {
+    if lr.is_finite() && lr >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::arg(
+            op,
+            format!("learning rate {lr} must be finite and ≥ 0"),
+        ))
+    }
+}
+
+/// The gradient of a parameter as a slice-compatible copy, checked against its shape.
+pub(crate) fn grad_of<'a, T: Float>(
+    op: &'static str,
+    grads: &'a GradStore<T>,
+    name: &str,
+    p: &Tensor<T>,
+) -> Result<Option<&'a Tensor<T>>> {
+    match grads.get(p) {
+        None => Ok(None),
+        Some(g) if g.shape() == p.shape() => Ok(Some(g)),
+        Some(g) => Err(Error::shape(
+            op,
+            format!(
+                "gradient of {name} has shape {} but the parameter has {}",
+                fmt_shape(g.shape()),
+                fmt_shape(p.shape())
+            ),
+        )),
+    }
+}
+
+/// Restores named buffers into `slots` (one per parameter) from `state`; `prefix` selects
+/// the buffer kind. Unknown names or wrong shapes are errors naming them all.
+pub(crate) fn load_buffers<T: Float>(
+    what: &str,
+    prefix: &str,
+    params: &[(String, Tensor<T>)],
+    state: &OptimizerState<T>,
+    slots: &mut [Option<Vec<T>>],
+) -> Result<()> {
+    let mut problems = Vec::new();
+    let mut fresh: Vec<Option<Vec<T>>> = vec![None; slots.len()];
+    for (name, t) in &state.buffers {
+        let Some(pname) = name.strip_prefix(prefix).and_then(|n| n.strip_prefix('.')) else {
+            continue;
+        };
+        match params.iter().position(|(n, _)| n == pname) {
+            None => problems.push(format!("buffer {name} is for an unknown parameter")),
+            Some(i) if params[i].1.shape() != t.shape() => problems.push(format!(
+                "buffer {name} has shape {} but the parameter has {}",
+                fmt_shape(t.shape()),
+                fmt_shape(params[i].1.shape())
+            )),
+            Some(i) => fresh[i] = Some(t.to_vec()),
+        }
+    }
+    if problems.is_empty() {
+        slots.clone_from_slice(&fresh);
+        Ok(())
+    } else {
+        Err(Error::Mismatch {
+            what: what.to_string(),
+            msg: problems.join("; "),
+        })
+    }
+}
+
+/// Named buffers for [`OptimizerState`].
+pub(crate) fn save_buffers<T: Float>(
+    prefix: &str,
+    params: &[(String, Tensor<T>)],
+    slots: &[Option<Vec<T>>],
+) -> Vec<(String, Tensor<T>)> {
+    params
+        .iter()
+        .zip(slots)
+        .filter_map(|((n, p), s)| {
+            s.as_ref().map(|v| {
+                let t = Tensor::from_vec(v.clone(), p.shape()).expect("internal: buffer shape");
+                (format!("{prefix}.{n}"), t)
+            })
+        })
+        .collect()
+}

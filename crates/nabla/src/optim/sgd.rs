@@ -1,0 +1,152 @@
+//! Stochastic gradient descent with momentum, Nesterov momentum and weight decay.
+
+use serde::{Deserialize, Serialize};
+
+use super::{check_lr, grad_of, load_buffers, save_buffers, Optimizer, OptimizerState};
+use crate::autograd::GradStore;
+use crate::error::{Error, Result};
+use crate::tensor::{Float, Tensor};
+
+/// Hyper-parameters of [`Sgd`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SgdConfig {
+    /// Learning rate η.
+    pub lr: f64,
+    /// Momentum μ (0 = plain SGD).
+    pub momentum: f64,
+    /// Nesterov momentum (needs μ > 0).
+    pub nesterov: bool,
+    /// L2 weight decay λ, added to the gradient.
+    pub weight_decay: f64,
+}
+
+impl SgdConfig {
+    /// Plain SGD with learning rate `lr`.
+    pub fn new(lr: f64) -> Self {
+        SgdConfig {
+            lr,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// SGD as in PyTorch: `d = g + λw`; with momentum `b ← μb + d` (`b = d` at the first step) and
+/// `d = b` (or `d + μb` for Nesterov); then `w ← w − η·d`.
+pub struct Sgd<T: Float = f32> {
+    config: SgdConfig,
+    params: Vec<(String, Tensor<T>)>,
+    momentum: Vec<Option<Vec<T>>>,
+    steps: u64,
+}
+
+impl<T: Float> Sgd<T> {
+    /// An optimizer over named parameters (e.g. `model.named_parameters()`).
+    pub fn new(params: Vec<(String, Tensor<T>)>, config: SgdConfig) -> Result<Self> {
+        check_lr("sgd", config.lr)?;
+        let bad = |m: String| Err(Error::arg("sgd", m));
+        if !(0.0..1.0).contains(&config.momentum) {
+            return bad(format!("momentum {} is not in [0, 1)", config.momentum));
+        }
+        if config.nesterov && config.momentum == 0.0 {
+            return bad("Nesterov momentum needs momentum > 0".into());
+        }
+        if !(config.weight_decay >= 0.0 && config.weight_decay.is_finite()) {
+            return bad(format!("weight decay {} must be ≥ 0", config.weight_decay));
+        }
+        let momentum = vec![None; params.len()];
+        Ok(Sgd {
+            config,
+            params,
+            momentum,
+            steps: 0,
+        })
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &SgdConfig {
+        &self.config
+    }
+}
+
+impl<T: Float> Optimizer<T> for Sgd<T> {
+    fn step(&mut self, grads: &GradStore<T>) -> Result<()> {
+        let lr = T::from_f64(self.config.lr);
+        let mu = T::from_f64(self.config.momentum);
+        let wd = T::from_f64(self.config.weight_decay);
+        let (use_momentum, nesterov) = (self.config.momentum > 0.0, self.config.nesterov);
+        for ((name, p), buf) in self.params.iter().zip(self.momentum.iter_mut()) {
+            let Some(g) = grad_of("sgd", grads, name, p)? else {
+                continue;
+            };
+            let g = g.data();
+            p.update_data(|w| {
+                let fresh = buf.is_none();
+                let b = buf.get_or_insert_with(|| vec![T::ZERO; w.len()]);
+                for ((w, &g), b) in w.iter_mut().zip(g.iter()).zip(b.iter_mut()) {
+                    let mut d = g + wd * *w;
+                    if use_momentum {
+                        *b = if fresh { d } else { mu * *b + d };
+                        d = if nesterov { d + mu * *b } else { *b };
+                    }
+                    *w -= lr * d;
+                }
+            });
+            if !use_momentum {
+                *buf = None;
+            }
+        }
+        self.steps += 1;
+        Ok(())
+    }
+
+    fn lr(&self) -> f64 {
+        self.config.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr;
+    }
+
+    fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    fn params(&self) -> &[(String, Tensor<T>)] {
+        &self.params
+    }
+
+    fn state(&self) -> OptimizerState<T> {
+        OptimizerState {
+            kind: "sgd".into(),
+            steps: self.steps,
+            config: serde_json::to_string(&self.config).expect("internal: config serialises"),
+            buffers: save_buffers("momentum_buffer", &self.params, &self.momentum),
+        }
+    }
+
+    fn load_state(&mut self, state: &OptimizerState<T>) -> Result<()> {
+        if state.kind != "sgd" {
+            return Err(Error::Mismatch {
+                what: "optimizer state".into(),
+                msg: format!("saved by '{}', loading into 'sgd'", state.kind),
+            });
+        }
+        let config: SgdConfig =
+            serde_json::from_str(&state.config).map_err(|e| Error::Mismatch {
+                what: "optimizer state".into(),
+                msg: format!("bad sgd config: {e}"),
+            })?;
+        load_buffers(
+            "optimizer state",
+            "momentum_buffer",
+            &self.params,
+            state,
+            &mut self.momentum,
+        )?;
+        self.config = config;
+        self.steps = state.steps;
+        Ok(())
+    }
+}
