@@ -25,7 +25,7 @@ impl<T: Float> Sequential<T> {
     }
 
     /// Appends a module (builder style).
-    pub fn add(mut self, layer: impl Module<T> + 'static) -> Self {
+    pub fn with(mut self, layer: impl Module<T> + 'static) -> Self {
         self.layers.push(Box::new(layer));
         self
     }
