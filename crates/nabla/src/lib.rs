@@ -45,6 +45,7 @@
 #![warn(missing_docs)]
 
 pub mod autograd;
+pub mod data;
 pub mod error;
 pub mod io;
 pub mod nn;

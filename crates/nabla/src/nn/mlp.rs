@@ -201,7 +201,8 @@ impl fmt::Display for ModelSummary {
             "{:<10} {:<22} {:<16} {:>12} {:>12}",
             "name", "layer", "output", "params", "bytes"
         )?;
-        writeln!(f, "{:<10} {:<22} {:<16?}", "input", "", self.input_shape)?;
+        let input = format!("{:?}", self.input_shape);
+        writeln!(f, "{:<10} {:<22} {:<16}", "input", "", input)?;
         for r in &self.rows {
             writeln!(
                 f,

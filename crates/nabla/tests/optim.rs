@@ -1,0 +1,226 @@
+//! Optimizers against values computed by hand from the published update rules; schedules;
+//! clipping; state snapshots.
+
+use nabla::optim::{clip_grad_norm, Adam, AdamConfig, LrSchedule, Optimizer, Sgd, SgdConfig};
+use nabla::{GradStore, Tensor};
+
+/// Runs `steps` updates of `opt` on f(w) = (w − 3)², starting from the optimizer's parameter.
+fn minimise(opt: &mut dyn Optimizer<f64>, w: &Tensor<f64>, steps: usize) -> Vec<f64> {
+    (0..steps)
+        .map(|_| {
+            let loss = w.add_scalar(-3.0).square().sum_all().unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
+            w.to_vec()[0]
+        })
+        .collect()
+}
+
+fn param(v: f64) -> Tensor<f64> {
+    Tensor::from_vec(vec![v], &[1]).unwrap().requires_grad()
+}
+
+#[test]
+fn three_adam_steps_match_the_paper() {
+    // By hand (Kingma & Ba, Algorithm 1) with η = 0.1, β = (0.9, 0.999), ε = 1e-8:
+    // step 1: g = −6, m̂ = −6, v̂ = 36 → w = 0.1·6/(6 + ε) ≈ 0.0999999998
+    let w = param(0.0);
+    let mut adam = Adam::new(vec![("w".into(), w.clone())], AdamConfig::adam(0.1)).unwrap();
+    let got = minimise(&mut adam, &w, 3);
+    let want = [
+        0.09999999983333335,
+        0.19989729258521102,
+        0.29961847654925267,
+    ];
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-12, "{got:?} vs {want:?}");
+    }
+    assert_eq!(adam.steps(), 3);
+}
+
+#[test]
+fn adamw_decouples_weight_decay() {
+    let w = param(0.0);
+    let cfg = AdamConfig {
+        weight_decay: 0.1,
+        ..AdamConfig::adamw(0.1)
+    };
+    let mut opt = Adam::new(vec![("w".into(), w.clone())], cfg).unwrap();
+    let got = minimise(&mut opt, &w, 3);
+    assert!((got[2] - 0.29663115153344133).abs() < 1e-12, "{got:?}");
+}
+
+#[test]
+fn sgd_momentum_and_nesterov_by_hand() {
+    // μ = 0.9, η = 0.1: b₀ = g₀ = −6 → w = 0.6; g₁ = −4.8, b₁ = −10.2 → w = 1.62;
+    // g₂ = −2.76, b₂ = −11.94 → w = 2.814
+    let w = param(0.0);
+    let cfg = SgdConfig {
+        momentum: 0.9,
+        ..SgdConfig::new(0.1)
+    };
+    let mut sgd = Sgd::new(vec![("w".into(), w.clone())], cfg.clone()).unwrap();
+    let got = minimise(&mut sgd, &w, 3);
+    assert!((got[0] - 0.6).abs() < 1e-12 && (got[1] - 1.62).abs() < 1e-12);
+    assert!((got[2] - 2.814).abs() < 1e-12, "{got:?}");
+
+    let w = param(0.0);
+    let nesterov = SgdConfig {
+        nesterov: true,
+        ..cfg
+    };
+    let mut sgd = Sgd::new(vec![("w".into(), w.clone())], nesterov).unwrap();
+    let got = minimise(&mut sgd, &w, 3);
+    assert!((got[2] - 3.3250560000000005).abs() < 1e-12, "{got:?}");
+
+    // plain SGD with weight decay λ: w ← w − η(g + λw)
+    let w = param(1.0);
+    let decay = SgdConfig {
+        weight_decay: 0.5,
+        ..SgdConfig::new(0.1)
+    };
+    let mut sgd = Sgd::new(vec![("w".into(), w.clone())], decay).unwrap();
+    let got = minimise(&mut sgd, &w, 1);
+    assert!((got[0] - (1.0 - 0.1 * (-4.0 + 0.5))).abs() < 1e-12);
+}
+
+#[test]
+fn bad_hyper_parameters_are_errors() {
+    let p = || vec![("w".to_string(), param(0.0))];
+    assert!(Sgd::new(p(), SgdConfig::new(-1.0)).is_err());
+    assert!(Sgd::new(p(), SgdConfig::new(f64::NAN)).is_err());
+    let nesterov_without_momentum = SgdConfig {
+        nesterov: true,
+        ..SgdConfig::new(0.1)
+    };
+    assert!(Sgd::new(p(), nesterov_without_momentum).is_err());
+    let bad_beta = AdamConfig {
+        beta1: 1.0,
+        ..AdamConfig::adam(0.1)
+    };
+    assert!(Adam::new(p(), bad_beta).is_err());
+}
+
+#[test]
+fn parameters_without_gradients_are_left_alone() {
+    let (a, b) = (param(1.0), param(2.0));
+    let mut opt = Adam::new(
+        vec![("a".into(), a.clone()), ("b".into(), b.clone())],
+        AdamConfig::adam(0.1),
+    )
+    .unwrap();
+    let g = a.square().sum_all().unwrap().backward().unwrap();
+    opt.step(&g).unwrap();
+    assert_ne!(a.to_vec()[0], 1.0);
+    assert_eq!(b.to_vec()[0], 2.0);
+    let st = opt.state();
+    assert_eq!(
+        st.buffers.len(),
+        2,
+        "moments only for the updated parameter"
+    );
+}
+
+#[test]
+fn state_snapshot_restores_exactly() {
+    let make =
+        |w: &Tensor<f64>| Adam::new(vec![("w".into(), w.clone())], AdamConfig::adam(0.05)).unwrap();
+    let w1 = param(0.0);
+    let mut straight = make(&w1);
+    minimise(&mut straight, &w1, 6);
+
+    let w2 = param(0.0);
+    let mut first = make(&w2);
+    minimise(&mut first, &w2, 3);
+    let snapshot = first.state();
+    assert_eq!(snapshot.kind, "adam");
+    assert!(
+        snapshot.config.contains("\"lr\":0.05"),
+        "{}",
+        snapshot.config
+    );
+    let w3 = Tensor::from_vec(w2.to_vec(), &[1]).unwrap().requires_grad();
+    let mut resumed = make(&w3);
+    resumed.load_state(&snapshot).unwrap();
+    minimise(&mut resumed, &w3, 3);
+    assert_eq!(w3.to_vec(), w1.to_vec(), "bit-identical after resuming");
+
+    let mut sgd = Sgd::new(vec![("w".into(), w3.clone())], SgdConfig::new(0.1)).unwrap();
+    assert!(sgd.load_state(&snapshot).is_err(), "adam state into sgd");
+    let mut other = Adam::new(vec![("v".into(), w3)], AdamConfig::adam(0.1)).unwrap();
+    let err = other.load_state(&snapshot).unwrap_err().to_string();
+    assert!(err.contains("exp_avg.w"), "{err}");
+}
+
+#[test]
+fn schedules_by_hand() {
+    let step = LrSchedule::Step {
+        every: 10,
+        gamma: 0.5,
+    };
+    assert_eq!(step.lr_at(1.0, 9), 1.0);
+    assert_eq!(step.lr_at(1.0, 10), 0.5);
+    assert_eq!(step.lr_at(1.0, 25), 0.25);
+    let cos = LrSchedule::Cosine {
+        total: 100,
+        min_lr: 0.1,
+    };
+    assert_eq!(cos.lr_at(1.0, 0), 1.0);
+    assert!((cos.lr_at(1.0, 50) - 0.55).abs() < 1e-12);
+    assert!((cos.lr_at(1.0, 100) - 0.1).abs() < 1e-12);
+    assert!((cos.lr_at(1.0, 500) - 0.1).abs() < 1e-12);
+    let warm = LrSchedule::Warmup {
+        steps: 4,
+        then: Box::new(LrSchedule::Constant),
+    };
+    let lrs: Vec<f64> = (0..6).map(|s| warm.lr_at(0.8, s)).collect();
+    assert_eq!(lrs, vec![0.2, 0.4, 0.6000000000000001, 0.8, 0.8, 0.8]);
+    assert!(LrSchedule::Step {
+        every: 0,
+        gamma: 0.5
+    }
+    .validate()
+    .is_err());
+    assert!(LrSchedule::Cosine {
+        total: 0,
+        min_lr: 0.0
+    }
+    .validate()
+    .is_err());
+    let json = serde_json_roundtrip(&warm);
+    assert_eq!(json, warm);
+}
+
+fn serde_json_roundtrip(s: &LrSchedule) -> LrSchedule {
+    // schedules are plain data: they serialise for checkpoints and configs
+    let text = serde_json::to_string(s).unwrap();
+    assert!(text.contains("warmup"), "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn clipping_by_global_norm() {
+    let a = Tensor::<f64>::from_vec(vec![3.0, 0.0], &[2])
+        .unwrap()
+        .requires_grad();
+    let b = Tensor::<f64>::from_vec(vec![4.0], &[1])
+        .unwrap()
+        .requires_grad();
+    // L = ½Σa² + ½Σb² → grads are a and b, global norm 5
+    let loss = a
+        .square()
+        .sum_all()
+        .unwrap()
+        .add(&b.square().sum_all().unwrap())
+        .unwrap()
+        .mul_scalar(0.5);
+    let mut g: GradStore<f64> = loss.backward().unwrap();
+    let norm = clip_grad_norm(&mut g, &[a.clone(), b.clone()], 1.0).unwrap();
+    assert!((norm - 5.0).abs() < 1e-12);
+    let ga = g.get(&a).unwrap().to_vec();
+    let gb = g.get(&b).unwrap().to_vec();
+    assert!((ga[0] - 0.6).abs() < 1e-6 && (gb[0] - 0.8).abs() < 1e-6);
+    // below the threshold nothing changes
+    let norm2 = clip_grad_norm(&mut g, &[a, b], 10.0).unwrap();
+    assert!((norm2 - 1.0).abs() < 1e-5);
+    assert!(clip_grad_norm(&mut g, &[], 0.0).is_err());
+}
