@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_lr, grad_of, load_buffers, save_buffers, Optimizer, OptimizerState};
+use super::{
+    check_lr, grad_of, load_buffers, par_update4, save_buffers, Optimizer, OptimizerState,
+};
 use crate::autograd::GradStore;
 use crate::error::{Error, Result};
 use crate::tensor::{Float, Tensor};
@@ -124,22 +126,21 @@ impl<T: Float> Optimizer<T> for Adam<T> {
             p.update_data(|w| {
                 let m = m.get_or_insert_with(|| vec![T::ZERO; w.len()]);
                 let v = v.get_or_insert_with(|| vec![T::ZERO; w.len()]);
-                for (((w, &g), m), v) in w
-                    .iter_mut()
-                    .zip(g.iter())
-                    .zip(m.iter_mut())
-                    .zip(v.iter_mut())
-                {
-                    let g = if decoupled {
-                        *w *= decay;
-                        g
-                    } else {
-                        g + wd * *w
-                    };
-                    *m = b1 * *m + one_b1 * g;
-                    *v = b2 * *v + one_b2 * g * g;
-                    *w -= step_size * *m / (v.sqrt() * inv_bc2_sqrt + eps);
-                }
+                let update = |w: &mut [T], g: &[T], m: &mut [T], v: &mut [T]| {
+                    for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
+                    {
+                        let g = if decoupled {
+                            *w *= decay;
+                            g
+                        } else {
+                            g + wd * *w
+                        };
+                        *m = b1 * *m + one_b1 * g;
+                        *v = b2 * *v + one_b2 * g * g;
+                        *w -= step_size * *m / (v.sqrt() * inv_bc2_sqrt + eps);
+                    }
+                };
+                par_update4(w, &g, m, v, update);
             });
         }
         self.steps += 1;

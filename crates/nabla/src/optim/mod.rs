@@ -48,6 +48,49 @@ pub trait Optimizer<T: Float = f32> {
     fn load_state(&mut self, state: &OptimizerState<T>) -> Result<()>;
 }
 
+/// Element count above which parameter updates are split across threads (element-wise, so
+/// the result does not depend on the thread count).
+const PAR_UPDATE: usize = 1 << 15;
+
+/// Applies `f` to matching chunks of a parameter, its gradient and two state buffers, in
+/// parallel for large parameters.
+pub(crate) fn par_update4<T: Float>(
+    w: &mut [T],
+    g: &[T],
+    a: &mut [T],
+    b: &mut [T],
+    f: impl Fn(&mut [T], &[T], &mut [T], &mut [T]) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    if w.len() < PAR_UPDATE {
+        return f(w, g, a, b);
+    }
+    const CHUNK: usize = 1 << 13;
+    w.par_chunks_mut(CHUNK)
+        .zip(g.par_chunks(CHUNK))
+        .zip(a.par_chunks_mut(CHUNK))
+        .zip(b.par_chunks_mut(CHUNK))
+        .for_each(|(((w, g), a), b)| f(w, g, a, b));
+}
+
+/// [`par_update4`] with one state buffer.
+pub(crate) fn par_update3<T: Float>(
+    w: &mut [T],
+    g: &[T],
+    a: &mut [T],
+    f: impl Fn(&mut [T], &[T], &mut [T]) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    if w.len() < PAR_UPDATE {
+        return f(w, g, a);
+    }
+    const CHUNK: usize = 1 << 13;
+    w.par_chunks_mut(CHUNK)
+        .zip(g.par_chunks(CHUNK))
+        .zip(a.par_chunks_mut(CHUNK))
+        .for_each(|((w, g), a)| f(w, g, a));
+}
+
 /// Checks a learning rate (finite and ≥ 0).
 pub(crate) fn check_lr(op: &'static str, lr: f64) -> Result<()> {
     if lr.is_finite() && lr >= 0.0 {

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_lr, grad_of, load_buffers, save_buffers, Optimizer, OptimizerState};
+use super::{
+    check_lr, grad_of, load_buffers, par_update3, save_buffers, Optimizer, OptimizerState,
+};
 use crate::autograd::GradStore;
 use crate::error::{Error, Result};
 use crate::tensor::{Float, Tensor};
@@ -84,14 +86,17 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
             p.update_data(|w| {
                 let fresh = buf.is_none();
                 let b = buf.get_or_insert_with(|| vec![T::ZERO; w.len()]);
-                for ((w, &g), b) in w.iter_mut().zip(g.iter()).zip(b.iter_mut()) {
-                    let mut d = g + wd * *w;
-                    if use_momentum {
-                        *b = if fresh { d } else { mu * *b + d };
-                        d = if nesterov { d + mu * *b } else { *b };
+                let update = |w: &mut [T], g: &[T], b: &mut [T]| {
+                    for ((w, &g), b) in w.iter_mut().zip(g).zip(b.iter_mut()) {
+                        let mut d = g + wd * *w;
+                        if use_momentum {
+                            *b = if fresh { d } else { mu * *b + d };
+                            d = if nesterov { d + mu * *b } else { *b };
+                        }
+                        *w -= lr * d;
                     }
-                    *w -= lr * d;
-                }
+                };
+                par_update3(w, &g, b, update);
             });
             if !use_momentum {
                 *buf = None;

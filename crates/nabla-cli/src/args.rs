@@ -1,0 +1,244 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// nabla: train neural networks by backpropagation, on the CPU, without Python.
+#[derive(Debug, Parser)]
+#[command(name = "nabla", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train an MLP and write a run directory (config, metrics, checkpoint, plots).
+    Train(Box<TrainArgs>),
+    /// Evaluate a checkpoint on a data set: loss, accuracy, per-class precision/recall,
+    /// confusion matrix.
+    Eval(EvalArgs),
+    /// Predict classes and probabilities for inputs in an IDX or CSV file.
+    Predict(PredictArgs),
+    /// Check every op's gradient against finite differences and print a table.
+    Gradcheck,
+    /// Show a checkpoint's model summary and metadata.
+    Info(InfoArgs),
+}
+
+/// Built-in data sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatasetName {
+    /// 3-class spiral in 2-D (embedded, seeded).
+    Spiral,
+    /// Two interleaving half-circles in 2-D (embedded, seeded).
+    Moons,
+    /// Two concentric circles in 2-D (embedded, seeded).
+    Circles,
+    /// The four XOR points.
+    Xor,
+    /// 1-D regression: y = sin(3x) + noise, with optional outliers (embedded, seeded).
+    Sine,
+    /// Fashion-MNIST from /usr/share/datasets/fashion-mnist (apt-get install dataset-fashion-mnist).
+    FashionMnist,
+    /// Any MNIST-format directory given with --data-dir.
+    Mnist,
+    /// A CSV file given with --csv.
+    Csv,
+}
+
+/// Where the data come from (shared by train and eval).
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Data set; default spiral (or mnist with --data-dir, csv with --csv).
+    #[arg(long, value_enum)]
+    pub dataset: Option<DatasetName>,
+    /// An MNIST-format directory (train-/t10k- images and labels, plain or .gz).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A CSV file of numeric columns.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// CSV target column, by name or 0-based index (default: the last column).
+    #[arg(long)]
+    pub target_column: Option<String>,
+    /// CSV task: classification (integer targets) or regression.
+    #[arg(long, value_enum, default_value_t = Task::Classification)]
+    pub task: Task,
+    /// Fraction of a CSV held out as the test set.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// Points per class for synthetic sets (default 300).
+    #[arg(long)]
+    pub points: Option<usize>,
+    /// Noise of synthetic sets.
+    #[arg(long)]
+    pub noise: Option<f64>,
+    /// Fraction of outliers in the sine set.
+    #[arg(long, default_value_t = 0.0)]
+    pub outliers: f64,
+    /// Seed for data generation, shuffling and initialisation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Classification or regression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Integer class targets, cross-entropy.
+    Classification,
+    /// Real targets, MSE/L1/Huber.
+    Regression,
+}
+
+/// Losses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LossName {
+    /// Cross-entropy from logits (classification).
+    CrossEntropy,
+    /// Mean squared error (regression).
+    Mse,
+    /// Mean absolute error (regression).
+    L1,
+    /// Huber with delta 1 (regression).
+    Huber,
+}
+
+/// Optimizers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerName {
+    /// SGD (with --momentum, --nesterov, --weight-decay).
+    Sgd,
+    /// Adam.
+    Adam,
+    /// AdamW (decoupled weight decay).
+    Adamw,
+}
+
+/// Learning-rate schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleName {
+    /// Constant rate.
+    Constant,
+    /// Cosine decay to lr/100 over the run.
+    Cosine,
+    /// Halve every quarter of the run.
+    Step,
+}
+
+/// `nabla train`.
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// The data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Hidden layer widths, e.g. 512,256 (default per data set).
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+    /// Activation: relu, leaky_relu[:slope], sigmoid, tanh, gelu, softplus, identity.
+    #[arg(long)]
+    pub activation: Option<String>,
+    /// Dropout probability after each hidden layer.
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Loss (default: cross-entropy for classification, mse for regression).
+    #[arg(long, value_enum)]
+    pub loss: Option<LossName>,
+    /// Label smoothing for cross-entropy.
+    #[arg(long)]
+    pub label_smoothing: Option<f64>,
+    /// Optimizer.
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerName>,
+    /// Learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// SGD Nesterov momentum.
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Weight decay (L2 for SGD/Adam, decoupled for AdamW).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleName>,
+    /// Linear warm-up steps before the schedule.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
+    /// Clip gradients to this global norm.
+    #[arg(long)]
+    pub clip: Option<f64>,
+    /// Epochs (default per data set).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Mini-batch size (default per data set).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Stop after this many optimizer steps (smoke tests).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Threads for matrix products and large element-wise kernels (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Run directory (default runs/DATASET-DATE-TIME).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// No progress output; only the final summary line.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Skip writing PNG plots.
+    #[arg(long)]
+    pub no_plots: bool,
+}
+
+/// `nabla eval`.
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// A model checkpoint written by `nabla train` (model.safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The data (evaluated on its test split).
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Evaluate the training split instead.
+    #[arg(long)]
+    pub train_split: bool,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `nabla predict`.
+#[derive(Debug, Clone, Args)]
+pub struct PredictArgs {
+    /// A model checkpoint written by `nabla train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Inputs: an IDX images file (plain or .gz) or a CSV of feature columns.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// For CSV inputs that also hold a target column: its name or index, to drop it.
+    #[arg(long)]
+    pub target_column: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Show at most this many rows.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+/// `nabla info`.
+#[derive(Debug, Clone, Args)]
+pub struct InfoArgs {
+    /// A checkpoint (weights or training state).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+}

@@ -1,0 +1,296 @@
+//! Resolving `--dataset` / `--data-dir` / `--csv` into train and test sets, with the default
+//! model and training settings of each data set.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nabla::data::csv::{read_csv, Header, TargetColumn};
+use nabla::data::mnist::{load_mnist_dir, Split, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR};
+use nabla::data::{synthetic, Classification, Normalization, Regression};
+
+use crate::args::{DataArgs, DatasetName, OptimizerName, ScheduleName, Task};
+
+/// Training or test data of either task.
+#[derive(Debug, Clone)]
+pub enum TaskData {
+    /// Classes.
+    Class(Classification),
+    /// Real targets.
+    Reg(Regression),
+}
+
+impl TaskData {
+    /// Rows.
+    pub fn len(&self) -> usize {
+        match self {
+            TaskData::Class(c) => c.len(),
+            TaskData::Reg(r) => r.len(),
+        }
+    }
+
+    /// True without rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Features per row.
+    pub fn features(&self) -> usize {
+        let x = match self {
+            TaskData::Class(c) => &c.x,
+            TaskData::Reg(r) => &r.x,
+        };
+        x.shape().get(1).copied().unwrap_or(0)
+    }
+}
+
+/// Settings a data set trains well with; every one can be overridden by a flag.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub hidden: Vec<usize>,
+    pub activation: &'static str,
+    pub epochs: usize,
+    pub batch: usize,
+    pub optimizer: OptimizerName,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub schedule: ScheduleName,
+    pub dropout: f64,
+    pub label_smoothing: f64,
+    pub normalization: Normalization,
+}
+
+/// A resolved data set.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Short name for run directories and plots.
+    pub name: String,
+    /// Where it came from (a path, or "embedded").
+    pub source: String,
+    pub task: Task,
+    pub train: TaskData,
+    pub test: TaskData,
+    /// Number of classes (classification) or target columns (regression).
+    pub outputs: usize,
+    pub class_names: Vec<String>,
+    pub defaults: Defaults,
+}
+
+fn synthetic_defaults(hidden: Vec<usize>, epochs: usize, lr: f64) -> Defaults {
+    Defaults {
+        hidden,
+        activation: "relu",
+        epochs,
+        batch: 32,
+        optimizer: OptimizerName::Adam,
+        lr,
+        weight_decay: 0.0,
+        schedule: ScheduleName::Cosine,
+        dropout: 0.0,
+        label_smoothing: 0.0,
+        normalization: Normalization::None,
+    }
+}
+
+/// The default model for MNIST-format images (the documented Fashion-MNIST setting).
+pub fn image_defaults() -> Defaults {
+    Defaults {
+        hidden: vec![512, 256],
+        activation: "relu",
+        epochs: 15,
+        batch: 128,
+        optimizer: OptimizerName::Adamw,
+        lr: 1e-3,
+        weight_decay: 0.01,
+        schedule: ScheduleName::Cosine,
+        dropout: 0.2,
+        label_smoothing: 0.1,
+        normalization: Normalization::Global,
+    }
+}
+
+fn class_names(n: usize) -> Vec<String> {
+    (0..n).map(|i| i.to_string()).collect()
+}
+
+fn which(args: &DataArgs) -> Result<DatasetName> {
+    Ok(match (args.dataset, &args.data_dir, &args.csv) {
+        (Some(DatasetName::Csv), _, None) => bail!("--dataset csv needs --csv FILE"),
+        (Some(DatasetName::Mnist), None, _) => bail!("--dataset mnist needs --data-dir DIR"),
+        (Some(d), _, _) => d,
+        (None, Some(_), None) => DatasetName::Mnist,
+        (None, None, Some(_)) => DatasetName::Csv,
+        (None, Some(_), Some(_)) => bail!("give either --data-dir or --csv, not both"),
+        (None, None, None) => DatasetName::Spiral,
+    })
+}
+
+/// Loads the data set the flags describe.
+pub fn load(args: &DataArgs) -> Result<Loaded> {
+    let kind = which(args)?;
+    let seed = args.seed;
+    // Synthetic test sets are a fresh draw of the same distribution (another seed).
+    let test_seed = seed.wrapping_add(1_000_003);
+    let class = |name: &str, train: Classification, test: Classification, d: Defaults| Loaded {
+        name: name.into(),
+        source: "embedded (seeded)".into(),
+        task: Task::Classification,
+        outputs: train.classes,
+        class_names: class_names(train.classes),
+        train: TaskData::Class(train),
+        test: TaskData::Class(test),
+        defaults: d,
+    };
+    Ok(match kind {
+        DatasetName::Spiral => {
+            let (p, noise) = (args.points.unwrap_or(300), args.noise.unwrap_or(0.1));
+            class(
+                "spiral",
+                synthetic::spiral(p, 3, noise, seed)?,
+                synthetic::spiral(p, 3, noise, test_seed)?,
+                synthetic_defaults(vec![64, 64], 60, 0.01),
+            )
+        }
+        DatasetName::Moons => {
+            let (p, noise) = (args.points.unwrap_or(300), args.noise.unwrap_or(0.1));
+            class(
+                "moons",
+                synthetic::moons(p, noise, seed)?,
+                synthetic::moons(p, noise, test_seed)?,
+                synthetic_defaults(vec![32, 32], 40, 0.01),
+            )
+        }
+        DatasetName::Circles => {
+            let (p, noise) = (args.points.unwrap_or(300), args.noise.unwrap_or(0.05));
+            class(
+                "circles",
+                synthetic::circles(p, noise, 0.5, seed)?,
+                synthetic::circles(p, noise, 0.5, test_seed)?,
+                synthetic_defaults(vec![32, 32], 40, 0.01),
+            )
+        }
+        DatasetName::Xor => {
+            let mut d = synthetic_defaults(vec![8], 400, 0.05);
+            d.batch = 4;
+            d.activation = "tanh";
+            d.schedule = ScheduleName::Constant;
+            class("xor", synthetic::xor(), synthetic::xor(), d)
+        }
+        DatasetName::Sine => {
+            let (p, noise) = (args.points.unwrap_or(500), args.noise.unwrap_or(0.1));
+            let mut d = synthetic_defaults(vec![64, 64], 200, 0.01);
+            d.activation = "tanh";
+            Loaded {
+                name: "sine".into(),
+                source: "embedded (seeded)".into(),
+                task: Task::Regression,
+                train: TaskData::Reg(synthetic::sine(p, noise, args.outliers, seed)?),
+                test: TaskData::Reg(synthetic::sine(p, noise, 0.0, test_seed)?),
+                outputs: 1,
+                class_names: vec![],
+                defaults: d,
+            }
+        }
+        DatasetName::FashionMnist | DatasetName::Mnist => {
+            let dir: PathBuf = match (&args.data_dir, kind) {
+                (Some(d), _) => d.clone(),
+                (None, _) => PathBuf::from(FASHION_MNIST_DIR),
+            };
+            let train = load_mnist_dir(&dir, Split::Train)?;
+            let test = load_mnist_dir(&dir, Split::Test)?;
+            if test.features() != train.features() {
+                bail!(
+                    "{}: test images have {} pixels, training images {}",
+                    dir.display(),
+                    test.features(),
+                    train.features()
+                );
+            }
+            let outputs = train.classes.max(test.classes);
+            let fashion = kind == DatasetName::FashionMnist;
+            let names = if fashion && outputs == 10 {
+                FASHION_MNIST_CLASSES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            } else {
+                class_names(outputs)
+            };
+            Loaded {
+                name: if fashion {
+                    "fashion-mnist".into()
+                } else {
+                    "mnist".into()
+                },
+                source: dir.display().to_string(),
+                task: Task::Classification,
+                train: TaskData::Class(Classification {
+                    classes: outputs,
+                    ..train
+                }),
+                test: TaskData::Class(Classification {
+                    classes: outputs,
+                    ..test
+                }),
+                outputs,
+                class_names: names,
+                defaults: image_defaults(),
+            }
+        }
+        DatasetName::Csv => {
+            let path = args
+                .csv
+                .as_ref()
+                .context("--dataset csv needs --csv FILE")?;
+            load_csv(path, args)?
+        }
+    })
+}
+
+/// Parses `--target-column` (a name, or a 0-based index).
+pub fn target_column(spec: &Option<String>) -> TargetColumn {
+    match spec {
+        None => TargetColumn::Last,
+        Some(s) => match s.parse::<usize>() {
+            Ok(i) => TargetColumn::Index(i),
+            Err(_) => TargetColumn::Name(s.clone()),
+        },
+    }
+}
+
+fn load_csv(path: &Path, args: &DataArgs) -> Result<Loaded> {
+    let table = read_csv(path, &target_column(&args.target_column), Header::Auto)?;
+    let mut defaults = synthetic_defaults(vec![64, 64], 100, 0.01);
+    defaults.normalization = Normalization::PerFeature;
+    let (train, test, outputs, names) = match args.task {
+        Task::Classification => {
+            let all = table.into_classification(path)?;
+            let (tr, te) = all.split(args.test_fraction, args.seed)?;
+            let k = all.classes;
+            (TaskData::Class(tr), TaskData::Class(te), k, class_names(k))
+        }
+        Task::Regression => {
+            let all = table.into_regression()?;
+            let (tr, te) = all.split(args.test_fraction, args.seed)?;
+            (TaskData::Reg(tr), TaskData::Reg(te), 1, vec![])
+        }
+    };
+    if train.is_empty() {
+        bail!(
+            "{}: no rows left for training after holding out the test set",
+            path.display()
+        );
+    }
+    Ok(Loaded {
+        name: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| "csv".into()),
+        source: path.display().to_string(),
+        task: args.task,
+        train,
+        test,
+        outputs,
+        class_names: names,
+        defaults,
+    })
+}

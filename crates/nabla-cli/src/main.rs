@@ -1,0 +1,46 @@
+//! The `nabla` command-line tool.
+
+mod args;
+mod commands;
+mod dataset;
+mod metrics;
+mod model;
+mod plots;
+mod train;
+
+use clap::error::ErrorKind;
+use clap::Parser;
+
+use args::{Cli, Command};
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            print!("{e}");
+            return;
+        }
+        Err(e) => {
+            // One line for the user's mistake; `--help` has the rest.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!(
+                "{} (see `nabla --help`)",
+                first.trim_start_matches("error: ").trim()
+            );
+            std::process::exit(2);
+        }
+    };
+    let result = match &cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => commands::eval(a),
+        Command::Predict(a) => commands::predict(a),
+        Command::Gradcheck => commands::gradcheck(),
+        Command::Info(a) => commands::info(a),
+    };
+    if let Err(e) = result {
+        let msg = format!("{e:#}").replace('\n', " ");
+        eprintln!("error: {msg}");
+        std::process::exit(1);
+    }
+}

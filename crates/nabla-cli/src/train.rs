@@ -1,0 +1,429 @@
+//! `nabla train`: the training loop, progress output and the run directory.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use nabla::data::{batch_indices, Normalizer};
+use nabla::nn::loss::predict_class;
+use nabla::nn::{Activation, Init, Mlp, MlpConfig, Module};
+use nabla::optim::{clip_grad_norm, Adam, AdamConfig, LrSchedule, Optimizer, Sgd, SgdConfig};
+use nabla::Rng;
+use serde_json::json;
+
+use crate::args::{LossName, OptimizerName, ScheduleName, Task, TrainArgs};
+use crate::dataset::{self, TaskData};
+use crate::metrics::{batch_loss, evaluate, EpochMetrics, Evaluation};
+use crate::model::{save_model, ModelMeta};
+use crate::plots;
+
+/// Sets the thread count of the GEMM and of the element-wise kernels.
+pub fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(n) = threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        // matrixmultiply reads this once, at its first product.
+        std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("cannot configure the thread pool")?;
+    }
+    Ok(())
+}
+
+fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn run_dir(args: &TrainArgs, name: &str) -> Result<PathBuf> {
+    let dir = match &args.out {
+        Some(d) => d.clone(),
+        None => {
+            let base = PathBuf::from("runs").join(format!("{name}-{}", utc_stamp()));
+            let mut dir = base.clone();
+            let mut i = 1;
+            while dir.exists() {
+                dir = PathBuf::from(format!("{}-{i}", base.display()));
+                i += 1;
+            }
+            dir
+        }
+    };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("{}: cannot create the run directory", dir.display()))?;
+    Ok(dir)
+}
+
+fn write_metrics(dir: &Path, rows: &[EpochMetrics]) -> Result<()> {
+    let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
+    let mut csv = String::from(
+        "epoch,step,lr,train_loss,train_accuracy,test_loss,test_accuracy,seconds,samples_per_second\n",
+    );
+    for r in rows {
+        writeln!(
+            csv,
+            "{},{},{},{},{},{},{},{},{}",
+            r.epoch,
+            r.step,
+            r.lr,
+            r.train_loss,
+            opt(r.train_accuracy),
+            opt(r.test_loss),
+            opt(r.test_accuracy),
+            r.seconds,
+            r.samples_per_second
+        )?;
+    }
+    nabla::io::write_atomic(&dir.join("metrics.csv"), csv.as_bytes())?;
+    let json = serde_json::to_string_pretty(rows)?;
+    nabla::io::write_atomic(&dir.join("metrics.json"), json.as_bytes())?;
+    Ok(())
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v))
+}
+
+/// Runs `nabla train`.
+pub fn run(args: &TrainArgs) -> Result<()> {
+    if cfg!(debug_assertions) && std::env::var_os("NABLA_NO_DEBUG_WARNING").is_none() {
+        eprintln!(
+            "warning: this is a debug build, training runs many times slower; use \
+             `cargo run --release -p nabla-cli -- train`"
+        );
+    }
+    set_threads(args.threads)?;
+    let data = dataset::load(&args.data)?;
+    let d = &data.defaults;
+    let loss_kind = args.loss.unwrap_or(match data.task {
+        Task::Classification => LossName::CrossEntropy,
+        Task::Regression => LossName::Mse,
+    });
+    if (loss_kind == LossName::CrossEntropy) != (data.task == Task::Classification) {
+        bail!(
+            "--loss {loss_kind:?} does not fit a {:?} data set",
+            data.task
+        );
+    }
+    let activation: Activation = args.activation.as_deref().unwrap_or(d.activation).parse()?;
+    let hidden = args.hidden.clone().unwrap_or_else(|| d.hidden.clone());
+    let epochs = args.epochs.unwrap_or(d.epochs);
+    let batch = args.batch_size.unwrap_or(d.batch);
+    let lr = args.lr.unwrap_or(d.lr);
+    let optimizer = args.optimizer.unwrap_or(d.optimizer);
+    let weight_decay = args.weight_decay.unwrap_or(d.weight_decay);
+    let schedule_name = args.schedule.unwrap_or(d.schedule);
+    let dropout = args.dropout.unwrap_or(d.dropout);
+    let smoothing = args.label_smoothing.unwrap_or(d.label_smoothing);
+    if epochs == 0 || batch == 0 {
+        bail!("--epochs and --batch-size must be at least 1");
+    }
+    if hidden.contains(&0) {
+        bail!("--hidden {hidden:?}: every width must be at least 1");
+    }
+
+    let normalizer = match &data.train {
+        TaskData::Class(c) => Normalizer::fit(&c.x, d.normalization)?,
+        TaskData::Reg(r) => Normalizer::fit(&r.x, d.normalization)?,
+    };
+    let normalize = |t: &TaskData| -> Result<TaskData> {
+        Ok(match t {
+            TaskData::Class(c) => TaskData::Class(nabla::data::Classification {
+                x: normalizer.apply(&c.x)?,
+                ..c.clone()
+            }),
+            TaskData::Reg(r) => TaskData::Reg(nabla::data::Regression {
+                x: normalizer.apply(&r.x)?,
+                y: r.y.clone(),
+            }),
+        })
+    };
+    let (train, test) = (normalize(&data.train)?, normalize(&data.test)?);
+
+    let mut sizes = vec![train.features()];
+    sizes.extend(&hidden);
+    sizes.push(data.outputs);
+    let config = MlpConfig {
+        sizes,
+        activation,
+        dropout,
+        init: match activation {
+            Activation::Tanh | Activation::Sigmoid => Init::XavierUniform,
+            _ => Init::KaimingUniform,
+        },
+        seed: args.data.seed,
+    };
+    let mut model = Mlp::<f32>::new(&config)?;
+    let params = model.named_parameters();
+    let mut opt: Box<dyn Optimizer> = match optimizer {
+        OptimizerName::Sgd => Box::new(Sgd::new(
+            params,
+            SgdConfig {
+                lr,
+                momentum: args.momentum,
+                nesterov: args.nesterov,
+                weight_decay,
+            },
+        )?),
+        OptimizerName::Adam => Box::new(Adam::new(
+            params,
+            AdamConfig {
+                weight_decay,
+                ..AdamConfig::adam(lr)
+            },
+        )?),
+        OptimizerName::Adamw => Box::new(Adam::new(
+            params,
+            AdamConfig {
+                weight_decay,
+                ..AdamConfig::adamw(lr)
+            },
+        )?),
+    };
+    let n = train.len();
+    if n == 0 {
+        bail!("the training set is empty");
+    }
+    let steps_per_epoch = n.div_ceil(batch) as u64;
+    let total_steps = args
+        .max_steps
+        .unwrap_or(u64::MAX)
+        .min(steps_per_epoch * epochs as u64)
+        .max(1);
+    let main = match schedule_name {
+        ScheduleName::Constant => LrSchedule::Constant,
+        ScheduleName::Cosine => LrSchedule::Cosine {
+            total: total_steps.saturating_sub(args.warmup).max(1),
+            min_lr: lr / 100.0,
+        },
+        ScheduleName::Step => LrSchedule::Step {
+            every: (total_steps / 4).max(1),
+            gamma: 0.5,
+        },
+    };
+    let schedule = if args.warmup > 0 {
+        LrSchedule::Warmup {
+            steps: args.warmup,
+            then: Box::new(main),
+        }
+    } else {
+        main
+    };
+    schedule.validate()?;
+
+    let dir = run_dir(args, &data.name)?;
+    let settings = json!({
+        "dataset": data.name, "source": data.source, "task": data.task,
+        "train_samples": n, "test_samples": test.len(),
+        "model": config, "loss": format!("{loss_kind:?}"), "label_smoothing": smoothing,
+        "optimizer": format!("{optimizer:?}"), "lr": lr, "weight_decay": weight_decay,
+        "momentum": args.momentum, "nesterov": args.nesterov,
+        "schedule": schedule, "clip": args.clip, "epochs": epochs, "batch_size": batch,
+        "max_steps": args.max_steps, "threads": args.threads.unwrap_or_else(rayon::current_num_threads),
+        "normalization": normalizer.mode, "seed": args.data.seed,
+        "nabla_version": env!("CARGO_PKG_VERSION"),
+    });
+    nabla::io::write_atomic(
+        &dir.join("config.json"),
+        serde_json::to_string_pretty(&settings)?.as_bytes(),
+    )?;
+
+    let tty = std::io::stdout().is_terminal();
+    let show = !args.quiet;
+    if show {
+        println!(
+            "training {} on {} ({} train / {} test samples): {}, {} parameters, {} epochs, batch {batch}",
+            model.describe(),
+            data.name,
+            n,
+            test.len(),
+            format!("{optimizer:?} lr {lr}").to_lowercase(),
+            model.parameters().iter().map(|p| p.numel()).sum::<usize>(),
+            epochs
+        );
+    }
+    let mut rng = Rng::new(args.data.seed ^ 0x5EED_DA7A);
+    let mut step: u64 = 0;
+    let mut history: Vec<EpochMetrics> = Vec::new();
+    let start = Instant::now();
+    'epochs: for epoch in 1..=epochs {
+        model.set_training(true);
+        let t0 = Instant::now();
+        let batches = batch_indices(n, batch, Some(&mut rng), false)?;
+        let bar = (show && tty).then(|| {
+            let b = ProgressBar::new(batches.len() as u64);
+            b.set_style(
+                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            b.set_prefix(format!("{epoch}/{epochs}"));
+            b
+        });
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        for (bi, idx) in batches.iter().enumerate() {
+            if step >= total_steps {
+                break;
+            }
+            opt.set_lr(schedule.lr_at(lr, step));
+            let (out, l, labels) = match &train {
+                TaskData::Class(c) => {
+                    let x = c.x.index_select(0, idx)?;
+                    let labels: Vec<usize> = idx.iter().map(|&i| c.labels[i]).collect();
+                    let out = model.forward(&x)?;
+                    let l = batch_loss(loss_kind, &out, &labels, None, smoothing)?;
+                    (out, l, labels)
+                }
+                TaskData::Reg(r) => {
+                    let x = r.x.index_select(0, idx)?;
+                    let y = r.y.index_select(0, idx)?;
+                    let out = model.forward(&x)?;
+                    let l = batch_loss(loss_kind, &out, &[], Some(&y), 0.0)?;
+                    (out, l, vec![])
+                }
+            };
+            let lv = l.item()? as f64;
+            if !lv.is_finite() {
+                bail!(
+                    "training diverged: the loss is {lv} at step {step} (epoch {epoch}); \
+                     try a smaller --lr"
+                );
+            }
+            let mut grads = l.backward()?;
+            if let Some(c) = args.clip {
+                clip_grad_norm(&mut grads, &model.parameters(), c)?;
+            }
+            opt.step(&grads)?;
+            step += 1;
+            loss_sum += lv * idx.len() as f64;
+            seen += idx.len();
+            if !labels.is_empty() {
+                let pred = predict_class(&out.detach())?;
+                correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+            }
+            if let Some(b) = &bar {
+                b.inc(1);
+                if bi % 10 == 0 {
+                    let rate = seen as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                    let acc = if labels.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" acc {:.1}%", 100.0 * correct as f64 / seen as f64)
+                    };
+                    b.set_message(format!(
+                        "loss {:.4}{acc} {:.0} samples/s",
+                        loss_sum / seen as f64,
+                        rate
+                    ));
+                }
+            }
+        }
+        if seen == 0 {
+            break 'epochs;
+        }
+        let train_secs = t0.elapsed().as_secs_f64();
+        model.set_training(false);
+        let eval: Option<Evaluation> = if !test.is_empty() {
+            Some(evaluate(&model, &test, loss_kind)?)
+        } else {
+            None
+        };
+        let row = EpochMetrics {
+            epoch,
+            step,
+            lr: opt.lr(),
+            train_loss: loss_sum / seen as f64,
+            train_accuracy: (data.task == Task::Classification)
+                .then(|| correct as f64 / seen as f64),
+            test_loss: eval.as_ref().map(|e| e.loss),
+            test_accuracy: eval.as_ref().and_then(|e| e.accuracy),
+            seconds: start.elapsed().as_secs_f64(),
+            samples_per_second: seen as f64 / train_secs.max(1e-9),
+        };
+        let line = format!(
+            "epoch {epoch}/{epochs}  loss {:.4}  acc {}  test loss {}  test acc {}  lr {:.3e}  {:.0} samples/s  {:.1} s",
+            row.train_loss,
+            pct(row.train_accuracy),
+            row.test_loss.map_or("-".into(), |v| format!("{v:.4}")),
+            pct(row.test_accuracy),
+            row.lr,
+            row.samples_per_second,
+            row.seconds
+        );
+        match &bar {
+            Some(b) => b.finish_with_message(
+                line.split_once("  ")
+                    .map_or(String::new(), |x| x.1.to_string()),
+            ),
+            None if show => println!("{line}"),
+            None => {}
+        }
+        history.push(row);
+        if step >= total_steps {
+            break;
+        }
+    }
+    model.set_training(false);
+    let meta = ModelMeta {
+        config: config.clone(),
+        task: data.task,
+        normalizer: normalizer.clone(),
+        class_names: data.class_names.clone(),
+        dataset: data.name.clone(),
+    };
+    let model_path = dir.join("model.safetensors");
+    save_model(&model_path, &model, &meta)?;
+    write_metrics(&dir, &history)?;
+    let mut plots_written = Vec::new();
+    if !args.no_plots {
+        plots_written = plots::write_run_plots(&dir, &history, &model, &test, &data.class_names)?;
+    }
+    let last = history.last().context("no epoch ran")?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let headline = match (last.test_accuracy, last.test_loss) {
+        (Some(a), _) => format!(
+            "test accuracy {:.2}% (train {})",
+            100.0 * a,
+            pct(last.train_accuracy)
+        ),
+        (None, Some(l)) => format!("test loss {l:.4} (train {:.4})", last.train_loss),
+        (None, None) => format!("train loss {:.4}", last.train_loss),
+    };
+    println!(
+        "{}: {headline} after {} epochs, {step} steps, {elapsed:.1} s; run directory {}{}",
+        data.name,
+        last.epoch,
+        dir.display(),
+        if plots_written.is_empty() {
+            String::new()
+        } else {
+            format!(" (plots: {})", plots_written.join(", "))
+        }
+    );
+    Ok(())
+}
