@@ -181,6 +181,10 @@ pub struct TrainArgs {
     /// Mini-batch size (default per data set).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Hold out this fraction of the training set as a validation set: per-epoch metrics are
+    /// then computed on it, and the test set is evaluated once, after training.
+    #[arg(long, default_value_t = 0.0)]
+    pub val_fraction: f64,
     /// Stop after this many optimizer steps (smoke tests).
     #[arg(long)]
     pub max_steps: Option<u64>,

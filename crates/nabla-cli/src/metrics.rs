@@ -18,6 +18,8 @@ pub struct EpochMetrics {
     pub lr: f64,
     pub train_loss: f64,
     pub train_accuracy: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
     pub test_loss: Option<f64>,
     pub test_accuracy: Option<f64>,
     pub seconds: f64,

@@ -303,6 +303,10 @@ pub fn write_run_plots(
             .collect()
     };
     let mut loss = vec![("train", series(&|m| Some(m.train_loss)))];
+    let val_loss = series(&|m| m.val_loss);
+    if !val_loss.is_empty() {
+        loss.push(("validation", val_loss));
+    }
     let test_loss = series(&|m| m.test_loss);
     if !test_loss.is_empty() {
         loss.push(("test", test_loss));
@@ -311,6 +315,10 @@ pub fn write_run_plots(
     written.push("loss.png".to_string());
     if history.iter().any(|m| m.train_accuracy.is_some()) {
         let mut acc = vec![("train", series(&|m| m.train_accuracy.map(|a| 100.0 * a)))];
+        let val_acc = series(&|m| m.val_accuracy.map(|a| 100.0 * a));
+        if !val_acc.is_empty() {
+            acc.push(("validation", val_acc));
+        }
         let test_acc = series(&|m| m.test_accuracy.map(|a| 100.0 * a));
         if !test_acc.is_empty() {
             acc.push(("test", test_acc));

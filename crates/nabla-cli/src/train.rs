@@ -82,17 +82,19 @@ fn run_dir(args: &TrainArgs, name: &str) -> Result<PathBuf> {
 fn write_metrics(dir: &Path, rows: &[EpochMetrics]) -> Result<()> {
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
     let mut csv = String::from(
-        "epoch,step,lr,train_loss,train_accuracy,test_loss,test_accuracy,seconds,samples_per_second\n",
+        "epoch,step,lr,train_loss,train_accuracy,val_loss,val_accuracy,test_loss,test_accuracy,seconds,samples_per_second\n",
     );
     for r in rows {
         writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{}",
             r.epoch,
             r.step,
             r.lr,
             r.train_loss,
             opt(r.train_accuracy),
+            opt(r.val_loss),
+            opt(r.val_accuracy),
             opt(r.test_loss),
             opt(r.test_accuracy),
             r.seconds,
@@ -164,6 +166,18 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         })
     };
     let (train, test) = (normalize(&data.train)?, normalize(&data.test)?);
+    let val_seed = args.data.seed ^ 0x0A11_DA7E;
+    let (train, val) = match (args.val_fraction, train) {
+        (f, t) if f == 0.0 => (t, None),
+        (f, TaskData::Class(c)) => {
+            let (tr, va) = c.split(f, val_seed)?;
+            (TaskData::Class(tr), Some(TaskData::Class(va)))
+        }
+        (f, TaskData::Reg(r)) => {
+            let (tr, va) = r.split(f, val_seed)?;
+            (TaskData::Reg(tr), Some(TaskData::Reg(va)))
+        }
+    };
 
     let mut sizes = vec![train.features()];
     sizes.extend(&hidden);
@@ -239,7 +253,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let dir = run_dir(args, &data.name)?;
     let settings = json!({
         "dataset": data.name, "source": data.source, "task": data.task,
-        "train_samples": n, "test_samples": test.len(),
+        "train_samples": n, "validation_samples": val.as_ref().map_or(0, TaskData::len),
+        "test_samples": test.len(),
         "model": config, "loss": format!("{loss_kind:?}"), "label_smoothing": smoothing,
         "optimizer": format!("{optimizer:?}"), "lr": lr, "weight_decay": weight_decay,
         "momentum": args.momentum, "nesterov": args.nesterov,
@@ -348,7 +363,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
         let train_secs = t0.elapsed().as_secs_f64();
         model.set_training(false);
-        let eval: Option<Evaluation> = if !test.is_empty() {
+        let last_epoch = epoch == epochs || step >= total_steps;
+        let val_eval: Option<Evaluation> = match &val {
+            Some(v) if !v.is_empty() => Some(evaluate(&model, v, loss_kind)?),
+            _ => None,
+        };
+        // With a validation set the test set is looked at once, at the end.
+        let eval: Option<Evaluation> = if !test.is_empty() && (val.is_none() || last_epoch) {
             Some(evaluate(&model, &test, loss_kind)?)
         } else {
             None
@@ -360,17 +381,24 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             train_loss: loss_sum / seen as f64,
             train_accuracy: (data.task == Task::Classification)
                 .then(|| correct as f64 / seen as f64),
+            val_loss: val_eval.as_ref().map(|e| e.loss),
+            val_accuracy: val_eval.as_ref().and_then(|e| e.accuracy),
             test_loss: eval.as_ref().map(|e| e.loss),
             test_accuracy: eval.as_ref().and_then(|e| e.accuracy),
             seconds: start.elapsed().as_secs_f64(),
             samples_per_second: seen as f64 / train_secs.max(1e-9),
         };
+        let (which, el, ea) = if val.is_some() {
+            ("val", row.val_loss, row.val_accuracy)
+        } else {
+            ("test", row.test_loss, row.test_accuracy)
+        };
         let line = format!(
-            "epoch {epoch}/{epochs}  loss {:.4}  acc {}  test loss {}  test acc {}  lr {:.3e}  {:.0} samples/s  {:.1} s",
+            "epoch {epoch}/{epochs}  loss {:.4}  acc {}  {which} loss {}  {which} acc {}  lr {:.3e}  {:.0} samples/s  {:.1} s",
             row.train_loss,
             pct(row.train_accuracy),
-            row.test_loss.map_or("-".into(), |v| format!("{v:.4}")),
-            pct(row.test_accuracy),
+            el.map_or("-".into(), |v| format!("{v:.4}")),
+            pct(ea),
             row.lr,
             row.samples_per_second,
             row.seconds

@@ -604,3 +604,31 @@ fn malformed_inputs_fail_with_one_line_naming_the_file() {
     fails_with(&nabla(&["train", "--dropout", "1.5"]), "1.5");
     fails_with(&nabla(&["frobnicate"]), "frobnicate");
 }
+
+#[test]
+fn validation_split_reports_per_epoch_and_tests_once() {
+    let dir = tmpdir("val");
+    let run = dir.join("run");
+    let out = ok(&nabla(&[
+        "train",
+        "--val-fraction",
+        "0.25",
+        "--epochs",
+        "8",
+        "--no-plots",
+        "--out",
+        run.to_str().unwrap(),
+    ]));
+    assert!(out.contains("val acc"), "{out}");
+    let rows = metrics_json(&run);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 8);
+    assert!(rows.iter().all(|r| r["val_accuracy"].is_f64()));
+    assert!(rows[..7].iter().all(|r| r["test_accuracy"].is_null()));
+    assert!(rows[7]["test_accuracy"].is_f64());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["validation_samples"], 225);
+    assert_eq!(config["train_samples"], 675);
+    fails_with(&nabla(&["train", "--val-fraction", "1.5"]), "1.5");
+}
