@@ -168,7 +168,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let (train, test) = (normalize(&data.train)?, normalize(&data.test)?);
     let val_seed = args.data.seed ^ 0x0A11_DA7E;
     let (train, val) = match (args.val_fraction, train) {
-        (f, t) if f == 0.0 => (t, None),
+        (0.0, t) => (t, None),
         (f, TaskData::Class(c)) => {
             let (tr, va) = c.split(f, val_seed)?;
             (TaskData::Class(tr), Some(TaskData::Class(va)))
