@@ -1,17 +1,10 @@
 //! The `nabla` command-line tool.
 
-mod args;
-mod commands;
-mod dataset;
-mod metrics;
-mod model;
-mod plots;
-mod train;
-
 use clap::error::ErrorKind;
 use clap::Parser;
 
-use args::{Cli, Command};
+use nabla_cli::args::{Cli, Command};
+use nabla_cli::{commands, train};
 
 fn main() {
     let cli = match Cli::try_parse() {

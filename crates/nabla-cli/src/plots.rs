@@ -46,6 +46,142 @@ fn err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
     move |e| anyhow!("{}: cannot draw the plot: {e:?}", path.display())
 }
 
+/// How a series is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// A line with a dot at each point.
+    LineDots,
+    /// A line only.
+    Line,
+    /// Dots only.
+    Dots,
+}
+
+/// A named series of (x, y) points.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    pub style: Style,
+}
+
+impl Series {
+    /// A series drawn as a line with dots.
+    pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Series {
+            name: name.into(),
+            points,
+            style: Style::LineDots,
+        }
+    }
+
+    /// The same series drawn another way.
+    pub fn style(mut self, style: Style) -> Self {
+        self.style = style;
+        self
+    }
+}
+
+fn range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values.filter(|v| v.is_finite() && (!log || *v > 0.0)) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return if log { (0.1, 1.0) } else { (0.0, 1.0) };
+    }
+    if log {
+        (lo / 1.5, hi * 1.5)
+    } else {
+        let pad = ((hi - lo) * 0.05).max(1e-9);
+        (lo - pad, hi + pad)
+    }
+}
+
+/// A line/scatter chart of several series; `log_y` puts the y axis on a log scale.
+pub fn chart(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+    log_y: bool,
+) -> Result<()> {
+    ensure_font()?;
+    let e = err(path);
+    let (x0, x1) = range(
+        series.iter().flat_map(|s| s.points.iter().map(|p| p.0)),
+        false,
+    );
+    let (y0, y1) = range(
+        series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
+        log_y,
+    );
+    let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(&e)?;
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .caption(title, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(80);
+    macro_rules! draw {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc(x_desc)
+                .y_desc(y_desc)
+                .label_style(("sans-serif", 15))
+                .draw()
+                .map_err(&e)?;
+            for (i, s) in series.iter().enumerate() {
+                let c = color(i);
+                let pts: Vec<(f64, f64)> = s
+                    .points
+                    .iter()
+                    .copied()
+                    .filter(|p| p.1.is_finite() && (!log_y || p.1 > 0.0))
+                    .collect();
+                let anno = if s.style == Style::Dots {
+                    chart
+                        .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.mix(0.7).filled())))
+                        .map_err(&e)?
+                } else {
+                    chart
+                        .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+                        .map_err(&e)?
+                };
+                anno.label(s.name.as_str()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3))
+                });
+                if s.style == Style::LineDots {
+                    chart
+                        .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                        .map_err(&e)?;
+                }
+            }
+            chart
+                .configure_series_labels()
+                .label_font(("sans-serif", 15))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(&e)?;
+        }};
+    }
+    if log_y {
+        draw!(builder
+            .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
+            .map_err(&e)?);
+    } else {
+        draw!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(&e)?);
+    }
+    root.present().map_err(&e)?;
+    Ok(())
+}
+
 /// Line plot of named series over epochs.
 pub fn curves(
     path: &Path,
@@ -53,57 +189,11 @@ pub fn curves(
     y_desc: &str,
     series: &[(&str, Vec<(f64, f64)>)],
 ) -> Result<()> {
-    ensure_font()?;
-    let e = err(path);
-    let pts = series.iter().flat_map(|(_, s)| s.iter());
-    let (mut x1, mut y0, mut y1) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
-    for &(x, y) in pts {
-        x1 = x1.max(x);
-        if y.is_finite() {
-            y0 = y0.min(y);
-            y1 = y1.max(y);
-        }
-    }
-    if !y0.is_finite() {
-        (y0, y1) = (0.0, 1.0);
-    }
-    let pad = ((y1 - y0) * 0.05).max(1e-6);
-    let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(&e)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 26))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..x1.max(1.0), (y0 - pad)..(y1 + pad))
-        .map_err(&e)?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc(y_desc)
-        .label_style(("sans-serif", 15))
-        .draw()
-        .map_err(&e)?;
-    for (i, (name, s)) in series.iter().enumerate() {
-        let c = color(i);
-        chart
-            .draw_series(LineSeries::new(s.iter().copied(), c.stroke_width(2)))
-            .map_err(&e)?
-            .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-        chart
-            .draw_series(s.iter().map(|&p| Circle::new(p, 3, c.filled())))
-            .map_err(&e)?;
-    }
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", 16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(&e)?;
-    root.present().map_err(&e)?;
-    Ok(())
+    let s: Vec<Series> = series
+        .iter()
+        .map(|(n, p)| Series::new(*n, p.clone()))
+        .collect();
+    chart(path, title, "epoch", y_desc, &s, false)
 }
 
 /// Heat map of a confusion matrix with counts.
@@ -189,8 +279,14 @@ fn bounds(xs: &[f32], d: usize, j: usize) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-/// Decision regions of a 2-feature classifier, with the data points on top.
-pub fn decision_regions(path: &Path, model: &Mlp, x: &Tensor<f32>, labels: &[usize]) -> Result<()> {
+/// Decision regions of a 2-feature classifier with the points `x` (coloured by `labels`).
+pub fn decision_regions(
+    path: &Path,
+    title: &str,
+    model: &dyn Module<f32>,
+    x: &Tensor<f32>,
+    labels: &[usize],
+) -> Result<()> {
     ensure_font()?;
     let e = err(path);
     let data = x.to_vec();
@@ -208,7 +304,7 @@ pub fn decision_regions(path: &Path, model: &Mlp, x: &Tensor<f32>, labels: &[usi
     let root = BitMapBackend::new(path, (700, 700)).into_drawing_area();
     root.fill(&WHITE).map_err(&e)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Decision regions and test points", ("sans-serif", 24))
+        .caption(title, ("sans-serif", 24))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(50)
@@ -334,7 +430,13 @@ pub fn write_run_plots(
                 written.push("confusion.png".to_string());
             }
             if c.features() == 2 {
-                decision_regions(&dir.join("decision_regions.png"), model, &c.x, &c.labels)?;
+                decision_regions(
+                    &dir.join("decision_regions.png"),
+                    "Decision regions and test points",
+                    model,
+                    &c.x,
+                    &c.labels,
+                )?;
                 written.push("decision_regions.png".to_string());
             }
         }
