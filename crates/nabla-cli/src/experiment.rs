@@ -12,6 +12,7 @@ use nabla::{no_grad, Tensor};
 /// The directory the experiments write their plots to: `examples/images` of the workspace
 /// (overridable with `NABLA_EXPERIMENT_OUT`).
 pub fn image_dir() -> Result<PathBuf> {
+    nabla::alloc::retain_freed_memory();
     let dir = match std::env::var_os("NABLA_EXPERIMENT_OUT") {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(concat!(
@@ -40,6 +41,7 @@ pub fn fit_classifier(
     steps: u64,
     lr: f64,
 ) -> Result<f64> {
+    nabla::alloc::retain_freed_memory();
     let mut opt = Adam::new(model.named_parameters(), AdamConfig::adam(lr))?;
     let sched = LrSchedule::Cosine {
         total: steps,
@@ -66,6 +68,7 @@ pub fn fit_regression(
     steps: u64,
     lr: f64,
 ) -> Result<f64> {
+    nabla::alloc::retain_freed_memory();
     let mut opt = Adam::new(model.named_parameters(), AdamConfig::adam(lr))?;
     let sched = LrSchedule::Cosine {
         total: steps,

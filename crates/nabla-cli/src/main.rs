@@ -7,6 +7,7 @@ use nabla_cli::args::{Cli, Command};
 use nabla_cli::{commands, train};
 
 fn main() {
+    nabla::alloc::retain_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {

@@ -20,6 +20,34 @@
 //! * **Gradient checking**: the analytic gradient must match central finite differences,
 //!   `(f(x + ε) − f(x − ε)) / 2ε`, element by element ([`testing::gradcheck`]).
 //!
+//! * **Linearity, and why activations matter.** A map `f` is linear when
+//!   `f(a·x + b·y) = a·f(x) + b·f(y)`. Linear layers stacked without anything between them
+//!   collapse into one: `(x·W₁ + b₁)·W₂ + b₂ = x·(W₁W₂) + (b₁W₂ + b₂)`. An element-wise
+//!   non-linearity σ (ReLU `max(x, 0)`, tanh, …) between layers breaks this, so an MLP
+//!   `σ(x·W₁ + b₁)·W₂ + b₂` can bend its decision boundaries. Shown by
+//!   `examples/linear_vs_mlp.rs`.
+//! * **Universal approximation.** One hidden layer, `Σᵢ vᵢ·σ(wᵢx + bᵢ)`, approximates any
+//!   continuous function on an interval as closely as wanted given enough units; the error
+//!   falls as the width grows (`examples/universal_approximation.rs`).
+//! * **Depth.** Composing layers composes functions: a ReLU layer can double the number of
+//!   linear pieces, so depth k reaches 2ᵏ pieces with a few units per layer where one hidden
+//!   layer needs a unit per piece — though gradient descent does not always find such
+//!   solutions (`examples/depth_vs_width.rs`).
+//! * **Losses.** L2, `(ŷ − y)²`, is the negative log-likelihood of Gaussian noise; its gradient
+//!   `2(ŷ − y)` grows with the residual. L1, `|ŷ − y|`, is the negative log-likelihood of
+//!   Laplace noise; its gradient `sign(ŷ − y)` has the same size for every point, which makes
+//!   it robust to outliers. Cross-entropy `−Σⱼ tⱼ log softmax(z)ⱼ` has the gradient
+//!   `softmax(z) − t` (`examples/l1_vs_l2.rs`, `examples/softmax_onehot.rs`).
+//! * **Memory.** Backward needs the forward values, so training keeps every layer's outputs
+//!   until `backward` has run: memory grows with depth × batch, while a `no_grad` forward
+//!   keeps only the current layer's input and output (`examples/backprop_memory.rs`).
+//! * **Gradient descent** and its descendants update every weight against its gradient:
+//!   `w ← w − η·∂L/∂w` (SGD), with momentum, or with Adam's per-weight step sizes
+//!   ([`optim`]).
+//!
+//! Every example in `examples/` runs with `cargo run --release --example NAME`; their measured
+//! tables are in `examples/README.md`.
+//!
 //! ## Example
 //!
 //! ```
@@ -44,6 +72,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod autograd;
 pub mod data;
 pub mod error;
