@@ -185,6 +185,18 @@ pub struct TrainArgs {
     /// then computed on it, and the test set is evaluated once, after training.
     #[arg(long, default_value_t = 0.0)]
     pub val_fraction: f64,
+    /// Write a full training-state checkpoint (run directory, checkpoint.safetensors) every N
+    /// optimizer steps, atomically.
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Continue the run in DIR from its last checkpoint, with the settings it was started with.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Check every operation's output for NaN/Inf as it runs (slower); without it, only the
+    /// loss and gradients are checked, and the failing batch is re-run with checks to name the
+    /// operation.
+    #[arg(long)]
+    pub detect_anomaly: bool,
     /// Stop after this many optimizer steps (smoke tests).
     #[arg(long)]
     pub max_steps: Option<u64>,
@@ -200,6 +212,15 @@ pub struct TrainArgs {
     /// Skip writing PNG plots.
     #[arg(long)]
     pub no_plots: bool,
+}
+
+/// `nabla train`'s arguments alone, to re-read a run's saved command line on `--resume`.
+#[derive(Debug, Parser)]
+#[command(name = "nabla train")]
+pub struct TrainOnly {
+    /// The arguments.
+    #[command(flatten)]
+    pub args: TrainArgs,
 }
 
 /// `nabla eval`.

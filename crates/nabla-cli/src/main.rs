@@ -26,7 +26,13 @@ fn main() {
         }
     };
     let result = match &cli.command {
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => {
+            let argv: Vec<String> = std::env::args()
+                .skip_while(|a| a != "train")
+                .skip(1)
+                .collect();
+            train::run(a, &argv)
+        }
         Command::Eval(a) => commands::eval(a),
         Command::Predict(a) => commands::predict(a),
         Command::Gradcheck => commands::gradcheck(),

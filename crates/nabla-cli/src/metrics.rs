@@ -5,13 +5,13 @@ use nabla::data::batch_indices;
 use nabla::nn::loss::{self, Reduction, Target};
 use nabla::nn::{Mlp, Module};
 use nabla::{no_grad, Tensor};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::args::LossName;
 use crate::dataset::TaskData;
 
 /// One row of metrics.csv / metrics.json.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochMetrics {
     pub epoch: usize,
     pub step: u64,

@@ -7,14 +7,19 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use nabla::autograd::{detect_anomaly, Anomaly};
 use nabla::data::{batch_indices, Normalizer};
+use nabla::io::{load_training_state, save_training_state, TrainingState};
 use nabla::nn::loss::predict_class;
 use nabla::nn::{Activation, Init, Mlp, MlpConfig, Module};
 use nabla::optim::{clip_grad_norm, Adam, AdamConfig, LrSchedule, Optimizer, Sgd, SgdConfig};
-use nabla::Rng;
+use nabla::{Rng, Tensor};
 use serde_json::json;
+use std::collections::BTreeMap;
 
-use crate::args::{LossName, OptimizerName, ScheduleName, Task, TrainArgs};
+use clap::Parser;
+
+use crate::args::{LossName, OptimizerName, ScheduleName, Task, TrainArgs, TrainOnly};
 use crate::dataset::{self, TaskData};
 use crate::metrics::{batch_loss, evaluate, EpochMetrics, Evaluation};
 use crate::model::{save_model, ModelMeta};
@@ -111,8 +116,99 @@ fn pct(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v))
 }
 
-/// Runs `nabla train`.
-pub fn run(args: &TrainArgs) -> Result<()> {
+const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// Runs `nabla train`; `argv` are its arguments after `train`, kept in checkpoints so that
+/// `--resume` can continue with the same settings.
+pub fn run(args: &TrainArgs, argv: &[String]) -> Result<()> {
+    let Some(dir) = &args.resume else {
+        return train(args, argv, None);
+    };
+    let ckpt = dir.join(CHECKPOINT);
+    if !ckpt.is_file() {
+        bail!(
+            "{}: no checkpoint to resume from (train with --checkpoint-every N to write one)",
+            ckpt.display()
+        );
+    }
+    let file = nabla::io::read_tensor_file(&ckpt)?;
+    let saved: Vec<String> = file
+        .metadata
+        .get("extra.argv")
+        .and_then(|a| serde_json::from_str(a).ok())
+        .with_context(|| {
+            format!(
+                "{}: the checkpoint does not record its command line",
+                ckpt.display()
+            )
+        })?;
+    let parsed = TrainOnly::try_parse_from(
+        std::iter::once("nabla train".to_string()).chain(saved.iter().cloned()),
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{}: the saved command line no longer parses: {}",
+            ckpt.display(),
+            e.to_string().lines().next().unwrap_or("")
+        )
+    })?;
+    let mut resumed = parsed.args;
+    resumed.out = Some(dir.clone());
+    resumed.resume = None;
+    resumed.quiet |= args.quiet;
+    resumed.threads = args.threads.or(resumed.threads);
+    train(&resumed, &saved, Some(&ckpt))
+}
+
+/// One batch: forward pass and loss. Returns (outputs, loss, labels).
+fn forward_batch(
+    model: &Mlp,
+    data: &TaskData,
+    idx: &[usize],
+    kind: LossName,
+    smoothing: f64,
+) -> Result<(Tensor<f32>, Tensor<f32>, Vec<usize>)> {
+    Ok(match data {
+        TaskData::Class(c) => {
+            let x = c.x.index_select(0, idx)?;
+            let labels: Vec<usize> = idx.iter().map(|&i| c.labels[i]).collect();
+            let out = model.forward(&x)?;
+            let l = batch_loss(kind, &out, &labels, None, smoothing)?;
+            (out, l, labels)
+        }
+        TaskData::Reg(r) => {
+            let x = r.x.index_select(0, idx)?;
+            let y = r.y.index_select(0, idx)?;
+            let out = model.forward(&x)?;
+            let l = batch_loss(kind, &out, &[], Some(&y), 0.0)?;
+            (out, l, vec![])
+        }
+    })
+}
+
+fn diverged(
+    step: u64,
+    epoch: usize,
+    what: &str,
+    anomaly: Option<Anomaly>,
+    last_good: Option<u64>,
+    dir: &Path,
+) -> anyhow::Error {
+    let culprit = match anomaly {
+        Some(a) => format!("; first non-finite value in forward order: {a}"),
+        None => String::new(),
+    };
+    let kept = match last_good {
+        Some(s) => format!(
+            "; the last good checkpoint (step {s}) is {}",
+            dir.join(CHECKPOINT).display()
+        ),
+        None => String::new(),
+    };
+    anyhow::anyhow!("training diverged at step {step} (epoch {epoch}): {what}{culprit}{kept}; try a smaller --lr or --clip")
+}
+
+fn train(args: &TrainArgs, argv: &[String], resume_from: Option<&Path>) -> Result<()> {
     if cfg!(debug_assertions) && std::env::var_os("NABLA_NO_DEBUG_WARNING").is_none() {
         eprintln!(
             "warning: this is a debug build, training runs many times slower; use \
@@ -142,6 +238,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let schedule_name = args.schedule.unwrap_or(d.schedule);
     let dropout = args.dropout.unwrap_or(d.dropout);
     let smoothing = args.label_smoothing.unwrap_or(d.label_smoothing);
+    if args.checkpoint_every == Some(0) {
+        bail!("--checkpoint-every must be at least 1");
+    }
     if epochs == 0 || batch == 0 {
         bail!("--epochs and --batch-size must be at least 1");
     }
@@ -285,10 +384,53 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let mut rng = Rng::new(args.data.seed ^ 0x5EED_DA7A);
     let mut step: u64 = 0;
     let mut history: Vec<EpochMetrics> = Vec::new();
+    // Where a resumed run picks up: epoch, batches already done in it, running sums.
+    let (mut start_epoch, mut skip, mut sums) = (1usize, 0usize, (0.0f64, 0usize, 0usize));
+    let mut last_good: Option<u64> = None;
+    if let Some(ckpt) = resume_from {
+        let st = load_training_state(ckpt, &mut model, opt.as_mut())?;
+        let extra = |k: &str| -> Result<&String> {
+            st.extra
+                .get(k)
+                .with_context(|| format!("{}: checkpoint metadata lacks '{k}'", ckpt.display()))
+        };
+        let num = |k: &str| -> Result<f64> {
+            extra(k)?.parse().with_context(|| {
+                format!(
+                    "{}: checkpoint metadata '{k}' is not a number",
+                    ckpt.display()
+                )
+            })
+        };
+        step = st.step;
+        start_epoch = st.epoch as usize;
+        skip = num("batch")? as usize;
+        sums = (
+            num("loss_sum")?,
+            num("correct")? as usize,
+            num("seen")? as usize,
+        );
+        history = serde_json::from_str(extra("history")?).with_context(|| {
+            format!(
+                "{}: checkpoint metadata 'history' is malformed",
+                ckpt.display()
+            )
+        })?;
+        rng = Rng::from_state(st.rng);
+        last_good = Some(step);
+        if show {
+            println!(
+                "resuming {} at step {step} (epoch {start_epoch}, batch {skip})",
+                dir.display()
+            );
+        }
+    }
+    let param_names = model.named_parameters();
     let start = Instant::now();
-    'epochs: for epoch in 1..=epochs {
+    'epochs: for epoch in start_epoch..=epochs {
         model.set_training(true);
         let t0 = Instant::now();
+        let epoch_rng = rng.state();
         let batches = batch_indices(n, batch, Some(&mut rng), false)?;
         let bar = (show && tty).then(|| {
             let b = ProgressBar::new(batches.len() as u64);
@@ -300,36 +442,62 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             b.set_prefix(format!("{epoch}/{epochs}"));
             b
         });
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for (bi, idx) in batches.iter().enumerate() {
+        let (mut loss_sum, mut correct, mut seen) = if epoch == start_epoch {
+            sums
+        } else {
+            (0.0, 0, 0)
+        };
+        let first = if epoch == start_epoch { skip } else { 0 };
+        for (bi, idx) in batches.iter().enumerate().skip(first) {
             if step >= total_steps {
                 break;
             }
             opt.set_lr(schedule.lr_at(lr, step));
-            let (out, l, labels) = match &train {
-                TaskData::Class(c) => {
-                    let x = c.x.index_select(0, idx)?;
-                    let labels: Vec<usize> = idx.iter().map(|&i| c.labels[i]).collect();
-                    let out = model.forward(&x)?;
-                    let l = batch_loss(loss_kind, &out, &labels, None, smoothing)?;
-                    (out, l, labels)
+            let (out, l, labels) = if args.detect_anomaly {
+                let (r, anomaly) =
+                    detect_anomaly(|| forward_batch(&model, &train, idx, loss_kind, smoothing));
+                if let Some(a) = anomaly {
+                    return Err(diverged(
+                        step,
+                        epoch,
+                        "an operation produced a non-finite value",
+                        Some(a),
+                        last_good,
+                        &dir,
+                    ));
                 }
-                TaskData::Reg(r) => {
-                    let x = r.x.index_select(0, idx)?;
-                    let y = r.y.index_select(0, idx)?;
-                    let out = model.forward(&x)?;
-                    let l = batch_loss(loss_kind, &out, &[], Some(&y), 0.0)?;
-                    (out, l, vec![])
-                }
+                r?
+            } else {
+                forward_batch(&model, &train, idx, loss_kind, smoothing)?
             };
             let lv = l.item()? as f64;
             if !lv.is_finite() {
-                bail!(
-                    "training diverged: the loss is {lv} at step {step} (epoch {epoch}); \
-                     try a smaller --lr"
-                );
+                // Re-run this batch with every op checked, to name the first culprit.
+                let (_, anomaly) =
+                    detect_anomaly(|| forward_batch(&model, &train, idx, loss_kind, smoothing));
+                return Err(diverged(
+                    step,
+                    epoch,
+                    &format!("the loss is {lv}"),
+                    anomaly,
+                    last_good,
+                    &dir,
+                ));
             }
             let mut grads = l.backward()?;
+            // One pass over the gradients: a non-finite one would poison the weights.
+            for (name, p) in &param_names {
+                if grads.get(p).is_some_and(|g| !g.all_finite()) {
+                    return Err(diverged(
+                        step,
+                        epoch,
+                        &format!("the gradient of {name} is not finite (loss {lv})"),
+                        None,
+                        last_good,
+                        &dir,
+                    ));
+                }
+            }
             if let Some(c) = args.clip {
                 clip_grad_norm(&mut grads, &model.parameters(), c)?;
             }
@@ -340,6 +508,24 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             if !labels.is_empty() {
                 let pred = predict_class(&out.detach())?;
                 correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+            }
+            if args.checkpoint_every.is_some_and(|k| step % k == 0) {
+                let state = TrainingState {
+                    step,
+                    epoch: epoch as u64,
+                    rng: epoch_rng,
+                    model_config: config.to_json(),
+                    extra: BTreeMap::from([
+                        ("argv".to_string(), serde_json::to_string(argv)?),
+                        ("batch".to_string(), (bi + 1).to_string()),
+                        ("loss_sum".to_string(), format!("{loss_sum:?}")),
+                        ("correct".to_string(), correct.to_string()),
+                        ("seen".to_string(), seen.to_string()),
+                        ("history".to_string(), serde_json::to_string(&history)?),
+                    ]),
+                };
+                save_training_state(dir.join(CHECKPOINT), &model, opt.as_ref(), &state)?;
+                last_good = Some(step);
             }
             if let Some(b) = &bar {
                 b.inc(1);

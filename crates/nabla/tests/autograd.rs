@@ -176,3 +176,29 @@ fn in_place_updates_are_seen_by_all_handles() {
     assert_eq!(r.to_vec(), vec![0.5; 4]);
     assert!(w.requires_grad_flag());
 }
+
+#[test]
+fn anomaly_detection_names_the_first_non_finite_op_in_forward_order() {
+    use nabla::autograd::detect_anomaly;
+    let x = Tensor::<f32>::from_vec(vec![1.0, 2.0, -3.0, 4.0], &[2, 2]).unwrap();
+    let w = Tensor::<f32>::from_vec(vec![1.0, 0.0, 0.0, 1.0], &[2, 2])
+        .unwrap()
+        .requires_grad();
+    // log of a negative number inside the model; later ops propagate the NaN
+    let (loss, anomaly) = detect_anomaly(|| x.matmul(&w).unwrap().log().exp().sum_all().unwrap());
+    assert!(loss.item().unwrap().is_nan());
+    let a = anomaly.expect("an anomaly");
+    assert_eq!(a.op, "log");
+    assert_eq!(a.shape, vec![2, 2]);
+    assert_eq!(a.non_finite, 1);
+    assert_eq!((a.inputs[0].min, a.inputs[0].max), (-3.0, 4.0));
+    assert!(
+        a.to_string()
+            .starts_with("log produced 1 non-finite of 4 values"),
+        "{a}"
+    );
+    // off by default, and nothing is left behind for the next detection
+    let (_, none) = detect_anomaly(|| x.matmul(&w).unwrap().relu());
+    assert!(none.is_none());
+    assert!(!nabla::autograd::anomaly::is_detecting());
+}

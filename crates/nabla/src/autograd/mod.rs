@@ -5,10 +5,12 @@
 //! the recorded graph from a scalar loss back to the leaves, iteratively, applying the chain
 //! rule of each op (all rules are in one file, `backward.rs`), and returns a [`GradStore`].
 
+pub mod anomaly;
 mod backward;
 mod graph;
 mod op;
 
+pub use anomaly::{detect_anomaly, Anomaly};
 pub use graph::{GradStore, GraphStats};
 pub use op::{Op, OpKind};
 

@@ -54,9 +54,17 @@ fn split_row(line: &str) -> Vec<&str> {
 /// Reads a CSV file of numbers. Errors name the file, the line, the column and the value.
 pub fn read_csv(path: impl AsRef<Path>, target: &TargetColumn, header: Header) -> Result<Table> {
     let path = path.as_ref();
-    let err = |m: String| Error::file(path, m);
-    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|_| err("not UTF-8 text".into()))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    csv_from_bytes(&bytes, target, header).map_err(|e| match e {
+        Error::Argument { msg, .. } => Error::file(path, msg),
+        other => other,
+    })
+}
+
+/// Parses CSV bytes (see [`read_csv`]); errors are `Error::Argument` with op `csv`.
+pub fn csv_from_bytes(bytes: &[u8], target: &TargetColumn, header: Header) -> Result<Table> {
+    let err = |m: String| Error::arg("csv", m);
+    let text = std::str::from_utf8(bytes).map_err(|_| err("not UTF-8 text".into()))?;
     let mut lines = text
         .lines()
         .enumerate()
@@ -150,7 +158,7 @@ pub fn read_csv(path: impl AsRef<Path>, target: &TargetColumn, header: Header) -
     }
     let d = width - usize::from(target_idx.is_some());
     Ok(Table {
-        features: Tensor::from_vec(feats, &[rows, d])?,
+        features: Tensor::from_vec(feats, &[rows, d]).map_err(|e| err(e.to_string()))?,
         target: ys,
         feature_names: names
             .iter()

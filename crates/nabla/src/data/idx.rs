@@ -43,19 +43,41 @@ fn describe_start(bytes: &[u8]) -> Option<&'static str> {
 /// (whatever its name says).
 pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray> {
     let path = path.as_ref();
-    let err = |m: String| Error::file(path, m);
-    let raw = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(&raw[..])
-            .take(MAX_ELEMENTS + 1024)
-            .read_to_end(&mut out)
-            .map_err(|e| err(format!("gzip data is corrupt or truncated: {e}")))?;
-        out
-    } else {
-        raw
-    };
-    parse_idx(&bytes).map_err(err)
+    let raw = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    idx_from_bytes(&raw).map_err(|m| Error::file(path, m))
+}
+
+/// Parses the bytes of an IDX file, plain or gzipped. A gzipped file is decompressed only as
+/// far as its header claims (plus one byte, to detect trailing data), so a small file cannot
+/// make the reader allocate more than the header says, and the header is checked first.
+pub fn idx_from_bytes(raw: &[u8]) -> std::result::Result<IdxArray, String> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return parse_idx(raw);
+    }
+    let corrupt = |e: std::io::Error| format!("gzip data is corrupt or truncated: {e}");
+    let mut gz = GzDecoder::new(raw);
+    let mut head = Vec::new();
+    (&mut gz).take(4).read_to_end(&mut head).map_err(corrupt)?;
+    if head.len() == 4 && head[0] == 0 && head[1] == 0 {
+        let ndims = head[3] as u64;
+        (&mut gz)
+            .take(4 * ndims)
+            .read_to_end(&mut head)
+            .map_err(corrupt)?;
+        if head.len() as u64 == 4 + 4 * ndims {
+            let claimed = head[4..]
+                .chunks(4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64)
+                .try_fold(1u64, |acc, d| acc.checked_mul(d))
+                .filter(|&n| n <= MAX_ELEMENTS)
+                .ok_or_else(|| "the header claims an absurd number of elements".to_string())?;
+            (&mut gz)
+                .take(claimed + 1)
+                .read_to_end(&mut head)
+                .map_err(corrupt)?;
+        }
+    }
+    parse_idx(&head)
 }
 
 /// Parses IDX bytes (already decompressed). The error is a message without the file name.

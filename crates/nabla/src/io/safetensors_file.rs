@@ -138,10 +138,21 @@ pub fn write_tensor_file<T: Float>(
 /// Reads a safetensors file. Errors name the file and what is wrong with it.
 pub fn read_tensor_file(path: &Path) -> Result<TensorFile> {
     let buf = fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-    let st = SafeTensors::deserialize(&buf)
-        .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
-    let (_, meta) = SafeTensors::read_metadata(&buf)
-        .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
+    TensorFile::from_bytes(&buf).map_err(|m| Error::file(path, m))
+}
+
+impl TensorFile {
+    /// Parses the bytes of a safetensors file. The header, offsets (in bounds, contiguous, not
+    /// overlapping) and dtypes are validated before any tensor is decoded.
+    pub fn from_bytes(buf: &[u8]) -> std::result::Result<TensorFile, String> {
+        decode(buf)
+    }
+}
+
+fn decode(buf: &[u8]) -> std::result::Result<TensorFile, String> {
+    let bad = |e: safetensors::SafeTensorError| format!("not a valid safetensors file: {e}");
+    let st = SafeTensors::deserialize(buf).map_err(bad)?;
+    let (_, meta) = SafeTensors::read_metadata(buf).map_err(bad)?;
     let mut out = TensorFile {
         metadata: meta
             .metadata()
@@ -160,8 +171,10 @@ pub fn read_tensor_file(path: &Path) -> Result<TensorFile> {
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
-                out.f32
-                    .insert(name.to_string(), Tensor::from_vec(v, &shape)?);
+                out.f32.insert(
+                    name.to_string(),
+                    Tensor::from_vec(v, &shape).map_err(|e| format!("tensor {name}: {e}"))?,
+                );
             }
             Dtype::F64 => {
                 let v = data
@@ -172,8 +185,10 @@ pub fn read_tensor_file(path: &Path) -> Result<TensorFile> {
                         f64::from_le_bytes(b)
                     })
                     .collect();
-                out.f64
-                    .insert(name.to_string(), Tensor::from_vec(v, &shape)?);
+                out.f64.insert(
+                    name.to_string(),
+                    Tensor::from_vec(v, &shape).map_err(|e| format!("tensor {name}: {e}"))?,
+                );
             }
             other => {
                 out.other

@@ -107,6 +107,11 @@ impl<T: Float> Tensor<T> {
         make_op: impl FnOnce() -> Op<T>,
     ) -> Self {
         let record = autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad_flag());
+        if autograd::anomaly::is_detecting() {
+            let op = make_op();
+            autograd::anomaly::check_output(&op, &data, &shape);
+            return Self::from_parts(data, shape, record.then_some(op));
+        }
         Self::from_parts(data, shape, record.then(make_op))
     }
 

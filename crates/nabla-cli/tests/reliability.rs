@@ -1,0 +1,221 @@
+//! Crash safety, exact resume, determinism and the NaN sentinel, through the `nabla` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use nabla::io::read_tensor_file;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nabla"));
+    c.env("NABLA_NO_DEBUG_WARNING", "1");
+    c
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nabla-rel-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+/// The weights of a model file, bit for bit, by name.
+fn weights(path: &Path) -> Vec<(String, Vec<u32>)> {
+    read_tensor_file(path)
+        .unwrap()
+        .f32
+        .into_iter()
+        .map(|(n, t)| (n, t.to_vec().iter().map(|v| v.to_bits()).collect()))
+        .collect()
+}
+
+const TRAIN: &[&str] = &[
+    "train",
+    "--epochs",
+    "12",
+    "--dropout",
+    "0.1",
+    "--batch-size",
+    "16",
+    "--checkpoint-every",
+    "7",
+    "--no-plots",
+    "--quiet",
+    "--hidden",
+    "32,32",
+];
+
+#[test]
+fn sigkill_at_random_moments_then_resume_is_bit_identical() {
+    let dir = tmpdir("kill");
+    let reference = dir.join("reference");
+    let out = run(&[TRAIN, &["--out", reference.to_str().unwrap()]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = weights(&reference.join("model.safetensors"));
+
+    let victim = dir.join("victim");
+    let mut rng = nabla::Rng::new(2024);
+    let (mut kills, mut resumes) = (0, 0);
+    let checkpoint = victim.join("checkpoint.safetensors");
+    loop {
+        let args: Vec<String> = if checkpoint.is_file() {
+            resumes += 1;
+            vec![
+                "train".into(),
+                "--resume".into(),
+                victim.display().to_string(),
+            ]
+        } else {
+            [TRAIN, &["--out", victim.to_str().unwrap()]]
+                .concat()
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let mut child = bin()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if kills < 20 {
+            std::thread::sleep(Duration::from_millis(20 + rng.below(400) as u64));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                if checkpoint.is_file() {
+                    // Whatever moment it died at, the latest checkpoint is whole and loads.
+                    let f = read_tensor_file(&checkpoint).expect("checkpoint loads after SIGKILL");
+                    assert_eq!(f.metadata["format"], "nabla-training-state");
+                }
+                continue;
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if kills >= 20 {
+            break;
+        }
+        // Finished before it could be killed: start over to get more kills in.
+        let _ = std::fs::remove_dir_all(&victim);
+    }
+    assert!(kills >= 20, "{kills} kills");
+    assert!(resumes > 0, "no run was resumed");
+    assert_eq!(weights(&victim.join("model.safetensors")), want);
+    let no_tmp = std::fs::read_dir(&victim)
+        .unwrap()
+        .all(|e| !e.unwrap().file_name().to_string_lossy().contains(".tmp-"));
+    assert!(
+        no_tmp || kills > 0,
+        "temporary files are only left by killed writes"
+    );
+}
+
+#[test]
+fn same_seed_gives_identical_weights_with_one_or_two_threads() {
+    let dir = tmpdir("det");
+    let mut results = Vec::new();
+    for (name, threads) in [("a", "2"), ("b", "2"), ("c", "1")] {
+        let out_dir = dir.join(name);
+        let out = run(&[
+            "train",
+            "--epochs",
+            "5",
+            "--dropout",
+            "0.1",
+            "--threads",
+            threads,
+            "--no-plots",
+            "--quiet",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        results.push(weights(&out_dir.join("model.safetensors")));
+    }
+    assert_eq!(results[0], results[1], "two runs, same seed");
+    assert_eq!(results[0], results[2], "1 thread vs 2 threads");
+    // a larger model takes the threaded GEMM and element-wise paths
+    let mut big = Vec::new();
+    for (name, threads) in [("d", "1"), ("e", "2")] {
+        let out_dir = dir.join(name);
+        let out = run(&[
+            "train",
+            "--epochs",
+            "2",
+            "--hidden",
+            "512,512",
+            "--batch-size",
+            "256",
+            "--points",
+            "200",
+            "--threads",
+            threads,
+            "--no-plots",
+            "--quiet",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        big.push(weights(&out_dir.join("model.safetensors")));
+    }
+    assert_eq!(big[0], big[1], "1 thread vs 2 threads, 512-wide layers");
+}
+
+#[test]
+fn divergence_names_the_step_and_the_operation() {
+    for extra in [&[][..], &["--detect-anomaly"][..]] {
+        let out = run(&[
+            &[
+                "train",
+                "--optimizer",
+                "sgd",
+                "--lr",
+                "1e30",
+                "--no-plots",
+                "--quiet",
+            ],
+            extra,
+        ]
+        .concat());
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains("diverged at step 1 (epoch 1)"), "{err}");
+        assert!(err.contains("matmul produced"), "{err}");
+        assert!(!err.contains("panicked"));
+    }
+}
+
+#[test]
+fn resume_needs_a_checkpoint() {
+    let dir = tmpdir("nockpt");
+    let out = run(&["train", "--resume", dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("checkpoint.safetensors") && err.contains("--checkpoint-every"),
+        "{err}"
+    );
+}
