@@ -128,10 +128,19 @@ pub fn load_weights<T: Float>(
 ) -> Result<BTreeMap<String, String>> {
     let path = path.as_ref();
     let file = read_tensor_file(path)?;
+    load_weights_from(&file, &path.display().to_string(), model)
+}
+
+/// [`load_weights`] from an already-read file; `name` is used in error messages.
+pub fn load_weights_from<T: Float>(
+    file: &TensorFile,
+    name: &str,
+    model: &dyn Module<T>,
+) -> Result<BTreeMap<String, String>> {
     let params = model.named_parameters();
-    let values = match_params(path, &file, "", &params)?;
+    let values = match_params(Path::new(name), file, "", &params)?;
     copy_into(&params, &values);
-    Ok(file.metadata)
+    Ok(file.metadata.clone())
 }
 
 /// Saves everything needed to resume training exactly: the model's parameters (`model.*`) and

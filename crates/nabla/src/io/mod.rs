@@ -5,6 +5,7 @@ mod checkpoint;
 mod safetensors_file;
 
 pub use checkpoint::{
-    load_training_state, load_weights, save_training_state, save_weights, TrainingState,
+    load_training_state, load_weights, load_weights_from, save_training_state, save_weights,
+    TrainingState,
 };
 pub use safetensors_file::{read_tensor_file, write_atomic, write_tensor_file, TensorFile};
