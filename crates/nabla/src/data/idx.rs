@@ -28,7 +28,7 @@ fn describe_start(bytes: &[u8]) -> Option<&'static str> {
     let text = bytes
         .iter()
         .skip_while(|b| b.is_ascii_whitespace())
-        .take(15);
+        .take(24);
     let head: Vec<u8> = text.map(|b| b.to_ascii_lowercase()).collect();
     if head.starts_with(b"<!doctype") || head.starts_with(b"<html") || head.starts_with(b"<?xml") {
         Some("it is an HTML/XML page, not IDX data (a failed download saved under the data file's name?)")
