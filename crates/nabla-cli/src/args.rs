@@ -27,6 +27,38 @@ pub enum Command {
     Gradcheck,
     /// Show a checkpoint's model summary and metadata.
     Info(InfoArgs),
+    /// Time the benchmark workloads (tiny, fashion, wide); one JSON line each.
+    Bench(BenchArgs),
+}
+
+/// Benchmark workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// 2-64-64-3 on a spiral, batch 32, 10,000 steps → steps/s.
+    Tiny,
+    /// 784-512-256-10 on Fashion-MNIST, batch 128, one epoch → seconds, test accuracy.
+    Fashion,
+    /// 784-2048-2048-10 on Fashion-MNIST, batch 512, 40 steps → GFLOP/s.
+    Wide,
+    /// All three.
+    All,
+}
+
+/// `nabla bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Which workload.
+    #[arg(long, value_enum, default_value_t = Workload::All)]
+    pub workload: Workload,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Override the step count (tiny: 10,000; fashion: one epoch; wide: 40), e.g. for a smoke run.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// MNIST-format directory for fashion and wide (default: /usr/share/datasets/fashion-mnist).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Built-in data sets.

@@ -4,6 +4,7 @@
 #![allow(missing_docs)]
 
 pub mod args;
+pub mod bench;
 pub mod commands;
 pub mod dataset;
 pub mod experiment;

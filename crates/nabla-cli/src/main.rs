@@ -37,6 +37,7 @@ fn main() {
         Command::Predict(a) => commands::predict(a),
         Command::Gradcheck => commands::gradcheck(),
         Command::Info(a) => commands::info(a),
+        Command::Bench(a) => nabla_cli::bench::run(a),
     };
     if let Err(e) = result {
         let msg = format!("{e:#}").replace('\n', " ");

@@ -632,3 +632,31 @@ fn validation_split_reports_per_epoch_and_tests_once() {
     assert_eq!(config["train_samples"], 675);
     fails_with(&nabla(&["train", "--val-fraction", "1.5"]), "1.5");
 }
+
+#[test]
+fn bench_smoke_prints_one_json_line_per_workload() {
+    let dir = tmpdir("bench");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_mnist_dir(&data, 600, 60);
+    // The tiny 4×4 images stand in for Fashion-MNIST: the workloads' models need 784 inputs,
+    // so only `tiny` runs here; fashion and wide refuse the shape with an error.
+    let out = ok(&nabla(&["bench", "--workload", "tiny", "--steps", "50"]));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["name"], "tiny");
+    assert_eq!(v["steps"], 50);
+    assert!(v["steps_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["threads"].as_u64().unwrap() >= 1);
+    fails_with(
+        &nabla(&[
+            "bench",
+            "--workload",
+            "fashion",
+            "--steps",
+            "2",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]),
+        "Linear(784",
+    );
+}

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""PyTorch counterpart of `nabla bench`: the same three workloads, one JSON line each.
+
+    python3 bench/pytorch_reference.py --threads 2 [--workload tiny|fashion|wide|all]
+
+tiny:    2-64-64-3 ReLU, 3-class spiral of 1000 points per class, batch 32, Adam 1e-3,
+         10,000 steps -> steps/s
+fashion: 784-512-256-10 ReLU, Fashion-MNIST train (pixels/255), batch 128, Adam 1e-3,
+         one shuffled epoch -> seconds; then test accuracy (not timed)
+wide:    784-2048-2048-10 ReLU, Fashion-MNIST train, batch 512, Adam 1e-3, 40 steps
+         -> GFLOP/s = 6 * weights * 512 * steps / s
+Only the training loop is timed (data already in memory); cross-entropy from logits.
+"""
+import argparse
+import gzip
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+def read_idx(path):
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    ndims = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndims)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndims).reshape(dims)
+
+
+def fashion_split(data_dir, prefix):
+    def find(stem):
+        for name in (stem + ".gz", stem):
+            if os.path.exists(os.path.join(data_dir, name)):
+                return os.path.join(data_dir, name)
+        raise SystemExit(f"{data_dir}/{stem}[.gz] not found (apt-get install dataset-fashion-mnist)")
+    x = read_idx(find(f"{prefix}-images-idx3-ubyte")).reshape(-1, 784).astype(np.float32) / 255.0
+    y = read_idx(find(f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def mlp(sizes):
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i + 2 < len(sizes):
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
+def step(model, opt, x, y):
+    opt.zero_grad(set_to_none=True)
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def spiral(points, classes, noise, rng):
+    xs, ys = [], []
+    for c in range(classes):
+        r = np.arange(points) / points
+        theta = c * 2 * math.pi / classes + 4 * r + noise * rng.standard_normal(points)
+        xs.append(np.stack([r * np.sin(theta), r * np.cos(theta)], axis=1))
+        ys.append(np.full(points, c))
+    return (torch.from_numpy(np.concatenate(xs).astype(np.float32)),
+            torch.from_numpy(np.concatenate(ys).astype(np.int64)))
+
+
+def tiny(steps):
+    torch.manual_seed(0)
+    x, y = spiral(1000, 3, 0.2, np.random.default_rng(0))
+    model = mlp([2, 64, 64, 3])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    n = len(y)
+    order = torch.randperm(n)
+    pos = 0
+    start = time.perf_counter()
+    for _ in range(steps):
+        if pos + 32 > n:
+            order, pos = torch.randperm(n), 0
+        idx = order[pos:pos + 32]
+        pos += 32
+        loss = step(model, opt, x[idx], y[idx])
+    secs = time.perf_counter() - start
+    return {"name": "tiny", "system": "pytorch", "threads": torch.get_num_threads(), "steps": steps,
+            "seconds": secs, "steps_per_s": steps / secs, "final_loss": float(loss)}
+
+
+def fashion(data_dir):
+    torch.manual_seed(0)
+    x, y = fashion_split(data_dir, "train")
+    xt, yt = fashion_split(data_dir, "t10k")
+    model = mlp([784, 512, 256, 10])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    order = torch.randperm(len(y))
+    start = time.perf_counter()
+    steps = 0
+    for i in range(0, len(y), 128):
+        idx = order[i:i + 128]
+        step(model, opt, x[idx], y[idx])
+        steps += 1
+    secs = time.perf_counter() - start
+    with torch.no_grad():
+        acc = (model(xt).argmax(1) == yt).float().mean().item()
+    return {"name": "fashion", "system": "pytorch", "threads": torch.get_num_threads(), "steps": steps,
+            "epoch_seconds": secs, "test_accuracy": acc}
+
+
+def wide(data_dir, steps):
+    torch.manual_seed(0)
+    x, y = fashion_split(data_dir, "train")
+    sizes = [784, 2048, 2048, 10]
+    model = mlp(sizes)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    order = torch.randperm(len(y))
+    batches = [order[i:i + 512] for i in range(0, len(y) - 511, 512)]
+    step(model, opt, x[batches[0]], y[batches[0]])  # untimed warm-up
+    start = time.perf_counter()
+    for s in range(steps):
+        idx = batches[1 + s % (len(batches) - 1)]
+        step(model, opt, x[idx], y[idx])
+    secs = time.perf_counter() - start
+    return {"name": "wide", "system": "pytorch", "threads": torch.get_num_threads(), "steps": steps,
+            "seconds": secs, "gflops": 6 * weights * 512 * steps / secs / 1e9}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--workload", default="all", choices=["tiny", "fashion", "wide", "all"])
+    ap.add_argument("--data-dir", default=FASHION)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.workload in ("tiny", "all"):
+        print(json.dumps(tiny(10_000)), flush=True)
+    if args.workload in ("fashion", "all"):
+        print(json.dumps(fashion(args.data_dir)), flush=True)
+    if args.workload in ("wide", "all"):
+        print(json.dumps(wide(args.data_dir, 40)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+//! `nabla bench`: the three training workloads of the cross-system benchmark, timed, one JSON
+//! line each. `bench/pytorch_reference.py` runs the same workloads in PyTorch.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use nabla::data::batch_indices;
+use nabla::data::mnist::{load_mnist_dir, Split, FASHION_MNIST_DIR};
+use nabla::data::synthetic::spiral;
+use nabla::nn::loss::{self, Reduction, Target};
+use nabla::nn::{Mlp, MlpConfig, Module};
+use nabla::optim::{Adam, AdamConfig, Optimizer};
+use nabla::{no_grad, Rng, Tensor};
+use serde_json::json;
+
+use crate::args::{BenchArgs, Workload};
+use crate::train::set_threads;
+
+/// One optimizer step on a batch: forward, cross-entropy, backward, Adam.
+fn step(model: &Mlp, opt: &mut Adam, x: &Tensor<f32>, labels: &[usize]) -> Result<f32> {
+    let out = model.forward(x)?;
+    let l = loss::cross_entropy(&out, Target::Classes(labels), 0.0, Reduction::Mean)?;
+    let v = l.item()?;
+    opt.step(&l.backward()?)?;
+    Ok(v)
+}
+
+fn model(sizes: &[usize]) -> Result<(Mlp, Adam)> {
+    let m = Mlp::<f32>::new(&MlpConfig::new(sizes))?;
+    let opt = Adam::new(m.named_parameters(), AdamConfig::adam(1e-3))?;
+    Ok((m, opt))
+}
+
+fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// tiny: 2-64-64-3 on a 3-class spiral of 1000 points per class, batch 32, `steps` steps.
+fn tiny(steps: u64) -> Result<serde_json::Value> {
+    let data = spiral(1000, 3, 0.2, 0)?;
+    let (m, mut opt) = model(&[2, 64, 64, 3])?;
+    let mut rng = Rng::new(1);
+    let mut batches = Vec::new();
+    let start = Instant::now();
+    let mut last = 0.0;
+    for _ in 0..steps {
+        if batches.is_empty() {
+            batches = batch_indices(data.len(), 32, Some(&mut rng), true)?;
+            batches.reverse();
+        }
+        let idx = batches.pop().expect("refilled above");
+        let x = data.x.index_select(0, &idx)?;
+        let y: Vec<usize> = idx.iter().map(|&i| data.labels[i]).collect();
+        last = step(&m, &mut opt, &x, &y)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(
+        json!({"name": "tiny", "system": "nabla", "threads": threads(), "steps": steps,
+              "seconds": secs, "steps_per_s": steps as f64 / secs, "final_loss": last}),
+    )
+}
+
+/// fashion: 784-512-256-10 on Fashion-MNIST (pixels/255), batch 128, one shuffled epoch
+/// (or `max_steps`), then test accuracy (not timed).
+fn fashion(dir: &PathBuf, max_steps: Option<u64>) -> Result<serde_json::Value> {
+    let train = load_mnist_dir(dir, Split::Train)?;
+    let test = load_mnist_dir(dir, Split::Test)?;
+    let (m, mut opt) = model(&[784, 512, 256, 10])?;
+    let mut rng = Rng::new(1);
+    let batches = batch_indices(train.len(), 128, Some(&mut rng), false)?;
+    let limit = max_steps.unwrap_or(u64::MAX) as usize;
+    let start = Instant::now();
+    let mut steps = 0;
+    for idx in batches.iter().take(limit) {
+        let x = train.x.index_select(0, idx)?;
+        let y: Vec<usize> = idx.iter().map(|&i| train.labels[i]).collect();
+        step(&m, &mut opt, &x, &y)?;
+        steps += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let out = no_grad(|| m.forward(&test.x))?;
+    let acc = loss::accuracy(&loss::predict_class(&out)?, &test.labels);
+    Ok(
+        json!({"name": "fashion", "system": "nabla", "threads": threads(), "steps": steps,
+              "epoch_seconds": secs, "test_accuracy": acc}),
+    )
+}
+
+/// wide: 784-2048-2048-10 on Fashion-MNIST, batch 512, `steps` steps; GFLOP/s counts
+/// 6 · weights · batch per step (forward 2, backward 4 multiply-adds per weight and sample).
+fn wide(dir: &PathBuf, steps: u64) -> Result<serde_json::Value> {
+    let train = load_mnist_dir(dir, Split::Train)?;
+    let sizes = [784, 2048, 2048, 10];
+    let (m, mut opt) = model(&sizes)?;
+    let weights: usize = sizes.windows(2).map(|w| w[0] * w[1]).sum();
+    let mut rng = Rng::new(1);
+    let batches = batch_indices(train.len(), 512, Some(&mut rng), true)?;
+    // one untimed warm-up step (first-touch of all buffers)
+    let warm = &batches[0];
+    let y0: Vec<usize> = warm.iter().map(|&i| train.labels[i]).collect();
+    step(&m, &mut opt, &train.x.index_select(0, warm)?, &y0)?;
+    let start = Instant::now();
+    for s in 0..steps as usize {
+        let idx = &batches[1 + s % (batches.len() - 1)];
+        let x = train.x.index_select(0, idx)?;
+        let y: Vec<usize> = idx.iter().map(|&i| train.labels[i]).collect();
+        step(&m, &mut opt, &x, &y)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let gflops = 6.0 * weights as f64 * 512.0 * steps as f64 / secs / 1e9;
+    Ok(
+        json!({"name": "wide", "system": "nabla", "threads": threads(), "steps": steps,
+              "seconds": secs, "gflops": gflops}),
+    )
+}
+
+/// Runs `nabla bench`.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    set_threads(args.threads)?;
+    if cfg!(debug_assertions) && std::env::var_os("NABLA_NO_DEBUG_WARNING").is_none() {
+        eprintln!("warning: this is a debug build; benchmark numbers mean nothing (use --release)");
+    }
+    let dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(FASHION_MNIST_DIR));
+    let all = args.workload == Workload::All;
+    if args.steps == Some(0) {
+        bail!("--steps must be at least 1");
+    }
+    if all || args.workload == Workload::Tiny {
+        println!("{}", tiny(args.steps.unwrap_or(10_000))?);
+    }
+    if all || args.workload == Workload::Fashion {
+        println!("{}", fashion(&dir, args.steps)?);
+    }
+    if all || args.workload == Workload::Wide {
+        println!("{}", wide(&dir, args.steps.unwrap_or(40))?);
+    }
+    Ok(())
+}
