@@ -175,10 +175,10 @@ mod tests {
                 .unwrap()
                 .train_bytes as f64
         };
-        // each extra hidden layer keeps three [16, 64] f32 tensors: X·W, X·W + b, and the ReLU
+        // each extra hidden layer keeps two [16, 64] f32 tensors: X·W + b (one fused op) and the ReLU
         assert_eq!(
             at(4, 16) - at(1, 16),
-            (3 * 3 * 16 * 64 * 4) as f64,
+            (3 * 2 * 16 * 64 * 4) as f64,
             "deeper keeps more"
         );
         // activations dominate and scale with the batch (4× batch → close to 4× bytes)

@@ -203,7 +203,7 @@ fn divergence_names_the_step_and_the_operation() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
         assert!(err.contains("diverged at step 1 (epoch 1)"), "{err}");
-        assert!(err.contains("matmul produced"), "{err}");
+        assert!(err.contains("linear produced"), "{err}");
         assert!(!err.contains("panicked"));
     }
 }

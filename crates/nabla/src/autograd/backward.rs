@@ -168,6 +168,15 @@ pub(crate) fn backward_op<T: Float>(
                 })?,
             ]
         }
+        // y = x·w + b  ⇒  dx = g·wᵀ, dw = xᵀ·g, db = Σ_rows g
+        Op::Linear(x, w, _) => vec![
+            when(0, &|| mm(g, w, false, true))?,
+            when(1, &|| mm(x, g, true, false))?,
+            when(2, &|| {
+                let n = w.shape()[1];
+                Ok(raw(reduce::sum_axis(&g.data(), g.shape(), 0), &[n]))
+            })?,
+        ],
         // y = permute(x, p)  ⇒  dx = permute(g, p⁻¹)
         Op::Permute(_, perm) => vec![when(0, &|| {
             let mut inv = vec![0; perm.len()];

@@ -30,7 +30,7 @@ op_kinds! {
     Exp => "exp", Log => "log", Sqrt => "sqrt", Abs => "abs", Clamp => "clamp",
     Relu => "relu", LeakyRelu => "leaky_relu", Sigmoid => "sigmoid", Tanh => "tanh",
     Gelu => "gelu", Softplus => "softplus",
-    Matmul => "matmul", Permute => "permute", Reshape => "reshape",
+    Matmul => "matmul", Linear => "linear", Permute => "permute", Reshape => "reshape",
     BroadcastTo => "broadcast_to", Narrow => "narrow", Concat => "concat",
     IndexSelect => "index_select", Gather => "gather",
     Sum => "sum", Max => "max", Softmax => "softmax", LogSoftmax => "log_softmax",
@@ -89,6 +89,9 @@ pub enum Op<T: Float> {
         /// Read `b` transposed.
         tb: bool,
     },
+    /// Fused `x·w + b` for `x` `[n, in]`, `w` `[in, out]`, `b` `[out]`: one GEMM onto the
+    /// broadcast bias, one saved output.
+    Linear(Tensor<T>, Tensor<T>, Tensor<T>),
     /// Axis permutation: `out.shape[i] = x.shape[perm[i]]`.
     Permute(Tensor<T>, Vec<usize>),
     /// Same elements, new shape.
@@ -149,6 +152,7 @@ impl<T: Float> Op<T> {
             Op::Gelu(..) => OpKind::Gelu,
             Op::Softplus(..) => OpKind::Softplus,
             Op::Matmul { .. } => OpKind::Matmul,
+            Op::Linear(..) => OpKind::Linear,
             Op::Permute(..) => OpKind::Permute,
             Op::Reshape(..) => OpKind::Reshape,
             Op::BroadcastTo(..) => OpKind::BroadcastTo,
@@ -169,6 +173,7 @@ impl<T: Float> Op<T> {
         match self {
             Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) | Op::Div(a, b) => vec![a, b],
             Op::Matmul { a, b, .. } => vec![a, b],
+            Op::Linear(x, w, b) => vec![x, w, b],
             Op::Concat(xs, _) => xs.iter().collect(),
             Op::Neg(x)
             | Op::AddScalar(x)
@@ -204,6 +209,7 @@ impl<T: Float> Op<T> {
         match self {
             Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) | Op::Div(a, b) => vec![a, b],
             Op::Matmul { a, b, .. } => vec![a, b],
+            Op::Linear(x, w, b) => vec![x, w, b],
             Op::Concat(xs, _) => xs,
             Op::Neg(x)
             | Op::AddScalar(x)

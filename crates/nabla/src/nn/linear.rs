@@ -70,10 +70,10 @@ impl<T: Float> Linear<T> {
 impl<T: Float> Module<T> for Linear<T> {
     fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
         self.output_shape(x.shape())?;
-        let o = x.matmul(&self.weight)?;
         match &self.bias {
-            Some(b) => o.add(b),
-            None => Ok(o),
+            Some(b) if x.rank() == 2 => x.linear(&self.weight, b),
+            Some(b) => x.matmul(&self.weight)?.add(b),
+            None => x.matmul(&self.weight),
         }
     }
 

@@ -100,6 +100,51 @@ pub(crate) fn matmul_raw<T: Float>(
 }
 
 impl<T: Float> Tensor<T> {
+    /// The fused linear map `self·w + b` for `self` `[n, in]`, `w` `[in, out]`, `b` `[out]`:
+    /// one GEMM accumulating onto the broadcast bias, and a single saved output for backward
+    /// (instead of `matmul` then `add`, which keep two).
+    pub fn linear(&self, w: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
+        let (xs, ws, bs) = (self.shape(), w.shape(), b.shape());
+        if xs.len() != 2 || ws.len() != 2 || xs[1] != ws[0] || bs != [ws[1]] {
+            return Err(Error::shape(
+                "linear",
+                format!(
+                    "x {} · w {} + b {}: need [n, in] · [in, out] + [out]",
+                    fmt_shape(xs),
+                    fmt_shape(ws),
+                    fmt_shape(bs)
+                ),
+            ));
+        }
+        let (n, out) = (xs[0], ws[1]);
+        let mut data = Vec::with_capacity(n * out);
+        {
+            let bd = b.data();
+            for _ in 0..n {
+                data.extend_from_slice(&bd);
+            }
+        }
+        {
+            let (xd, wd) = (self.data(), w.data());
+            let mx = MatRef {
+                data: &xd[..],
+                rows: n,
+                cols: xs[1],
+                trans: false,
+            };
+            let mw = MatRef {
+                data: &wd[..],
+                rows: ws[0],
+                cols: out,
+                trans: false,
+            };
+            gemm_into(mx, mw, T::ONE, &mut data);
+        }
+        Ok(Tensor::from_op(data, vec![n, out], &[self, w, b], || {
+            Op::Linear(self.clone(), w.clone(), b.clone())
+        }))
+    }
+
     /// Matrix product `self · b`: `[m, k] × [k, n] → [m, n]`, batched `[B, m, k] × [B, k, n]`,
     /// or `[B, m, k] × [k, n]` (the same right matrix for every batch entry).
     pub fn matmul(&self, b: &Tensor<T>) -> Result<Tensor<T>> {
