@@ -33,13 +33,14 @@ pub enum RegressionLoss {
     L1,
 }
 
-/// Full-batch Adam on cross-entropy for `steps` steps with cosine decay from `lr`.
-pub fn fit_classifier(
+/// Full-batch Adam for `steps` steps with cosine decay from `lr`, minimising `loss(outputs)`;
+/// returns the final training loss.
+pub fn fit(
     model: &dyn Module,
     x: &Tensor<f32>,
-    labels: &[usize],
     steps: u64,
     lr: f64,
+    loss: impl Fn(&Tensor<f32>) -> nabla::Result<Tensor<f32>>,
 ) -> Result<f64> {
     nabla::alloc::retain_freed_memory();
     let mut opt = Adam::new(model.named_parameters(), AdamConfig::adam(lr))?;
@@ -50,16 +51,27 @@ pub fn fit_classifier(
     let mut last = f64::NAN;
     for step in 0..steps {
         opt.set_lr(sched.lr_at(lr, step));
-        let out = model.forward(x)?;
-        let l = loss::cross_entropy(&out, Target::Classes(labels), 0.0, Reduction::Mean)?;
+        let l = loss(&model.forward(x)?)?;
         last = l.item()? as f64;
         opt.step(&l.backward()?)?;
     }
     Ok(last)
 }
 
-/// Full-batch Adam on L2 or L1 for `steps` steps with cosine decay from `lr`; returns the
-/// final training loss.
+/// [`fit`] on cross-entropy against class labels.
+pub fn fit_classifier(
+    model: &dyn Module,
+    x: &Tensor<f32>,
+    labels: &[usize],
+    steps: u64,
+    lr: f64,
+) -> Result<f64> {
+    fit(model, x, steps, lr, |out| {
+        loss::cross_entropy(out, Target::Classes(labels), 0.0, Reduction::Mean)
+    })
+}
+
+/// [`fit`] on L2 or L1 against real targets.
 pub fn fit_regression(
     model: &dyn Module,
     x: &Tensor<f32>,
@@ -68,24 +80,10 @@ pub fn fit_regression(
     steps: u64,
     lr: f64,
 ) -> Result<f64> {
-    nabla::alloc::retain_freed_memory();
-    let mut opt = Adam::new(model.named_parameters(), AdamConfig::adam(lr))?;
-    let sched = LrSchedule::Cosine {
-        total: steps,
-        min_lr: lr / 100.0,
-    };
-    let mut last = f64::NAN;
-    for step in 0..steps {
-        opt.set_lr(sched.lr_at(lr, step));
-        let out = model.forward(x)?;
-        let l = match kind {
-            RegressionLoss::L2 => loss::mse(&out, y, Reduction::Mean)?,
-            RegressionLoss::L1 => loss::l1(&out, y, Reduction::Mean)?,
-        };
-        last = l.item()? as f64;
-        opt.step(&l.backward()?)?;
-    }
-    Ok(last)
+    fit(model, x, steps, lr, |out| match kind {
+        RegressionLoss::L2 => loss::mse(out, y, Reduction::Mean),
+        RegressionLoss::L1 => loss::l1(out, y, Reduction::Mean),
+    })
 }
 
 /// Accuracy of a classifier on `(x, labels)`.

@@ -204,39 +204,11 @@ impl<T: Float> Op<T> {
         }
     }
 
-    /// Moves the inputs out (used to drop long graphs without recursion).
+    /// Moves the inputs out (used to drop long graphs without recursion): the returned handles
+    /// are then the op's only references to its inputs.
     pub(crate) fn into_inputs(self) -> Vec<Tensor<T>> {
-        match self {
-            Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) | Op::Div(a, b) => vec![a, b],
-            Op::Matmul { a, b, .. } => vec![a, b],
-            Op::Linear(x, w, b) => vec![x, w, b],
-            Op::Concat(xs, _) => xs,
-            Op::Neg(x)
-            | Op::AddScalar(x)
-            | Op::MulScalar(x, _)
-            | Op::PowScalar(x, _)
-            | Op::Exp(x)
-            | Op::Log(x)
-            | Op::Sqrt(x)
-            | Op::Abs(x)
-            | Op::Clamp(x, ..)
-            | Op::Relu(x)
-            | Op::LeakyRelu(x, _)
-            | Op::Sigmoid(x)
-            | Op::Tanh(x)
-            | Op::Gelu(x)
-            | Op::Softplus(x)
-            | Op::Permute(x, _)
-            | Op::Reshape(x)
-            | Op::BroadcastTo(x)
-            | Op::Narrow { input: x, .. }
-            | Op::IndexSelect(x, ..)
-            | Op::Gather(x, ..)
-            | Op::Sum(x, ..)
-            | Op::Max(x, ..)
-            | Op::Softmax(x, _)
-            | Op::LogSoftmax(x, _)
-            | Op::SoftmaxCrossEntropy(x, _) => vec![x],
-        }
+        let inputs: Vec<Tensor<T>> = self.inputs().into_iter().cloned().collect();
+        drop(self);
+        inputs
     }
 }

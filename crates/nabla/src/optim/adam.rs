@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_lr, grad_of, load_buffers, par_update4, save_buffers, Optimizer, OptimizerState,
+    check_lr, grad_of, load_buffers, par_update4, save_buffers, state_config, Optimizer,
+    OptimizerState,
 };
 use crate::autograd::GradStore;
 use crate::error::{Error, Result};
@@ -175,17 +176,7 @@ impl<T: Float> Optimizer<T> for Adam<T> {
     }
 
     fn load_state(&mut self, state: &OptimizerState<T>) -> Result<()> {
-        if state.kind != self.kind() {
-            return Err(Error::Mismatch {
-                what: "optimizer state".into(),
-                msg: format!("saved by '{}', loading into '{}'", state.kind, self.kind()),
-            });
-        }
-        let config: AdamConfig =
-            serde_json::from_str(&state.config).map_err(|e| Error::Mismatch {
-                what: "optimizer state".into(),
-                msg: format!("bad adam config: {e}"),
-            })?;
+        let config: AdamConfig = state_config(state, self.kind())?;
         let (mut m, mut v) = (self.m.clone(), self.v.clone());
         load_buffers("optimizer state", "exp_avg", &self.params, state, &mut m)?;
         load_buffers("optimizer state", "exp_avg_sq", &self.params, state, &mut v)?;

@@ -160,6 +160,24 @@ pub(crate) fn load_buffers<T: Float>(
     }
 }
 
+/// The hyper-parameters of a saved state, after checking it was saved by `kind`.
+pub(crate) fn state_config<C: serde::de::DeserializeOwned, T: Float>(
+    state: &OptimizerState<T>,
+    kind: &str,
+) -> Result<C> {
+    let mismatch = |msg: String| Error::Mismatch {
+        what: "optimizer state".into(),
+        msg,
+    };
+    if state.kind != kind {
+        return Err(mismatch(format!(
+            "saved by '{}', loading into '{kind}'",
+            state.kind
+        )));
+    }
+    serde_json::from_str(&state.config).map_err(|e| mismatch(format!("bad {kind} config: {e}")))
+}
+
 /// Named buffers for [`OptimizerState`].
 pub(crate) fn save_buffers<T: Float>(
     prefix: &str,

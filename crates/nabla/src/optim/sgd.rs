@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_lr, grad_of, load_buffers, par_update3, save_buffers, Optimizer, OptimizerState,
+    check_lr, grad_of, load_buffers, par_update3, save_buffers, state_config, Optimizer,
+    OptimizerState,
 };
 use crate::autograd::GradStore;
 use crate::error::{Error, Result};
@@ -132,17 +133,7 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
     }
 
     fn load_state(&mut self, state: &OptimizerState<T>) -> Result<()> {
-        if state.kind != "sgd" {
-            return Err(Error::Mismatch {
-                what: "optimizer state".into(),
-                msg: format!("saved by '{}', loading into 'sgd'", state.kind),
-            });
-        }
-        let config: SgdConfig =
-            serde_json::from_str(&state.config).map_err(|e| Error::Mismatch {
-                what: "optimizer state".into(),
-                msg: format!("bad sgd config: {e}"),
-            })?;
+        let config: SgdConfig = state_config(state, "sgd")?;
         load_buffers(
             "optimizer state",
             "momentum_buffer",
