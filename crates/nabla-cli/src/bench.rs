@@ -49,7 +49,9 @@ fn tiny(steps: u64) -> Result<serde_json::Value> {
             batches = batch_indices(data.len(), 32, Some(&mut rng), true)?;
             batches.reverse();
         }
-        let idx = batches.pop().expect("refilled above");
+        let Some(idx) = batches.pop() else {
+            bail!("internal: no batch of 32 in the spiral");
+        };
         let x = data.x.index_select(0, &idx)?;
         let y: Vec<usize> = idx.iter().map(|&i| data.labels[i]).collect();
         last = step(&m, &mut opt, &x, &y)?;
@@ -96,6 +98,13 @@ fn wide(dir: &PathBuf, steps: u64) -> Result<serde_json::Value> {
     let weights: usize = sizes.windows(2).map(|w| w[0] * w[1]).sum();
     let mut rng = Rng::new(1);
     let batches = batch_indices(train.len(), 512, Some(&mut rng), true)?;
+    if batches.len() < 2 {
+        bail!(
+            "{}: the wide workload needs at least 1024 training images, found {}",
+            dir.display(),
+            train.len()
+        );
+    }
     // one untimed warm-up step (first-touch of all buffers)
     let warm = &batches[0];
     let y0: Vec<usize> = warm.iter().map(|&i| train.labels[i]).collect();

@@ -8,7 +8,7 @@ pub mod matmul;
 pub mod reduce;
 
 /// Element count above which element-wise kernels split work across threads.
-pub const PAR_THRESHOLD: usize = 1 << 16;
+pub const PAR_THRESHOLD: usize = 1 << 18;
 
 /// Views `shape` around `axis` as `[outer, dim, inner]`.
 pub fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
