@@ -102,7 +102,7 @@ pub fn image_defaults() -> Defaults {
         lr: 1e-3,
         weight_decay: 0.01,
         schedule: ScheduleName::Cosine,
-        dropout: 0.2,
+        dropout: 0.1,
         label_smoothing: 0.1,
         normalization: Normalization::Global,
     }
