@@ -11,9 +11,9 @@
 
 use anyhow::Result;
 use nabla::nn::{Mlp, MlpConfig, Module};
-use nabla::{no_grad, Rng, Tensor};
+use nabla::{Rng, Tensor};
 use nabla_cli::experiment::{fit_regression, image_dir, mse_of, table, RegressionLoss};
-use nabla_cli::plots::{chart, Series, Style};
+use nabla_cli::plots::{chart, model_curve, Series, Style};
 
 struct Config {
     /// (width, hidden layers) of each deep network; the shallow one gets the same parameters.
@@ -119,16 +119,8 @@ fn run(cfg: &Config) -> Result<Vec<Row>> {
     }
     if cfg.plots {
         let grid: Vec<f32> = (0..1000).map(|i| -1.0 + 2.0 * i as f32 / 999.0).collect();
-        let gx = Tensor::from_vec(grid.clone(), &[1000, 1])?;
         let (w, depth, sw, deep, shallow) = fits.first().expect("one configuration");
-        let curve = |m: &Mlp| -> Result<Vec<(f64, f64)>> {
-            let y = no_grad(|| m.forward(&gx))?.to_vec();
-            Ok(grid
-                .iter()
-                .zip(y)
-                .map(|(&a, b)| (a as f64, b as f64))
-                .collect())
-        };
+        let curve = |m: &Mlp| model_curve(m, &grid);
         let series = vec![
             Series::new(
                 "target",

@@ -6,9 +6,9 @@
 
 use anyhow::Result;
 use nabla::nn::{Activation, Mlp, MlpConfig, Module};
-use nabla::{no_grad, Rng, Tensor};
+use nabla::{Rng, Tensor};
 use nabla_cli::experiment::{fit_regression, image_dir, mse_of, table, RegressionLoss};
-use nabla_cli::plots::{chart, Series, Style};
+use nabla_cli::plots::{chart, model_curve, Series, Style};
 
 struct Config {
     widths: Vec<usize>,
@@ -38,7 +38,6 @@ fn run(cfg: &Config) -> Result<Vec<(usize, usize, f64)>> {
     let grid: Vec<f32> = (0..400)
         .map(|i| (-std::f64::consts::PI + std::f64::consts::TAU * i as f64 / 399.0) as f32)
         .collect();
-    let gx = Tensor::from_vec(grid.clone(), &[400, 1])?;
     let mut rows = Vec::new();
     let mut curves = vec![Series::new(
         "sin(3x)",
@@ -65,16 +64,8 @@ fn run(cfg: &Config) -> Result<Vec<(usize, usize, f64)>> {
         let params = model.parameters().iter().map(|p| p.numel()).sum();
         rows.push((w, params, mse_of(&model, &xt, &yt)?));
         if [1, 4, 16, 64].contains(&w) {
-            let fit = no_grad(|| model.forward(&gx))?.to_vec();
             curves.push(
-                Series::new(
-                    format!("width {w}"),
-                    grid.iter()
-                        .zip(fit)
-                        .map(|(&a, b)| (a as f64, b as f64))
-                        .collect(),
-                )
-                .style(Style::Line),
+                Series::new(format!("width {w}"), model_curve(&model, &grid)?).style(Style::Line),
             );
         }
     }

@@ -11,7 +11,7 @@ use nabla::{no_grad, Tensor};
 use serde_json::json;
 
 use crate::args::{EvalArgs, InfoArgs, LossName, PredictArgs, Task};
-use crate::dataset::{self, target_column, TaskData};
+use crate::dataset::{self, target_column};
 use crate::metrics::{evaluate, report};
 use crate::model::load_model;
 
@@ -40,16 +40,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         &data.test
     };
     check_width(&model, split.features(), &data.name)?;
-    let normalized = match split {
-        TaskData::Class(c) => TaskData::Class(nabla::data::Classification {
-            x: meta.normalizer.apply(&c.x)?,
-            ..c.clone()
-        }),
-        TaskData::Reg(r) => TaskData::Reg(nabla::data::Regression {
-            x: meta.normalizer.apply(&r.x)?,
-            y: r.y.clone(),
-        }),
-    };
+    let normalized = split.normalized(&meta.normalizer)?;
     let kind = match meta.task {
         Task::Classification => LossName::CrossEntropy,
         Task::Regression => LossName::Mse,

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use nabla::data::csv::{read_csv, Header, TargetColumn};
 use nabla::data::mnist::{load_mnist_dir, Split, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR};
-use nabla::data::{synthetic, Classification, Normalization, Regression};
+use nabla::data::{synthetic, Classification, Normalization, Normalizer, Regression};
+use nabla::Tensor;
 
 use crate::args::{DataArgs, DatasetName, OptimizerName, ScheduleName, Task};
 
@@ -33,13 +34,45 @@ impl TaskData {
         self.len() == 0
     }
 
-    /// Features per row.
-    pub fn features(&self) -> usize {
-        let x = match self {
+    /// The features, `[n, d]`.
+    pub fn x(&self) -> &Tensor<f32> {
+        match self {
             TaskData::Class(c) => &c.x,
             TaskData::Reg(r) => &r.x,
-        };
-        x.shape().get(1).copied().unwrap_or(0)
+        }
+    }
+
+    /// Features per row.
+    pub fn features(&self) -> usize {
+        self.x().shape().get(1).copied().unwrap_or(0)
+    }
+
+    /// The same rows with the features normalised.
+    pub fn normalized(&self, n: &Normalizer) -> Result<TaskData> {
+        Ok(match self {
+            TaskData::Class(c) => TaskData::Class(Classification {
+                x: n.apply(&c.x)?,
+                ..c.clone()
+            }),
+            TaskData::Reg(r) => TaskData::Reg(Regression {
+                x: n.apply(&r.x)?,
+                y: r.y.clone(),
+            }),
+        })
+    }
+
+    /// A seeded split into (train, validation).
+    pub fn split(&self, val_fraction: f64, seed: u64) -> Result<(TaskData, TaskData)> {
+        Ok(match self {
+            TaskData::Class(c) => {
+                let (a, b) = c.split(val_fraction, seed)?;
+                (TaskData::Class(a), TaskData::Class(b))
+            }
+            TaskData::Reg(r) => {
+                let (a, b) = r.split(val_fraction, seed)?;
+                (TaskData::Reg(a), TaskData::Reg(b))
+            }
+        })
     }
 }
 

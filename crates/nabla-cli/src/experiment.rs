@@ -12,7 +12,6 @@ use nabla::{no_grad, Tensor};
 /// The directory the experiments write their plots to: `examples/images` of the workspace
 /// (overridable with `NABLA_EXPERIMENT_OUT`).
 pub fn image_dir() -> Result<PathBuf> {
-    nabla::alloc::retain_freed_memory();
     let dir = match std::env::var_os("NABLA_EXPERIMENT_OUT") {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(concat!(

@@ -339,6 +339,17 @@ pub fn decision_regions(
     Ok(())
 }
 
+/// A 1-input, 1-output model evaluated at `xs` (under `no_grad`), as (x, y) points.
+pub fn model_curve(model: &dyn Module<f32>, xs: &[f32]) -> Result<Vec<(f64, f64)>> {
+    let x = Tensor::from_vec(xs.to_vec(), &[xs.len(), 1])?;
+    let y = no_grad(|| model.forward(&x))?.to_vec();
+    Ok(xs
+        .iter()
+        .zip(y)
+        .map(|(&a, b)| (a as f64, b as f64))
+        .collect())
+}
+
 /// A 1-D regression fit: data points and the model's curve.
 pub fn regression_fit(path: &Path, model: &Mlp, x: &Tensor<f32>, y: &Tensor<f32>) -> Result<()> {
     ensure_font()?;
@@ -350,7 +361,7 @@ pub fn regression_fit(path: &Path, model: &Mlp, x: &Tensor<f32>, y: &Tensor<f32>
     let grid: Vec<f32> = (0..g)
         .map(|i| (x0 + (x1 - x0) * i as f64 / (g - 1) as f64) as f32)
         .collect();
-    let fit = no_grad(|| model.forward(&Tensor::from_vec(grid.clone(), &[g, 1])?))?.to_vec();
+    let fit = model_curve(model, &grid)?;
     let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(&e)?;
     let mut chart = ChartBuilder::on(&root)
@@ -374,10 +385,7 @@ pub fn regression_fit(path: &Path, model: &Mlp, x: &Tensor<f32>, y: &Tensor<f32>
         )
         .map_err(&e)?;
     chart
-        .draw_series(LineSeries::new(
-            grid.iter().zip(&fit).map(|(&a, &b)| (a as f64, b as f64)),
-            color(3).stroke_width(3),
-        ))
+        .draw_series(LineSeries::new(fit, color(3).stroke_width(3)))
         .map_err(&e)?;
     root.present().map_err(&e)?;
     Ok(())

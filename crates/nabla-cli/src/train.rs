@@ -248,34 +248,16 @@ fn train(args: &TrainArgs, argv: &[String], resume_from: Option<&Path>) -> Resul
         bail!("--hidden {hidden:?}: every width must be at least 1");
     }
 
-    let normalizer = match &data.train {
-        TaskData::Class(c) => Normalizer::fit(&c.x, d.normalization)?,
-        TaskData::Reg(r) => Normalizer::fit(&r.x, d.normalization)?,
-    };
-    let normalize = |t: &TaskData| -> Result<TaskData> {
-        Ok(match t {
-            TaskData::Class(c) => TaskData::Class(nabla::data::Classification {
-                x: normalizer.apply(&c.x)?,
-                ..c.clone()
-            }),
-            TaskData::Reg(r) => TaskData::Reg(nabla::data::Regression {
-                x: normalizer.apply(&r.x)?,
-                y: r.y.clone(),
-            }),
-        })
-    };
-    let (train, test) = (normalize(&data.train)?, normalize(&data.test)?);
-    let val_seed = args.data.seed ^ 0x0A11_DA7E;
-    let (train, val) = match (args.val_fraction, train) {
-        (0.0, t) => (t, None),
-        (f, TaskData::Class(c)) => {
-            let (tr, va) = c.split(f, val_seed)?;
-            (TaskData::Class(tr), Some(TaskData::Class(va)))
-        }
-        (f, TaskData::Reg(r)) => {
-            let (tr, va) = r.split(f, val_seed)?;
-            (TaskData::Reg(tr), Some(TaskData::Reg(va)))
-        }
+    let normalizer = Normalizer::fit(data.train.x(), d.normalization)?;
+    let (train, test) = (
+        data.train.normalized(&normalizer)?,
+        data.test.normalized(&normalizer)?,
+    );
+    let (train, val) = if args.val_fraction == 0.0 {
+        (train, None)
+    } else {
+        let (tr, va) = train.split(args.val_fraction, args.data.seed ^ 0x0A11_DA7E)?;
+        (tr, Some(va))
     };
 
     let mut sizes = vec![train.features()];

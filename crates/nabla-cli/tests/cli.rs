@@ -3,26 +3,10 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn nabla(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nabla"))
-        .args(args)
-        .env("NABLA_NO_DEBUG_WARNING", "1")
-        .output()
-        .expect("the nabla binary runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nabla-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{fails_with, nabla, text, tmpdir};
 
 fn ok(out: &Output) -> String {
     assert!(
@@ -33,25 +17,6 @@ fn ok(out: &Output) -> String {
         text(&out.stderr)
     );
     text(&out.stdout)
-}
-
-/// A failed run: non-zero exit, exactly one line on stderr naming `needle`, no panic.
-fn fails_with(out: &Output, needle: &str) {
-    let err = text(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success: {err}"
-    );
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "{err}"
-    );
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected:\n{err}"
-    );
-    assert!(err.contains(needle), "{needle:?} not in: {err}");
 }
 
 /// Decodes a PNG and checks it is a real picture: a sensible size and many distinct colours.

@@ -3,7 +3,10 @@
 //! non-zero exit with exactly one line on stderr — and never a panic.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::{fails_with, nabla};
 
 use nabla::data::csv::{read_csv, Header, TargetColumn};
 use nabla::data::idx::read_idx;
@@ -21,25 +24,8 @@ fn corpus(kind: &str) -> Vec<PathBuf> {
     files
 }
 
-fn nabla(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nabla"))
-        .args(args)
-        .env("NABLA_NO_DEBUG_WARNING", "1")
-        .output()
-        .unwrap()
-}
-
 fn fails_naming(out: &Output, file: &Path) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    let name = file.file_name().unwrap().to_string_lossy();
-    assert!(!out.status.success(), "{name}: expected a failure");
-    assert!(!err.contains("panicked"), "{name}: {err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "{name}: one line expected:\n{err}"
-    );
-    assert!(err.contains(name.as_ref()), "{name} not named in: {err}");
+    fails_with(out, &file.file_name().unwrap().to_string_lossy());
 }
 
 /// A small trained model for `predict`.

@@ -1,23 +1,13 @@
 //! Crash safety, exact resume, determinism and the NaN sentinel, through the `nabla` binary.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+mod common;
+use common::{command as bin, tmpdir};
 use std::time::Duration;
 
 use nabla::io::read_tensor_file;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nabla"));
-    c.env("NABLA_NO_DEBUG_WARNING", "1");
-    c
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nabla-rel-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().unwrap()

@@ -45,6 +45,34 @@ impl Rng {
         }
     }
 
+    /// The state as text, `a,b,c,d`, for string metadata (checkpoints).
+    pub fn state_text(&self) -> String {
+        Self::format_state(self.s)
+    }
+
+    /// A state (as from [`Rng::state`]) as `a,b,c,d` text.
+    pub fn format_state(s: [u64; 4]) -> String {
+        format!("{},{},{},{}", s[0], s[1], s[2], s[3])
+    }
+
+    /// A generator from [`Rng::state_text`]'s text.
+    pub fn from_state_text(text: &str) -> crate::Result<Self> {
+        Ok(Rng::from_state(Self::parse_state(text)?))
+    }
+
+    /// Parses `a,b,c,d` text into a state (the inverse of [`Rng::format_state`]).
+    pub fn parse_state(text: &str) -> crate::Result<[u64; 4]> {
+        let bad = || crate::Error::Argument {
+            op: "rng state",
+            msg: format!("'{text}' is not four integers"),
+        };
+        let parts: Vec<u64> = text
+            .split(',')
+            .map(|p| p.trim().parse::<u64>().map_err(|_| bad()))
+            .collect::<crate::Result<_>>()?;
+        parts.try_into().map_err(|_| bad())
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         let s = &mut self.s;
@@ -107,7 +135,12 @@ mod tests {
             assert_eq!(a.next_u64(), b.next_u64());
         }
         let mut c = Rng::from_state(a.state());
-        assert_eq!(a.next_u64(), c.next_u64());
+        let mut d = Rng::from_state_text(&a.state_text()).unwrap();
+        let x = a.next_u64();
+        assert_eq!(x, c.next_u64());
+        assert_eq!(x, d.next_u64());
+        assert!(Rng::from_state_text("1,2,3").is_err());
+        assert!(Rng::from_state_text("1,2,x,4").is_err());
         assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
     }
 

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use super::safetensors_file::{read_tensor_file, write_tensor_file, TensorFile};
 use crate::error::{Error, Result};
-use crate::nn::dropout_rng::parse_rng_state;
 use crate::nn::Module;
 use crate::optim::{Optimizer, OptimizerState};
+use crate::rng::Rng;
 use crate::tensor::shape::fmt_shape;
 use crate::tensor::{Float, Tensor};
 
@@ -165,14 +165,10 @@ pub fn save_training_state<T: Float>(
             .map(|(n, t)| (format!("optimizer.{n}"), t)),
     );
     let mut meta = base_metadata::<T>(STATE_FORMAT);
-    let r = state.rng;
     meta.extend([
         ("step".to_string(), state.step.to_string()),
         ("epoch".to_string(), state.epoch.to_string()),
-        (
-            "rng".to_string(),
-            format!("{},{},{},{}", r[0], r[1], r[2], r[3]),
-        ),
+        ("rng".to_string(), Rng::format_state(state.rng)),
         ("model_config".to_string(), state.model_config.clone()),
         ("optimizer_kind".to_string(), opt.kind),
         ("optimizer_steps".to_string(), opt.steps.to_string()),
@@ -217,7 +213,7 @@ pub fn load_training_state<T: Float>(
     let state = TrainingState {
         step: num("step")?,
         epoch: num("epoch")?,
-        rng: parse_rng_state(field("rng")?).map_err(|e| bad(e.to_string()))?,
+        rng: Rng::parse_state(field("rng")?).map_err(|e| bad(e.to_string()))?,
         model_config: field("model_config")?.clone(),
         extra: meta
             .iter()

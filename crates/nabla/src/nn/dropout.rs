@@ -67,30 +67,14 @@ impl<T: Float> Module<T> for Dropout {
     }
 
     fn extra_state(&self) -> BTreeMap<String, String> {
-        let s = self.rng.lock().unwrap_or_else(|e| e.into_inner()).state();
-        BTreeMap::from([(
-            "rng".to_string(),
-            format!("{},{},{},{}", s[0], s[1], s[2], s[3]),
-        )])
+        let rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        BTreeMap::from([("rng".to_string(), rng.state_text())])
     }
 
     fn load_extra_state(&mut self, state: &BTreeMap<String, String>) -> Result<()> {
         if let Some(v) = state.get("rng") {
-            let s = parse_rng_state(v)?;
-            *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = Rng::from_state(s);
+            *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = Rng::from_state_text(v)?;
         }
         Ok(())
     }
-}
-
-/// Parses `a,b,c,d` (four u64) into a generator state.
-pub(crate) fn parse_rng_state(v: &str) -> Result<[u64; 4]> {
-    let parts: Vec<u64> = v
-        .split(',')
-        .map(|p| p.trim().parse::<u64>())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| Error::arg("rng state", format!("'{v}' is not four integers")))?;
-    parts
-        .try_into()
-        .map_err(|_| Error::arg("rng state", format!("'{v}' is not four integers")))
 }

@@ -4,9 +4,6 @@
 
 mod activation;
 mod dropout;
-pub(crate) mod dropout_rng {
-    pub(crate) use super::dropout::parse_rng_state;
-}
 mod init;
 mod linear;
 pub mod loss;

@@ -28,14 +28,13 @@ impl<T: Float> Tensor<T> {
         Tensor::from_op(data, self.shape().to_vec(), &[self], make)
     }
 
-    /// Applies `f` with broadcasting and records `make()`.
-    pub(crate) fn binary_op(
+    /// `f` applied with broadcasting: the data and the broadcast shape (nothing recorded).
+    pub(crate) fn broadcast_map(
         &self,
         other: &Tensor<T>,
         name: &'static str,
         f: impl Fn(T, T) -> T + Sync + Send,
-        make: impl FnOnce() -> Op<T>,
-    ) -> Result<Tensor<T>> {
+    ) -> Result<(Vec<T>, Vec<usize>)> {
         let shape = broadcast_shapes(name, self.shape(), other.shape())?;
         let data = elementwise::broadcast_binary(
             &self.data(),
@@ -45,6 +44,18 @@ impl<T: Float> Tensor<T> {
             &shape,
             f,
         );
+        Ok((data, shape))
+    }
+
+    /// Applies `f` with broadcasting and records `make()`.
+    pub(crate) fn binary_op(
+        &self,
+        other: &Tensor<T>,
+        name: &'static str,
+        f: impl Fn(T, T) -> T + Sync + Send,
+        make: impl FnOnce() -> Op<T>,
+    ) -> Result<Tensor<T>> {
+        let (data, shape) = self.broadcast_map(other, name, f)?;
         Ok(Tensor::from_op(data, shape, &[self, other], make))
     }
 }

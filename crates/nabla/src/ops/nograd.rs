@@ -2,8 +2,8 @@
 //! never recorded in the graph.
 
 use crate::error::{Error, Result};
-use crate::tensor::kernels::{elementwise, reduce};
-use crate::tensor::shape::{broadcast_shapes, check_axis, fmt_shape};
+use crate::tensor::kernels::reduce;
+use crate::tensor::shape::{check_axis, fmt_shape};
 use crate::tensor::{Float, Tensor};
 
 impl<T: Float> Tensor<T> {
@@ -52,15 +52,8 @@ impl<T: Float> Tensor<T> {
         name: &'static str,
         f: impl Fn(T, T) -> bool + Sync + Send,
     ) -> Result<Tensor<T>> {
-        let shape = broadcast_shapes(name, self.shape(), other.shape())?;
-        let data = elementwise::broadcast_binary(
-            &self.data(),
-            self.shape(),
-            &other.data(),
-            other.shape(),
-            &shape,
-            |a, b| if f(a, b) { T::ONE } else { T::ZERO },
-        );
+        let (data, shape) =
+            self.broadcast_map(other, name, |a, b| if f(a, b) { T::ONE } else { T::ZERO })?;
         Tensor::from_vec(data, &shape)
     }
 
