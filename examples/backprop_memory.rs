@@ -36,7 +36,7 @@ fn measure(depth: usize, batch: usize, width: usize) -> Result<Row> {
     sizes.extend(std::iter::repeat_n(width, depth));
     sizes.push(10);
     let model = Mlp::<f32>::new(&MlpConfig::new(&sizes))?;
-    let x = Tensor::<f32>::rand_uniform(&[batch, 784], 0.0, 1.0, 1);
+    let x = Tensor::<f32>::rand_uniform(&[batch, 784], 0.0, 1.0, 1)?;
     let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
 
     // Training: the loss's graph holds every intermediate tensor until it is dropped.

@@ -53,16 +53,17 @@ fn data(n: usize, k: u32, seed: u64) -> Result<(Tensor<f32>, Tensor<f32>)> {
 
 /// Zero biases put every first-layer ReLU kink at x = 0 and leave half the units dead on one
 /// side; biases drawn from U(−1, 1) spread the kinks over the input range instead.
-fn spread_biases(m: &Mlp, seed: u64) {
+fn spread_biases(m: &Mlp, seed: u64) -> Result<()> {
     let mut rng = Rng::new(seed);
     for (name, p) in m.named_parameters() {
         if name.ends_with("bias") {
             p.update_data(|b| {
                 b.iter_mut()
                     .for_each(|v| *v = rng.uniform_in(-1.0, 1.0) as f32)
-            });
+            })?;
         }
     }
+    Ok(())
 }
 
 fn params(sizes: &[usize]) -> usize {
@@ -83,7 +84,7 @@ fn best_fit(
             let mut c = MlpConfig::new(sizes);
             c.seed = 100 + seed;
             let m = Mlp::<f32>::new(&c)?;
-            spread_biases(&m, 200 + seed);
+            spread_biases(&m, 200 + seed)?;
             let l = fit_regression(&m, &train.0, &train.1, RegressionLoss::L2, cfg.steps, lr)?;
             if best.as_ref().is_none_or(|b| l < b.0) {
                 best = Some((l, mse_of(&m, &test.0, &test.1)?, m));

@@ -64,8 +64,8 @@ fn fit_lines(
     nabla::alloc::retain_freed_memory();
     let t = x.shape()[0];
     let n = x.shape()[1] as f64;
-    let slope = Tensor::<f32>::zeros(&[t, 1]).requires_grad();
-    let intercept = Tensor::<f32>::zeros(&[t, 1]).requires_grad();
+    let slope = Tensor::<f32>::zeros(&[t, 1])?.requires_grad();
+    let intercept = Tensor::<f32>::zeros(&[t, 1])?.requires_grad();
     let params = vec![
         ("slope".to_string(), slope.clone()),
         ("intercept".to_string(), intercept.clone()),
@@ -82,10 +82,10 @@ fn fit_lines(
             Loss::L1 => loss::l1(&pred, y, Reduction::None)?,
             Loss::L2 => loss::mse(&pred, y, Reduction::None)?,
         };
-        let l = per_point.sum_all()?.mul_scalar(1.0 / n);
+        let l = per_point.sum_all()?.mul_scalar(1.0 / n)?;
         opt.step(&l.backward()?)?;
     }
-    Ok((slope.to_vec(), intercept.to_vec()))
+    Ok((slope.to_vec().unwrap(), intercept.to_vec().unwrap()))
 }
 
 struct Findings {
@@ -119,12 +119,12 @@ fn run(cfg: &Config) -> Result<Findings> {
     // 2. The gradients of each loss with respect to the prediction, by autograd.
     let residuals: Vec<f64> = (-12..=12).map(|i| i as f64 * 0.25).collect();
     let pred = Tensor::<f64>::from_vec(residuals.clone(), &[residuals.len()])?.requires_grad();
-    let zero = Tensor::<f64>::zeros(&[residuals.len()]);
+    let zero = Tensor::<f64>::zeros(&[residuals.len()])?;
     let g1 = loss::l1(&pred, &zero, Reduction::Sum)?.backward()?;
     let g2 = loss::mse(&pred, &zero, Reduction::Sum)?.backward()?;
     let (g1, g2) = (
-        g1.get(&pred).expect("used").to_vec(),
-        g2.get(&pred).expect("used").to_vec(),
+        g1.get(&pred).expect("used").to_vec()?,
+        g2.get(&pred).expect("used").to_vec()?,
     );
     let gradients = residuals
         .iter()

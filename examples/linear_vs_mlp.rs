@@ -93,15 +93,15 @@ fn run(cfg: &Config) -> Result<Findings> {
     let direct = no_grad(|| lin.forward(&test.x))?;
     let collapsed = test.x.matmul(&w)?.add(&b)?;
     let collapse_error = direct
-        .to_vec()
+        .to_vec()?
         .iter()
-        .zip(collapsed.to_vec())
+        .zip(collapsed.to_vec()?)
         .map(|(a, b)| (a - b).abs() as f64)
         .fold(0.0, f64::max);
     Ok(Findings {
         rows,
         collapse_error,
-        collapsed_w: w.to_vec(),
+        collapsed_w: w.to_vec().unwrap(),
     })
 }
 

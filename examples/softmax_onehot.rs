@@ -49,11 +49,15 @@ fn run(cfg: &Config) -> Result<Findings> {
     // The cross-entropy gradient is softmax − one-hot (averaged over the batch).
     let z = no_grad(|| model.forward(&test.x))?.requires_grad();
     let l = loss::cross_entropy(&z, Target::Classes(&test.labels), 0.0, Reduction::Mean)?;
-    let g = l.backward()?.get(&z).expect("z was used").to_vec();
+    let g = l.backward()?.get(&z).expect("z was used").to_vec()?;
     let p = loss::predict_proba(&z.detach())?;
     let onehot = Tensor::<f32>::one_hot(&test.labels, 3)?;
     let n = test.len() as f32;
-    let expected = p.sub(&onehot)?.mul_scalar(1.0 / n as f64).to_vec();
+    let expected = p
+        .sub(&onehot)?
+        .mul_scalar(1.0 / n as f64)
+        .unwrap()
+        .to_vec()?;
     let gradient_gap = g
         .iter()
         .zip(&expected)
@@ -61,15 +65,15 @@ fn run(cfg: &Config) -> Result<Findings> {
         .fold(0.0, f64::max);
 
     // Prediction: one-hot(argmax) of the probabilities equals that of the logits.
-    let from_probs = p.one_hot_argmax()?.to_vec();
-    let from_logits = z.detach().one_hot_argmax()?.to_vec();
+    let from_probs = p.one_hot_argmax()?.to_vec()?;
+    let from_logits = z.detach().one_hot_argmax()?.to_vec()?;
     let same_class = from_probs
         .chunks(3)
         .zip(from_logits.chunks(3))
         .filter(|(a, b)| a == b)
         .count();
     let pred = loss::predict_class(&p)?;
-    let probs = p.to_vec();
+    let probs = p.to_vec()?;
     let edges = [1.0 / 3.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0 + 1e-9];
     let mut buckets: Vec<Bucket> = edges
         .windows(2)

@@ -88,7 +88,7 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
     let n = out.shape()[0];
     let limit = args.limit.unwrap_or(n).min(n);
     if meta.task == Task::Regression {
-        let v = out.to_vec();
+        let v = out.to_vec()?;
         if args.json {
             println!("{}", json!({"predictions": &v[..limit]}));
         } else {
@@ -102,7 +102,7 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
     let probs = predict_proba(&out)?;
     let classes = predict_class(&out)?;
     let k = out.shape()[1];
-    let p = probs.to_vec();
+    let p = probs.to_vec()?;
     let name = |c: usize| {
         meta.class_names
             .get(c)

@@ -289,7 +289,7 @@ pub fn decision_regions(
 ) -> Result<()> {
     ensure_font()?;
     let e = err(path);
-    let data = x.to_vec();
+    let data = x.to_vec()?;
     let ((x0, x1), (y0, y1)) = (bounds(&data, 2, 0), bounds(&data, 2, 1));
     let g = 160usize;
     let mut grid = Vec::with_capacity(g * g * 2);
@@ -342,7 +342,7 @@ pub fn decision_regions(
 /// A 1-input, 1-output model evaluated at `xs` (under `no_grad`), as (x, y) points.
 pub fn model_curve(model: &dyn Module<f32>, xs: &[f32]) -> Result<Vec<(f64, f64)>> {
     let x = Tensor::from_vec(xs.to_vec(), &[xs.len(), 1])?;
-    let y = no_grad(|| model.forward(&x))?.to_vec();
+    let y = no_grad(|| model.forward(&x))?.to_vec()?;
     Ok(xs
         .iter()
         .zip(y)
@@ -354,7 +354,7 @@ pub fn model_curve(model: &dyn Module<f32>, xs: &[f32]) -> Result<Vec<(f64, f64)
 pub fn regression_fit(path: &Path, model: &Mlp, x: &Tensor<f32>, y: &Tensor<f32>) -> Result<()> {
     ensure_font()?;
     let e = err(path);
-    let (xs, ys) = (x.to_vec(), y.to_vec());
+    let (xs, ys) = (x.to_vec()?, y.to_vec()?);
     let (x0, x1) = bounds(&xs, 1, 0);
     let (y0, y1) = bounds(&ys, 1, 0);
     let g = 400;

@@ -19,7 +19,7 @@ fn weights(path: &Path) -> Vec<(String, Vec<u32>)> {
         .unwrap()
         .f32
         .into_iter()
-        .map(|(n, t)| (n, t.to_vec().iter().map(|v| v.to_bits()).collect()))
+        .map(|(n, t)| (n, t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect()))
         .collect()
 }
 

@@ -19,8 +19,8 @@ fn matmul_shapes(c: &mut Criterion) {
     for (m, k, n, ta, tb) in shapes {
         let a_shape = if ta { [k, m] } else { [m, k] };
         let b_shape = if tb { [n, k] } else { [k, n] };
-        let a = Tensor::<f32>::randn(&a_shape, 0.0, 1.0, 1);
-        let b = Tensor::<f32>::randn(&b_shape, 0.0, 1.0, 2);
+        let a = Tensor::<f32>::randn(&a_shape, 0.0, 1.0, 1).unwrap();
+        let b = Tensor::<f32>::randn(&b_shape, 0.0, 1.0, 2).unwrap();
         group.throughput(Throughput::Elements((2 * m * k * n) as u64));
         let name = format!(
             "{m}x{k}{} * {k}x{n}{}",
@@ -46,8 +46,10 @@ impl Mlp {
             .map(|(i, w)| {
                 let std = (2.0 / w[0] as f64).sqrt();
                 (
-                    Tensor::randn(&[w[0], w[1]], 0.0, std, i as u64).requires_grad(),
-                    Tensor::zeros(&[w[1]]).requires_grad(),
+                    Tensor::randn(&[w[0], w[1]], 0.0, std, i as u64)
+                        .unwrap()
+                        .requires_grad(),
+                    Tensor::zeros(&[w[1]]).unwrap().requires_grad(),
                 )
             })
             .collect();
@@ -59,7 +61,7 @@ impl Mlp {
         for (i, (w, b)) in self.layers.iter().enumerate() {
             h = h.matmul(w).unwrap().add(b).unwrap();
             if i + 1 < self.layers.len() {
-                h = h.relu();
+                h = h.relu().unwrap();
             }
         }
         h
@@ -69,14 +71,20 @@ impl Mlp {
 fn mlp_step(c: &mut Criterion) {
     let batch = 128;
     let mlp = Mlp::new(&[784, 512, 256, 10]);
-    let x = Tensor::<f32>::rand_uniform(&[batch, 784], 0.0, 1.0, 9);
+    let x = Tensor::<f32>::rand_uniform(&[batch, 784], 0.0, 1.0, 9).unwrap();
     let labels: Vec<usize> = (0..batch).map(|i| (i * 7) % 10).collect();
     let mut group = c.benchmark_group("mlp_784_512_256_10_b128");
     group.throughput(Throughput::Elements(batch as u64));
     group.bench_function("forward_backward", |bench| {
         bench.iter(|| {
             let logp = mlp.logits(&x).log_softmax(1).unwrap();
-            let loss = logp.gather(1, &labels).unwrap().mean_all().unwrap().neg();
+            let loss = logp
+                .gather(1, &labels)
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .neg()
+                .unwrap();
             black_box(loss.backward().unwrap())
         })
     });

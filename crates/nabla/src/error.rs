@@ -24,6 +24,14 @@ pub enum Error {
         /// What is wrong, with the value.
         msg: String,
     },
+    /// A result too large to allocate (the size is computed with overflow checks first).
+    #[error("{op}: {msg}")]
+    Alloc {
+        /// The operation whose result could not be allocated.
+        op: &'static str,
+        /// The size asked for, with the shape.
+        msg: String,
+    },
     /// A gradient was asked of a graph that cannot give it (non-scalar root, ...).
     #[error("{op}: {msg}")]
     Autograd {
@@ -65,6 +73,12 @@ impl Error {
     }
     pub(crate) fn arg(op: &'static str, msg: impl Into<String>) -> Self {
         Error::Argument {
+            op,
+            msg: msg.into(),
+        }
+    }
+    pub(crate) fn alloc(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::Alloc {
             op,
             msg: msg.into(),
         }

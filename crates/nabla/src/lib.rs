@@ -53,11 +53,11 @@
 //! ```
 //! use nabla::Tensor;
 //! # fn main() -> nabla::Result<()> {
-//! let x = Tensor::<f32>::randn(&[4, 3], 0.0, 1.0, 0);
-//! let w = Tensor::<f32>::randn(&[3, 2], 0.0, 0.1, 1).requires_grad();
-//! let b = Tensor::<f32>::zeros(&[2]).requires_grad();
+//! let x = Tensor::<f32>::randn(&[4, 3], 0.0, 1.0, 0)?;
+//! let w = Tensor::<f32>::randn(&[3, 2], 0.0, 0.1, 1)?.requires_grad();
+//! let b = Tensor::<f32>::zeros(&[2])?.requires_grad();
 //! let o = x.matmul(&w)?.add(&b)?;          // O = X·W + b, shape [4, 2]
-//! let loss = o.square().sum_all()?;        // L = Σ O²
+//! let loss = o.square()?.sum_all()?;       // L = Σ O²
 //! let grads = loss.backward()?;
 //! assert_eq!(grads.get(&w).unwrap().shape(), &[3, 2]);   // ∂L/∂W = 2·Xᵀ·O
 //! assert_eq!(grads.get(&b).unwrap().shape(), &[2]);      // ∂L/∂b = 2·Σ_rows O

@@ -37,7 +37,7 @@ fn save_then_load_gives_bit_identical_outputs() {
         ..cfg.clone()
     };
     let b = Mlp::<f32>::new(&other).unwrap();
-    let x = Tensor::<f32>::randn(&[4, 5], 0.0, 1.0, 1);
+    let x = Tensor::<f32>::randn(&[4, 5], 0.0, 1.0, 1).unwrap();
     assert_ne!(
         a.forward(&x).unwrap().to_vec(),
         b.forward(&x).unwrap().to_vec()
@@ -46,7 +46,13 @@ fn save_then_load_gives_bit_identical_outputs() {
     assert_eq!(m["format"], "nabla-weights");
     assert_eq!(MlpConfig::from_json(&m["model_config"]).unwrap(), cfg);
     let (ya, yb) = (a.forward(&x).unwrap(), b.forward(&x).unwrap());
-    let bits = |t: &Tensor<f32>| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let bits = |t: &Tensor<f32>| {
+        t.to_vec()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(bits(&ya), bits(&yb));
     // no temporary files left behind
     let names: Vec<_> = std::fs::read_dir(&dir)
@@ -61,15 +67,27 @@ fn loading_names_every_missing_unexpected_and_mismatched_tensor() {
     let dir = tmpdir("mismatch");
     let path = dir.join("bad.safetensors");
     let model = Mlp::<f32>::new(&MlpConfig::new(&[4, 3, 2])).unwrap();
-    let before = model.parameters()[0].to_vec();
+    let before = model.parameters()[0].to_vec().unwrap();
     let tensors = vec![
-        ("layers.0.weight".to_string(), Tensor::<f32>::zeros(&[3, 4])), // transposed
-        ("layers.2.weight".to_string(), Tensor::<f32>::zeros(&[3, 2])),
-        ("layers.9.weight".to_string(), Tensor::<f32>::zeros(&[1])),
+        (
+            "layers.0.weight".to_string(),
+            Tensor::<f32>::zeros(&[3, 4]).unwrap(),
+        ), // transposed
+        (
+            "layers.2.weight".to_string(),
+            Tensor::<f32>::zeros(&[3, 2]).unwrap(),
+        ),
+        (
+            "layers.9.weight".to_string(),
+            Tensor::<f32>::zeros(&[1]).unwrap(),
+        ),
     ];
     write_tensor_file(&path, &tensors, &BTreeMap::new()).unwrap();
     let f64_path = dir.join("f64.safetensors");
-    let f64_tensors = vec![("layers.0.bias".to_string(), Tensor::<f64>::zeros(&[3]))];
+    let f64_tensors = vec![(
+        "layers.0.bias".to_string(),
+        Tensor::<f64>::zeros(&[3]).unwrap(),
+    )];
     write_tensor_file(&f64_path, &f64_tensors, &BTreeMap::new()).unwrap();
 
     let err = load_weights(&path, &model).unwrap_err().to_string();
@@ -87,7 +105,7 @@ fn loading_names_every_missing_unexpected_and_mismatched_tensor() {
         "{err}"
     );
     assert_eq!(
-        model.parameters()[0].to_vec(),
+        model.parameters()[0].to_vec().unwrap(),
         before,
         "nothing loaded on error"
     );
@@ -122,8 +140,8 @@ fn a_failed_save_keeps_the_previous_checkpoint() {
     let before = std::fs::read(&path).unwrap();
     // A save that fails (duplicate tensor names) must not touch the existing file.
     let dup = vec![
-        ("a".to_string(), Tensor::<f32>::zeros(&[1])),
-        ("a".to_string(), Tensor::<f32>::zeros(&[1])),
+        ("a".to_string(), Tensor::<f32>::zeros(&[1]).unwrap()),
+        ("a".to_string(), Tensor::<f32>::zeros(&[1]).unwrap()),
     ];
     assert!(write_tensor_file(&path, &dup, &BTreeMap::new()).is_err());
     assert_eq!(std::fs::read(&path).unwrap(), before);
@@ -164,7 +182,7 @@ fn run(model: &Mlp, opt: &mut Adam, rng: &mut Rng, start: u64, end: u64) {
 fn weight_bits(m: &Mlp) -> Vec<u32> {
     m.parameters()
         .iter()
-        .flat_map(|p| p.to_vec())
+        .flat_map(|p| p.to_vec().unwrap())
         .map(f32::to_bits)
         .collect()
 }
@@ -236,7 +254,7 @@ fn python_safetensors_reads_nabla_weights_and_reproduces_logits() {
     let model = Mlp::<f32>::new(&cfg).unwrap();
     let weights = dir.join("model.safetensors");
     save_weights(&weights, &model, &meta(&cfg)).unwrap();
-    let x = Tensor::<f32>::randn(&[10, 6], 0.0, 1.0, 2);
+    let x = Tensor::<f32>::randn(&[10, 6], 0.0, 1.0, 2).unwrap();
     let logits = no_grad(|| model.forward(&x)).unwrap();
     let reference = dir.join("reference.safetensors");
     let tensors = vec![("input".to_string(), x), ("logits".to_string(), logits)];

@@ -62,11 +62,11 @@ fn broadcasting_matches_naive_reference() {
     let mut rng = Rng::new(1);
     for case in 0..CASES {
         let (sa, sb, so) = broadcast_pair(&mut rng);
-        let a = Tensor::<f64>::randn(&sa, 0.0, 1.0, case as u64);
-        let b = Tensor::<f64>::randn(&sb, 0.0, 1.0, 1000 + case as u64);
+        let a = Tensor::<f64>::randn(&sa, 0.0, 1.0, case as u64).unwrap();
+        let b = Tensor::<f64>::randn(&sb, 0.0, 1.0, 1000 + case as u64).unwrap();
         let got = a.mul(&b).unwrap().sub(&b).unwrap();
         assert_eq!(got.shape(), &so[..], "{sa:?} {sb:?}");
-        let (da, db) = (a.to_vec(), b.to_vec());
+        let (da, db) = (a.to_vec().unwrap(), b.to_vec().unwrap());
         let n: usize = so.iter().product();
         let want: Vec<f64> = (0..n)
             .map(|i| {
@@ -75,7 +75,7 @@ fn broadcasting_matches_naive_reference() {
                 x * y - y
             })
             .collect();
-        assert_eq!(got.to_vec(), want, "shapes {sa:?} and {sb:?}");
+        assert_eq!(got.to_vec().unwrap(), want, "shapes {sa:?} and {sb:?}");
         // broadcast in the other direction gives the same result
         assert_eq!(b.mul(&a).unwrap().shape(), &so[..]);
         // broadcast_to each operand agrees with implicit broadcasting
@@ -90,8 +90,8 @@ fn broadcast_gradients_sum_over_repeats() {
     let mut rng = Rng::new(2);
     for _ in 0..CASES {
         let (sa, sb, so) = broadcast_pair(&mut rng);
-        let a = Tensor::<f64>::zeros(&sa).requires_grad();
-        let b = Tensor::<f64>::zeros(&sb).requires_grad();
+        let a = Tensor::<f64>::zeros(&sa).unwrap().requires_grad();
+        let b = Tensor::<f64>::zeros(&sb).unwrap().requires_grad();
         let g = a.add(&b).unwrap().sum_all().unwrap().backward().unwrap();
         let n: usize = so.iter().product();
         let ga = g.get(&a).unwrap();
@@ -99,9 +99,15 @@ fn broadcast_gradients_sum_over_repeats() {
         assert_eq!(ga.shape(), &sa[..]);
         assert_eq!(gb.shape(), &sb[..]);
         let ra = (n / sa.iter().product::<usize>()) as f64;
-        assert!(ga.to_vec().iter().all(|&v| v == ra), "{sa:?} in {so:?}");
+        assert!(
+            ga.to_vec().unwrap().iter().all(|&v| v == ra),
+            "{sa:?} in {so:?}"
+        );
         let rb = (n / sb.iter().product::<usize>()) as f64;
-        assert!(gb.to_vec().iter().all(|&v| v == rb), "{sb:?} in {so:?}");
+        assert!(
+            gb.to_vec().unwrap().iter().all(|&v| v == rb),
+            "{sb:?} in {so:?}"
+        );
     }
 }
 
@@ -110,10 +116,14 @@ fn broadcast_mul_div_pass_gradcheck_on_random_shapes() {
     let mut rng = Rng::new(3);
     for case in 0..40 {
         let (sa, sb, _) = broadcast_pair(&mut rng);
-        let a = Tensor::<f64>::randn(&sa, 0.0, 1.0, case);
-        let b = Tensor::<f64>::rand_uniform(&sb, 0.5, 2.0, 100 + case);
+        let a = Tensor::<f64>::randn(&sa, 0.0, 1.0, case).unwrap();
+        let b = Tensor::<f64>::rand_uniform(&sb, 0.5, 2.0, 100 + case).unwrap();
         let r = gradcheck(
-            |t| t[0].mul(&t[1])?.div(&t[1].add_scalar(1.0))?.sub(&t[0]),
+            |t| {
+                t[0].mul(&t[1])?
+                    .div(&t[1].add_scalar(1.0).unwrap())?
+                    .sub(&t[0])
+            },
             &[a, b],
             &GradcheckOptions::default(),
         )
@@ -140,7 +150,7 @@ fn reductions_match_naive_reference() {
         }
         let axes = random_axes(&mut rng, shape.len());
         let keepdim = rng.below(2) == 0;
-        let x = Tensor::<f64>::randn(&shape, 0.0, 1.0, case as u64);
+        let x = Tensor::<f64>::randn(&shape, 0.0, 1.0, case as u64).unwrap();
         let s = x.sum(&axes, keepdim).unwrap();
         let m = x.max(&axes, keepdim).unwrap();
         let kept: Vec<usize> = shape
@@ -151,7 +161,7 @@ fn reductions_match_naive_reference() {
         let n_out: usize = kept.iter().product();
         let mut want_s = vec![0.0; n_out];
         let mut want_m = vec![f64::NEG_INFINITY; n_out];
-        for (i, &v) in x.to_vec().iter().enumerate() {
+        for (i, &v) in x.to_vec().unwrap().iter().enumerate() {
             let idx = unravel(i, &shape);
             let mut o = 0;
             for (d, &k) in kept.iter().enumerate() {
@@ -173,10 +183,20 @@ fn reductions_match_naive_reference() {
         assert_eq!(s.shape(), &want_shape[..]);
         let want_s = Tensor::from_vec(want_s, &want_shape).unwrap();
         assert_close(&s, &want_s, 1e-12, 1e-12).unwrap();
-        assert_eq!(m.to_vec(), want_m, "max of {shape:?} over {axes:?}");
+        assert_eq!(
+            m.to_vec().unwrap(),
+            want_m,
+            "max of {shape:?} over {axes:?}"
+        );
         let count: usize = axes.iter().map(|&a| shape[a]).product();
         let mean = x.mean(&axes, keepdim).unwrap();
-        assert_close(&mean, &want_s.mul_scalar(1.0 / count as f64), 1e-12, 1e-12).unwrap();
+        assert_close(
+            &mean,
+            &want_s.mul_scalar(1.0 / count as f64).unwrap(),
+            1e-12,
+            1e-12,
+        )
+        .unwrap();
     }
 }
 
@@ -219,12 +239,16 @@ fn softmax_rows_sum_to_one_and_permute_round_trips() {
             shape.push(4);
         }
         let axis = rng.below(shape.len());
-        let x = Tensor::<f64>::randn(&shape, 0.0, 5.0, case as u64);
+        let x = Tensor::<f64>::randn(&shape, 0.0, 5.0, case as u64).unwrap();
         let p = x.softmax(axis).unwrap();
         let sums = p.sum(&[axis], false).unwrap();
-        assert!(sums.to_vec().iter().all(|s| (s - 1.0).abs() < 1e-12));
+        assert!(sums
+            .to_vec()
+            .unwrap()
+            .iter()
+            .all(|s| (s - 1.0).abs() < 1e-12));
         let lp = x.log_softmax(axis).unwrap();
-        assert_close(&lp.exp(), &p, 1e-12, 1e-12).unwrap();
+        assert_close(&lp.exp().unwrap(), &p, 1e-12, 1e-12).unwrap();
         let mut perm: Vec<usize> = (0..shape.len()).collect();
         rng.shuffle(&mut perm);
         let mut inv = vec![0; perm.len()];

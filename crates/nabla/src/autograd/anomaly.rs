@@ -10,7 +10,7 @@ use std::fmt;
 
 use super::Op;
 use crate::tensor::shape::fmt_shape;
-use crate::tensor::Float;
+use crate::tensor::{Float, Tensor};
 
 thread_local! {
     static DETECT: Cell<bool> = const { Cell::new(false) };
@@ -84,7 +84,7 @@ pub fn is_detecting() -> bool {
 /// ```
 /// use nabla::{autograd::detect_anomaly, Tensor};
 /// let x = Tensor::<f32>::from_vec(vec![1.0, -1.0], &[2]).unwrap();
-/// let (_, anomaly) = detect_anomaly(|| x.log().exp());
+/// let (_, anomaly) = detect_anomaly(|| x.log()?.exp());
 /// assert_eq!(anomaly.unwrap().op, "log");
 /// ```
 pub fn detect_anomaly<R>(f: impl FnOnce() -> R) -> (R, Option<Anomaly>) {
@@ -96,9 +96,9 @@ pub fn detect_anomaly<R>(f: impl FnOnce() -> R) -> (R, Option<Anomaly>) {
     (r, found)
 }
 
-fn range<T: Float>(data: &[T]) -> (f64, f64, usize) {
+fn range<T: Float>(t: &Tensor<T>) -> (f64, f64, usize) {
     let (mut lo, mut hi, mut bad) = (f64::INFINITY, f64::NEG_INFINITY, 0);
-    for &v in data {
+    t.for_each(|v| {
         if v.is_finite() {
             let v = v.to_f64();
             lo = lo.min(v);
@@ -106,7 +106,7 @@ fn range<T: Float>(data: &[T]) -> (f64, f64, usize) {
         } else {
             bad += 1;
         }
-    }
+    });
     if lo > hi {
         (f64::NAN, f64::NAN, bad)
     } else {
@@ -116,11 +116,11 @@ fn range<T: Float>(data: &[T]) -> (f64, f64, usize) {
 
 /// Called by every operation while detecting: remembers the op if its output is the first
 /// non-finite one.
-pub(crate) fn check_output<T: Float>(op: &Op<T>, data: &[T], shape: &[usize]) {
+pub(crate) fn check_output<T: Float>(op: &Op<T>, out: &Tensor<T>) {
     if FIRST.with(|a| a.borrow().is_some()) {
         return;
     }
-    let (_, _, bad) = range(data);
+    let (_, _, bad) = range(out);
     if bad == 0 {
         return;
     }
@@ -128,7 +128,7 @@ pub(crate) fn check_output<T: Float>(op: &Op<T>, data: &[T], shape: &[usize]) {
         .inputs()
         .iter()
         .map(|t| {
-            let (min, max, non_finite) = range(&t.data());
+            let (min, max, non_finite) = range(t);
             InputRange {
                 shape: t.shape().to_vec(),
                 min,
@@ -139,9 +139,9 @@ pub(crate) fn check_output<T: Float>(op: &Op<T>, data: &[T], shape: &[usize]) {
         .collect();
     let anomaly = Anomaly {
         op: op.kind().name(),
-        shape: shape.to_vec(),
+        shape: out.shape().to_vec(),
         non_finite: bad,
-        numel: data.len(),
+        numel: out.numel(),
         inputs,
     };
     FIRST.with(|a| *a.borrow_mut() = Some(anomaly));

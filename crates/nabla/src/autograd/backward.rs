@@ -3,19 +3,25 @@
 //! rule. `g` is the gradient of the loss with respect to the op's output `y`.
 //!
 //! Rules run under `no_grad` and use the forward kernels directly; broadcast operands get
-//! their gradient summed back to their own shape (`sum_to`).
+//! their gradient summed back to their own shape (`sum_to`). Before a rule runs, the graph walk
+//! checks that the values it reads (listed by [`saved`]) were not modified in place since the
+//! forward pass.
 
 use super::Op;
 use crate::error::Result;
 use crate::ops::matmul_raw;
 use crate::ops::unary::{sigmoid, GELU_A, GELU_C};
-use crate::tensor::kernels::{elementwise, layout, reduce};
+use crate::tensor::kernels::{layout, reduce};
+use crate::tensor::storage::filled;
 use crate::tensor::{Float, Tensor};
 
-/// `f(x, g)` element-wise over two same-shape tensors, as a new tensor of that shape.
-fn ew<T: Float>(x: &Tensor<T>, g: &Tensor<T>, f: impl Fn(T, T) -> T + Sync + Send) -> Tensor<T> {
-    let data = elementwise::zip_map(&x.data(), &g.data(), f);
-    Tensor::from_parts(data, x.shape().to_vec(), None)
+/// `f(x, g)` element-wise over two same-shape tensors, as a new (unrecorded) tensor.
+fn ew<T: Float>(
+    x: &Tensor<T>,
+    g: &Tensor<T>,
+    f: impl Fn(T, T) -> T + Sync + Send,
+) -> Result<Tensor<T>> {
+    x.map2_raw(g, "backward", f)
 }
 
 fn raw<T: Float>(data: Vec<T>, shape: &[usize]) -> Tensor<T> {
@@ -31,6 +37,59 @@ fn mm<T: Float>(a: &Tensor<T>, b: &Tensor<T>, ta: bool, tb: bool) -> Result<Tens
 fn flat2<T: Float>(t: &Tensor<T>) -> Result<Tensor<T>> {
     let s = t.shape();
     t.reshape(&[s[0] * s[1], s[2]])
+}
+
+/// The values each rule below reads, as (input positions, whether it reads the output), given
+/// which inputs need a gradient. Backward checks that none of them was modified in place since
+/// the forward pass before running the rule. Keep in step with `backward_op`: a test mutates
+/// every value a rule is not listed as reading and requires the same gradients.
+pub(crate) fn saved<T: Float>(op: &Op<T>, need: &[bool]) -> (Vec<usize>, bool) {
+    let needs = |i: usize| need.get(i).copied().unwrap_or(false);
+    // For products: the gradient of each factor reads the other one.
+    let crossed = || {
+        let mut v = Vec::new();
+        if needs(1) {
+            v.push(0);
+        }
+        if needs(0) {
+            v.push(1);
+        }
+        v
+    };
+    match op {
+        Op::Add(..) | Op::Sub(..) => (vec![], false),
+        Op::Mul(..) => (crossed(), false),
+        Op::Div(..) => {
+            let b = if needs(0) || needs(1) {
+                vec![1]
+            } else {
+                vec![]
+            };
+            (b, needs(1))
+        }
+        Op::Neg(_) | Op::AddScalar(_) | Op::MulScalar(..) => (vec![], false),
+        Op::PowScalar(..) => (vec![0], false),
+        Op::Exp(_) => (vec![], true),
+        Op::Log(_) => (vec![0], false),
+        Op::Sqrt(_) => (vec![], true),
+        Op::Abs(_) | Op::Clamp(..) | Op::Relu(_) | Op::LeakyRelu(..) => (vec![0], false),
+        Op::Sigmoid(_) | Op::Tanh(_) => (vec![], true),
+        Op::Gelu(_) | Op::Softplus(_) => (vec![0], false),
+        Op::Matmul { .. } => (crossed(), false),
+        Op::Linear(..) => (crossed(), false),
+        Op::Permute(..)
+        | Op::Reshape(_)
+        | Op::Contiguous(_)
+        | Op::BroadcastTo(_)
+        | Op::Narrow { .. }
+        | Op::Concat(..)
+        | Op::IndexSelect(..)
+        | Op::Gather(..)
+        | Op::Sum(..) => (vec![], false),
+        Op::Max(..) => (vec![0], false),
+        Op::Softmax(..) | Op::LogSoftmax(..) => (vec![], true),
+        Op::SoftmaxCrossEntropy(..) => (vec![0], false),
+    }
 }
 
 /// The gradients of `op`'s inputs (in `op.inputs()` order) given `g = ∂L/∂y` and the output
@@ -59,7 +118,7 @@ pub(crate) fn backward_op<T: Float>(
         // y = a − b  ⇒  da = g, db = −g
         Op::Sub(a, b) => vec![
             when(0, &|| g.sum_to(a.shape()))?,
-            when(1, &|| g.neg().sum_to(b.shape()))?,
+            when(1, &|| g.neg()?.sum_to(b.shape()))?,
         ],
         // y = a·b  ⇒  da = g·b, db = g·a
         Op::Mul(a, b) => vec![
@@ -69,36 +128,36 @@ pub(crate) fn backward_op<T: Float>(
         // y = a/b  ⇒  da = g/b, db = −g·a/b² = −g·y/b
         Op::Div(a, b) => vec![
             when(0, &|| g.div(b)?.sum_to(a.shape()))?,
-            when(1, &|| g.mul(y)?.div(b)?.neg().sum_to(b.shape()))?,
+            when(1, &|| g.mul(y)?.div(b)?.neg()?.sum_to(b.shape()))?,
         ],
         // y = −x  ⇒  dx = −g
-        Op::Neg(_) => vec![when(0, &|| Ok(g.neg()))?],
+        Op::Neg(_) => vec![when(0, &|| g.neg())?],
         // y = x + c  ⇒  dx = g
         Op::AddScalar(_) => vec![when(0, &|| Ok(g.clone()))?],
         // y = c·x  ⇒  dx = c·g
-        Op::MulScalar(_, c) => vec![when(0, &|| Ok(g.mul_scalar(c.to_f64())))?],
+        Op::MulScalar(_, c) => vec![when(0, &|| g.mul_scalar(c.to_f64()))?],
         // y = x^p  ⇒  dx = g·p·x^(p−1)
         Op::PowScalar(x, p) => {
             let p = *p;
             vec![when(0, &|| {
-                Ok(ew(x, g, move |x, g| {
+                ew(x, g, move |x, g| {
                     if p == T::ZERO {
                         zero
                     } else {
                         g * p * x.powf(p - one)
                     }
-                }))
+                })
             })?]
         }
         // y = eˣ  ⇒  dx = g·y
-        Op::Exp(_) => vec![when(0, &|| Ok(ew(y, g, |y, g| g * y)))?],
+        Op::Exp(_) => vec![when(0, &|| ew(y, g, |y, g| g * y))?],
         // y = ln x  ⇒  dx = g/x
-        Op::Log(x) => vec![when(0, &|| Ok(ew(x, g, |x, g| g / x)))?],
+        Op::Log(x) => vec![when(0, &|| ew(x, g, |x, g| g / x))?],
         // y = √x  ⇒  dx = g/(2y)
-        Op::Sqrt(_) => vec![when(0, &|| Ok(ew(y, g, |y, g| g / (y + y))))?],
+        Op::Sqrt(_) => vec![when(0, &|| ew(y, g, |y, g| g / (y + y)))?],
         // y = |x|  ⇒  dx = g·sign(x), sign(0) = 0
         Op::Abs(x) => vec![when(0, &|| {
-            Ok(ew(x, g, |x, g| {
+            ew(x, g, |x, g| {
                 if x > zero {
                     g
                 } else if x < zero {
@@ -106,48 +165,44 @@ pub(crate) fn backward_op<T: Float>(
                 } else {
                     zero
                 }
-            }))
+            })
         })?],
-        // y = clamp(x, lo, hi)  ⇒  dx = g where lo ≤ x ≤ hi, else 0
+        // y = clamp(x, lo, hi)  ⇒  dx = g where lo ≤ x ≤ hi (or x is NaN), else 0
         Op::Clamp(x, lo, hi) => {
             let (lo, hi) = (*lo, *hi);
             vec![when(0, &|| {
-                Ok(ew(
-                    x,
-                    g,
-                    move |x, g| if x >= lo && x <= hi { g } else { zero },
-                ))
+                ew(x, g, move |x, g| if x < lo || x > hi { zero } else { g })
             })?]
         }
-        // y = max(x, 0)  ⇒  dx = g·[x > 0]  (relu'(0) = 0)
+        // y = max(x, 0)  ⇒  dx = g·[x > 0]  (relu'(0) = 0; NaN passes g, as in PyTorch)
         Op::Relu(x) => vec![when(0, &|| {
-            Ok(ew(x, g, |x, g| if x > zero { g } else { zero }))
+            ew(x, g, |x, g| if x <= zero { zero } else { g })
         })?],
         // y = x if x > 0 else s·x  ⇒  dx = g if x > 0 else s·g
         Op::LeakyRelu(x, s) => {
             let s = *s;
             vec![when(0, &|| {
-                Ok(ew(x, g, move |x, g| if x > zero { g } else { s * g }))
+                ew(x, g, move |x, g| if x > zero { g } else { s * g })
             })?]
         }
         // y = σ(x)  ⇒  dx = g·y·(1 − y)
-        Op::Sigmoid(_) => vec![when(0, &|| Ok(ew(y, g, |y, g| g * y * (one - y))))?],
+        Op::Sigmoid(_) => vec![when(0, &|| ew(y, g, |y, g| g * y * (one - y)))?],
         // y = tanh x  ⇒  dx = g·(1 − y²)
-        Op::Tanh(_) => vec![when(0, &|| Ok(ew(y, g, |y, g| g * (one - y * y))))?],
+        Op::Tanh(_) => vec![when(0, &|| ew(y, g, |y, g| g * (one - y * y)))?],
         // y = x/2·(1 + tanh u), u = c(x + a·x³)  ⇒  dx = g·[(1 + t)/2 + x/2·(1 − t²)·c(1 + 3a·x²)]
         Op::Gelu(x) => {
             let (c, a, half) = (T::from_f64(GELU_C), T::from_f64(GELU_A), T::from_f64(0.5));
             let three = T::from_f64(3.0);
             vec![when(0, &|| {
-                Ok(ew(x, g, move |x, g| {
+                ew(x, g, move |x, g| {
                     let t = (c * (x + a * x * x * x)).tanh();
                     let du = c * (one + three * a * x * x);
                     g * (half * (one + t) + half * x * (one - t * t) * du)
-                }))
+                })
             })?]
         }
         // y = ln(1 + eˣ)  ⇒  dx = g·σ(x)
-        Op::Softplus(x) => vec![when(0, &|| Ok(ew(x, g, |x, g| g * sigmoid(x))))?],
+        Op::Softplus(x) => vec![when(0, &|| ew(x, g, |x, g| g * sigmoid(x)))?],
         // y = op(a)·op(b)  ⇒  d op(a) = g·op(b)ᵀ, d op(b) = op(a)ᵀ·g  (transposes as strides)
         Op::Matmul { a, b, ta, tb } => {
             let (ta, tb) = (*ta, *tb);
@@ -174,7 +229,7 @@ pub(crate) fn backward_op<T: Float>(
             when(1, &|| mm(x, g, true, false))?,
             when(2, &|| {
                 let n = w.shape()[1];
-                Ok(raw(reduce::sum_axis(&g.data(), g.shape(), 0), &[n]))
+                Ok(raw(reduce::sum_axis(&g.data()?, g.shape(), 0), &[n]))
             })?,
         ],
         // y = permute(x, p)  ⇒  dx = permute(g, p⁻¹)
@@ -187,6 +242,8 @@ pub(crate) fn backward_op<T: Float>(
         })?],
         // y = reshape(x)  ⇒  dx = reshape(g, shape(x))
         Op::Reshape(x) => vec![when(0, &|| g.reshape(x.shape()))?],
+        // y = x laid out row-major  ⇒  dx = g
+        Op::Contiguous(_) => vec![when(0, &|| Ok(g.clone()))?],
         // y = broadcast(x)  ⇒  dx = g summed over the broadcast axes
         Op::BroadcastTo(x) => vec![when(0, &|| g.sum_to(x.shape()))?],
         // y = x[start..start+len] along axis  ⇒  dx = g placed there, 0 elsewhere
@@ -196,7 +253,8 @@ pub(crate) fn backward_op<T: Float>(
             start,
             len,
         } => vec![when(0, &|| {
-            let d = layout::narrow_backward(&g.data(), input.shape(), *axis, *start, *len);
+            let mut d = filled("narrow", input.shape(), zero)?;
+            layout::narrow_backward(&g.data()?, input.shape(), *axis, *start, *len, &mut d);
             Ok(raw(d, input.shape()))
         })?],
         // y = concat(xᵢ) along axis  ⇒  dxᵢ = the slice of g at xᵢ's place
@@ -212,17 +270,15 @@ pub(crate) fn backward_op<T: Float>(
         }
         // y = x[idx] along axis  ⇒  dx[idx[j]] += g[j]
         Op::IndexSelect(x, axis, idx) => vec![when(0, &|| {
-            Ok(raw(
-                layout::index_add(&g.data(), x.shape(), *axis, idx),
-                x.shape(),
-            ))
+            let mut d = filled("index_select", x.shape(), zero)?;
+            layout::index_add(&g.data()?, x.shape(), *axis, idx, &mut d);
+            Ok(raw(d, x.shape()))
         })?],
         // y[.., j, ..] = x[.., idx[.., j, ..], ..]  ⇒  dx[.., idx, ..] += g
         Op::Gather(x, axis, idx) => vec![when(0, &|| {
-            Ok(raw(
-                layout::scatter_add(&g.data(), x.shape(), *axis, idx),
-                x.shape(),
-            ))
+            let mut d = filled("gather", x.shape(), zero)?;
+            layout::scatter_add(&g.data()?, x.shape(), *axis, idx, &mut d);
+            Ok(raw(d, x.shape()))
         })?],
         // y = Σ over axes of x  ⇒  dx = g broadcast back over those axes
         Op::Sum(x, axes, _) => vec![when(0, &|| {
@@ -234,25 +290,25 @@ pub(crate) fn backward_op<T: Float>(
         })?],
         // y = max along axis  ⇒  dx = g at the first arg-max of each group, 0 elsewhere
         Op::Max(x, axis, _) => vec![when(0, &|| {
-            let (_, arg) = reduce::max_axis(&x.data(), x.shape(), *axis);
-            Ok(raw(
-                layout::scatter_add(&g.data(), x.shape(), *axis, &arg),
-                x.shape(),
-            ))
+            let (_, arg) = reduce::max_axis(&x.data()?, x.shape(), *axis);
+            let mut d = filled("max", x.shape(), zero)?;
+            layout::scatter_add(&g.data()?, x.shape(), *axis, &arg, &mut d);
+            Ok(raw(d, x.shape()))
         })?],
         // y = softmax(x)  ⇒  dx = y·(g − Σ g·y)
         Op::Softmax(x, axis) => vec![when(0, &|| {
-            let d = reduce::softmax_backward(&y.data(), &g.data(), x.shape(), *axis, false);
+            let d = reduce::softmax_backward(&y.data()?, &g.data()?, x.shape(), *axis, false);
             Ok(raw(d, x.shape()))
         })?],
         // y = log_softmax(x)  ⇒  dx = g − eʸ·Σ g
         Op::LogSoftmax(x, axis) => vec![when(0, &|| {
-            let d = reduce::softmax_backward(&y.data(), &g.data(), x.shape(), *axis, true);
+            let d = reduce::softmax_backward(&y.data()?, &g.data()?, x.shape(), *axis, true);
             Ok(raw(d, x.shape()))
         })?],
         // yᵢ = −Σⱼ tᵢⱼ log softmax(zᵢ)ⱼ  ⇒  dzᵢⱼ = gᵢ·(softmax(zᵢ)ⱼ·Σₖ tᵢₖ − tᵢⱼ)
         Op::SoftmaxCrossEntropy(z, t) => vec![when(0, &|| {
-            let d = reduce::softmax_cross_entropy_backward(&z.data(), t, &g.data(), z.shape()[1]);
+            let (zd, gd) = (z.data()?, g.data()?);
+            let d = reduce::softmax_cross_entropy_backward(&zd, t, &gd, z.shape()[1]);
             Ok(raw(d, z.shape()))
         })?],
     })

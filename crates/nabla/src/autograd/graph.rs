@@ -3,10 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::backward::backward_op;
-use super::{NoGradGuard, OpKind};
+use super::backward::{backward_op, saved};
+use super::{NoGradGuard, OpKind, Recorded};
 use crate::error::{Error, Result};
-use crate::tensor::kernels::elementwise;
 use crate::tensor::shape::fmt_shape;
 use crate::tensor::{Float, Tensor, TensorId};
 
@@ -68,11 +67,12 @@ pub struct GraphStats {
     pub ops: usize,
     /// How many of each kind.
     pub op_counts: BTreeMap<OpKind, usize>,
-    /// Bytes of tensors made by operations and kept alive by the graph (the forward
-    /// activations backward needs), counting shared storage once. Includes the root.
+    /// Bytes of the storage of tensors made by operations and kept alive by the graph (the
+    /// forward activations backward needs), counting a storage shared by views once. Includes
+    /// the root. A view of a leaf (a transposed weight) adds nothing.
     pub saved_bytes: usize,
-    /// Bytes of leaf tensors the graph references (parameters and input data); they exist
-    /// without the graph too.
+    /// Bytes of the storage of leaf tensors the graph references (parameters and input data);
+    /// they exist without the graph too.
     pub leaf_bytes: usize,
 }
 
@@ -91,8 +91,8 @@ fn topo_order<T: Float>(root: &Tensor<T>, grad_only: bool) -> Vec<Tensor<T>> {
             continue;
         }
         let inputs: Vec<Tensor<T>> = t
-            .op()
-            .map(|op| op.inputs().into_iter().cloned().collect())
+            .node()
+            .map(|n| n.inputs().into_iter().cloned().collect())
             .unwrap_or_default();
         stack.push((t, true));
         for input in inputs {
@@ -118,7 +118,7 @@ impl<T: Float> Tensor<T> {
                 ),
             ));
         }
-        self.backward_with(&Tensor::ones(self.shape()))
+        self.backward_with(&Tensor::ones(self.shape())?)
     }
 
     /// Backpropagation with an explicit output gradient `seed` (the shape of `self`): computes
@@ -146,12 +146,14 @@ impl<T: Float> Tensor<T> {
         let mut grads: HashMap<TensorId, Tensor<T>> = HashMap::new();
         grads.insert(self.id(), seed.detach());
         for node in order.iter().rev() {
-            let Some(op) = node.op() else { continue };
+            let Some(rec) = node.recorded() else { continue };
+            let op = &rec.op;
             let Some(g) = grads.remove(&node.id()) else {
                 continue;
             };
             let inputs = op.inputs();
             let need: Vec<bool> = inputs.iter().map(|t| t.requires_grad_flag()).collect();
+            check_versions(rec, node, &need)?;
             let input_grads = backward_op(op, node, &g, &need)?;
             for ((input, grad), needed) in inputs.iter().zip(input_grads).zip(&need) {
                 let (Some(grad), true) = (grad, *needed) else {
@@ -168,7 +170,7 @@ impl<T: Float> Tensor<T> {
                         ),
                     ));
                 }
-                accumulate(&mut grads, input.id(), grad);
+                accumulate(&mut grads, input.id(), grad)?;
             }
         }
         Ok(GradStore { grads })
@@ -185,10 +187,10 @@ impl<T: Float> Tensor<T> {
                     stats.ops += 1;
                     *stats.op_counts.entry(op.kind()).or_default() += 1;
                     if fresh {
-                        stats.saved_bytes += node.nbytes();
+                        stats.saved_bytes += node.storage_bytes();
                     }
                 }
-                None if fresh => stats.leaf_bytes += node.nbytes(),
+                None if fresh => stats.leaf_bytes += node.storage_bytes(),
                 None => {}
             }
         }
@@ -196,14 +198,56 @@ impl<T: Float> Tensor<T> {
     }
 }
 
-fn accumulate<T: Float>(grads: &mut HashMap<TensorId, Tensor<T>>, id: TensorId, grad: Tensor<T>) {
-    match grads.remove(&id) {
-        None => {
-            grads.insert(id, grad);
-        }
-        Some(prev) => {
-            let sum = elementwise::zip_map(&prev.data(), &grad.data(), |a, b| a + b);
-            grads.insert(id, Tensor::from_parts(sum, prev.shape().to_vec(), None));
+/// Refuses to run `rec`'s rule if a value it reads was modified in place after the forward
+/// pass: the rule would compute the gradient of a function that was never evaluated.
+fn check_versions<T: Float>(rec: &Recorded<T>, out: &Tensor<T>, need: &[bool]) -> Result<()> {
+    let (inputs, output) = saved(&rec.op, need);
+    let all = rec.op.inputs();
+    let stale = |what: String, shape: &[usize], then: u64, now: u64| {
+        Error::autograd(
+            "backward",
+            format!(
+                "{} needs {what} (shape {}) as it was in the forward pass (version {then}), but \
+                 it has been modified in place since (version {now}); recompute the forward \
+                 pass after editing tensors in place (update_data, an optimizer step, a \
+                 checkpoint load)",
+                rec.op.kind().name(),
+                fmt_shape(shape),
+            ),
+        )
+    };
+    for i in inputs {
+        let (t, then) = (all[i], rec.input_versions[i]);
+        if t.version() != then {
+            return Err(stale(
+                format!("its input {i}"),
+                t.shape(),
+                then,
+                t.version(),
+            ));
         }
     }
+    if output && out.version() != rec.output_version {
+        let now = out.version();
+        return Err(stale(
+            "its output".into(),
+            out.shape(),
+            rec.output_version,
+            now,
+        ));
+    }
+    Ok(())
+}
+
+fn accumulate<T: Float>(
+    grads: &mut HashMap<TensorId, Tensor<T>>,
+    id: TensorId,
+    grad: Tensor<T>,
+) -> Result<()> {
+    let sum = match grads.remove(&id) {
+        None => grad,
+        Some(prev) => prev.add(&grad)?,
+    };
+    grads.insert(id, sum);
+    Ok(())
 }

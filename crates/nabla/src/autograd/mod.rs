@@ -4,6 +4,10 @@
 //! recording is enabled (see [`no_grad`]). [`Tensor::backward`](crate::Tensor::backward) walks
 //! the recorded graph from a scalar loss back to the leaves, iteratively, applying the chain
 //! rule of each op (all rules are in one file, `backward.rs`), and returns a [`GradStore`].
+//!
+//! Each recorded op also remembers the [version](crate::Tensor::version) of every input's
+//! storage (and of its output's). An in-place write bumps the version, so backward can refuse
+//! to use a value that changed after the forward pass instead of computing a wrong gradient.
 
 pub mod anomaly;
 mod backward;
@@ -14,7 +18,10 @@ pub use anomaly::{detect_anomaly, Anomaly};
 pub use graph::{GradStore, GraphStats};
 pub use op::{Op, OpKind};
 
+use std::any::Any;
 use std::cell::Cell;
+
+use crate::tensor::{Float, GraphNode, Layout, Tensor};
 
 thread_local! {
     static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
@@ -55,11 +62,107 @@ impl Drop for NoGradGuard {
 ///
 /// ```
 /// use nabla::{no_grad, Tensor};
-/// let w = Tensor::<f32>::ones(&[2]).requires_grad();
-/// let y = no_grad(|| w.mul_scalar(3.0));
+/// let w = Tensor::<f32>::ones(&[2]).unwrap().requires_grad();
+/// let y = no_grad(|| w.mul_scalar(3.0)).unwrap();
 /// assert!(y.is_leaf() && !y.requires_grad_flag());
 /// ```
 pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
     let _guard = NoGradGuard::new();
     f()
+}
+
+/// What a tensor made by a recorded operation holds: the op and the storage versions of its
+/// inputs and output when it ran.
+pub(crate) struct Recorded<T: Float> {
+    pub(crate) op: Op<T>,
+    pub(crate) input_versions: Vec<u64>,
+    pub(crate) output_version: u64,
+}
+
+impl<T: Float> GraphNode<T> for Recorded<T> {
+    fn inputs(&self) -> Vec<&Tensor<T>> {
+        self.op.inputs()
+    }
+    fn into_inputs(self: Box<Self>) -> Vec<Tensor<T>> {
+        self.op.into_inputs()
+    }
+    fn name(&self) -> &'static str {
+        self.op.kind().name()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl<T: Float> Tensor<T> {
+    /// The operation that made this tensor, if it was recorded.
+    pub fn op(&self) -> Option<&Op<T>> {
+        self.recorded().map(|r| &r.op)
+    }
+
+    pub(crate) fn recorded(&self) -> Option<&Recorded<T>> {
+        self.node()?.as_any().downcast_ref::<Recorded<T>>()
+    }
+}
+
+fn should_record<T: Float>(inputs: &[&Tensor<T>]) -> bool {
+    is_grad_enabled() && inputs.iter().any(|t| t.requires_grad_flag())
+}
+
+fn node<T: Float>(op: Op<T>, output_version: u64) -> Box<dyn GraphNode<T>> {
+    let input_versions = op.inputs().iter().map(|t| t.version()).collect();
+    Box::new(Recorded {
+        op,
+        input_versions,
+        output_version,
+    })
+}
+
+/// Builds an operation's result with `build`, recording `make_op()` only when gradients are
+/// enabled and an input requires one; under anomaly detection, checks the result.
+fn finish<T: Float>(
+    inputs: &[&Tensor<T>],
+    make_op: impl FnOnce() -> Op<T>,
+    output_version: u64,
+    build: impl FnOnce(Option<Box<dyn GraphNode<T>>>) -> Tensor<T>,
+) -> Tensor<T> {
+    let record = should_record(inputs);
+    if !anomaly::is_detecting() {
+        return build(record.then(|| node(make_op(), output_version)));
+    }
+    let op = make_op();
+    if record {
+        let t = build(Some(node(op, output_version)));
+        if let Some(op) = t.op() {
+            anomaly::check_output(op, &t);
+        }
+        t
+    } else {
+        let t = build(None);
+        anomaly::check_output(&op, &t);
+        t
+    }
+}
+
+/// The result of an operation, in a fresh storage holding `data` (row-major, `shape`).
+pub(crate) fn record<T: Float>(
+    data: Vec<T>,
+    shape: Vec<usize>,
+    inputs: &[&Tensor<T>],
+    make_op: impl FnOnce() -> Op<T>,
+) -> Tensor<T> {
+    finish(inputs, make_op, 0, |node| {
+        Tensor::from_parts(data, shape, node)
+    })
+}
+
+/// The result of a view operation: `x`'s storage read through `layout`.
+pub(crate) fn record_view<T: Float>(
+    x: &Tensor<T>,
+    layout: Layout,
+    make_op: impl FnOnce() -> Op<T>,
+) -> Tensor<T> {
+    finish(&[x], make_op, x.version(), |node| {
+        x.view_parts(layout, node)
+    })
 }

@@ -31,6 +31,7 @@ op_kinds! {
     Relu => "relu", LeakyRelu => "leaky_relu", Sigmoid => "sigmoid", Tanh => "tanh",
     Gelu => "gelu", Softplus => "softplus",
     Matmul => "matmul", Linear => "linear", Permute => "permute", Reshape => "reshape",
+    Contiguous => "contiguous",
     BroadcastTo => "broadcast_to", Narrow => "narrow", Concat => "concat",
     IndexSelect => "index_select", Gather => "gather",
     Sum => "sum", Max => "max", Softmax => "softmax", LogSoftmax => "log_softmax",
@@ -92,13 +93,15 @@ pub enum Op<T: Float> {
     /// Fused `x·w + b` for `x` `[n, in]`, `w` `[in, out]`, `b` `[out]`: one GEMM onto the
     /// broadcast bias, one saved output.
     Linear(Tensor<T>, Tensor<T>, Tensor<T>),
-    /// Axis permutation: `out.shape[i] = x.shape[perm[i]]`.
+    /// Axis permutation: `out.shape[i] = x.shape[perm[i]]` (a view).
     Permute(Tensor<T>, Vec<usize>),
-    /// Same elements, new shape.
+    /// Same elements, new shape (a view when the input is contiguous).
     Reshape(Tensor<T>),
-    /// Broadcast to a larger shape.
+    /// The same values laid out row-major (a copy of a non-contiguous view).
+    Contiguous(Tensor<T>),
+    /// Broadcast to a larger shape (a view with stride 0 along the broadcast axes).
     BroadcastTo(Tensor<T>),
-    /// `len` elements from `start` along `axis`.
+    /// `len` elements from `start` along `axis` (a view).
     Narrow {
         /// Input.
         input: Tensor<T>,
@@ -155,6 +158,7 @@ impl<T: Float> Op<T> {
             Op::Linear(..) => OpKind::Linear,
             Op::Permute(..) => OpKind::Permute,
             Op::Reshape(..) => OpKind::Reshape,
+            Op::Contiguous(..) => OpKind::Contiguous,
             Op::BroadcastTo(..) => OpKind::BroadcastTo,
             Op::Narrow { .. } => OpKind::Narrow,
             Op::Concat(..) => OpKind::Concat,
@@ -192,6 +196,7 @@ impl<T: Float> Op<T> {
             | Op::Softplus(x)
             | Op::Permute(x, _)
             | Op::Reshape(x)
+            | Op::Contiguous(x)
             | Op::BroadcastTo(x)
             | Op::Narrow { input: x, .. }
             | Op::IndexSelect(x, ..)

@@ -83,7 +83,7 @@ impl Normalizer {
             ));
         }
         let d = x.shape()[1];
-        let data = x.data();
+        let data = x.data()?;
         let stats = |vals: &mut dyn Iterator<Item = f64>| {
             let (mut n, mut s, mut s2) = (0.0, 0.0, 0.0);
             for v in vals {
@@ -120,7 +120,7 @@ impl Normalizer {
             Normalization::None => Ok(x.clone()),
             Normalization::Global => {
                 let (m, s) = (self.mean[0], self.std[0]);
-                let data = x.data().iter().map(|&v| (v - m) / s).collect();
+                let data = x.data()?.iter().map(|&v| (v - m) / s).collect();
                 Tensor::from_vec(data, x.shape())
             }
             Normalization::PerFeature => {
@@ -135,7 +135,7 @@ impl Normalizer {
                     ));
                 }
                 let data = x
-                    .data()
+                    .data()?
                     .iter()
                     .enumerate()
                     .map(|(i, &v)| (v - self.mean[i % d]) / self.std[i % d])

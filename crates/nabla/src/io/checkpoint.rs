@@ -65,7 +65,7 @@ fn match_params<T: Float>(
                         fmt_shape(shape),
                         fmt_shape(p.shape())
                     ));
-                } else if let Some(t) = file.get::<T>(&key) {
+                } else if let Some(t) = file.get::<T>(&key)? {
                     loaded.push(t);
                 }
             }
@@ -99,11 +99,12 @@ fn match_params<T: Float>(
     }
 }
 
-fn copy_into<T: Float>(params: &[(String, Tensor<T>)], values: &[Tensor<T>]) {
+fn copy_into<T: Float>(params: &[(String, Tensor<T>)], values: &[Tensor<T>]) -> Result<()> {
     for ((_, p), v) in params.iter().zip(values) {
-        let src = v.data();
-        p.update_data(|d| d.copy_from_slice(&src));
+        let src = v.to_vec()?;
+        p.update_data(|d| d.copy_from_slice(&src))?;
     }
+    Ok(())
 }
 
 /// Saves a model's parameters under their names (`layers.0.weight`, …) with `metadata`
@@ -139,7 +140,7 @@ pub fn load_weights_from<T: Float>(
 ) -> Result<BTreeMap<String, String>> {
     let params = model.named_parameters();
     let values = match_params(Path::new(name), file, "", &params)?;
-    copy_into(&params, &values);
+    copy_into(&params, &values)?;
     Ok(file.metadata.clone())
 }
 
@@ -227,9 +228,9 @@ pub fn load_training_state<T: Float>(
         .keys()
         .filter_map(|k| {
             let name = k.strip_prefix("optimizer.")?;
-            Some(file.get::<T>(k).map(|t| (name.to_string(), t)))
+            Some(file.get::<T>(k).map(|t| t.map(|t| (name.to_string(), t))))
         })
-        .collect::<Option<Vec<_>>>()
+        .collect::<Result<Option<Vec<_>>>>()?
         .ok_or_else(|| bad(format!("optimizer buffers are not {}", T::DTYPE)))?;
     let opt_state = OptimizerState {
         kind: field("optimizer_kind")?.clone(),
@@ -250,6 +251,6 @@ pub fn load_training_state<T: Float>(
     model
         .load_extra_state(&module_state)
         .map_err(|e| bad(e.to_string()))?;
-    copy_into(&params, &values);
+    copy_into(&params, &values)?;
     Ok(state)
 }

@@ -38,10 +38,10 @@ impl TensorFile {
     }
 
     /// The tensor `name` as `T`, if present with that dtype.
-    pub fn get<T: Float>(&self, name: &str) -> Option<Tensor<T>> {
+    pub fn get<T: Float>(&self, name: &str) -> Result<Option<Tensor<T>>> {
         match T::DTYPE {
-            "f32" => self.f32.get(name).map(|t| t.cast::<T>()),
-            _ => self.f64.get(name).map(|t| t.cast::<T>()),
+            "f32" => self.f32.get(name).map(|t| t.cast::<T>()).transpose(),
+            _ => self.f64.get(name).map(|t| t.cast::<T>()).transpose(),
         }
     }
 }
@@ -55,15 +55,14 @@ fn dtype_of<T: Float>() -> Dtype {
 }
 
 fn to_le_bytes<T: Float>(t: &Tensor<T>) -> Vec<u8> {
-    let data = t.data();
-    let mut out = Vec::with_capacity(data.len() * std::mem::size_of::<T>());
-    for &v in data.iter() {
+    let mut out = Vec::with_capacity(t.nbytes());
+    t.for_each(|v| {
         if T::DTYPE == "f32" {
             out.extend_from_slice(&(v.to_f64() as f32).to_le_bytes());
         } else {
             out.extend_from_slice(&v.to_f64().to_le_bytes());
         }
-    }
+    });
     out
 }
 

@@ -32,7 +32,7 @@ pub enum Activation {
 
 impl Activation {
     /// Applies the function.
-    pub fn apply<T: Float>(self, x: &Tensor<T>) -> Tensor<T> {
+    pub fn apply<T: Float>(self, x: &Tensor<T>) -> Result<Tensor<T>> {
         match self {
             Activation::Relu => x.relu(),
             Activation::LeakyRelu(s) => x.leaky_relu(s),
@@ -40,14 +40,14 @@ impl Activation {
             Activation::Tanh => x.tanh(),
             Activation::Gelu => x.gelu(),
             Activation::Softplus => x.softplus(),
-            Activation::Identity => x.clone(),
+            Activation::Identity => Ok(x.clone()),
         }
     }
 }
 
 impl<T: Float> Module<T> for Activation {
     fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        Ok(self.apply(x))
+        self.apply(x)
     }
 
     fn describe(&self) -> String {

@@ -29,11 +29,16 @@ pub enum Init {
 }
 
 impl Init {
-    /// A `[fan_in, fan_out]` weight drawn from `rng`.
-    pub fn weight<T: Float>(self, fan_in: usize, fan_out: usize, rng: &mut Rng) -> Tensor<T> {
+    /// A `[fan_in, fan_out]` weight drawn from `rng` (an `Err` if it cannot be allocated).
+    pub fn weight<T: Float>(
+        self,
+        fan_in: usize,
+        fan_out: usize,
+        rng: &mut Rng,
+    ) -> Result<Tensor<T>> {
         let shape = [fan_in, fan_out];
         let kaiming = (2.0 / fan_in.max(1) as f64).sqrt();
-        let xavier = (2.0 / (fan_in + fan_out).max(1) as f64).sqrt();
+        let xavier = (2.0 / fan_in.saturating_add(fan_out).max(1) as f64).sqrt();
         match self {
             Init::KaimingUniform => {
                 let b = 3f64.sqrt() * kaiming;

@@ -19,18 +19,22 @@ pub struct Linear<T: Float = f32> {
 }
 
 impl<T: Float> Linear<T> {
-    /// A layer with weights drawn by `init` from `rng` and a zero bias (if `bias`).
+    /// A layer with weights drawn by `init` from `rng` and a zero bias (if `bias`). A size
+    /// that overflows or cannot be allocated is an `Err` naming the shape.
     pub fn new(
         in_features: usize,
         out_features: usize,
         bias: bool,
         init: Init,
         rng: &mut Rng,
-    ) -> Self {
-        Linear {
-            weight: init.weight(in_features, out_features, rng).requires_grad(),
-            bias: bias.then(|| Tensor::zeros(&[out_features]).requires_grad()),
-        }
+    ) -> Result<Self> {
+        let weight = init.weight(in_features, out_features, rng)?.requires_grad();
+        let bias = if bias {
+            Some(Tensor::zeros(&[out_features])?.requires_grad())
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
     }
 
     /// A layer from existing tensors (`weight` `[in, out]`, `bias` `[out]`).

@@ -54,13 +54,13 @@ fn same_shape<T: Float>(op: &'static str, pred: &Tensor<T>, target: &Tensor<T>) 
 /// Mean squared error (L2): `(pred − target)²`, reduced.
 pub fn mse<T: Float>(pred: &Tensor<T>, target: &Tensor<T>, red: Reduction) -> Result<Tensor<T>> {
     same_shape("mse", pred, target)?;
-    red.apply(&pred.sub(target)?.square())
+    red.apply(&pred.sub(target)?.square()?)
 }
 
 /// Absolute error (L1): `|pred − target|`, reduced. Its gradient at a zero residual is 0.
 pub fn l1<T: Float>(pred: &Tensor<T>, target: &Tensor<T>, red: Reduction) -> Result<Tensor<T>> {
     same_shape("l1", pred, target)?;
-    red.apply(&pred.sub(target)?.abs())
+    red.apply(&pred.sub(target)?.abs()?)
 }
 
 /// Huber loss with threshold `delta > 0`: `½r²` for `|r| ≤ δ`, `δ(|r| − ½δ)` beyond.
@@ -75,12 +75,12 @@ pub fn huber<T: Float>(
         return Err(Error::arg("huber", format!("delta {delta} must be > 0")));
     }
     // With a = |r| and q = min(a, δ): ½q² + δ(a − q) is exactly the piecewise definition.
-    let a = pred.sub(target)?.abs();
+    let a = pred.sub(target)?.abs()?;
     let q = a.clamp(0.0, delta)?;
     red.apply(
-        &q.square()
-            .mul_scalar(0.5)
-            .add(&a.sub(&q)?.mul_scalar(delta))?,
+        &q.square()?
+            .mul_scalar(0.5)?
+            .add(&a.sub(&q)?.mul_scalar(delta)?)?,
     )
 }
 
@@ -129,7 +129,7 @@ pub fn cross_entropy<T: Float>(
                     format!("label {bad} is not below the class count {k}"),
                 ));
             }
-            let mut d = vec![T::ZERO; n * k];
+            let mut d = crate::tensor::storage::filled("cross_entropy", &[n, k], T::ZERO)?;
             for (i, &l) in labels.iter().enumerate() {
                 d[i * k + l] = T::ONE;
             }
@@ -137,7 +137,7 @@ pub fn cross_entropy<T: Float>(
         }
         Target::Probs(p) => {
             same_shape("cross_entropy", logits, p)?;
-            p.to_vec()
+            p.to_vec()?
         }
     };
     if label_smoothing > 0.0 {
@@ -157,7 +157,7 @@ pub fn bce_with_logits<T: Float>(
     red: Reduction,
 ) -> Result<Tensor<T>> {
     same_shape("bce_with_logits", logits, target)?;
-    red.apply(&logits.softplus().sub(&target.mul(logits)?)?)
+    red.apply(&logits.softplus()?.sub(&target.mul(logits)?)?)
 }
 
 /// Class probabilities: softmax over the last axis of `[n, classes]` logits.

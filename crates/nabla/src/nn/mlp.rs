@@ -78,7 +78,7 @@ impl<T: Float> Mlp<T> {
                 true,
                 config.init,
                 &mut rng,
-            )));
+            )?));
             if i + 1 < n {
                 layers.push(Box::new(config.activation));
                 if config.dropout > 0.0 {

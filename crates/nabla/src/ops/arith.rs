@@ -46,20 +46,24 @@ impl<T: Float> Tensor<T> {
     }
 
     /// `−self`.
-    pub fn neg(&self) -> Tensor<T> {
-        self.unary_op(|a| -a, || Op::Neg(self.clone()))
+    pub fn neg(&self) -> Result<Tensor<T>> {
+        self.unary_op("neg", |a| -a, || Op::Neg(self.clone()))
     }
 
     /// `self + c` for a scalar `c`.
-    pub fn add_scalar(&self, c: f64) -> Tensor<T> {
+    pub fn add_scalar(&self, c: f64) -> Result<Tensor<T>> {
         let c = T::from_f64(c);
-        self.unary_op(move |a| a + c, || Op::AddScalar(self.clone()))
+        self.unary_op("add_scalar", move |a| a + c, || Op::AddScalar(self.clone()))
     }
 
     /// `c · self` for a scalar `c`.
-    pub fn mul_scalar(&self, c: f64) -> Tensor<T> {
+    pub fn mul_scalar(&self, c: f64) -> Result<Tensor<T>> {
         let c = T::from_f64(c);
-        self.unary_op(move |a| a * c, || Op::MulScalar(self.clone(), c))
+        self.unary_op(
+            "mul_scalar",
+            move |a| a * c,
+            || Op::MulScalar(self.clone(), c),
+        )
     }
 
     /// `self^p` element-wise, for a finite scalar exponent `p`. Negative bases give NaN unless
@@ -72,16 +76,20 @@ impl<T: Float> Tensor<T> {
             ));
         }
         let pt = T::from_f64(p);
-        Ok(if p == 2.0 {
-            self.unary_op(|a| a * a, || Op::PowScalar(self.clone(), pt))
+        if p == 2.0 {
+            self.unary_op("pow_scalar", |a| a * a, || Op::PowScalar(self.clone(), pt))
         } else {
-            self.unary_op(move |a| a.powf(pt), || Op::PowScalar(self.clone(), pt))
-        })
+            self.unary_op(
+                "pow_scalar",
+                move |a| a.powf(pt),
+                || Op::PowScalar(self.clone(), pt),
+            )
+        }
     }
 
     /// `self²`.
-    pub fn square(&self) -> Tensor<T> {
+    pub fn square(&self) -> Result<Tensor<T>> {
         let two = T::from_f64(2.0);
-        self.unary_op(|a| a * a, || Op::PowScalar(self.clone(), two))
+        self.unary_op("square", |a| a * a, || Op::PowScalar(self.clone(), two))
     }
 }

@@ -1,18 +1,19 @@
-//! Shape and data-movement operations: reshape, permute/transpose, broadcast_to, narrow,
-//! concat, index_select, gather.
+//! Shape and data-movement operations. Views (O(1), sharing storage): reshape of a
+//! contiguous tensor, permute/transpose/t, unsqueeze/squeeze, broadcast_to/expand, narrow.
+//! Copies: contiguous, concat, index_select, gather.
 
 use std::sync::Arc;
 
-use crate::autograd::Op;
+use crate::autograd::{record, record_view, Op};
 use crate::error::{Error, Result};
 use crate::tensor::kernels::{layout, split_at_axis};
-use crate::tensor::shape::{
-    broadcast_strides, check_axis, check_broadcast_to, checked_numel, fmt_shape, numel,
-};
+use crate::tensor::shape::{check_axis, check_broadcast_to, checked_numel, fmt_shape, numel};
+use crate::tensor::storage::buffer;
 use crate::tensor::{Float, Tensor};
 
 impl<T: Float> Tensor<T> {
-    /// The same elements under a new shape with the same element count. Shares storage.
+    /// The same elements under a new shape with the same element count: a view (O(1), shared
+    /// storage) when this tensor is contiguous, otherwise a row-major copy.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor<T>> {
         if checked_numel("reshape", shape)? != self.numel() {
             return Err(Error::shape(
@@ -26,11 +27,31 @@ impl<T: Float> Tensor<T> {
                 ),
             ));
         }
-        let record = crate::autograd::is_grad_enabled() && self.requires_grad_flag();
-        Ok(self.share_storage(shape.to_vec(), record.then(|| Op::Reshape(self.clone()))))
+        let make = || Op::Reshape(self.clone());
+        match self.layout().reshape(shape) {
+            Some(layout) => Ok(record_view(self, layout, make)),
+            None => {
+                let mut data = buffer("reshape", shape)?;
+                self.strided().copy_into(&mut data);
+                Ok(record(data, shape.to_vec(), &[self], make))
+            }
+        }
     }
 
-    /// Reorders the axes: `out.shape[i] = self.shape[perm[i]]`.
+    /// The same values laid out row-major: `self` itself when already contiguous (no copy),
+    /// otherwise a copy. Kernels that need a slice call this; views never do.
+    pub fn contiguous(&self) -> Result<Tensor<T>> {
+        if self.is_contiguous() {
+            return Ok(self.clone());
+        }
+        let mut data = buffer("contiguous", self.shape())?;
+        self.strided().copy_into(&mut data);
+        Ok(record(data, self.shape().to_vec(), &[self], || {
+            Op::Contiguous(self.clone())
+        }))
+    }
+
+    /// Reorders the axes, `out.shape[i] = self.shape[perm[i]]`: a view (O(rank), no copy).
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor<T>> {
         let rank = self.rank();
         let mut seen = vec![false; rank];
@@ -47,15 +68,13 @@ impl<T: Float> Tensor<T> {
                 ),
             ));
         }
-        let data = layout::permute(&self.data(), self.shape(), perm);
-        let shape = perm.iter().map(|&p| self.shape()[p]).collect();
-        Ok(Tensor::from_op(data, shape, &[self], || {
+        let layout = self.layout().permute(perm);
+        Ok(record_view(self, layout, || {
             Op::Permute(self.clone(), perm.to_vec())
         }))
     }
 
-    /// Swaps two axes (a copy; to multiply by a transpose without copying use
-    /// [`Tensor::matmul_t`]).
+    /// Swaps two axes: a view.
     pub fn transpose(&self, a: usize, b: usize) -> Result<Tensor<T>> {
         check_axis("transpose", a, self.rank())?;
         check_axis("transpose", b, self.rank())?;
@@ -64,7 +83,7 @@ impl<T: Float> Tensor<T> {
         self.permute(&perm)
     }
 
-    /// The transpose of a 2-D tensor.
+    /// The transpose of a 2-D tensor: a view (matrix products read it through its strides).
     pub fn t(&self) -> Result<Tensor<T>> {
         if self.rank() != 2 {
             return Err(Error::shape(
@@ -75,26 +94,46 @@ impl<T: Float> Tensor<T> {
         self.transpose(0, 1)
     }
 
-    /// Inserts an axis of size 1 at `axis` (0 ≤ axis ≤ rank).
+    /// Inserts an axis of size 1 at `axis` (0 ≤ axis ≤ rank): a view.
     pub fn unsqueeze(&self, axis: usize) -> Result<Tensor<T>> {
         check_axis("unsqueeze", axis, self.rank() + 1)?;
-        let mut shape = self.shape().to_vec();
-        shape.insert(axis, 1);
-        self.reshape(&shape)
+        let layout = self.layout().unsqueeze(axis);
+        Ok(record_view(self, layout, || Op::Reshape(self.clone())))
     }
 
-    /// Repeats the tensor along broadcast dimensions to `shape` (NumPy rules, one direction).
+    /// Removes an axis of size 1: a view.
+    pub fn squeeze(&self, axis: usize) -> Result<Tensor<T>> {
+        check_axis("squeeze", axis, self.rank())?;
+        if self.shape()[axis] != 1 {
+            return Err(Error::arg(
+                "squeeze",
+                format!(
+                    "axis {axis} of {} has size {}, not 1",
+                    fmt_shape(self.shape()),
+                    self.shape()[axis]
+                ),
+            ));
+        }
+        let layout = self.layout().squeeze(axis);
+        Ok(record_view(self, layout, || Op::Reshape(self.clone())))
+    }
+
+    /// Repeats the tensor along broadcast dimensions to `shape` (NumPy rules, one direction):
+    /// a view with stride 0 along the repeated axes, so nothing is copied. Writing through it
+    /// with [`update_data`](Tensor::update_data) is refused.
     pub fn broadcast_to(&self, shape: &[usize]) -> Result<Tensor<T>> {
         check_broadcast_to("broadcast_to", self.shape(), shape)?;
         checked_numel("broadcast_to", shape)?;
-        let strides = broadcast_strides(self.shape(), shape);
-        let data = layout::strided_copy(&self.data(), shape, &strides);
-        Ok(Tensor::from_op(data, shape.to_vec(), &[self], || {
-            Op::BroadcastTo(self.clone())
-        }))
+        let layout = self.layout().broadcast_to(shape);
+        Ok(record_view(self, layout, || Op::BroadcastTo(self.clone())))
     }
 
-    /// `len` elements along `axis` starting at `start`.
+    /// PyTorch's name for [`broadcast_to`](Tensor::broadcast_to): a view repeating size-1 axes.
+    pub fn expand(&self, shape: &[usize]) -> Result<Tensor<T>> {
+        self.broadcast_to(shape)
+    }
+
+    /// `len` elements along `axis` starting at `start`: a view.
     pub fn narrow(&self, axis: usize, start: usize, len: usize) -> Result<Tensor<T>> {
         check_axis("narrow", axis, self.rank())?;
         let dim = self.shape()[axis];
@@ -108,10 +147,8 @@ impl<T: Float> Tensor<T> {
                 ),
             ));
         }
-        let data = layout::narrow(&self.data(), self.shape(), axis, start, len);
-        let mut shape = self.shape().to_vec();
-        shape[axis] = len;
-        Ok(Tensor::from_op(data, shape, &[self], || Op::Narrow {
+        let layout = self.layout().narrow(axis, start, len);
+        Ok(record_view(self, layout, || Op::Narrow {
             input: self.clone(),
             axis,
             start,
@@ -144,14 +181,18 @@ impl<T: Float> Tensor<T> {
             }
         }
         let (outer, _, inner) = split_at_axis(first.shape(), axis);
-        let guards: Vec<_> = parts.iter().map(|p| p.data()).collect();
-        let slices: Vec<&[T]> = guards.iter().map(|g| &g[..]).collect();
         let dims: Vec<usize> = parts.iter().map(|p| p.shape()[axis]).collect();
-        let data = layout::concat(&slices, &dims, outer, inner);
-        drop(guards);
         let mut shape = first.shape().to_vec();
-        shape[axis] = dims.iter().sum();
-        Ok(Tensor::from_op(data, shape, parts, || {
+        shape[axis] = dims
+            .iter()
+            .try_fold(0usize, |acc, &d| acc.checked_add(d))
+            .ok_or_else(|| Error::shape("concat", "the joined axis overflows"))?;
+        let mut data = buffer("concat", &shape)?;
+        let guards = parts.iter().map(|p| p.data()).collect::<Result<Vec<_>>>()?;
+        let slices: Vec<&[T]> = guards.iter().map(|g| &g[..]).collect();
+        layout::concat(&slices, &dims, outer, inner, &mut data);
+        drop(guards);
+        Ok(record(data, shape, parts, || {
             Op::Concat(parts.iter().map(|&p| p.clone()).collect(), axis)
         }))
     }
@@ -170,10 +211,11 @@ impl<T: Float> Tensor<T> {
                 ),
             ));
         }
-        let data = layout::index_select(&self.data(), self.shape(), axis, indices);
         let mut shape = self.shape().to_vec();
         shape[axis] = indices.len();
-        Ok(Tensor::from_op(data, shape, &[self], || {
+        let mut data = buffer("index_select", &shape)?;
+        layout::index_select(&self.data()?, self.shape(), axis, indices, &mut data);
+        Ok(record(data, shape, &[self], || {
             Op::IndexSelect(self.clone(), axis, Arc::new(indices.to_vec()))
         }))
     }
@@ -205,10 +247,11 @@ impl<T: Float> Tensor<T> {
                 ),
             ));
         }
-        let data = layout::gather(&self.data(), self.shape(), axis, indices);
         let mut shape = self.shape().to_vec();
         shape[axis] = indices.len() / rest;
-        Ok(Tensor::from_op(data, shape, &[self], || {
+        let mut data = buffer("gather", &shape)?;
+        layout::gather(&self.data()?, self.shape(), axis, indices, &mut data);
+        Ok(record(data, shape, &[self], || {
             Op::Gather(self.clone(), axis, Arc::new(indices.to_vec()))
         }))
     }

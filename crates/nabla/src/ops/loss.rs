@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::autograd::Op;
+use crate::autograd::{record, Op};
 use crate::error::{Error, Result};
 use crate::tensor::kernels::reduce;
 use crate::tensor::shape::fmt_shape;
@@ -25,13 +25,10 @@ impl<T: Float> Tensor<T> {
             ));
         }
         let k = self.shape()[1];
-        let t = target.to_vec();
-        let data = reduce::softmax_cross_entropy(&self.data(), &t, k);
-        Ok(Tensor::from_op(
-            data,
-            vec![self.shape()[0]],
-            &[self],
-            || Op::SoftmaxCrossEntropy(self.clone(), Arc::new(t)),
-        ))
+        let t = target.to_vec()?;
+        let data = reduce::softmax_cross_entropy(&self.data()?, &t, k);
+        Ok(record(data, vec![self.shape()[0]], &[self], || {
+            Op::SoftmaxCrossEntropy(self.clone(), Arc::new(t))
+        }))
     }
 }

@@ -1,18 +1,41 @@
-//! Matrix products: 2-D, batched 3-D, and 3-D × 2-D (a shared right operand), with either
-//! operand optionally read transposed through strides.
+//! Matrix products: 2-D, batched 3-D, and 3-D × 2-D (a shared right operand). Every operand
+//! is read through its strides: a transposed, narrowed or broadcast view goes to the GEMM
+//! as it is, never copied.
 
-use crate::autograd::Op;
+use crate::autograd::{record, Op};
 use crate::error::{Error, Result};
-use crate::tensor::kernels::matmul::{gemm, gemm_into, MatRef};
+use crate::tensor::kernels::matmul::{gemm_into, MatRef};
 use crate::tensor::shape::fmt_shape;
-use crate::tensor::{Float, Tensor};
+use crate::tensor::storage::{buffer, filled};
+use crate::tensor::{Float, Layout, Tensor};
 
 fn describe(a: &[usize], b: &[usize], ta: bool, tb: bool) -> String {
     let t = |s: &[usize], t: bool| format!("{}{}", fmt_shape(s), if t { "ᵀ" } else { "" });
     format!("{} x {}", t(a, ta), t(b, tb))
 }
 
-/// The forward product without recording: returns the data and the shape.
+/// Matrix `i` of a 2-D (`batch = None`) or 3-D layout, as the product reads it.
+fn mat<'a, T>(data: &'a [T], l: &Layout, batch: Option<usize>, trans: bool) -> MatRef<'a, T> {
+    let (sh, st) = (l.shape(), l.strides());
+    let r = sh.len() - 2;
+    let offset = l.offset() + batch.map_or(0, |i| i * st[0]);
+    let m = MatRef {
+        data,
+        offset,
+        rows: sh[r],
+        cols: sh[r + 1],
+        rs: st[r],
+        cs: st[r + 1],
+    };
+    if trans {
+        m.t()
+    } else {
+        m
+    }
+}
+
+/// The forward product without recording: returns the data and the shape. Operands are read
+/// through their strides (views are not copied).
 pub(crate) fn matmul_raw<T: Float>(
     a: &Tensor<T>,
     b: &Tensor<T>,
@@ -20,12 +43,6 @@ pub(crate) fn matmul_raw<T: Float>(
     tb: bool,
 ) -> Result<(Vec<T>, Vec<usize>)> {
     let (sa, sb) = (a.shape(), b.shape());
-    let mat = |data, s0, s1, trans| MatRef {
-        data,
-        rows: s0,
-        cols: s1,
-        trans,
-    };
     let inner_err = |k1: usize, k2: usize| {
         Error::shape(
             "matmul",
@@ -35,26 +52,56 @@ pub(crate) fn matmul_raw<T: Float>(
             ),
         )
     };
+    let (a_s, b_s) = (a.strided(), b.strided());
+    let (ad, bd, la, lb) = (&a_s.data[..], &b_s.data[..], a.layout(), b.layout());
     match (sa.len(), sb.len()) {
         (2, 2) => {
-            let (ad, bd) = (a.data(), b.data());
-            let ma = mat(&ad[..], sa[0], sa[1], ta);
-            let mb = mat(&bd[..], sb[0], sb[1], tb);
-            let ((m, k1), (k2, n)) = (ma.dims(), mb.dims());
-            if k1 != k2 {
-                return Err(inner_err(k1, k2));
+            let (ma, mb) = (mat(ad, la, None, ta), mat(bd, lb, None, tb));
+            if ma.cols != mb.rows {
+                return Err(inner_err(ma.cols, mb.rows));
             }
-            Ok((gemm(ma, mb), vec![m, n]))
+            let shape = vec![ma.rows, mb.cols];
+            let mut out = filled("matmul", &shape, T::ZERO)?;
+            gemm_into(ma, mb, T::ZERO, &mut out);
+            Ok((out, shape))
         }
         (3, 2) if !ta => {
-            let (ad, bd) = (a.data(), b.data());
-            let ma = mat(&ad[..], sa[0] * sa[1], sa[2], false);
-            let mb = mat(&bd[..], sb[0], sb[1], tb);
-            let ((_, k1), (k2, n)) = (ma.dims(), mb.dims());
-            if k1 != k2 {
-                return Err(inner_err(k1, k2));
+            let mb = mat(bd, lb, None, tb);
+            let (batch, m, k) = (sa[0], sa[1], sa[2]);
+            if k != mb.rows {
+                return Err(inner_err(k, mb.rows));
             }
-            Ok((gemm(ma, mb), vec![sa[0], sa[1], n]))
+            let shape = vec![batch, m, mb.cols];
+            let mut out = filled("matmul", &shape, T::ZERO)?;
+            let st = la.strides();
+            // The batch and row axes merge into one row axis when one stride steps over the other.
+            let merged_rs = if batch <= 1 {
+                Some(st[1])
+            } else if m == 1 {
+                Some(st[0])
+            } else {
+                (st[0] == m * st[1]).then_some(st[1])
+            };
+            match merged_rs {
+                Some(rs) => {
+                    let ma = MatRef {
+                        data: ad,
+                        offset: la.offset(),
+                        rows: batch * m,
+                        cols: k,
+                        rs,
+                        cs: st[2],
+                    };
+                    gemm_into(ma, mb, T::ZERO, &mut out);
+                }
+                None => {
+                    let mn = m * mb.cols;
+                    for (i, o) in out.chunks_exact_mut(mn.max(1)).enumerate().take(batch) {
+                        gemm_into(mat(ad, la, Some(i), false), mb, T::ZERO, o);
+                    }
+                }
+            }
+            Ok((out, shape))
         }
         (3, 3) => {
             if sa[0] != sb[0] {
@@ -68,25 +115,25 @@ pub(crate) fn matmul_raw<T: Float>(
                     ),
                 ));
             }
-            let (ad, bd) = (a.data(), b.data());
             let batch = sa[0];
-            let (sza, szb) = (sa[1] * sa[2], sb[1] * sb[2]);
-            let probe_a = mat(&ad[..0], sa[1], sa[2], ta);
-            let probe_b = mat(&bd[..0], sb[1], sb[2], tb);
-            let ((m, k1), (k2, n)) = (probe_a.dims(), probe_b.dims());
-            if k1 != k2 {
-                return Err(inner_err(k1, k2));
+            let (pa, pb) = (mat(ad, la, Some(0), ta), mat(bd, lb, Some(0), tb));
+            if pa.cols != pb.rows {
+                return Err(inner_err(pa.cols, pb.rows));
             }
-            let mut out = vec![T::ZERO; batch * m * n];
-            for i in 0..batch {
-                gemm_into(
-                    mat(&ad[i * sza..(i + 1) * sza], sa[1], sa[2], ta),
-                    mat(&bd[i * szb..(i + 1) * szb], sb[1], sb[2], tb),
-                    T::ZERO,
-                    &mut out[i * m * n..(i + 1) * m * n],
-                );
+            let (m, n) = (pa.rows, pb.cols);
+            let shape = vec![batch, m, n];
+            let mut out = filled("matmul", &shape, T::ZERO)?;
+            if m * n > 0 {
+                for (i, o) in out.chunks_exact_mut(m * n).enumerate() {
+                    gemm_into(
+                        mat(ad, la, Some(i), ta),
+                        mat(bd, lb, Some(i), tb),
+                        T::ZERO,
+                        o,
+                    );
+                }
             }
-            Ok((out, vec![batch, m, n]))
+            Ok((out, shape))
         }
         _ => Err(Error::shape(
             "matmul",
@@ -117,30 +164,21 @@ impl<T: Float> Tensor<T> {
             ));
         }
         let (n, out) = (xs[0], ws[1]);
-        let mut data = Vec::with_capacity(n * out);
+        let shape = vec![n, out];
+        let mut data = buffer("linear", &shape)?;
         {
-            let bd = b.data();
+            let bd = b.data()?;
             for _ in 0..n {
                 data.extend_from_slice(&bd);
             }
         }
         {
-            let (xd, wd) = (self.data(), w.data());
-            let mx = MatRef {
-                data: &xd[..],
-                rows: n,
-                cols: xs[1],
-                trans: false,
-            };
-            let mw = MatRef {
-                data: &wd[..],
-                rows: ws[0],
-                cols: out,
-                trans: false,
-            };
+            let (xs, ws) = (self.strided(), w.strided());
+            let mx = mat(&xs.data, xs.layout, None, false);
+            let mw = mat(&ws.data, ws.layout, None, false);
             gemm_into(mx, mw, T::ONE, &mut data);
         }
-        Ok(Tensor::from_op(data, vec![n, out], &[self, w, b], || {
+        Ok(record(data, shape, &[self, w, b], || {
             Op::Linear(self.clone(), w.clone(), b.clone())
         }))
     }
@@ -152,10 +190,11 @@ impl<T: Float> Tensor<T> {
     }
 
     /// `op(self) · op(b)` where `op` transposes the last two axes when its flag is set. The
-    /// transpose is read through strides; nothing is copied.
+    /// transpose is read through strides; nothing is copied (the same as `matmul` of a
+    /// transposed view, without recording the view).
     pub fn matmul_t(&self, b: &Tensor<T>, ta: bool, tb: bool) -> Result<Tensor<T>> {
         let (data, shape) = matmul_raw(self, b, ta, tb)?;
-        Ok(Tensor::from_op(data, shape, &[self, b], || Op::Matmul {
+        Ok(record(data, shape, &[self, b], || Op::Matmul {
             a: self.clone(),
             b: b.clone(),
             ta,

@@ -1,5 +1,6 @@
 //! The differentiable operations, as methods on [`Tensor`]. Each computes its forward result
-//! with a kernel from `tensor::kernels` and records an [`Op`] when an input requires a gradient.
+//! with a kernel from `tensor::kernels` into a buffer allocated fallibly (an impossible size is
+//! an `Err`, never an abort) and records an [`Op`] when an input requires a gradient.
 
 mod arith;
 mod layout;
@@ -11,21 +12,27 @@ pub(crate) mod unary;
 
 pub(crate) use matmul::matmul_raw;
 
-use crate::autograd::Op;
+use crate::autograd::{record, Op};
 use crate::error::Result;
 use crate::tensor::kernels::elementwise;
 use crate::tensor::shape::broadcast_shapes;
+use crate::tensor::storage::buffer;
 use crate::tensor::{Float, Tensor};
 
 impl<T: Float> Tensor<T> {
-    /// Applies `f` element-wise and records `make()`.
+    /// Applies `f` element-wise (reading strides directly) and records `make()`.
     pub(crate) fn unary_op(
         &self,
+        name: &'static str,
         f: impl Fn(T) -> T + Sync + Send,
         make: impl FnOnce() -> Op<T>,
-    ) -> Tensor<T> {
-        let data = elementwise::map(&self.data(), f);
-        Tensor::from_op(data, self.shape().to_vec(), &[self], make)
+    ) -> Result<Tensor<T>> {
+        let mut data = buffer(name, self.shape())?;
+        {
+            let s = self.strided();
+            elementwise::map_strided(&s.data, s.layout, f, &mut data);
+        }
+        Ok(record(data, self.shape().to_vec(), &[self], make))
     }
 
     /// `f` applied with broadcasting: the data and the broadcast shape (nothing recorded).
@@ -36,15 +43,21 @@ impl<T: Float> Tensor<T> {
         f: impl Fn(T, T) -> T + Sync + Send,
     ) -> Result<(Vec<T>, Vec<usize>)> {
         let shape = broadcast_shapes(name, self.shape(), other.shape())?;
-        let data = elementwise::broadcast_binary(
-            &self.data(),
-            self.shape(),
-            &other.data(),
-            other.shape(),
-            &shape,
-            f,
-        );
+        let mut data = buffer(name, &shape)?;
+        let (a, b) = (self.strided(), other.strided());
+        elementwise::binary(&a.data, a.layout, &b.data, b.layout, &shape, f, &mut data);
         Ok((data, shape))
+    }
+
+    /// `f` applied with broadcasting, as a new tensor that is never recorded (for backward rules).
+    pub(crate) fn map2_raw(
+        &self,
+        other: &Tensor<T>,
+        name: &'static str,
+        f: impl Fn(T, T) -> T + Sync + Send,
+    ) -> Result<Tensor<T>> {
+        let (data, shape) = self.broadcast_map(other, name, f)?;
+        Ok(Tensor::from_parts(data, shape, None))
     }
 
     /// Applies `f` with broadcasting and records `make()`.
@@ -56,6 +69,6 @@ impl<T: Float> Tensor<T> {
         make: impl FnOnce() -> Op<T>,
     ) -> Result<Tensor<T>> {
         let (data, shape) = self.broadcast_map(other, name, f)?;
-        Ok(Tensor::from_op(data, shape, &[self, other], make))
+        Ok(record(data, shape, &[self, other], make))
     }
 }

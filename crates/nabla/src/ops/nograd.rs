@@ -16,7 +16,7 @@ impl<T: Float> Tensor<T> {
                 format!("axis {axis} of {} is empty", fmt_shape(self.shape())),
             ));
         }
-        Ok(reduce::max_axis(&self.data(), self.shape(), axis).1)
+        Ok(reduce::max_axis(&self.data()?, self.shape(), axis).1)
     }
 
     /// `[n, classes]` with a 1 at each `(i, labels[i])` and 0 elsewhere.

@@ -1,6 +1,6 @@
 //! Reductions (sum, mean, max) over chosen axes, and softmax / log-softmax along an axis.
 
-use crate::autograd::Op;
+use crate::autograd::{record, Op};
 use crate::error::{Error, Result};
 use crate::tensor::kernels::reduce;
 use crate::tensor::shape::{check_axis, normalize_axes, reduced_shape, sum_to_axes};
@@ -22,9 +22,9 @@ impl<T: Float> Tensor<T> {
     pub fn sum(&self, axes: &[usize], keepdim: bool) -> Result<Tensor<T>> {
         check_nonempty("sum", axes)?;
         let axes = normalize_axes("sum", axes, self.rank())?;
-        let data = reduce::sum_axes(&self.data(), self.shape(), &axes);
+        let data = reduce::sum_axes(&self.data()?, self.shape(), &axes);
         let shape = reduced_shape(self.shape(), &axes, keepdim);
-        Ok(Tensor::from_op(data, shape, &[self], || {
+        Ok(record(data, shape, &[self], || {
             Op::Sum(self.clone(), axes.clone(), keepdim)
         }))
     }
@@ -42,12 +42,12 @@ impl<T: Float> Tensor<T> {
     pub fn mean(&self, axes: &[usize], keepdim: bool) -> Result<Tensor<T>> {
         let s = self.sum(axes, keepdim)?;
         let count: usize = axes.iter().map(|&a| self.shape()[a]).product();
-        Ok(s.mul_scalar(1.0 / count as f64))
+        s.mul_scalar(1.0 / count as f64)
     }
 
     /// Mean of all elements, as a 0-dimensional tensor.
     pub fn mean_all(&self) -> Result<Tensor<T>> {
-        Ok(self.sum_all()?.mul_scalar(1.0 / self.numel() as f64))
+        self.sum_all()?.mul_scalar(1.0 / self.numel() as f64)
     }
 
     /// Maximum over `axes`. The gradient goes to the first maximal element of each group (one
@@ -63,10 +63,10 @@ impl<T: Float> Tensor<T> {
         }
         let mut cur = self.clone();
         for &a in axes.iter().rev() {
-            let (vals, _) = reduce::max_axis(&cur.data(), cur.shape(), a);
+            let (vals, _) = reduce::max_axis(&cur.data()?, cur.shape(), a);
             let shape = reduced_shape(cur.shape(), &[a], keepdim);
             let input = cur.clone();
-            cur = Tensor::from_op(vals, shape, &[&input], || {
+            cur = record(vals, shape, &[&input], || {
                 Op::Max(input.clone(), a, keepdim)
             });
         }
@@ -77,25 +77,19 @@ impl<T: Float> Tensor<T> {
     /// entries get probability 0.
     pub fn softmax(&self, axis: usize) -> Result<Tensor<T>> {
         check_axis("softmax", axis, self.rank())?;
-        let data = reduce::softmax_axis(&self.data(), self.shape(), axis, false);
-        Ok(Tensor::from_op(
-            data,
-            self.shape().to_vec(),
-            &[self],
-            || Op::Softmax(self.clone(), axis),
-        ))
+        let data = reduce::softmax_axis(&self.data()?, self.shape(), axis, false);
+        Ok(record(data, self.shape().to_vec(), &[self], || {
+            Op::Softmax(self.clone(), axis)
+        }))
     }
 
     /// Log-softmax along `axis`: `x − max − ln Σ e^(x − max)`. Finite for any finite logits.
     pub fn log_softmax(&self, axis: usize) -> Result<Tensor<T>> {
         check_axis("log_softmax", axis, self.rank())?;
-        let data = reduce::softmax_axis(&self.data(), self.shape(), axis, true);
-        Ok(Tensor::from_op(
-            data,
-            self.shape().to_vec(),
-            &[self],
-            || Op::LogSoftmax(self.clone(), axis),
-        ))
+        let data = reduce::softmax_axis(&self.data()?, self.shape(), axis, true);
+        Ok(record(data, self.shape().to_vec(), &[self], || {
+            Op::LogSoftmax(self.clone(), axis)
+        }))
     }
 
     /// Sums a broadcast result back to `target` (the shape of an operand that was broadcast):
@@ -105,7 +99,7 @@ impl<T: Float> Tensor<T> {
             return Ok(self.clone());
         }
         let axes = sum_to_axes(self.shape(), target);
-        let data = reduce::sum_axes(&self.data(), self.shape(), &axes);
+        let data = reduce::sum_axes(&self.data()?, self.shape(), &axes);
         Tensor::from_vec(data, target)
     }
 }

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_lr, grad_of, load_buffers, par_update4, save_buffers, state_config, Optimizer,
-    OptimizerState,
+    check_lr, grad_of, grad_values, load_buffers, par_update4, save_buffers, state_config,
+    Optimizer, OptimizerState,
 };
 use crate::autograd::GradStore;
 use crate::error::{Error, Result};
@@ -123,7 +123,7 @@ impl<T: Float> Optimizer<T> for Adam<T> {
             let Some(g) = grad_of("adam", grads, name, p)? else {
                 continue;
             };
-            let g = g.data();
+            let g = grad_values(g, p)?;
             p.update_data(|w| {
                 let m = m.get_or_insert_with(|| vec![T::ZERO; w.len()]);
                 let v = v.get_or_insert_with(|| vec![T::ZERO; w.len()]);
@@ -142,7 +142,7 @@ impl<T: Float> Optimizer<T> for Adam<T> {
                     }
                 };
                 par_update4(w, &g, m, v, update);
-            });
+            })?;
         }
         self.steps += 1;
         Ok(())

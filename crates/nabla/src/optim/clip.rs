@@ -21,11 +21,7 @@ pub fn clip_grad_norm<T: Float>(
     let mut sq = 0.0f64;
     for p in params {
         if let Some(g) = grads.get(p) {
-            sq += g
-                .data()
-                .iter()
-                .map(|v| v.to_f64() * v.to_f64())
-                .sum::<f64>();
+            g.for_each(|v| sq += v.to_f64() * v.to_f64());
         }
     }
     let norm = sq.sqrt();
@@ -33,7 +29,7 @@ pub fn clip_grad_norm<T: Float>(
         let scale = max_norm / (norm + 1e-6);
         for p in params {
             if let Some(g) = grads.get(p) {
-                let scaled = g.detach().mul_scalar(scale);
+                let scaled = g.detach().mul_scalar(scale)?;
                 grads.insert(p, scaled);
             }
         }

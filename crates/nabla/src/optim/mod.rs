@@ -124,6 +124,34 @@ pub(crate) fn grad_of<'a, T: Float>(
     }
 }
 
+/// A gradient's values for an in-place update of `p`: a copy when they share `p`'s storage
+/// (holding a read lock on it while `p` is written would deadlock), otherwise borrowed.
+pub(crate) enum GradValues<'a, T> {
+    Borrowed(crate::tensor::DataRef<'a, T>),
+    Owned(Vec<T>),
+}
+
+impl<T> std::ops::Deref for GradValues<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        match self {
+            GradValues::Borrowed(d) => d,
+            GradValues::Owned(v) => v,
+        }
+    }
+}
+
+pub(crate) fn grad_values<'a, T: Float>(
+    g: &'a Tensor<T>,
+    p: &Tensor<T>,
+) -> Result<GradValues<'a, T>> {
+    if g.storage_key() == p.storage_key() {
+        Ok(GradValues::Owned(g.to_vec()?))
+    } else {
+        Ok(GradValues::Borrowed(g.data()?))
+    }
+}
+
 /// Restores named buffers into `slots` (one per parameter) from `state`; `prefix` selects
 /// the buffer kind. Unknown names or wrong shapes are errors naming them all.
 pub(crate) fn load_buffers<T: Float>(
@@ -146,7 +174,7 @@ pub(crate) fn load_buffers<T: Float>(
                 fmt_shape(t.shape()),
                 fmt_shape(params[i].1.shape())
             )),
-            Some(i) => fresh[i] = Some(t.to_vec()),
+            Some(i) => fresh[i] = Some(t.to_vec()?),
         }
     }
     if problems.is_empty() {

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_lr, grad_of, load_buffers, par_update3, save_buffers, state_config, Optimizer,
-    OptimizerState,
+    check_lr, grad_of, grad_values, load_buffers, par_update3, save_buffers, state_config,
+    Optimizer, OptimizerState,
 };
 use crate::autograd::GradStore;
 use crate::error::{Error, Result};
@@ -83,7 +83,7 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
             let Some(g) = grad_of("sgd", grads, name, p)? else {
                 continue;
             };
-            let g = g.data();
+            let g = grad_values(g, p)?;
             p.update_data(|w| {
                 let fresh = buf.is_none();
                 let b = buf.get_or_insert_with(|| vec![T::ZERO; w.len()]);
@@ -98,7 +98,7 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
                     }
                 };
                 par_update3(w, &g, b, update);
-            });
+            })?;
             if !use_momentum {
                 *buf = None;
             }

@@ -1,23 +1,28 @@
-//! The tensor: a runtime shape over contiguous row-major storage, plus (when it was made by a
-//! recorded operation) the [`Op`](crate::autograd::Op) that made it.
+//! The tensor: a [`Layout`] (offset, shape, strides) over shared storage, plus (when it was
+//! made by a recorded operation) a graph node that the autograd layer reads.
 //!
-//! The submodules `shape` and `kernels` are pure functions over slices; they know nothing of
-//! autograd. The differentiable operations are methods in [`crate::ops`].
+//! This module knows nothing of autograd: the node is an opaque [`GraphNode`] implemented
+//! above it. The submodules `shape`, `view` and `kernels` are pure functions; the
+//! differentiable operations are methods in `crate::ops`.
 
 pub mod float;
 pub(crate) mod kernels;
 pub mod shape;
+pub(crate) mod storage;
+pub mod view;
 
+use std::any::Any;
 use std::fmt;
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, Weak};
+use std::sync::{Arc, RwLockReadGuard, Weak};
 
-use crate::autograd::{self, Op};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 pub use float::Float;
 use shape::{checked_numel, fmt_shape, numel};
+use storage::Storage;
+pub use view::Layout;
 
 /// A tensor's identity: gradients are keyed by it. Clones of a tensor share it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,26 +35,41 @@ impl TensorId {
     }
 }
 
-pub(crate) type Storage<T> = Arc<RwLock<Vec<T>>>;
+/// What a tensor made by a recorded operation remembers about how it was made. Implemented by
+/// the autograd layer; the tensor only needs to reach the inputs (to dismantle long graphs
+/// without recursion) and a name (for printing).
+pub(crate) trait GraphNode<T: Float>: Send + Sync + 'static {
+    /// The tensors the operation read.
+    fn inputs(&self) -> Vec<&Tensor<T>>;
+    /// Moves the inputs out, dropping the rest.
+    fn into_inputs(self: Box<Self>) -> Vec<Tensor<T>>;
+    /// The operation's name.
+    fn name(&self) -> &'static str;
+    /// For the autograd layer to get its own type back.
+    fn as_any(&self) -> &dyn Any;
+}
 
 struct Inner<T: Float> {
     id: TensorId,
-    shape: Vec<usize>,
-    storage: Storage<T>,
-    op: Option<Op<T>>,
+    layout: Layout,
+    storage: Arc<Storage<T>>,
+    node: Option<Box<dyn GraphNode<T>>>,
     requires_grad: bool,
 }
 
 /// An n-dimensional array of `f32` (default) or `f64`, cheap to clone (an `Arc`),
-/// `Send + Sync`.
+/// `Send + Sync`: a shared storage read through a [`Layout`] (offset, shape, strides), so
+/// transposes, permutations, narrowing and broadcasting are views that copy nothing.
 ///
 /// ```
 /// use nabla::Tensor;
-/// let x = Tensor::<f32>::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
-/// let w = Tensor::<f32>::ones(&[2, 1]).requires_grad();
-/// let loss = x.matmul(&w).unwrap().sum_all().unwrap();
-/// let grads = loss.backward().unwrap();
-/// assert_eq!(grads.get(&w).unwrap().to_vec(), vec![4.0, 6.0]);
+/// # fn main() -> nabla::Result<()> {
+/// let x = Tensor::<f32>::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2])?;
+/// let w = Tensor::<f32>::ones(&[2, 1])?.requires_grad();
+/// let loss = x.matmul(&w)?.sum_all()?;
+/// let grads = loss.backward()?;
+/// assert_eq!(grads.get(&w).unwrap().to_vec()?, vec![4.0, 6.0]);
+/// # Ok(()) }
 /// ```
 pub struct Tensor<T: Float = f32>(Arc<Inner<T>>);
 
@@ -75,68 +95,82 @@ impl<T: Float> WeakTensor<T> {
     }
 }
 
-/// Read access to a tensor's elements (a read lock on its storage).
-pub struct DataRef<'a, T>(RwLockReadGuard<'a, Vec<T>>);
+enum DataInner<'a, T> {
+    Borrowed(RwLockReadGuard<'a, Vec<T>>, Range<usize>),
+    Owned(Vec<T>),
+}
+
+/// Read access to a tensor's elements in row-major order: a read lock on the storage when the
+/// tensor is contiguous, otherwise a copy.
+pub struct DataRef<'a, T>(DataInner<'a, T>);
 
 impl<T> Deref for DataRef<'_, T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        &self.0
+        match &self.0 {
+            DataInner::Borrowed(g, r) => &g[r.clone()],
+            DataInner::Owned(v) => v,
+        }
+    }
+}
+
+/// The whole storage under a read lock, with the layout to read it through (for kernels that
+/// read strided inputs directly).
+pub(crate) struct Strided<'a, T> {
+    pub(crate) data: RwLockReadGuard<'a, Vec<T>>,
+    pub(crate) layout: &'a Layout,
+}
+
+impl<T: Copy> Strided<'_, T> {
+    /// Appends the elements in row-major order to `out`.
+    pub(crate) fn copy_into(&self, out: &mut Vec<T>) {
+        kernels::layout::strided_copy(&self.data, self.layout, out);
     }
 }
 
 impl<T: Float> Tensor<T> {
-    pub(crate) fn from_parts(data: Vec<T>, shape: Vec<usize>, op: Option<Op<T>>) -> Self {
-        debug_assert_eq!(data.len(), numel(&shape), "internal: data/shape mismatch");
-        let requires_grad = op.is_some();
+    pub(crate) fn from_parts(
+        data: Vec<T>,
+        shape: Vec<usize>,
+        node: Option<Box<dyn GraphNode<T>>>,
+    ) -> Self {
+        assert_eq!(data.len(), numel(&shape), "internal: data/shape mismatch");
+        let requires_grad = node.is_some();
         Tensor(Arc::new(Inner {
             id: TensorId::fresh(),
-            shape,
-            storage: Arc::new(RwLock::new(data)),
-            op,
+            layout: Layout::contiguous(shape),
+            storage: Arc::new(Storage::new(data)),
+            node,
             requires_grad,
         }))
     }
 
-    /// The result of an operation: records `make_op()` only when gradients are enabled
-    /// and one of `inputs` requires a gradient.
-    pub(crate) fn from_op(
-        data: Vec<T>,
-        shape: Vec<usize>,
-        inputs: &[&Tensor<T>],
-        make_op: impl FnOnce() -> Op<T>,
-    ) -> Self {
-        let record = autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad_flag());
-        if autograd::anomaly::is_detecting() {
-            let op = make_op();
-            autograd::anomaly::check_output(&op, &data, &shape);
-            return Self::from_parts(data, shape, record.then_some(op));
-        }
-        Self::from_parts(data, shape, record.then(make_op))
-    }
-
-    /// A tensor sharing this one's storage under another shape (same element count).
-    pub(crate) fn share_storage(&self, shape: Vec<usize>, op: Option<Op<T>>) -> Self {
-        let requires_grad = op.is_some();
+    /// A tensor reading this one's storage through another layout (a view).
+    pub(crate) fn view_parts(&self, layout: Layout, node: Option<Box<dyn GraphNode<T>>>) -> Self {
+        let fits = layout
+            .span_end()
+            .is_some_and(|end| end <= self.0.storage.len());
+        assert!(fits, "internal: view {layout:?} outside its storage");
+        let requires_grad = node.is_some();
         Tensor(Arc::new(Inner {
             id: TensorId::fresh(),
-            shape,
+            layout,
             storage: Arc::clone(&self.0.storage),
-            op,
+            node,
             requires_grad,
         }))
     }
 
     /// A tensor from row-major data and a shape; the element count must match.
     pub fn from_vec(data: Vec<T>, shape: &[usize]) -> Result<Self> {
-        if data.len() != checked_numel("from_vec", shape)? {
+        let n = checked_numel("from_vec", shape)?;
+        if data.len() != n {
             return Err(Error::shape(
                 "from_vec",
                 format!(
-                    "{} values cannot fill shape {} ({} elements)",
+                    "{} values cannot fill shape {} ({n} elements)",
                     data.len(),
                     fmt_shape(shape),
-                    numel(shape)
                 ),
             ));
         }
@@ -148,22 +182,20 @@ impl<T: Float> Tensor<T> {
         Self::from_parts(vec![v], vec![], None)
     }
 
-    /// A tensor of the given shape with every element `v`.
-    ///
-    /// Like `vec![v; n]`, the infallible constructors (`full`, `zeros`, `ones`, the random
-    /// ones) panic only if the element count overflows memory; use [`Tensor::from_vec`] for
-    /// shapes that come from untrusted input.
-    pub fn full(shape: &[usize], v: T) -> Self {
-        Self::from_parts(vec![v; numel(shape)], shape.to_vec(), None)
+    /// A tensor of the given shape with every element `v`. A shape whose size overflows or
+    /// cannot be allocated is an `Err`.
+    pub fn full(shape: &[usize], v: T) -> Result<Self> {
+        let data = storage::filled("full", shape, v)?;
+        Ok(Self::from_parts(data, shape.to_vec(), None))
     }
 
     /// All zeros.
-    pub fn zeros(shape: &[usize]) -> Self {
+    pub fn zeros(shape: &[usize]) -> Result<Self> {
         Self::full(shape, T::ZERO)
     }
 
     /// All ones.
-    pub fn ones(shape: &[usize]) -> Self {
+    pub fn ones(shape: &[usize]) -> Result<Self> {
         Self::full(shape, T::ONE)
     }
 
@@ -183,36 +215,35 @@ impl<T: Float> Tensor<T> {
             ));
         }
         let n = count as usize;
-        let data: Vec<T> = (0..n)
-            .map(|i| T::from_f64(start + step * i as f64))
-            .collect();
+        let mut data = storage::buffer("arange", &[n])?;
+        data.extend((0..n).map(|i| T::from_f64(start + step * i as f64)));
         Ok(Self::from_parts(data, vec![n], None))
     }
 
     /// Uniform random values in [lo, hi), from a seed.
-    pub fn rand_uniform(shape: &[usize], lo: f64, hi: f64, seed: u64) -> Self {
+    pub fn rand_uniform(shape: &[usize], lo: f64, hi: f64, seed: u64) -> Result<Self> {
         Self::rand_uniform_with(shape, lo, hi, &mut Rng::new(seed))
     }
 
     /// Uniform random values in [lo, hi), drawn from `rng`.
-    pub fn rand_uniform_with(shape: &[usize], lo: f64, hi: f64, rng: &mut Rng) -> Self {
-        let data = (0..numel(shape))
-            .map(|_| T::from_f64(rng.uniform_in(lo, hi)))
-            .collect();
-        Self::from_parts(data, shape.to_vec(), None)
+    pub fn rand_uniform_with(shape: &[usize], lo: f64, hi: f64, rng: &mut Rng) -> Result<Self> {
+        let mut data = storage::buffer("rand_uniform", shape)?;
+        let n = data.capacity();
+        data.extend((0..n).map(|_| T::from_f64(rng.uniform_in(lo, hi))));
+        Ok(Self::from_parts(data, shape.to_vec(), None))
     }
 
     /// Normal random values with the given mean and standard deviation, from a seed.
-    pub fn randn(shape: &[usize], mean: f64, std: f64, seed: u64) -> Self {
+    pub fn randn(shape: &[usize], mean: f64, std: f64, seed: u64) -> Result<Self> {
         Self::randn_with(shape, mean, std, &mut Rng::new(seed))
     }
 
     /// Normal random values drawn from `rng`.
-    pub fn randn_with(shape: &[usize], mean: f64, std: f64, rng: &mut Rng) -> Self {
-        let data = (0..numel(shape))
-            .map(|_| T::from_f64(mean + std * rng.normal()))
-            .collect();
-        Self::from_parts(data, shape.to_vec(), None)
+    pub fn randn_with(shape: &[usize], mean: f64, std: f64, rng: &mut Rng) -> Result<Self> {
+        let n = checked_numel("randn", shape)?;
+        let mut data = storage::buffer("randn", shape)?;
+        data.extend((0..n).map(|_| T::from_f64(mean + std * rng.normal())));
+        Ok(Self::from_parts(data, shape.to_vec(), None))
     }
 
     /// This tensor as a leaf that asks for a gradient (a trainable parameter or an input
@@ -228,33 +259,25 @@ impl<T: Float> Tensor<T> {
         if self.is_leaf() && self.0.requires_grad == on {
             return self;
         }
-        match Arc::try_unwrap(self.0) {
-            Ok(mut inner) if inner.op.is_none() => {
+        let leaf = match Arc::try_unwrap(self.0) {
+            Ok(mut inner) if inner.node.is_none() => {
                 inner.requires_grad = on;
-                Tensor(Arc::new(inner))
+                return Tensor(Arc::new(inner));
             }
-            Ok(inner) => {
-                let t = Tensor(Arc::new(inner));
-                let mut d = t.share_storage(t.shape().to_vec(), None);
-                Arc::get_mut(&mut d.0)
-                    .expect("internal: fresh tensor is unique")
-                    .requires_grad = on;
-                d
-            }
-            Err(shared) => {
-                let t = Tensor(shared);
-                let mut d = t.share_storage(t.shape().to_vec(), None);
-                Arc::get_mut(&mut d.0)
-                    .expect("internal: fresh tensor is unique")
-                    .requires_grad = on;
-                d
-            }
-        }
+            Ok(inner) => Tensor(Arc::new(inner)).detach(),
+            Err(shared) => Tensor(shared).detach(),
+        };
+        let mut leaf = leaf;
+        Arc::get_mut(&mut leaf.0)
+            .expect("internal: fresh tensor is unique")
+            .requires_grad = on;
+        leaf
     }
 
-    /// A tensor with the same storage that is cut from the graph: no op, no gradient.
+    /// A tensor with the same storage and layout that is cut from the graph: no op, no
+    /// gradient.
     pub fn detach(&self) -> Self {
-        self.share_storage(self.shape().to_vec(), None)
+        self.view_parts(self.0.layout.clone(), None)
     }
 
     /// Whether gradients flow to or through this tensor.
@@ -264,7 +287,11 @@ impl<T: Float> Tensor<T> {
 
     /// True for tensors not made by a recorded operation.
     pub fn is_leaf(&self) -> bool {
-        self.0.op.is_none()
+        self.0.node.is_none()
+    }
+
+    pub(crate) fn node(&self) -> Option<&dyn GraphNode<T>> {
+        self.0.node.as_deref()
     }
 
     /// The identity under which gradients of this tensor are stored.
@@ -274,39 +301,100 @@ impl<T: Float> Tensor<T> {
 
     /// The shape.
     pub fn shape(&self) -> &[usize] {
-        &self.0.shape
+        self.0.layout.shape()
+    }
+
+    /// How this tensor reads its storage: offset, shape and strides.
+    pub fn layout(&self) -> &Layout {
+        &self.0.layout
+    }
+
+    /// Element strides, one per axis (0 along a broadcast axis).
+    pub fn strides(&self) -> &[usize] {
+        self.0.layout.strides()
+    }
+
+    /// True when the elements are stored row-major without gaps (no copy needed to read them
+    /// as a slice).
+    pub fn is_contiguous(&self) -> bool {
+        self.0.layout.is_contiguous()
     }
 
     /// Number of dimensions.
     pub fn rank(&self) -> usize {
-        self.0.shape.len()
+        self.shape().len()
     }
 
     /// Number of elements.
     pub fn numel(&self) -> usize {
-        numel(&self.0.shape)
+        self.0.layout.numel()
     }
 
-    /// Bytes of element storage.
+    /// Bytes of the elements this tensor addresses (`numel × element size`; a view may
+    /// address fewer or, broadcast, more elements than its storage holds).
     pub fn nbytes(&self) -> usize {
-        self.numel() * std::mem::size_of::<T>()
+        self.numel().saturating_mul(std::mem::size_of::<T>())
     }
 
-    /// The operation that made this tensor, if it was recorded.
-    pub fn op(&self) -> Option<&Op<T>> {
-        self.0.op.as_ref()
+    /// Bytes of the storage behind this tensor, shared with its views.
+    pub fn storage_bytes(&self) -> usize {
+        self.0.storage.len() * std::mem::size_of::<T>()
     }
 
-    /// Read access to the elements, row-major.
-    pub fn data(&self) -> DataRef<'_, T> {
-        DataRef(self.0.storage.read().unwrap_or_else(|e| e.into_inner()))
+    /// The number of in-place writes the storage has seen (through this tensor or any view or
+    /// clone sharing it). Backward compares it with the value recorded in the forward pass.
+    pub fn version(&self) -> u64 {
+        self.0.storage.version()
     }
 
-    /// Modifies the elements in place (optimizers use this). Every tensor sharing this storage
-    /// (clones, reshapes, detached copies) sees the change.
-    pub fn update_data<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> R {
-        let mut guard = self.0.storage.write().unwrap_or_else(|e| e.into_inner());
-        f(&mut guard)
+    /// Read access to the elements in row-major order: borrowed when the tensor is contiguous,
+    /// otherwise copied (an `Err` if the copy cannot be allocated, e.g. for a huge broadcast).
+    pub fn data(&self) -> Result<DataRef<'_, T>> {
+        let guard = self.0.storage.read();
+        if let Some(r) = self.0.layout.contiguous_range() {
+            return Ok(DataRef(DataInner::Borrowed(guard, r)));
+        }
+        let mut out = storage::buffer("data", self.shape())?;
+        kernels::layout::strided_copy(&guard, &self.0.layout, &mut out);
+        Ok(DataRef(DataInner::Owned(out)))
+    }
+
+    /// The storage under a read lock with this tensor's layout, for kernels that read strides.
+    pub(crate) fn strided(&self) -> Strided<'_, T> {
+        Strided {
+            data: self.0.storage.read(),
+            layout: &self.0.layout,
+        }
+    }
+
+    /// Modifies the elements in place, handing `f` the elements in row-major order (optimizers
+    /// and checkpoint loads use this). Every tensor sharing this storage (clones, views,
+    /// detached copies) sees the change, and the storage's [version](Tensor::version) goes up,
+    /// so a recorded graph that saved it refuses to run backward rather than give a wrong
+    /// gradient. A broadcast view, whose elements alias each other, is refused.
+    pub fn update_data<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
+        let layout = &self.0.layout;
+        if layout.has_overlap() {
+            return Err(Error::arg(
+                "update_data",
+                format!(
+                    "the tensor of shape {} is a broadcast view (strides {:?}): several of its \
+                     elements are one stored value; write to the tensor it was broadcast from",
+                    fmt_shape(self.shape()),
+                    layout.strides()
+                ),
+            ));
+        }
+        if let Some(r) = layout.contiguous_range() {
+            let mut guard = self.0.storage.write();
+            return Ok(f(&mut guard[r]));
+        }
+        let mut tmp = storage::buffer("update_data", self.shape())?;
+        let mut guard = self.0.storage.write();
+        kernels::layout::strided_copy(&guard, layout, &mut tmp);
+        let r = f(&mut tmp);
+        kernels::layout::strided_scatter(&tmp, &mut guard, layout);
+        Ok(r)
     }
 
     /// A pointer identifying the storage (views share it); used to count saved bytes once.
@@ -315,8 +403,8 @@ impl<T: Float> Tensor<T> {
     }
 
     /// The elements, row-major, copied out.
-    pub fn to_vec(&self) -> Vec<T> {
-        self.data().to_vec()
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        Ok(self.data()?.to_vec())
     }
 
     /// The value of a one-element tensor.
@@ -331,17 +419,24 @@ impl<T: Float> Tensor<T> {
                 ),
             ));
         }
-        Ok(self.data()[0])
+        Ok(self.0.storage.read()[self.0.layout.offset()])
+    }
+
+    /// Visits the elements in row-major order without copying.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(T)) {
+        let s = self.strided();
+        s.layout.for_each_row(|start, len, stride| {
+            for j in 0..len {
+                f(s.data[start + j * stride]);
+            }
+        });
     }
 
     /// A copy converted to another element type (not recorded in the graph).
-    pub fn cast<U: Float>(&self) -> Tensor<U> {
-        let data = self
-            .data()
-            .iter()
-            .map(|&v| U::from_f64(v.to_f64()))
-            .collect();
-        Tensor::from_parts(data, self.shape().to_vec(), None)
+    pub fn cast<U: Float>(&self) -> Result<Tensor<U>> {
+        let mut data = storage::buffer("cast", self.shape())?;
+        self.for_each(|v| data.push(U::from_f64(v.to_f64())));
+        Ok(Tensor::from_parts(data, self.shape().to_vec(), None))
     }
 
     /// A weak handle that does not keep this tensor (or the graph behind it) alive.
@@ -351,15 +446,21 @@ impl<T: Float> Tensor<T> {
 
     /// True when every element is finite (no NaN, no ±∞).
     pub fn all_finite(&self) -> bool {
-        self.data().iter().all(|v| v.is_finite())
+        let mut ok = true;
+        self.for_each(|v| ok &= v.is_finite());
+        ok
     }
 }
 
 impl<T: Float> fmt::Debug for Tensor<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let data = self.data();
-        let shown: Vec<String> = data.iter().take(8).map(|v| format!("{v}")).collect();
-        let more = if data.len() > 8 { ", …" } else { "" };
+        let mut shown: Vec<String> = Vec::new();
+        self.for_each(|v| {
+            if shown.len() < 8 {
+                shown.push(format!("{v}"));
+            }
+        });
+        let more = if self.numel() > 8 { ", …" } else { "" };
         write!(
             f,
             "Tensor<{}>{} [{}{}]",
@@ -368,8 +469,8 @@ impl<T: Float> fmt::Debug for Tensor<T> {
             shown.join(", "),
             more
         )?;
-        if let Some(op) = self.op() {
-            write!(f, " ← {}", op.kind().name())?;
+        if let Some(node) = self.node() {
+            write!(f, " ← {}", node.name())?;
         } else if self.requires_grad_flag() {
             write!(f, " (requires grad)")?;
         }
@@ -381,12 +482,12 @@ impl<T: Float> Drop for Inner<T> {
     /// Dismantles the graph behind this tensor with an explicit stack: the default recursive
     /// drop would overflow the stack on a long chain of operations.
     fn drop(&mut self) {
-        let Some(op) = self.op.take() else { return };
-        let mut stack = vec![op];
-        while let Some(op) = stack.pop() {
-            for input in op.into_inputs() {
+        let Some(node) = self.node.take() else { return };
+        let mut stack = vec![node];
+        while let Some(node) = stack.pop() {
+            for input in node.into_inputs() {
                 if let Ok(mut inner) = Arc::try_unwrap(input.0) {
-                    if let Some(op) = inner.op.take() {
+                    if let Some(op) = inner.node.take() {
                         stack.push(op);
                     }
                 }

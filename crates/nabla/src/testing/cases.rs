@@ -33,7 +33,12 @@ pub struct OpCheck {
 }
 
 fn u(shape: &[usize], seed: u64) -> Tensor<f64> {
-    Tensor::rand_uniform(shape, -1.0, 1.0, seed)
+    Tensor::rand_uniform(shape, -1.0, 1.0, seed).expect("internal: small shape")
+}
+
+/// Uniform in [−c, c].
+fn us(shape: &[usize], seed: u64, c: f64) -> Tensor<f64> {
+    Tensor::rand_uniform(shape, -c, c, seed).expect("internal: small shape")
 }
 
 /// Uniform values with magnitude in [0.1, 1.1]: away from the kink of relu/abs/leaky_relu.
@@ -41,6 +46,7 @@ fn away_from_zero(shape: &[usize], seed: u64) -> Tensor<f64> {
     let t = u(shape, seed);
     let data = t
         .to_vec()
+        .expect("internal: small shape")
         .iter()
         .map(|&v| v.signum() * (0.1 + v.abs()))
         .collect();
@@ -48,7 +54,7 @@ fn away_from_zero(shape: &[usize], seed: u64) -> Tensor<f64> {
 }
 
 fn positive(shape: &[usize], seed: u64) -> Tensor<f64> {
-    Tensor::rand_uniform(shape, 0.5, 2.0, seed)
+    Tensor::rand_uniform(shape, 0.5, 2.0, seed).expect("internal: small shape")
 }
 
 /// Distinct values (a shuffled, spaced ramp): no ties for `max`.
@@ -110,12 +116,10 @@ pub fn op_cases() -> Vec<OpCase> {
             vec![u(&[1, 3], 18), positive(&[2, 1], 19)],
             |t| t[0].div(&t[1]),
         ),
-        case("neg", vec![u(&[2, 3], 20)], |t| Ok(t[0].neg())),
-        case("add_scalar", vec![u(&[2, 3], 21)], |t| {
-            Ok(t[0].add_scalar(2.5))
-        }),
+        case("neg", vec![u(&[2, 3], 20)], |t| t[0].neg()),
+        case("add_scalar", vec![u(&[2, 3], 21)], |t| t[0].add_scalar(2.5)),
         case("mul_scalar", vec![u(&[2, 3], 22)], |t| {
-            Ok(t[0].mul_scalar(-1.5))
+            t[0].mul_scalar(-1.5)
         }),
         case("pow_scalar 3", vec![u(&[2, 3], 23)], |t| {
             t[0].pow_scalar(3.0)
@@ -126,32 +130,22 @@ pub fn op_cases() -> Vec<OpCase> {
         case("pow_scalar -2", vec![positive(&[4], 25)], |t| {
             t[0].pow_scalar(-2.0)
         }),
-        case("square", vec![u(&[4], 26)], |t| Ok(t[0].square())),
-        case("exp", vec![u(&[2, 3], 27)], |t| Ok(t[0].exp())),
-        case("log", vec![positive(&[2, 3], 28)], |t| Ok(t[0].log())),
-        case("sqrt", vec![positive(&[2, 3], 29)], |t| Ok(t[0].sqrt())),
-        case("abs", vec![away_from_zero(&[2, 3], 30)], |t| Ok(t[0].abs())),
+        case("square", vec![u(&[4], 26)], |t| t[0].square()),
+        case("exp", vec![u(&[2, 3], 27)], |t| t[0].exp()),
+        case("log", vec![positive(&[2, 3], 28)], |t| t[0].log()),
+        case("sqrt", vec![positive(&[2, 3], 29)], |t| t[0].sqrt()),
+        case("abs", vec![away_from_zero(&[2, 3], 30)], |t| t[0].abs()),
         case("clamp", vec![away_from_zero(&[3, 4], 31)], |t| {
             t[0].clamp(-0.55, 0.6)
         }),
-        case("relu", vec![away_from_zero(&[3, 4], 32)], |t| {
-            Ok(t[0].relu())
-        }),
+        case("relu", vec![away_from_zero(&[3, 4], 32)], |t| t[0].relu()),
         case("leaky_relu", vec![away_from_zero(&[3, 4], 33)], |t| {
-            Ok(t[0].leaky_relu(0.1))
+            t[0].leaky_relu(0.1)
         }),
-        case("sigmoid", vec![u(&[3, 4], 34).mul_scalar(8.0)], |t| {
-            Ok(t[0].sigmoid())
-        }),
-        case("tanh", vec![u(&[3, 4], 35).mul_scalar(3.0)], |t| {
-            Ok(t[0].tanh())
-        }),
-        case("gelu", vec![u(&[3, 4], 36).mul_scalar(3.0)], |t| {
-            Ok(t[0].gelu())
-        }),
-        case("softplus", vec![u(&[3, 4], 37).mul_scalar(30.0)], |t| {
-            Ok(t[0].softplus())
-        }),
+        case("sigmoid", vec![us(&[3, 4], 34, 8.0)], |t| t[0].sigmoid()),
+        case("tanh", vec![us(&[3, 4], 35, 3.0)], |t| t[0].tanh()),
+        case("gelu", vec![us(&[3, 4], 36, 3.0)], |t| t[0].gelu()),
+        case("softplus", vec![us(&[3, 4], 37, 30.0)], |t| t[0].softplus()),
         case(
             "matmul [3,4]x[4,2]",
             vec![u(&[3, 4], 38), u(&[4, 2], 39)],
@@ -226,40 +220,126 @@ pub fn op_cases() -> Vec<OpCase> {
         case("max [0,2] keepdim", vec![distinct(&[2, 3, 4], 69)], |t| {
             t[0].max(&[0, 2], true)
         }),
-        case(
-            "softmax axis 1",
-            vec![u(&[3, 4], 70).mul_scalar(3.0)],
-            |t| t[0].softmax(1),
-        ),
+        case("softmax axis 1", vec![us(&[3, 4], 70, 3.0)], |t| {
+            t[0].softmax(1)
+        }),
         case("softmax axis 0", vec![u(&[3, 4], 71)], |t| t[0].softmax(0)),
-        case(
-            "log_softmax axis 1",
-            vec![u(&[3, 4], 72).mul_scalar(3.0)],
-            |t| t[0].log_softmax(1),
-        ),
+        case("log_softmax axis 1", vec![us(&[3, 4], 72, 3.0)], |t| {
+            t[0].log_softmax(1)
+        }),
         case("log_softmax 3-D axis 1", vec![u(&[2, 3, 2], 73)], |t| {
             t[0].log_softmax(1)
         }),
         case(
             "linear + squared loss",
             vec![u(&[5, 3], 74), u(&[3, 2], 75), u(&[2], 76)],
-            |t| t[0].matmul(&t[1])?.add(&t[2])?.square().sum_all(),
+            |t| t[0].matmul(&t[1])?.add(&t[2])?.square()?.sum_all(),
         ),
-        case(
-            "softmax_cross_entropy",
-            vec![u(&[3, 4], 79).mul_scalar(3.0)],
-            |t| {
-                let target = Tensor::from_vec(
-                    vec![0.0, 1.0, 0.0, 0.0, 0.25, 0.25, 0.5, 0.0, 0.1, 0.2, 0.3, 0.4],
-                    &[3, 4],
-                )?;
-                t[0].softmax_cross_entropy(&target)
-            },
-        ),
+        case("softmax_cross_entropy", vec![us(&[3, 4], 79, 3.0)], |t| {
+            let target = Tensor::from_vec(
+                vec![0.0, 1.0, 0.0, 0.0, 0.25, 0.25, 0.5, 0.0, 0.1, 0.2, 0.3, 0.4],
+                &[3, 4],
+            )?;
+            t[0].softmax_cross_entropy(&target)
+        }),
         case("cross-entropy", vec![u(&[4, 3], 77), u(&[3, 5], 78)], |t| {
             let logp = t[0].matmul(&t[1])?.log_softmax(1)?;
-            logp.gather(1, &[0, 4, 2, 1])?.mean_all().map(|m| m.neg())
+            logp.gather(1, &[0, 4, 2, 1])?.mean_all()?.neg()
         }),
+    ]
+    .into_iter()
+    .chain(view_cases())
+    .collect()
+}
+
+/// Views and non-contiguous inputs: every view op, and ops (element-wise, matmul, linear,
+/// reductions, softmax, copies) reading transposed, narrowed, permuted or broadcast views.
+fn view_cases() -> Vec<OpCase> {
+    vec![
+        case("contiguous of a transpose", vec![u(&[3, 4], 100)], |t| {
+            t[0].t()?.contiguous()
+        }),
+        case("unsqueeze then squeeze", vec![u(&[3, 4], 101)], |t| {
+            t[0].unsqueeze(1)?
+                .mul(&u(&[3, 2, 4], 102))?
+                .sum(&[1], true)?
+                .squeeze(1)
+        }),
+        case(
+            "expand [3,1]->[3,4] times x",
+            vec![u(&[3, 1], 103), u(&[3, 4], 104)],
+            |t| t[0].expand(&[3, 4])?.mul(&t[1]),
+        ),
+        case("narrow of a transpose", vec![u(&[4, 5], 105)], |t| {
+            t[0].t()?.narrow(1, 1, 2)?.exp()
+        }),
+        case("permute of a permute", vec![u(&[2, 3, 4], 106)], |t| {
+            t[0].permute(&[2, 0, 1])?.permute(&[0, 2, 1])?.tanh()
+        }),
+        case(
+            "mul of transposed views",
+            vec![u(&[3, 4], 107), u(&[4, 3], 108)],
+            |t| t[0].t()?.mul(&t[1]),
+        ),
+        case(
+            "add broadcast with a narrowed view",
+            vec![u(&[3, 6], 109), u(&[1, 3], 110)],
+            |t| t[0].narrow(1, 2, 3)?.add(&t[1]),
+        ),
+        case(
+            "matmul of transposed views",
+            vec![u(&[4, 3], 111), u(&[2, 4], 112)],
+            |t| t[0].t()?.matmul(&t[1].t()?),
+        ),
+        case(
+            "matmul of narrowed views",
+            vec![u(&[3, 6], 113), u(&[5, 2], 114)],
+            |t| t[0].narrow(1, 1, 4)?.matmul(&t[1].narrow(0, 1, 4)?),
+        ),
+        case(
+            "matmul [3,2,4]ᵖ x [4,2] (permuted batch)",
+            vec![u(&[3, 2, 4], 115), u(&[4, 2], 116)],
+            |t| t[0].permute(&[1, 0, 2])?.matmul(&t[1]),
+        ),
+        case(
+            "matmul batched of permuted views",
+            vec![u(&[3, 2, 4], 117), u(&[2, 3, 2], 118)],
+            |t| t[0].permute(&[1, 2, 0])?.matmul(&t[1]),
+        ),
+        case(
+            "linear with a transposed [out, in] weight",
+            vec![u(&[5, 3], 119), u(&[2, 3], 120), u(&[2], 121)],
+            |t| t[0].linear(&t[1].t()?, &t[2]),
+        ),
+        case(
+            "reshape of a transpose (copy)",
+            vec![u(&[3, 4], 122)],
+            |t| t[0].t()?.reshape(&[2, 6]),
+        ),
+        case("sum of a broadcast view", vec![u(&[3, 1], 123)], |t| {
+            t[0].broadcast_to(&[2, 3, 4])?.square()?.sum(&[0, 2], false)
+        }),
+        case("softmax of a transpose", vec![us(&[4, 3], 124, 3.0)], |t| {
+            t[0].t()?.softmax(1)
+        }),
+        case(
+            "max of a permuted view",
+            vec![distinct(&[3, 4], 125)],
+            |t| t[0].t()?.max(&[1], false),
+        ),
+        case(
+            "concat of views",
+            vec![u(&[3, 2], 126), u(&[2, 3], 127)],
+            |t| Tensor::concat(&[&t[0], &t[1].t()?], 1),
+        ),
+        case("index_select of a transpose", vec![u(&[4, 3], 128)], |t| {
+            t[0].t()?.index_select(1, &[3, 0, 3])
+        }),
+        case(
+            "relu of a narrowed view",
+            vec![away_from_zero(&[4, 4], 129)],
+            |t| t[0].narrow(0, 1, 2)?.relu(),
+        ),
     ]
 }
 
@@ -279,7 +359,7 @@ pub fn module_cases() -> Vec<OpCase> {
         ));
         // residuals kept away from 0 (|x|'s kink) and from ±δ (huber's switch)
         let pred = away_from_zero(&[4, 3], 82);
-        let zero = Tensor::zeros(&[4, 3]);
+        let zero = Tensor::zeros(&[4, 3]).expect("internal: small shape");
         cases.push(case(
             &format!("loss l1 ({tag})"),
             vec![pred.clone(), zero.clone()],
@@ -287,7 +367,7 @@ pub fn module_cases() -> Vec<OpCase> {
         ));
         cases.push(case(
             &format!("loss huber ({tag})"),
-            vec![pred.mul_scalar(1.3), zero],
+            vec![pred.mul_scalar(1.3).expect("internal: small shape"), zero],
             move |t| loss::huber(&t[0], &t[1], 0.77, red),
         ));
         cases.push(case(
@@ -297,10 +377,10 @@ pub fn module_cases() -> Vec<OpCase> {
         ));
         cases.push(case(
             &format!("loss cross_entropy smoothed ({tag})"),
-            vec![u(&[4, 5], 84).mul_scalar(4.0)],
+            vec![us(&[4, 5], 84, 4.0)],
             move |t| loss::cross_entropy(&t[0], Target::Classes(&[1, 3, 0, 4]), 0.1, red),
         ));
-        let probs = Tensor::<f64>::rand_uniform(&[3, 4], 0.1, 1.0, 85);
+        let probs = Tensor::<f64>::rand_uniform(&[3, 4], 0.1, 1.0, 85).expect("small");
         let probs = probs
             .div(&probs.sum(&[1], true).expect("2-D"))
             .expect("same rows");
@@ -312,13 +392,14 @@ pub fn module_cases() -> Vec<OpCase> {
         cases.push(case(
             &format!("loss bce_with_logits ({tag})"),
             vec![
-                u(&[5, 2], 87).mul_scalar(5.0),
-                Tensor::rand_uniform(&[5, 2], 0.0, 1.0, 88),
+                us(&[5, 2], 87, 5.0),
+                Tensor::rand_uniform(&[5, 2], 0.0, 1.0, 88).expect("small"),
             ],
             move |t| loss::bce_with_logits(&t[0], &t[1], red),
         ));
     }
-    let layer = Linear::<f64>::new(3, 4, true, Init::KaimingUniform, &mut Rng::new(89));
+    let layer = Linear::<f64>::new(3, 4, true, Init::KaimingUniform, &mut Rng::new(89))
+        .expect("internal: small layer");
     let (w, b) = (
         layer.weight.detach(),
         layer.bias.clone().expect("has bias").detach(),

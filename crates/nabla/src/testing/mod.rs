@@ -6,9 +6,9 @@
 //! ```
 //! use nabla::testing::{gradcheck, GradcheckOptions};
 //! use nabla::Tensor;
-//! let x = Tensor::<f64>::rand_uniform(&[3, 4], -1.0, 1.0, 0);
+//! let x = Tensor::<f64>::rand_uniform(&[3, 4], -1.0, 1.0, 0).unwrap();
 //! let report = gradcheck(
-//!     |t| t[0].tanh().mul(&t[0])?.sum_all(),   // f(x) = Σ x·tanh(x)
+//!     |t| t[0].tanh()?.mul(&t[0])?.sum_all(),   // f(x) = Σ x·tanh(x)
 //!     &[x],
 //!     &GradcheckOptions::default(),
 //! ).unwrap();
@@ -138,7 +138,10 @@ where
     }
     let leaves: Vec<Tensor<f64>> = inputs.iter().map(|t| t.detach().requires_grad()).collect();
     let out = f(&leaves)?;
-    let r = (out.numel() != 1).then(|| Tensor::randn(out.shape(), 0.0, 1.0, opts.seed));
+    let r = match out.numel() {
+        1 => None,
+        _ => Some(Tensor::randn(out.shape(), 0.0, 1.0, opts.seed)?),
+    };
     let loss = scalarize(&out, &r)?;
     if !loss.requires_grad_flag() {
         return Err(Error::autograd(
@@ -155,10 +158,10 @@ where
     };
     for (i, leaf) in leaves.iter().enumerate() {
         let analytic = match grads.get(leaf) {
-            Some(g) => g.to_vec(),
+            Some(g) => g.to_vec()?,
             None => vec![0.0; leaf.numel()],
         };
-        let base = leaf.to_vec();
+        let base = leaf.to_vec()?;
         for (j, &a) in analytic.iter().enumerate() {
             let eval = |delta: f64| -> Result<f64> {
                 let mut data = base.clone();
@@ -202,7 +205,7 @@ pub fn assert_close<T: Float>(a: &Tensor<T>, b: &Tensor<T>, atol: f64, rtol: f64
             format!("{} vs {}", fmt_shape(a.shape()), fmt_shape(b.shape())),
         ));
     }
-    let (da, db) = (a.data(), b.data());
+    let (da, db) = (a.data()?, b.data()?);
     let mut worst: Option<(usize, f64, f64, f64)> = None;
     for (i, (&x, &y)) in da.iter().zip(db.iter()).enumerate() {
         let (x, y) = (x.to_f64(), y.to_f64());

@@ -1,85 +1,114 @@
-//! Element-wise kernels: unary maps and binary maps with NumPy broadcasting.
+//! Element-wise kernels: unary maps and binary maps with NumPy broadcasting, reading strided
+//! inputs directly and appending to an output buffer the caller allocated.
 
 use super::PAR_THRESHOLD;
-use crate::tensor::shape::broadcast_strides;
+use crate::tensor::view::Layout;
 use crate::tensor::Float;
 use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
 
-/// `out[i] = f(x[i])`.
-pub fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync + Send) -> Vec<T> {
+/// Appends `f(x[i])` for every element of a contiguous slice.
+pub fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync + Send, out: &mut Vec<T>) {
     if x.len() < PAR_THRESHOLD {
-        return x.iter().map(|&v| f(v)).collect();
+        out.extend(x.iter().map(|&v| f(v)));
+        return;
     }
-    let mut out = vec![T::ZERO; x.len()];
-    out.par_chunks_mut(CHUNK)
+    let start = out.len();
+    out.resize(start + x.len(), T::ZERO);
+    out[start..]
+        .par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(o, i)| {
             for (o, &v) in o.iter_mut().zip(i) {
                 *o = f(v);
             }
         });
-    out
 }
 
-/// `out[i] = f(a[i], b[i])` for equal-length slices.
-pub fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) -> Vec<T> {
+/// Appends `f(x)` for every element `layout` addresses in `src`, in row-major order.
+pub fn map_strided<T: Float>(
+    src: &[T],
+    layout: &Layout,
+    f: impl Fn(T) -> T + Sync + Send,
+    out: &mut Vec<T>,
+) {
+    if let Some(r) = layout.contiguous_range() {
+        return map(&src[r], f, out);
+    }
+    layout.for_each_row(|start, len, stride| {
+        if stride == 1 {
+            out.extend(src[start..start + len].iter().map(|&v| f(v)));
+        } else {
+            out.extend((0..len).map(|j| f(src[start + j * stride])));
+        }
+    });
+}
+
+/// Appends `f(a[i], b[i])` for equal-length slices.
+pub fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send, out: &mut Vec<T>) {
     debug_assert_eq!(a.len(), b.len());
     if a.len() < PAR_THRESHOLD {
-        return a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect();
+        out.extend(a.iter().zip(b).map(|(&x, &y)| f(x, y)));
+        return;
     }
-    let mut out = vec![T::ZERO; a.len()];
-    out.par_chunks_mut(CHUNK)
+    let start = out.len();
+    out.resize(start + a.len(), T::ZERO);
+    out[start..]
+        .par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(o, (a, b))| {
             for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
                 *o = f(x, y);
             }
         });
-    out
 }
 
-/// `f(a, b)` with NumPy broadcasting to `out_shape` (which the caller computed).
-pub fn broadcast_binary<T: Float>(
+/// Appends `f(a, b)` with NumPy broadcasting to `out_shape` (which the caller computed and
+/// checked), reading both operands through their layouts.
+pub fn binary<T: Float>(
     a: &[T],
-    a_shape: &[usize],
+    la: &Layout,
     b: &[T],
-    b_shape: &[usize],
+    lb: &Layout,
     out_shape: &[usize],
     f: impl Fn(T, T) -> T + Sync + Send,
-) -> Vec<T> {
-    if a_shape == b_shape {
-        return zip_map(a, b, f);
-    }
-    if b.len() == 1 && a_shape == out_shape {
-        let s = b[0];
-        return map(a, |x| f(x, s));
-    }
-    if a.len() == 1 && b_shape == out_shape {
-        let s = a[0];
-        return map(b, |y| f(s, y));
-    }
+    out: &mut Vec<T>,
+) {
     let n: usize = out_shape.iter().product();
-    let mut out = vec![T::ZERO; n];
     if n == 0 {
-        return out;
+        return;
     }
-    let sa = broadcast_strides(a_shape, out_shape);
-    let sb = broadcast_strides(b_shape, out_shape);
+    let (ra, rb) = (la.contiguous_range(), lb.contiguous_range());
+    if la.shape() == lb.shape() {
+        if let (Some(ra), Some(rb)) = (&ra, &rb) {
+            return zip_map(&a[ra.clone()], &b[rb.clone()], f, out);
+        }
+    }
+    if lb.numel() == 1 && la.shape() == out_shape {
+        let s = b[lb.offset()];
+        return map_strided(a, la, |x| f(x, s), out);
+    }
+    if la.numel() == 1 && lb.shape() == out_shape {
+        let s = a[la.offset()];
+        return map_strided(b, lb, |y| f(s, y), out);
+    }
+    let va = la.broadcast_to(out_shape);
+    let vb = lb.broadcast_to(out_shape);
+    let (sa, sb) = (va.strides(), vb.strides());
     let rank = out_shape.len();
     let last = out_shape[rank - 1];
-    let (la, lb) = (sa[rank - 1], sb[rank - 1]);
+    let (la_s, lb_s) = (sa[rank - 1], sb[rank - 1]);
     // One row of the last dimension at a time; the row's start offsets come from its index.
     let row = |r: usize, o: &mut [T]| {
-        let (mut oa, mut ob, mut rem) = (0, 0, r);
+        let (mut oa, mut ob, mut rem) = (va.offset(), vb.offset(), r);
         for d in (0..rank - 1).rev() {
             let i = rem % out_shape[d];
             rem /= out_shape[d];
             oa += i * sa[d];
             ob += i * sb[d];
         }
-        match (la, lb) {
+        match (la_s, lb_s) {
             (1, 1) => {
                 for ((o, &x), &y) in o.iter_mut().zip(&a[oa..oa + last]).zip(&b[ob..ob + last]) {
                     *o = f(x, y);
@@ -99,22 +128,21 @@ pub fn broadcast_binary<T: Float>(
             }
             _ => {
                 for (j, o) in o.iter_mut().enumerate() {
-                    *o = f(a[oa + j * la], b[ob + j * lb]);
+                    *o = f(a[oa + j * la_s], b[ob + j * lb_s]);
                 }
             }
         }
     };
-    if last == 0 {
-        return out;
-    }
+    let start = out.len();
+    out.resize(start + n, T::ZERO);
+    let dst = &mut out[start..];
     if n < PAR_THRESHOLD {
-        for (r, o) in out.chunks_mut(last).enumerate() {
+        for (r, o) in dst.chunks_mut(last).enumerate() {
             row(r, o);
         }
     } else {
-        out.par_chunks_mut(last)
+        dst.par_chunks_mut(last)
             .enumerate()
             .for_each(|(r, o)| row(r, o));
     }
-    out
 }

@@ -1,51 +1,60 @@
-//! The one entry point to the GEMM crate. Transposed operands are passed as swapped strides,
-//! never copied.
+//! The one entry point to the GEMM crate. Operands are strided matrices inside a storage
+//! slice: transposes and other views are passed as strides, never copied.
 
 use crate::tensor::Float;
 
-/// One stored row-major matrix operand: its data, stored rows and columns, and whether the
-/// product should read it transposed.
+/// One matrix operand as the product reads it: `m[i][j] = data[offset + i·rs + j·cs]`.
 #[derive(Clone, Copy)]
 pub struct MatRef<'a, T> {
-    /// Row-major elements.
+    /// The storage the matrix lives in.
     pub data: &'a [T],
-    /// Stored rows.
+    /// Index of element (0, 0).
+    pub offset: usize,
+    /// Rows.
     pub rows: usize,
-    /// Stored columns.
+    /// Columns.
     pub cols: usize,
-    /// Read as its transpose.
-    pub trans: bool,
+    /// Row stride.
+    pub rs: usize,
+    /// Column stride.
+    pub cs: usize,
 }
 
 impl<T> MatRef<'_, T> {
-    /// Rows and columns as the product sees them.
-    pub fn dims(&self) -> (usize, usize) {
-        if self.trans {
-            (self.cols, self.rows)
-        } else {
-            (self.rows, self.cols)
+    /// The transpose (strides swapped).
+    pub fn t(self) -> Self {
+        MatRef {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
         }
     }
-    fn strides(&self) -> (isize, isize) {
-        let (r, c) = (self.cols as isize, 1);
-        if self.trans {
-            (c, r)
-        } else {
-            (r, c)
+
+    /// True when every element lies inside `data` (the condition for the unsafe call).
+    fn in_bounds(&self) -> bool {
+        if self.rows == 0 || self.cols == 0 {
+            return true;
         }
+        (self.rows - 1)
+            .checked_mul(self.rs)
+            .zip((self.cols - 1).checked_mul(self.cs))
+            .and_then(|(r, c)| r.checked_add(c)?.checked_add(self.offset))
+            .is_some_and(|last| last < self.data.len() && last <= isize::MAX as usize)
     }
 }
 
-/// `out = op(a)·op(b) + beta·out` where `out` is row-major m×n. Shapes must agree (checked by
-/// the caller; asserted here because a mismatch would be memory-unsafe).
+/// `out = a·b + beta·out` where `out` is row-major m×n. Shapes must agree (checked by the
+/// caller; asserted here, with every operand's bounds, because a mismatch would be
+/// memory-unsafe).
 pub fn gemm_into<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: &mut [T]) {
-    let (m, k) = a.dims();
-    let (k2, n) = b.dims();
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(
-        k == k2
-            && a.data.len() >= a.rows * a.cols
-            && b.data.len() >= b.rows * b.cols
-            && out.len() >= m * n,
+        k == b.rows
+            && a.in_bounds()
+            && b.in_bounds()
+            && m.checked_mul(n).is_some_and(|mn| out.len() >= mn),
         "internal: gemm operand sizes disagree"
     );
     if m == 0 || n == 0 {
@@ -57,18 +66,24 @@ pub fn gemm_into<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: &mu
         }
         return;
     }
-    let (rsa, csa) = a.strides();
-    let (rsb, csb) = b.strides();
-    // SAFETY: sizes were asserted above; strides describe the stored row-major matrices.
+    // A stride along an axis of length 1 is never multiplied by a non-zero index; make it 0 so
+    // that the cast below cannot wrap.
+    let rsa = if m > 1 { a.rs as isize } else { 0 };
+    let csa = if k > 1 { a.cs as isize } else { 0 };
+    let rsb = if k > 1 { b.rs as isize } else { 0 };
+    let csb = if n > 1 { b.cs as isize } else { 0 };
+    // SAFETY: every element of a and b lies inside its slice (in_bounds), `out` holds m·n
+    // elements, and every stride used fits in isize because
+    // it indexes into a slice.
     unsafe {
         T::gemm(
             m,
             k,
             n,
-            a.data.as_ptr(),
+            a.data.as_ptr().add(a.offset),
             rsa,
             csa,
-            b.data.as_ptr(),
+            b.data.as_ptr().add(b.offset),
             rsb,
             csb,
             beta,
@@ -77,13 +92,4 @@ pub fn gemm_into<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: &mu
             1,
         );
     }
-}
-
-/// `op(a)·op(b)` into a new row-major m×n buffer.
-pub fn gemm<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>) -> Vec<T> {
-    let (m, _) = a.dims();
-    let (_, n) = b.dims();
-    let mut out = vec![T::ZERO; m * n];
-    gemm_into(a, b, T::ZERO, &mut out);
-    out
 }

@@ -1,0 +1,73 @@
+//! Element storage shared by a tensor and its views, with a version counter, and fallible
+//! allocation of element buffers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::shape::{checked_numel, fmt_shape};
+use crate::error::{Error, Result};
+
+/// A flat buffer of elements and the number of in-place writes it has seen. Its length never
+/// changes after creation, which is what lets views check their bounds once.
+pub(crate) struct Storage<T> {
+    data: RwLock<Vec<T>>,
+    version: AtomicU64,
+}
+
+impl<T> Storage<T> {
+    pub(crate) fn new(data: Vec<T>) -> Self {
+        Storage {
+            data: RwLock::new(data),
+            version: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Vec<T>> {
+        self.data.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write access; bumps the version before the caller can change anything, so a graph that
+    /// saved this storage can tell that it was modified.
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Vec<T>> {
+        let guard = self.data.write().unwrap_or_else(|e| e.into_inner());
+        self.version.fetch_add(1, Ordering::AcqRel);
+        guard
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.read().len()
+    }
+}
+
+fn alloc_error<T>(op: &'static str, shape: &[usize], n: usize) -> Error {
+    Error::alloc(
+        op,
+        format!(
+            "cannot allocate {} bytes for {n} values of shape {}",
+            (n as u128) * std::mem::size_of::<T>() as u128,
+            fmt_shape(shape)
+        ),
+    )
+}
+
+/// An empty buffer with room for the elements of `shape`; an impossible size is an `Err` naming
+/// `op` and the shape, never an abort.
+pub(crate) fn buffer<T>(op: &'static str, shape: &[usize]) -> Result<Vec<T>> {
+    let n = checked_numel(op, shape)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| alloc_error::<T>(op, shape, n))?;
+    Ok(v)
+}
+
+/// A buffer holding the elements of `shape`, all `value`.
+pub(crate) fn filled<T: Clone>(op: &'static str, shape: &[usize], value: T) -> Result<Vec<T>> {
+    let n = checked_numel(op, shape)?;
+    let mut v = buffer(op, shape)?;
+    v.resize(n, value);
+    Ok(v)
+}
