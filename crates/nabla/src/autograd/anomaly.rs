@@ -96,9 +96,11 @@ pub fn detect_anomaly<R>(f: impl FnOnce() -> R) -> (R, Option<Anomaly>) {
     (r, found)
 }
 
+/// Smallest and largest finite value and the number of non-finite ones, counting each stored
+/// value of a broadcast view once.
 fn range<T: Float>(t: &Tensor<T>) -> (f64, f64, usize) {
     let (mut lo, mut hi, mut bad) = (f64::INFINITY, f64::NEG_INFINITY, 0);
-    t.for_each(|v| {
+    t.for_each_distinct_while(|v| {
         if v.is_finite() {
             let v = v.to_f64();
             lo = lo.min(v);
@@ -106,6 +108,7 @@ fn range<T: Float>(t: &Tensor<T>) -> (f64, f64, usize) {
         } else {
             bad += 1;
         }
+        true
     });
     if lo > hi {
         (f64::NAN, f64::NAN, bad)

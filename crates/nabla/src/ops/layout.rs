@@ -227,7 +227,7 @@ impl<T: Float> Tensor<T> {
     pub fn gather(&self, axis: usize, indices: &[usize]) -> Result<Tensor<T>> {
         check_axis("gather", axis, self.rank())?;
         let (outer, dim, inner) = split_at_axis(self.shape(), axis);
-        let rest = outer * inner;
+        let rest = outer.saturating_mul(inner);
         if rest == 0 || indices.len() % rest != 0 {
             return Err(Error::shape(
                 "gather",

@@ -25,6 +25,12 @@ impl<T: Float> Tensor<T> {
             ));
         }
         let k = self.shape()[1];
+        if k == 0 {
+            return Err(Error::shape(
+                "softmax_cross_entropy",
+                format!("logits {} have no classes", fmt_shape(self.shape())),
+            ));
+        }
         let t = target.to_vec()?;
         let data = reduce::softmax_cross_entropy(&self.data()?, &t, k);
         Ok(record(data, vec![self.shape()[0]], &[self], || {

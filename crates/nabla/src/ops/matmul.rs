@@ -73,6 +73,9 @@ pub(crate) fn matmul_raw<T: Float>(
             }
             let shape = vec![batch, m, mb.cols];
             let mut out = filled("matmul", &shape, T::ZERO)?;
+            if out.is_empty() {
+                return Ok((out, shape));
+            }
             let st = la.strides();
             // The batch and row axes merge into one row axis when one stride steps over the other.
             let merged_rs = if batch <= 1 {
@@ -80,7 +83,7 @@ pub(crate) fn matmul_raw<T: Float>(
             } else if m == 1 {
                 Some(st[0])
             } else {
-                (st[0] == m * st[1]).then_some(st[1])
+                (Some(st[0]) == m.checked_mul(st[1])).then_some(st[1])
             };
             match merged_rs {
                 Some(rs) => {
@@ -123,7 +126,7 @@ pub(crate) fn matmul_raw<T: Float>(
             let (m, n) = (pa.rows, pb.cols);
             let shape = vec![batch, m, n];
             let mut out = filled("matmul", &shape, T::ZERO)?;
-            if m * n > 0 {
+            if !out.is_empty() {
                 for (i, o) in out.chunks_exact_mut(m * n).enumerate() {
                     gemm_into(
                         mat(ad, la, Some(i), ta),

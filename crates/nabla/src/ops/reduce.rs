@@ -3,8 +3,24 @@
 use crate::autograd::{record, Op};
 use crate::error::{Error, Result};
 use crate::tensor::kernels::reduce;
-use crate::tensor::shape::{check_axis, normalize_axes, reduced_shape, sum_to_axes};
+use crate::tensor::shape::{check_axis, normalize_axes, numel, reduced_shape, sum_to_axes};
+use crate::tensor::storage::filled;
 use crate::tensor::{Float, Tensor};
+
+/// The sums over `axes` as row-major data of `out_shape`. For a non-empty input the result is
+/// no larger than the input; an empty input can still have a huge result (a sum over an empty
+/// axis), which is allocated fallibly.
+fn sum_data<T: Float>(
+    op: &'static str,
+    x: &Tensor<T>,
+    axes: &[usize],
+    out_shape: &[usize],
+) -> Result<Vec<T>> {
+    if x.numel() == 0 {
+        return filled(op, out_shape, T::ZERO);
+    }
+    Ok(reduce::sum_axes(&x.data()?, x.shape(), axes))
+}
 
 fn check_nonempty(op: &'static str, axes: &[usize]) -> Result<()> {
     if axes.is_empty() {
@@ -22,8 +38,8 @@ impl<T: Float> Tensor<T> {
     pub fn sum(&self, axes: &[usize], keepdim: bool) -> Result<Tensor<T>> {
         check_nonempty("sum", axes)?;
         let axes = normalize_axes("sum", axes, self.rank())?;
-        let data = reduce::sum_axes(&self.data()?, self.shape(), &axes);
         let shape = reduced_shape(self.shape(), &axes, keepdim);
+        let data = sum_data("sum", self, &axes, &shape)?;
         Ok(record(data, shape, &[self], || {
             Op::Sum(self.clone(), axes.clone(), keepdim)
         }))
@@ -41,7 +57,7 @@ impl<T: Float> Tensor<T> {
     /// Mean over `axes` (a sum times 1/count).
     pub fn mean(&self, axes: &[usize], keepdim: bool) -> Result<Tensor<T>> {
         let s = self.sum(axes, keepdim)?;
-        let count: usize = axes.iter().map(|&a| self.shape()[a]).product();
+        let count = numel(&axes.iter().map(|&a| self.shape()[a]).collect::<Vec<_>>());
         s.mul_scalar(1.0 / count as f64)
     }
 
@@ -99,7 +115,7 @@ impl<T: Float> Tensor<T> {
             return Ok(self.clone());
         }
         let axes = sum_to_axes(self.shape(), target);
-        let data = reduce::sum_axes(&self.data()?, self.shape(), &axes);
+        let data = sum_data("sum_to", self, &axes, target)?;
         Tensor::from_vec(data, target)
     }
 }

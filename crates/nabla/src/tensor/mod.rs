@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::rng::Rng;
 pub use float::Float;
 use shape::{checked_numel, fmt_shape, numel};
+pub use storage::with_allocation_limit;
 use storage::Storage;
 pub use view::Layout;
 
@@ -424,12 +425,22 @@ impl<T: Float> Tensor<T> {
 
     /// Visits the elements in row-major order without copying.
     pub(crate) fn for_each(&self, mut f: impl FnMut(T)) {
-        let s = self.strided();
-        s.layout.for_each_row(|start, len, stride| {
-            for j in 0..len {
-                f(s.data[start + j * stride]);
-            }
+        self.visit(self.layout(), |v| {
+            f(v);
+            true
         });
+    }
+
+    /// Visits the stored values this tensor addresses, each once (a broadcast view's repeats
+    /// are skipped), until `f` returns false.
+    pub(crate) fn for_each_distinct_while(&self, f: impl FnMut(T) -> bool) {
+        self.visit(&self.layout().distinct(), f);
+    }
+
+    fn visit(&self, layout: &Layout, mut f: impl FnMut(T) -> bool) {
+        let data = self.0.storage.read();
+        layout
+            .for_each_row_while(|start, len, stride| (0..len).all(|j| f(data[start + j * stride])));
     }
 
     /// A copy converted to another element type (not recorded in the graph).
@@ -444,10 +455,14 @@ impl<T: Float> Tensor<T> {
         WeakTensor(Arc::downgrade(&self.0))
     }
 
-    /// True when every element is finite (no NaN, no ±∞).
+    /// True when every element is finite (no NaN, no ±∞). Stops at the first that is not, and
+    /// reads each stored value of a broadcast view once.
     pub fn all_finite(&self) -> bool {
         let mut ok = true;
-        self.for_each(|v| ok &= v.is_finite());
+        self.for_each_distinct_while(|v| {
+            ok = v.is_finite();
+            ok
+        });
         ok
     }
 }
@@ -455,10 +470,9 @@ impl<T: Float> Tensor<T> {
 impl<T: Float> fmt::Debug for Tensor<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut shown: Vec<String> = Vec::new();
-        self.for_each(|v| {
-            if shown.len() < 8 {
-                shown.push(format!("{v}"));
-            }
+        self.visit(self.layout(), |v| {
+            shown.push(format!("{v}"));
+            shown.len() < 8
         });
         let more = if self.numel() > 8 { ", …" } else { "" };
         write!(

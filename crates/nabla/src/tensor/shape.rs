@@ -7,9 +7,13 @@ pub fn fmt_shape(shape: &[usize]) -> String {
     format!("{shape:?}")
 }
 
-/// Number of elements of a shape (1 for a scalar `[]`).
+/// Number of elements of a shape (1 for a scalar `[]`, 0 if any dimension is 0). Saturates
+/// rather than overflowing; use [`checked_numel`] to validate a shape.
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    if shape.contains(&0) {
+        return 0;
+    }
+    shape.iter().fold(1usize, |acc, &d| acc.saturating_mul(d))
 }
 
 /// Number of elements, or an error when the product overflows what memory could hold.
@@ -29,13 +33,15 @@ pub fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
         })
 }
 
-/// Row-major (C-order) strides of a contiguous tensor of this shape.
+/// Row-major (C-order) strides of a contiguous tensor of this shape. Saturates instead of
+/// overflowing: only an empty shape (which no stride ever indexes) can get that far, since
+/// non-empty shapes have a checked element count.
 pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![0; shape.len()];
-    let mut acc = 1;
+    let mut acc: usize = 1;
     for (s, &d) in strides.iter_mut().zip(shape).rev() {
         *s = acc;
-        acc *= d;
+        acc = acc.saturating_mul(d);
     }
     strides
 }

@@ -1,6 +1,7 @@
 //! Element storage shared by a tensor and its views, with a version counter, and fallible
 //! allocation of element buffers.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -43,6 +44,32 @@ impl<T> Storage<T> {
     }
 }
 
+thread_local! {
+    static LIMIT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Runs `f` with every tensor buffer allocated on this thread capped at `bytes`: a larger one
+/// is an [`Error::Alloc`](crate::Error::Alloc), as if memory had run out. For services that
+/// must bound what one request can allocate, and for fuzzing the error paths cheaply. The
+/// previous limit is restored afterwards; limits nest (the smaller wins).
+///
+/// ```
+/// use nabla::{tensor::with_allocation_limit, Tensor};
+/// let r = with_allocation_limit(1 << 20, || Tensor::<f32>::zeros(&[1024, 1024]));
+/// assert!(r.is_err()); // 4 MiB > 1 MiB
+/// ```
+pub fn with_allocation_limit<R>(bytes: usize, f: impl FnOnce() -> R) -> R {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LIMIT.with(|l| l.set(self.0));
+        }
+    }
+    let previous = LIMIT.with(|l| l.replace(l.get().min(bytes)));
+    let _restore = Restore(previous);
+    f()
+}
+
 fn alloc_error<T>(op: &'static str, shape: &[usize], n: usize) -> Error {
     Error::alloc(
         op,
@@ -58,6 +85,18 @@ fn alloc_error<T>(op: &'static str, shape: &[usize], n: usize) -> Error {
 /// `op` and the shape, never an abort.
 pub(crate) fn buffer<T>(op: &'static str, shape: &[usize]) -> Result<Vec<T>> {
     let n = checked_numel(op, shape)?;
+    let limit = LIMIT.with(|l| l.get());
+    if n.saturating_mul(std::mem::size_of::<T>()) > limit {
+        return Err(Error::alloc(
+            op,
+            format!(
+                "{} bytes for {n} values of shape {} exceed the limit of {limit} bytes set by \
+                 with_allocation_limit",
+                (n as u128) * std::mem::size_of::<T>() as u128,
+                fmt_shape(shape)
+            ),
+        ));
+    }
     let mut v = Vec::new();
     v.try_reserve_exact(n)
         .map_err(|_| alloc_error::<T>(op, shape, n))?;

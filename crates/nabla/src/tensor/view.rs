@@ -50,11 +50,11 @@ impl Layout {
     /// True when the elements are the row-major run `offset..offset + numel` (axes of size 1
     /// may have any stride).
     pub fn is_contiguous(&self) -> bool {
+        if self.shape.contains(&0) {
+            return true;
+        }
         let mut expected = 1;
         for (&d, &s) in self.shape.iter().zip(&self.strides).rev() {
-            if d == 0 {
-                return true;
-            }
             if d != 1 {
                 if s != expected {
                     return false;
@@ -107,7 +107,9 @@ impl Layout {
     pub fn narrow(&self, axis: usize, start: usize, len: usize) -> Self {
         let mut out = self.clone();
         out.shape[axis] = len;
-        if len > 0 {
+        if out.shape.contains(&0) {
+            out.offset = 0; // an empty view addresses nothing; keep its offset inside any storage
+        } else {
             out.offset += start * self.strides[axis];
         }
         out
@@ -147,7 +149,7 @@ impl Layout {
     pub fn unsqueeze(&self, axis: usize) -> Self {
         let mut out = self.clone();
         let stride = if axis < self.shape.len() {
-            self.strides[axis] * self.shape[axis]
+            self.strides[axis].saturating_mul(self.shape[axis])
         } else {
             1
         };
@@ -191,9 +193,30 @@ impl Layout {
         (shape, strides)
     }
 
+    /// The layout with every broadcast (stride-0) axis cut to length 1: each stored value it
+    /// addresses, once.
+    pub fn distinct(&self) -> Self {
+        let mut out = self.clone();
+        for (d, &s) in out.shape.iter_mut().zip(&self.strides) {
+            if s == 0 && *d > 1 {
+                *d = 1;
+            }
+        }
+        out
+    }
+
     /// Calls `row(start, len, stride)` for every run along the innermost (coalesced) axis, in
     /// row-major order of the elements.
     pub fn for_each_row(&self, mut row: impl FnMut(usize, usize, usize)) {
+        self.for_each_row_while(|start, len, stride| {
+            row(start, len, stride);
+            true
+        });
+    }
+
+    /// Like [`for_each_row`](Layout::for_each_row), stopping after the first row for which
+    /// `row` returns false.
+    pub fn for_each_row_while(&self, mut row: impl FnMut(usize, usize, usize) -> bool) {
         if self.shape.contains(&0) {
             return;
         }
@@ -203,7 +226,9 @@ impl Layout {
         let mut idx = vec![0usize; rank];
         let mut base = self.offset;
         loop {
-            row(base, len, stride);
+            if !row(base, len, stride) {
+                return;
+            }
             let mut d = rank - 1;
             loop {
                 if d == 0 {

@@ -16,8 +16,10 @@
 //! ```
 
 mod cases;
+mod program;
 
 pub use cases::{module_cases, op_cases, run_op_gradchecks, OpCase, OpCheck};
+pub use program::{run_program, PROGRAM_ALLOCATION_LIMIT};
 
 use std::fmt;
 

@@ -75,7 +75,7 @@ pub fn binary<T: Float>(
     f: impl Fn(T, T) -> T + Sync + Send,
     out: &mut Vec<T>,
 ) {
-    let n: usize = out_shape.iter().product();
+    let n = crate::tensor::shape::numel(out_shape);
     if n == 0 {
         return;
     }

@@ -40,6 +40,9 @@ pub fn narrow_backward<T: Float>(
     out: &mut [T],
 ) {
     let (outer, dim, inner) = split_at_axis(shape, axis);
+    if outer == 0 || inner == 0 || dim == 0 {
+        return; // nothing addressed (and `outer` may be huge when `inner` is 0)
+    }
     for o in 0..outer {
         let to = (o * dim + start) * inner;
         out[to..to + len * inner].copy_from_slice(&g[o * len * inner..(o + 1) * len * inner]);
@@ -55,6 +58,9 @@ pub fn concat<T: Float>(
     inner: usize,
     out: &mut Vec<T>,
 ) {
+    if inner == 0 || dims.iter().all(|&d| d == 0) {
+        return; // nothing to copy (and `outer` may be huge)
+    }
     for o in 0..outer {
         for (p, &d) in parts.iter().zip(dims) {
             out.extend_from_slice(&p[o * d * inner..(o + 1) * d * inner]);
@@ -71,6 +77,9 @@ pub fn index_select<T: Float>(
     out: &mut Vec<T>,
 ) {
     let (outer, dim, inner) = split_at_axis(shape, axis);
+    if outer == 0 || inner == 0 || dim == 0 {
+        return; // nothing addressed (and `outer` may be huge when `inner` is 0)
+    }
     for o in 0..outer {
         for &i in indices {
             let from = (o * dim + i) * inner;
@@ -88,6 +97,9 @@ pub fn index_add<T: Float>(
     out: &mut [T],
 ) {
     let (outer, dim, inner) = split_at_axis(shape, axis);
+    if outer == 0 || inner == 0 || dim == 0 {
+        return; // nothing addressed (and `outer` may be huge when `inner` is 0)
+    }
     let k = indices.len();
     for o in 0..outer {
         for (j, &i) in indices.iter().enumerate() {
@@ -104,6 +116,9 @@ pub fn index_add<T: Float>(
 /// (and output) as `[outer, k, inner]`. Indices already bounds-checked.
 pub fn gather<T: Float>(x: &[T], shape: &[usize], axis: usize, idx: &[usize], out: &mut Vec<T>) {
     let (outer, dim, inner) = split_at_axis(shape, axis);
+    if outer == 0 || inner == 0 || dim == 0 {
+        return; // nothing addressed (and `outer` may be huge when `inner` is 0)
+    }
     let k = idx.len() / (outer * inner).max(1);
     for o in 0..outer {
         for j in 0..k {
@@ -118,6 +133,9 @@ pub fn gather<T: Float>(x: &[T], shape: &[usize], axis: usize, idx: &[usize], ou
 /// Backward of [`gather`]: scatter-adds `g` into a zero tensor of `shape`.
 pub fn scatter_add<T: Float>(g: &[T], shape: &[usize], axis: usize, idx: &[usize], out: &mut [T]) {
     let (outer, dim, inner) = split_at_axis(shape, axis);
+    if outer == 0 || inner == 0 || dim == 0 {
+        return; // nothing addressed (and `outer` may be huge when `inner` is 0)
+    }
     let k = idx.len() / (outer * inner).max(1);
     for o in 0..outer {
         for j in 0..k {

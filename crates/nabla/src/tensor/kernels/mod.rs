@@ -7,12 +7,14 @@ pub mod layout;
 pub mod matmul;
 pub mod reduce;
 
+use crate::tensor::shape::numel;
+
 /// Element count above which element-wise kernels split work across threads.
 pub const PAR_THRESHOLD: usize = 1 << 18;
 
 /// Views `shape` around `axis` as `[outer, dim, inner]`.
 pub fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    let outer = shape[..axis].iter().product();
-    let inner = shape[axis + 1..].iter().product();
+    let outer = numel(&shape[..axis]);
+    let inner = numel(&shape[axis + 1..]);
     (outer, shape[axis], inner)
 }

@@ -24,7 +24,13 @@ pub fn sum_slice<T: Float>(xs: &[T]) -> T {
 /// Sums `x` (of `shape`) along one axis; the result has that axis removed (row-major).
 pub fn sum_axis<T: Float>(x: &[T], shape: &[usize], axis: usize) -> Vec<T> {
     let (outer, dim, inner) = split_at_axis(shape, axis);
+    if outer.saturating_mul(inner) == 0 {
+        return Vec::new();
+    }
     let mut out = vec![T::ZERO; outer * inner];
+    if dim == 0 {
+        return out;
+    }
     if inner == 1 {
         for (o, row) in out.iter_mut().zip(x.chunks_exact(dim.max(1))) {
             *o = sum_slice(row);
@@ -59,6 +65,9 @@ pub fn sum_axes<T: Float>(x: &[T], shape: &[usize], axes: &[usize]) -> Vec<T> {
 /// NaN compares as larger than everything, so a NaN is reported rather than hidden.
 pub fn max_axis<T: Float>(x: &[T], shape: &[usize], axis: usize) -> (Vec<T>, Vec<usize>) {
     let (outer, dim, inner) = split_at_axis(shape, axis);
+    if outer.saturating_mul(inner) == 0 {
+        return (Vec::new(), Vec::new());
+    }
     let mut vals = vec![T::NEG_INFINITY; outer * inner];
     let mut idx = vec![0usize; outer * inner];
     for o in 0..outer {
@@ -81,6 +90,9 @@ pub fn max_axis<T: Float>(x: &[T], shape: &[usize], axis: usize) -> (Vec<T>, Vec
 /// Softmax (`log == false`) or log-softmax along `axis`, with the maximum subtracted so that
 /// no `exp` overflows. A slice that is entirely `-∞` gives NaN (0/0), as in PyTorch.
 pub fn softmax_axis<T: Float>(x: &[T], shape: &[usize], axis: usize, log: bool) -> Vec<T> {
+    if x.is_empty() {
+        return Vec::new();
+    }
     let (outer, dim, inner) = split_at_axis(shape, axis);
     let mut out = vec![T::ZERO; x.len()];
     let mut buf = vec![T::ZERO; dim];
@@ -123,6 +135,9 @@ pub fn softmax_backward<T: Float>(
     axis: usize,
     log: bool,
 ) -> Vec<T> {
+    if y.is_empty() {
+        return Vec::new();
+    }
     let (outer, dim, inner) = split_at_axis(shape, axis);
     let mut out = vec![T::ZERO; y.len()];
     for o in 0..outer {
