@@ -186,19 +186,46 @@ fn forward_batch(
     })
 }
 
+/// Parameters holding NaN or ±∞, with how many of their values: the layer to blame when the
+/// weights themselves went bad (a bad checkpoint, or an update that overflowed).
+fn non_finite_parameters(params: &[(String, Tensor)]) -> String {
+    let bad: Vec<String> = params
+        .iter()
+        .filter(|(_, p)| !p.all_finite())
+        .map(|(name, p)| {
+            let values = p.to_vec().unwrap_or_default();
+            let n = values.iter().filter(|v| !v.is_finite()).count();
+            format!("{name} {:?} ({n} of {})", p.shape(), p.numel())
+        })
+        .collect();
+    if bad.is_empty() {
+        String::new()
+    } else {
+        format!("; non-finite parameters: {}", bad.join(", "))
+    }
+}
+
 fn diverged(
     step: u64,
     epoch: usize,
     what: &str,
     anomaly: Option<Anomaly>,
+    params: &[(String, Tensor)],
     last_good: Option<u64>,
     dir: &Path,
 ) -> anyhow::Error {
-    let culprit = match anomaly {
+    let mut culprit = match anomaly {
         Some(a) => format!("; first non-finite value in forward order: {a}"),
         None => String::new(),
     };
+    let bad_params = non_finite_parameters(params);
+    culprit += &bad_params;
     let kept = match last_good {
+        // The weights were already bad when this step began: the checkpoint holds them.
+        Some(s) if s == step && !bad_params.is_empty() => format!(
+            "; the checkpoint of step {s}, {}, already holds them",
+            dir.join(CHECKPOINT).display()
+        ),
         Some(s) => format!(
             "; the last good checkpoint (step {s}) is {}",
             dir.join(CHECKPOINT).display()
@@ -444,6 +471,7 @@ fn train(args: &TrainArgs, argv: &[String], resume_from: Option<&Path>) -> Resul
                         epoch,
                         "an operation produced a non-finite value",
                         Some(a),
+                        &param_names,
                         last_good,
                         &dir,
                     ));
@@ -462,6 +490,7 @@ fn train(args: &TrainArgs, argv: &[String], resume_from: Option<&Path>) -> Resul
                     epoch,
                     &format!("the loss is {lv}"),
                     anomaly,
+                    &param_names,
                     last_good,
                     &dir,
                 ));
@@ -475,6 +504,7 @@ fn train(args: &TrainArgs, argv: &[String], resume_from: Option<&Path>) -> Resul
                         epoch,
                         &format!("the gradient of {name} is not finite (loss {lv})"),
                         None,
+                        &param_names,
                         last_good,
                         &dir,
                     ));

@@ -209,3 +209,60 @@ fn resume_needs_a_checkpoint() {
         "{err}"
     );
 }
+
+#[test]
+fn nan_weights_in_the_first_layer_are_reported_by_name() {
+    let dir = tmpdir("nanweights");
+    let run_dir = dir.join("run");
+    let out = run(&[
+        "train",
+        "--epochs",
+        "1",
+        "--checkpoint-every",
+        "10",
+        "--no-plots",
+        "--quiet",
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Corrupt the checkpoint the way a bad save or a diverged run would: NaN first-layer weights.
+    let ckpt = run_dir.join("checkpoint.safetensors");
+    let file = read_tensor_file(&ckpt).unwrap();
+    let name = "model.layers.0.weight";
+    let tensors: Vec<(String, nabla::Tensor)> = file
+        .f32
+        .iter()
+        .map(|(n, t)| {
+            let t = if n == name {
+                nabla::Tensor::full(t.shape(), f32::NAN).unwrap()
+            } else {
+                t.clone()
+            };
+            (n.clone(), t)
+        })
+        .collect();
+    assert!(
+        tensors.iter().any(|(n, _)| n == name),
+        "{:?}",
+        file.describe()
+    );
+    nabla::io::write_tensor_file(&ckpt, &tensors, &file.metadata).unwrap();
+    for extra in [&[][..], &["--detect-anomaly"][..]] {
+        let out = run(&[&["train", "--resume", run_dir.to_str().unwrap()][..], extra].concat());
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains("diverged at step 20"), "{err}");
+        assert!(err.contains("already holds them"), "{err}");
+        assert!(
+            err.contains("non-finite parameters: layers.0.weight [2, 64] (128 of 128)"),
+            "{err}"
+        );
+        assert!(err.contains("linear produced"), "{err}");
+    }
+}
