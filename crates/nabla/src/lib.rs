@@ -66,7 +66,8 @@
 //!
 //! ## Conventions
 //!
-//! Row-major contiguous storage; NumPy broadcasting; relu′(0) = 0, |x|′(0) = 0; gradients go to
+//! Strided storage (views share it; see [`tensor::Layout`]); NumPy broadcasting; NaN in, NaN
+//! out; relu′(0) = 0, |x|′(0) = 0; gradients go to
 //! the first maximal element of a `max`. Errors, not panics, for anything a caller can get
 //! wrong: the message names the operation and the shapes.
 

@@ -217,7 +217,7 @@ fn check_versions<T: Float>(rec: &Recorded<T>, out: &Tensor<T>, need: &[bool]) -
         )
     };
     for i in inputs {
-        let (t, then) = (all[i], rec.input_versions[i]);
+        let (t, then) = (all[i], rec.input_versions.get(i));
         if t.version() != then {
             return Err(stale(
                 format!("its input {i}"),

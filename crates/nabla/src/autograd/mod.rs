@@ -71,11 +71,42 @@ pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// The storage versions of an op's inputs when it ran: inline for up to three inputs (every op
+/// but `concat`), so recording allocates nothing extra.
+pub(crate) struct Versions {
+    first: [u64; 3],
+    rest: Vec<u64>,
+}
+
+impl Versions {
+    fn of<T: Float>(inputs: &[&Tensor<T>]) -> Self {
+        let mut v = Versions {
+            first: [0; 3],
+            rest: Vec::new(),
+        };
+        for (i, t) in inputs.iter().enumerate() {
+            match v.first.get_mut(i) {
+                Some(slot) => *slot = t.version(),
+                None => v.rest.push(t.version()),
+            }
+        }
+        v
+    }
+
+    /// The version of input `i`.
+    pub(crate) fn get(&self, i: usize) -> u64 {
+        match self.first.get(i) {
+            Some(&v) => v,
+            None => self.rest[i - self.first.len()],
+        }
+    }
+}
+
 /// What a tensor made by a recorded operation holds: the op and the storage versions of its
 /// inputs and output when it ran.
 pub(crate) struct Recorded<T: Float> {
     pub(crate) op: Op<T>,
-    pub(crate) input_versions: Vec<u64>,
+    pub(crate) input_versions: Versions,
     pub(crate) output_version: u64,
 }
 
@@ -110,7 +141,7 @@ fn should_record<T: Float>(inputs: &[&Tensor<T>]) -> bool {
 }
 
 fn node<T: Float>(op: Op<T>, output_version: u64) -> Box<dyn GraphNode<T>> {
-    let input_versions = op.inputs().iter().map(|t| t.version()).collect();
+    let input_versions = Versions::of(&op.inputs());
     Box::new(Recorded {
         op,
         input_versions,
