@@ -207,7 +207,7 @@ fn gradients_through_view_chains_match_copies() {
         v = v
             .unsqueeze(0)
             .unwrap()
-            .broadcast_to(&[[2].as_slice(), &v.shape()[..]].concat())
+            .broadcast_to(&[[2].as_slice(), v.shape()].concat())
             .unwrap();
         let w = Tensor::<f64>::randn(v.shape(), 0.0, 1.0, 5).unwrap();
         let g = v.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
