@@ -12,12 +12,17 @@ struct Counting;
 
 static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
 static CALLS: AtomicUsize = AtomicUsize::new(0);
+/// Bytes in allocations of 4 MiB or more: tensor buffers (the GEMM's packing buffers are ~1 MiB).
+static LARGE: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: forwards to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
         CALLS.fetch_add(1, Ordering::Relaxed);
+        if layout.size() >= 4 << 20 {
+            LARGE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
         System.alloc(layout)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -40,13 +45,16 @@ fn main() -> nabla::Result<()> {
     let c = Tensor::<f32>::randn(&[n, n], 0.0, 1.0, 3)?;
     let before = ALLOCATED.load(Ordering::Relaxed);
     let calls = CALLS.load(Ordering::Relaxed);
+    let large = LARGE.load(Ordering::Relaxed);
     let out = a.matmul(&b.t()?)?.t()?.matmul(&c)?;
     let bytes = ALLOCATED.load(Ordering::Relaxed) - before;
     let calls = CALLS.load(Ordering::Relaxed) - calls;
+    let large = LARGE.load(Ordering::Relaxed) - large;
     let result_bytes = out.numel() * 4;
     println!(
         "(A·Bᵀ)ᵀ·C, {n}×{n} f32: {bytes} bytes allocated in {calls} allocations \
-         ({:.2} × the {result_bytes}-byte result)",
+         ({:.2} × the {result_bytes}-byte result), \
+         {large} bytes of them in tensor buffers (4 MiB or more)",
         bytes as f64 / result_bytes as f64
     );
     Ok(())

@@ -39,44 +39,58 @@ fn flat2<T: Float>(t: &Tensor<T>) -> Result<Tensor<T>> {
     t.reshape(&[s[0] * s[1], s[2]])
 }
 
-/// The values each rule below reads, as (input positions, whether it reads the output), given
-/// which inputs need a gradient. Backward checks that none of them was modified in place since
-/// the forward pass before running the rule. Keep in step with `backward_op`: a test mutates
-/// every value a rule is not listed as reading and requires the same gradients.
-pub(crate) fn saved<T: Float>(op: &Op<T>, need: &[bool]) -> (Vec<usize>, bool) {
+/// The values a rule reads: a bit per input position, and the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Saved {
+    /// Bit `i` set: the rule reads input `i`'s values.
+    pub(crate) inputs: u8,
+    /// The rule reads the op's output.
+    pub(crate) output: bool,
+}
+
+impl Saved {
+    const NOTHING: Saved = Saved {
+        inputs: 0,
+        output: false,
+    };
+    const INPUT: Saved = Saved {
+        inputs: 1,
+        output: false,
+    };
+    const OUTPUT: Saved = Saved {
+        inputs: 0,
+        output: true,
+    };
+}
+
+/// The values each rule below reads, given which inputs need a gradient. Backward checks that
+/// none of them was modified in place since the forward pass before running the rule. Keep in
+/// step with `backward_op`: a test edits every value a rule is not listed as reading and
+/// requires the same gradients.
+pub(crate) fn saved<T: Float>(op: &Op<T>, need: &[bool]) -> Saved {
     let needs = |i: usize| need.get(i).copied().unwrap_or(false);
     // For products: the gradient of each factor reads the other one.
-    let crossed = || {
-        let mut v = Vec::new();
-        if needs(1) {
-            v.push(0);
-        }
-        if needs(0) {
-            v.push(1);
-        }
-        v
+    let crossed = Saved {
+        inputs: u8::from(needs(1)) | (u8::from(needs(0)) << 1),
+        output: false,
     };
     match op {
-        Op::Add(..) | Op::Sub(..) => (vec![], false),
-        Op::Mul(..) => (crossed(), false),
-        Op::Div(..) => {
-            let b = if needs(0) || needs(1) {
-                vec![1]
-            } else {
-                vec![]
-            };
-            (b, needs(1))
-        }
-        Op::Neg(_) | Op::AddScalar(_) | Op::MulScalar(..) => (vec![], false),
-        Op::PowScalar(..) => (vec![0], false),
-        Op::Exp(_) => (vec![], true),
-        Op::Log(_) => (vec![0], false),
-        Op::Sqrt(_) => (vec![], true),
-        Op::Abs(_) | Op::Clamp(..) | Op::Relu(_) | Op::LeakyRelu(..) => (vec![0], false),
-        Op::Sigmoid(_) | Op::Tanh(_) => (vec![], true),
-        Op::Gelu(_) | Op::Softplus(_) => (vec![0], false),
-        Op::Matmul { .. } => (crossed(), false),
-        Op::Linear(..) => (crossed(), false),
+        Op::Add(..) | Op::Sub(..) => Saved::NOTHING,
+        Op::Mul(..) => crossed,
+        Op::Div(..) => Saved {
+            inputs: u8::from(needs(0) || needs(1)) << 1,
+            output: needs(1),
+        },
+        Op::Neg(_) | Op::AddScalar(_) | Op::MulScalar(..) => Saved::NOTHING,
+        Op::PowScalar(..) => Saved::INPUT,
+        Op::Exp(_) => Saved::OUTPUT,
+        Op::Log(_) => Saved::INPUT,
+        Op::Sqrt(_) => Saved::OUTPUT,
+        Op::Abs(_) | Op::Clamp(..) | Op::Relu(_) | Op::LeakyRelu(..) => Saved::INPUT,
+        Op::Sigmoid(_) | Op::Tanh(_) => Saved::OUTPUT,
+        Op::Gelu(_) | Op::Softplus(_) => Saved::INPUT,
+        Op::Matmul { .. } => crossed,
+        Op::Linear(..) => crossed,
         Op::Permute(..)
         | Op::Reshape(_)
         | Op::Contiguous(_)
@@ -85,10 +99,10 @@ pub(crate) fn saved<T: Float>(op: &Op<T>, need: &[bool]) -> (Vec<usize>, bool) {
         | Op::Concat(..)
         | Op::IndexSelect(..)
         | Op::Gather(..)
-        | Op::Sum(..) => (vec![], false),
-        Op::Max(..) => (vec![0], false),
-        Op::Softmax(..) | Op::LogSoftmax(..) => (vec![], true),
-        Op::SoftmaxCrossEntropy(..) => (vec![0], false),
+        | Op::Sum(..) => Saved::NOTHING,
+        Op::Max(..) => Saved::INPUT,
+        Op::Softmax(..) | Op::LogSoftmax(..) => Saved::OUTPUT,
+        Op::SoftmaxCrossEntropy(..) => Saved::INPUT,
     }
 }
 

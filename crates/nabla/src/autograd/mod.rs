@@ -140,8 +140,14 @@ fn should_record<T: Float>(inputs: &[&Tensor<T>]) -> bool {
     is_grad_enabled() && inputs.iter().any(|t| t.requires_grad_flag())
 }
 
-fn node<T: Float>(op: Op<T>, output_version: u64) -> Box<dyn GraphNode<T>> {
-    let input_versions = Versions::of(&op.inputs());
+/// `inputs` are the op's inputs in `op.inputs()` order (every caller passes them so).
+fn node<T: Float>(op: Op<T>, inputs: &[&Tensor<T>], output_version: u64) -> Box<dyn GraphNode<T>> {
+    debug_assert!(
+        op.inputs().iter().map(|t| t.id()).eq(inputs.iter().map(|t| t.id())),
+        "internal: {} recorded with its inputs in another order",
+        op.kind().name()
+    );
+    let input_versions = Versions::of(inputs);
     Box::new(Recorded {
         op,
         input_versions,
@@ -159,11 +165,11 @@ fn finish<T: Float>(
 ) -> Tensor<T> {
     let record = should_record(inputs);
     if !anomaly::is_detecting() {
-        return build(record.then(|| node(make_op(), output_version)));
+        return build(record.then(|| node(make_op(), inputs, output_version)));
     }
     let op = make_op();
     if record {
-        let t = build(Some(node(op, output_version)));
+        let t = build(Some(node(op, inputs, output_version)));
         if let Some(op) = t.op() {
             anomaly::check_output(op, &t);
         }
