@@ -1,6 +1,8 @@
 //! Property tests over random shapes (seeded, so failures reproduce): broadcasting and
 //! reductions against naive reference implementations, and their gradients.
 
+mod common;
+use common::unravel;
 use nabla::testing::{assert_close, gradcheck, GradcheckOptions};
 use nabla::{Rng, Tensor};
 
@@ -35,15 +37,6 @@ fn broadcast_pair(rng: &mut Rng) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
     };
     let real_out = (0..rank).map(|i| pick(&a, i).max(pick(&b, i))).collect();
     (a, b, real_out)
-}
-
-fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; shape.len()];
-    for d in (0..shape.len()).rev() {
-        idx[d] = i % shape[d];
-        i /= shape[d];
-    }
-    idx
 }
 
 /// Element of a broadcast operand at an output index (naive reference).

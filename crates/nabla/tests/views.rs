@@ -2,6 +2,8 @@
 //! broadcast applied both as O(1) views and as explicit copies (index arithmetic on plain
 //! vectors); values, element-wise ops, products, reductions and gradients must agree.
 
+mod common;
+use common::unravel;
 use nabla::testing::assert_close;
 use nabla::{Rng, Tensor};
 
@@ -10,15 +12,6 @@ use nabla::{Rng, Tensor};
 struct Plain {
     data: Vec<f64>,
     shape: Vec<usize>,
-}
-
-fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; shape.len()];
-    for d in (0..shape.len()).rev() {
-        idx[d] = i % shape[d];
-        i /= shape[d];
-    }
-    idx
 }
 
 fn ravel(idx: &[usize], shape: &[usize]) -> usize {

@@ -143,7 +143,10 @@ fn should_record<T: Float>(inputs: &[&Tensor<T>]) -> bool {
 /// `inputs` are the op's inputs in `op.inputs()` order (every caller passes them so).
 fn node<T: Float>(op: Op<T>, inputs: &[&Tensor<T>], output_version: u64) -> Box<dyn GraphNode<T>> {
     debug_assert!(
-        op.inputs().iter().map(|t| t.id()).eq(inputs.iter().map(|t| t.id())),
+        op.inputs()
+            .iter()
+            .map(|t| t.id())
+            .eq(inputs.iter().map(|t| t.id())),
         "internal: {} recorded with its inputs in another order",
         op.kind().name()
     );
