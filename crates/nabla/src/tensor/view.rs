@@ -6,23 +6,113 @@
 //! addresses lies inside the storage (`span_end() <= storage.len()`). Storage never changes
 //! length, so the check holds for the layout's lifetime.
 
-use super::shape::{contiguous_strides, numel};
+use std::ops::{Deref, DerefMut};
+
+use super::shape::numel;
+
+const INLINE: usize = 6;
+
+/// A short list of dimensions or strides, stored inline up to rank 6 so that making a tensor
+/// or a view allocates nothing for its layout.
+#[derive(Clone)]
+enum Dims {
+    Inline { len: u8, d: [usize; INLINE] },
+    Heap(Vec<usize>),
+}
+
+impl Dims {
+    fn from_slice(s: &[usize]) -> Self {
+        if s.len() <= INLINE {
+            let mut d = [0; INLINE];
+            d[..s.len()].copy_from_slice(s);
+            Dims::Inline {
+                len: s.len() as u8,
+                d,
+            }
+        } else {
+            Dims::Heap(s.to_vec())
+        }
+    }
+
+    fn insert(&mut self, at: usize, v: usize) {
+        let mut all = self.to_vec();
+        all.insert(at, v);
+        *self = Dims::from_slice(&all);
+    }
+
+    fn remove(&mut self, at: usize) {
+        let mut all = self.to_vec();
+        all.remove(at);
+        *self = Dims::from_slice(&all);
+    }
+}
+
+impl Deref for Dims {
+    type Target = [usize];
+    fn deref(&self) -> &[usize] {
+        match self {
+            Dims::Inline { len, d } => &d[..*len as usize],
+            Dims::Heap(v) => v,
+        }
+    }
+}
+
+impl DerefMut for Dims {
+    fn deref_mut(&mut self) -> &mut [usize] {
+        match self {
+            Dims::Inline { len, d } => &mut d[..*len as usize],
+            Dims::Heap(v) => v,
+        }
+    }
+}
+
+impl FromIterator<usize> for Dims {
+    fn from_iter<I: IntoIterator<Item = usize>>(iter: I) -> Self {
+        let v: Vec<usize> = iter.into_iter().collect();
+        Dims::from_slice(&v)
+    }
+}
+
+impl PartialEq for Dims {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Dims {}
+
+impl std::fmt::Debug for Dims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
 
 /// Offset, shape and strides (in elements) of a tensor over its storage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
     offset: usize,
-    shape: Vec<usize>,
-    strides: Vec<usize>,
+    shape: Dims,
+    strides: Dims,
 }
 
 impl Layout {
     /// Row-major layout of `shape` starting at element 0.
     pub fn contiguous(shape: Vec<usize>) -> Self {
-        let strides = contiguous_strides(&shape);
+        Self::contiguous_at(0, &shape)
+    }
+
+    /// Row-major layout of `shape` starting at `offset`. Strides saturate instead of
+    /// overflowing: only an empty shape, which no stride ever indexes, can get that far.
+    fn contiguous_at(offset: usize, shape: &[usize]) -> Self {
+        let mut strides = Dims::from_slice(shape);
+        let mut acc: usize = 1;
+        for (s, &d) in strides.iter_mut().zip(shape).rev() {
+            *s = acc;
+            acc = acc.saturating_mul(d);
+        }
         Layout {
-            offset: 0,
-            shape,
+            offset,
+            shape: Dims::from_slice(shape),
             strides,
         }
     }
@@ -54,7 +144,7 @@ impl Layout {
             return true;
         }
         let mut expected = 1;
-        for (&d, &s) in self.shape.iter().zip(&self.strides).rev() {
+        for (&d, &s) in self.shape.iter().zip(self.strides.iter()).rev() {
             if d != 1 {
                 if s != expected {
                     return false;
@@ -79,7 +169,7 @@ impl Layout {
         }
         self.shape
             .iter()
-            .zip(&self.strides)
+            .zip(self.strides.iter())
             .try_fold(self.offset, |acc, (&d, &s)| {
                 acc.checked_add((d - 1).checked_mul(s)?)
             })?
@@ -90,7 +180,7 @@ impl Layout {
     pub fn has_overlap(&self) -> bool {
         self.shape
             .iter()
-            .zip(&self.strides)
+            .zip(self.strides.iter())
             .any(|(&d, &s)| d > 1 && s == 0)
     }
 
@@ -130,7 +220,7 @@ impl Layout {
             .collect();
         Layout {
             offset: self.offset,
-            shape: dst.to_vec(),
+            shape: Dims::from_slice(dst),
             strides,
         }
     }
@@ -138,11 +228,8 @@ impl Layout {
     /// The same elements under another shape, when that needs no copy (the layout is
     /// contiguous); the element count must already match.
     pub fn reshape(&self, shape: &[usize]) -> Option<Self> {
-        self.is_contiguous().then(|| Layout {
-            offset: self.offset,
-            shape: shape.to_vec(),
-            strides: contiguous_strides(shape),
-        })
+        self.is_contiguous()
+            .then(|| Self::contiguous_at(self.offset, shape))
     }
 
     /// A new axis of size 1 at `axis` (≤ rank).
@@ -171,7 +258,7 @@ impl Layout {
     pub fn coalesced(&self) -> (Vec<usize>, Vec<usize>) {
         let mut shape: Vec<usize> = Vec::with_capacity(self.shape.len().max(1));
         let mut strides: Vec<usize> = Vec::with_capacity(self.shape.len().max(1));
-        for (&d, &s) in self.shape.iter().zip(&self.strides) {
+        for (&d, &s) in self.shape.iter().zip(self.strides.iter()) {
             if d == 1 {
                 continue;
             }
@@ -197,7 +284,7 @@ impl Layout {
     /// addresses, once.
     pub fn distinct(&self) -> Self {
         let mut out = self.clone();
-        for (d, &s) in out.shape.iter_mut().zip(&self.strides) {
+        for (d, &s) in out.shape.iter_mut().zip(self.strides.iter()) {
             if s == 0 && *d > 1 {
                 *d = 1;
             }
@@ -270,6 +357,9 @@ mod tests {
         let u = l.unsqueeze(1);
         assert!(u.is_contiguous());
         assert_eq!(u.squeeze(1), l);
+        let deep = Layout::contiguous(vec![1, 2, 1, 2, 1, 2, 1, 2]);
+        assert_eq!(deep.unsqueeze(3).squeeze(3), deep);
+        assert_eq!(deep.shape(), &[1, 2, 1, 2, 1, 2, 1, 2]);
     }
 
     #[test]
