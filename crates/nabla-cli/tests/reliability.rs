@@ -13,6 +13,17 @@ fn run(args: &[&str]) -> Output {
     bin().args(args).output().unwrap()
 }
 
+/// Runs `nabla` and requires success, showing its stderr otherwise.
+fn run_ok(args: &[&str]) -> Output {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The weights of a model file, bit for bit, by name.
 fn weights(path: &Path) -> Vec<(String, Vec<u32>)> {
     read_tensor_file(path)
@@ -43,12 +54,7 @@ const TRAIN: &[&str] = &[
 fn sigkill_at_random_moments_then_resume_is_bit_identical() {
     let dir = tmpdir("kill");
     let reference = dir.join("reference");
-    let out = run(&[TRAIN, &["--out", reference.to_str().unwrap()]].concat());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&[TRAIN, &["--out", reference.to_str().unwrap()]].concat());
     let want = weights(&reference.join("model.safetensors"));
 
     let victim = dir.join("victim");
@@ -120,7 +126,7 @@ fn same_seed_gives_identical_weights_with_one_or_two_threads() {
     let mut results = Vec::new();
     for (name, threads) in [("a", "2"), ("b", "2"), ("c", "1")] {
         let out_dir = dir.join(name);
-        let out = run(&[
+        run_ok(&[
             "train",
             "--epochs",
             "5",
@@ -133,11 +139,6 @@ fn same_seed_gives_identical_weights_with_one_or_two_threads() {
             "--out",
             out_dir.to_str().unwrap(),
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         results.push(weights(&out_dir.join("model.safetensors")));
     }
     assert_eq!(results[0], results[1], "two runs, same seed");
@@ -146,7 +147,7 @@ fn same_seed_gives_identical_weights_with_one_or_two_threads() {
     let mut big = Vec::new();
     for (name, threads) in [("d", "1"), ("e", "2")] {
         let out_dir = dir.join(name);
-        let out = run(&[
+        run_ok(&[
             "train",
             "--epochs",
             "2",
@@ -163,11 +164,6 @@ fn same_seed_gives_identical_weights_with_one_or_two_threads() {
             "--out",
             out_dir.to_str().unwrap(),
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         big.push(weights(&out_dir.join("model.safetensors")));
     }
     assert_eq!(big[0], big[1], "1 thread vs 2 threads, 512-wide layers");
@@ -214,7 +210,7 @@ fn resume_needs_a_checkpoint() {
 fn nan_weights_in_the_first_layer_are_reported_by_name() {
     let dir = tmpdir("nanweights");
     let run_dir = dir.join("run");
-    let out = run(&[
+    run_ok(&[
         "train",
         "--epochs",
         "1",
@@ -225,11 +221,6 @@ fn nan_weights_in_the_first_layer_are_reported_by_name() {
         "--out",
         run_dir.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // Corrupt the checkpoint the way a bad save or a diverged run would: NaN first-layer weights.
     let ckpt = run_dir.join("checkpoint.safetensors");
     let file = read_tensor_file(&ckpt).unwrap();

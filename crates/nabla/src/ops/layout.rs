@@ -30,11 +30,12 @@ impl<T: Float> Tensor<T> {
         let make = || Op::Reshape(self.clone());
         match self.layout().reshape(shape) {
             Some(layout) => Ok(record_view(self, layout, make)),
-            None => {
-                let mut data = buffer("reshape", shape)?;
-                self.strided().copy_into(&mut data);
-                Ok(record(data, shape.to_vec(), &[self], make))
-            }
+            None => Ok(record(
+                self.copy_out("reshape")?,
+                shape.to_vec(),
+                &[self],
+                make,
+            )),
         }
     }
 
@@ -44,8 +45,7 @@ impl<T: Float> Tensor<T> {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
-        let mut data = buffer("contiguous", self.shape())?;
-        self.strided().copy_into(&mut data);
+        let data = self.copy_out("contiguous")?;
         Ok(record(data, self.shape().to_vec(), &[self], || {
             Op::Contiguous(self.clone())
         }))

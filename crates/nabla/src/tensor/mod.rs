@@ -122,13 +122,6 @@ pub(crate) struct Strided<'a, T> {
     pub(crate) layout: &'a Layout,
 }
 
-impl<T: Copy> Strided<'_, T> {
-    /// Appends the elements in row-major order to `out`.
-    pub(crate) fn copy_into(&self, out: &mut Vec<T>) {
-        kernels::layout::strided_copy(&self.data, self.layout, out);
-    }
-}
-
 impl<T: Float> Tensor<T> {
     pub(crate) fn from_parts(
         data: Vec<T>,
@@ -355,9 +348,15 @@ impl<T: Float> Tensor<T> {
         if let Some(r) = self.0.layout.contiguous_range() {
             return Ok(DataRef(DataInner::Borrowed(guard, r)));
         }
-        let mut out = storage::buffer("data", self.shape())?;
-        kernels::layout::strided_copy(&guard, &self.0.layout, &mut out);
-        Ok(DataRef(DataInner::Owned(out)))
+        drop(guard);
+        Ok(DataRef(DataInner::Owned(self.copy_out("data")?)))
+    }
+
+    /// The elements in row-major order, copied into a new buffer allocated for `op`.
+    pub(crate) fn copy_out(&self, op: &'static str) -> Result<Vec<T>> {
+        let mut out = storage::buffer(op, self.shape())?;
+        kernels::layout::strided_copy(&self.0.storage.read(), &self.0.layout, &mut out);
+        Ok(out)
     }
 
     /// The storage under a read lock with this tensor's layout, for kernels that read strides.

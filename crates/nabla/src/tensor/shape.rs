@@ -1,4 +1,5 @@
-//! Shape arithmetic: element counts, strides, NumPy broadcasting, axis checks.
+//! Shape arithmetic: element counts, NumPy broadcasting, axis checks. Strides live in
+//! [`Layout`](super::Layout).
 
 use crate::error::{Error, Result};
 
@@ -33,19 +34,6 @@ pub fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
         })
 }
 
-/// Row-major (C-order) strides of a contiguous tensor of this shape. Saturates instead of
-/// overflowing: only an empty shape (which no stride ever indexes) can get that far, since
-/// non-empty shapes have a checked element count.
-pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![0; shape.len()];
-    let mut acc: usize = 1;
-    for (s, &d) in strides.iter_mut().zip(shape).rev() {
-        *s = acc;
-        acc = acc.saturating_mul(d);
-    }
-    strides
-}
-
 /// The NumPy broadcast of two shapes: align at the right; each pair of
 /// dimensions must be equal or one of them 1.
 pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
@@ -78,22 +66,6 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Ve
         };
     }
     Ok(out)
-}
-
-/// Strides that read a tensor of shape `src` as if it had the (broadcast) shape `dst`:
-/// stride 0 along every broadcast dimension. `src` must broadcast to `dst`.
-pub fn broadcast_strides(src: &[usize], dst: &[usize]) -> Vec<usize> {
-    let src_strides = contiguous_strides(src);
-    let offset = dst.len() - src.len();
-    (0..dst.len())
-        .map(|i| {
-            if i < offset || src[i - offset] == 1 {
-                0
-            } else {
-                src_strides[i - offset]
-            }
-        })
-        .collect()
 }
 
 /// Checks that `src` broadcasts to `dst` (one-directional, as `broadcast_to` needs).

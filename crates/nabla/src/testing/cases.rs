@@ -79,6 +79,21 @@ fn case(
 
 /// Every gradient-check case of the library's ops.
 pub fn op_cases() -> Vec<OpCase> {
+    [
+        arithmetic_cases(),
+        unary_cases(),
+        matmul_cases(),
+        layout_cases(),
+        reduction_cases(),
+        view_cases(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Broadcasting arithmetic (both directions) and scalar arithmetic.
+fn arithmetic_cases() -> Vec<OpCase> {
     vec![
         case("add same shape", vec![u(&[3, 4], 1), u(&[3, 4], 2)], |t| {
             t[0].add(&t[1])
@@ -131,6 +146,12 @@ pub fn op_cases() -> Vec<OpCase> {
             t[0].pow_scalar(-2.0)
         }),
         case("square", vec![u(&[4], 26)], |t| t[0].square()),
+    ]
+}
+
+/// Element-wise functions and activations, inputs kept away from kinks.
+fn unary_cases() -> Vec<OpCase> {
+    vec![
         case("exp", vec![u(&[2, 3], 27)], |t| t[0].exp()),
         case("log", vec![positive(&[2, 3], 28)], |t| t[0].log()),
         case("sqrt", vec![positive(&[2, 3], 29)], |t| t[0].sqrt()),
@@ -146,6 +167,12 @@ pub fn op_cases() -> Vec<OpCase> {
         case("tanh", vec![us(&[3, 4], 35, 3.0)], |t| t[0].tanh()),
         case("gelu", vec![us(&[3, 4], 36, 3.0)], |t| t[0].gelu()),
         case("softplus", vec![us(&[3, 4], 37, 30.0)], |t| t[0].softplus()),
+    ]
+}
+
+/// Matrix products: 2-D, transposed, batched, shared right operand.
+fn matmul_cases() -> Vec<OpCase> {
+    vec![
         case(
             "matmul [3,4]x[4,2]",
             vec![u(&[3, 4], 38), u(&[4, 2], 39)],
@@ -186,6 +213,12 @@ pub fn op_cases() -> Vec<OpCase> {
             vec![u(&[2, 3, 4], 52), u(&[2, 4], 53)],
             |t| t[0].matmul_t(&t[1], false, true),
         ),
+    ]
+}
+
+/// Shape and data-movement ops.
+fn layout_cases() -> Vec<OpCase> {
+    vec![
         case("permute", vec![u(&[2, 3, 4], 54)], |t| {
             t[0].permute(&[2, 0, 1])
         }),
@@ -206,6 +239,12 @@ pub fn op_cases() -> Vec<OpCase> {
         case("gather", vec![u(&[3, 4], 63)], |t| {
             t[0].gather(1, &[1, 3, 0, 0, 2, 2])
         }),
+    ]
+}
+
+/// Reductions, softmax, fused cross-entropy and composites.
+fn reduction_cases() -> Vec<OpCase> {
+    vec![
         case("sum [0,2] keepdim", vec![u(&[2, 3, 4], 64)], |t| {
             t[0].sum(&[0, 2], true)
         }),
@@ -247,9 +286,6 @@ pub fn op_cases() -> Vec<OpCase> {
             logp.gather(1, &[0, 4, 2, 1])?.mean_all()?.neg()
         }),
     ]
-    .into_iter()
-    .chain(view_cases())
-    .collect()
 }
 
 /// Views and non-contiguous inputs: every view op, and ops (element-wise, matmul, linear,

@@ -32,11 +32,8 @@ pub fn sum_axis<T: Float>(x: &[T], shape: &[usize], axis: usize) -> Vec<T> {
         return out;
     }
     if inner == 1 {
-        for (o, row) in out.iter_mut().zip(x.chunks_exact(dim.max(1))) {
+        for (o, row) in out.iter_mut().zip(x.chunks_exact(dim)) {
             *o = sum_slice(row);
-        }
-        if dim == 0 {
-            out.iter_mut().for_each(|o| *o = T::ZERO);
         }
         return out;
     }
