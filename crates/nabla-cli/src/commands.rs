@@ -162,33 +162,35 @@ pub fn info(args: &InfoArgs) -> Result<()> {
     Ok(())
 }
 
-/// `nabla gradcheck`.
+/// `nabla gradcheck`: every op's first derivatives (gradcheck) and second derivatives
+/// (gradgradcheck) against finite differences.
 pub fn gradcheck() -> Result<()> {
     let checks = run_op_gradchecks()?;
     println!(
-        "{:<36} {:>8} {:>12} {:>10}  result",
-        "case", "elements", "worst |err|", "of tol."
+        "{:<40} {:>8} {:>10} {:>8} {:>10}  result",
+        "case", "elements", "1st (tol)", "2nd elts", "2nd (tol)"
     );
     let mut failed = 0;
+    let ratio = |r: &nabla::testing::GradcheckReport| r.worst.as_ref().map_or(0.0, |w| w.ratio);
     for c in &checks {
-        let (err, ratio) = c
-            .report
-            .worst
-            .as_ref()
-            .map_or((0.0, 0.0), |w| (w.abs_error, w.ratio));
-        if !c.report.passed {
+        let ok = c.report.passed && c.second.passed;
+        if !ok {
             failed += 1;
         }
         println!(
-            "{:<36} {:>8} {:>12.3e} {:>10.3}  {}",
+            "{:<40} {:>8} {:>10.3} {:>8} {:>10.3}  {}",
             c.name,
             c.report.checked,
-            err,
-            ratio,
-            if c.report.passed { "ok" } else { "FAILED" }
+            ratio(&c.report),
+            c.second.checked,
+            ratio(&c.second),
+            if ok { "ok" } else { "FAILED" }
         );
     }
-    println!("{} passed, {failed} failed", checks.len() - failed);
+    println!(
+        "{} passed, {failed} failed (tol. = worst error as a fraction of the tolerance)",
+        checks.len() - failed
+    );
     if failed > 0 {
         bail!("{failed} gradient checks failed");
     }

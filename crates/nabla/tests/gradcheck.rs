@@ -2,7 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use nabla::testing::{gradcheck, run_op_gradchecks, GradcheckOptions};
+use nabla::autograd::{grad, GradOptions};
+use nabla::testing::{gradcheck, gradgradcheck, run_op_gradchecks, GradcheckOptions};
 use nabla::{OpKind, Tensor};
 
 #[test]
@@ -22,10 +23,26 @@ fn every_op_case_passes_gradcheck() {
 }
 
 #[test]
-fn every_op_kind_has_a_gradcheck_case() {
+fn every_op_case_passes_gradgradcheck() {
+    let checks = run_op_gradchecks().unwrap();
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.second.passed)
+        .map(|c| format!("{}: {}", c.name, c.second))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "failed second-order checks:\n{}",
+        failed.join("\n")
+    );
+}
+
+#[test]
+fn every_op_kind_has_a_first_and_second_order_case() {
     let covered: BTreeSet<OpKind> = run_op_gradchecks()
         .unwrap()
         .into_iter()
+        .filter(|c| c.report.checked > 0 && c.second.checked > 0)
         .flat_map(|c| c.kinds)
         .collect();
     let missing: Vec<&str> = OpKind::ALL
@@ -35,7 +52,7 @@ fn every_op_kind_has_a_gradcheck_case() {
         .collect();
     assert!(
         missing.is_empty(),
-        "ops without a gradcheck case: {missing:?}"
+        "ops without a first- and second-order gradcheck case: {missing:?}"
     );
 }
 
@@ -107,4 +124,56 @@ fn users_can_check_their_own_composition() {
     .unwrap();
     report.check().unwrap();
     assert_eq!(report.checked, 20);
+}
+
+/// Second derivative of `f` at `x` along the gradient, by double backward.
+fn second_derivative(
+    f: impl Fn(&Tensor<f64>) -> nabla::Result<Tensor<f64>>,
+    x: &Tensor<f64>,
+) -> Vec<f64> {
+    let x = x.detach().requires_grad();
+    let y = f(&x).unwrap().sum_all().unwrap();
+    let opts = GradOptions {
+        create_graph: true,
+        ..Default::default()
+    };
+    let g = grad(&[y], std::slice::from_ref(&x), opts)
+        .unwrap()
+        .remove(0);
+    let opts = GradOptions {
+        allow_unused: true,
+        ..Default::default()
+    };
+    let h = grad(&[g.sum_all().unwrap()], &[x], opts).unwrap().remove(0);
+    h.to_vec().unwrap()
+}
+
+#[test]
+fn piecewise_linear_ops_have_exactly_zero_second_derivative() {
+    let x = Tensor::<f64>::from_vec(vec![-2.0, -0.5, 0.0, 0.3, 1.7], &[5]).unwrap();
+    for (name, f) in [
+        (
+            "relu",
+            (|x: &Tensor<f64>| x.relu()) as fn(&Tensor<f64>) -> nabla::Result<Tensor<f64>>,
+        ),
+        ("abs", |x| x.abs()),
+        ("leaky_relu", |x| x.leaky_relu(0.2)),
+        ("clamp", |x| x.clamp(-1.0, 1.0)),
+        ("max", |x| x.reshape(&[1, 5])?.max(&[1], false)),
+    ] {
+        let h = second_derivative(f, &x);
+        assert!(h.iter().all(|&v| v == 0.0), "{name}: {h:?}");
+    }
+    // and a smooth op is not zero: d²/dx² Σ x³ = 6x
+    let h = second_derivative(|x| x.pow_scalar(3.0), &x);
+    assert_eq!(h, vec![-12.0, -3.0, 0.0, 6.0 * 0.3, 6.0 * 1.7]);
+}
+
+#[test]
+fn gradgradcheck_detects_a_wrong_second_derivative() {
+    // relu at its kink: the first derivative jumps from 0 to 1 there, so its central
+    // difference is about 1/(2ε) while double backward gives exactly 0. The check must fail.
+    let x = Tensor::<f64>::from_vec(vec![0.0, 1.0], &[2]).unwrap();
+    let report = gradgradcheck(|t| t[0].relu(), &[x], &GradcheckOptions::default()).unwrap();
+    assert!(!report.passed, "{report}");
 }

@@ -2,41 +2,36 @@
 //! each headed by its formula. There is no wildcard arm, so a new op cannot compile without its
 //! rule. `g` is the gradient of the loss with respect to the op's output `y`.
 //!
-//! Rules run under `no_grad` and use the forward kernels directly; broadcast operands get
-//! their gradient summed back to their own shape (`sum_to`). Before a rule runs, the graph walk
-//! checks that the values it reads (listed by [`saved`]) were not modified in place since the
-//! forward pass.
+//! Each rule is written once, with tensor operations, and serves both kinds of backward pass:
+//! plain backpropagation runs it under `no_grad` (nothing is recorded, so it costs the kernels
+//! alone), and `grad(.., create_graph: true)` runs it with recording on, so the gradient it
+//! returns carries a graph and can be differentiated again. Where a fused kernel matters
+//! (relu & co., the adjoints of gathers) the rule calls an op that is itself differentiable
+//! ([`Tensor::step_mul`], [`Tensor::index_add`], [`Tensor::scatter_add`]).
+//!
+//! Broadcast operands get their gradient summed back to their own shape (`sum_to`). Before a
+//! rule runs, the graph walk checks that the values it reads (listed by [`saved`]) were not
+//! modified in place since the forward pass.
 
-use super::Op;
+use super::{checkpoint, Op, Step};
 use crate::error::Result;
-use crate::ops::matmul_raw;
-use crate::ops::unary::{sigmoid, GELU_A, GELU_C};
-use crate::tensor::kernels::{layout, reduce};
-use crate::tensor::storage::filled;
+use crate::ops::unary::{GELU_A, GELU_C};
+use crate::tensor::kernels::reduce;
 use crate::tensor::{Float, Tensor};
-
-/// `f(x, g)` element-wise over two same-shape tensors, as a new (unrecorded) tensor.
-fn ew<T: Float>(
-    x: &Tensor<T>,
-    g: &Tensor<T>,
-    f: impl Fn(T, T) -> T + Sync + Send,
-) -> Result<Tensor<T>> {
-    x.map2_raw(g, "backward", f)
-}
-
-fn raw<T: Float>(data: Vec<T>, shape: &[usize]) -> Tensor<T> {
-    Tensor::from_parts(data, shape.to_vec(), None)
-}
-
-fn mm<T: Float>(a: &Tensor<T>, b: &Tensor<T>, ta: bool, tb: bool) -> Result<Tensor<T>> {
-    let (data, shape) = matmul_raw(a, b, ta, tb)?;
-    Ok(Tensor::from_parts(data, shape, None))
-}
 
 /// Flattens a 3-D tensor's first two axes (for a shared right operand's gradient).
 fn flat2<T: Float>(t: &Tensor<T>) -> Result<Tensor<T>> {
     let s = t.shape();
     t.reshape(&[s[0] * s[1], s[2]])
+}
+
+/// `g` with a size-1 axis put back where a reduction without `keepdim` removed it.
+fn keep_axes<T: Float>(g: &Tensor<T>, x_shape: &[usize], axes: &[usize]) -> Result<Tensor<T>> {
+    let mut kept = x_shape.to_vec();
+    for &a in axes {
+        kept[a] = 1;
+    }
+    g.reshape(&kept)
 }
 
 /// The values a rule reads: a bit per input position, and the output.
@@ -46,20 +41,25 @@ pub(crate) struct Saved {
     pub(crate) inputs: u8,
     /// The rule reads the op's output.
     pub(crate) output: bool,
+    /// The rule reads every input (checkpoint recomputation), however many there are.
+    pub(crate) all_inputs: bool,
 }
 
 impl Saved {
     const NOTHING: Saved = Saved {
         inputs: 0,
         output: false,
+        all_inputs: false,
     };
     const INPUT: Saved = Saved {
         inputs: 1,
         output: false,
+        all_inputs: false,
     };
     const OUTPUT: Saved = Saved {
         inputs: 0,
         output: true,
+        all_inputs: false,
     };
 }
 
@@ -73,6 +73,7 @@ pub(crate) fn saved<T: Float>(op: &Op<T>, need: &[bool]) -> Saved {
     let crossed = Saved {
         inputs: u8::from(needs(1)) | (u8::from(needs(0)) << 1),
         output: false,
+        all_inputs: false,
     };
     match op {
         Op::Add(..) | Op::Sub(..) => Saved::NOTHING,
@@ -80,6 +81,7 @@ pub(crate) fn saved<T: Float>(op: &Op<T>, need: &[bool]) -> Saved {
         Op::Div(..) => Saved {
             inputs: u8::from(needs(0) || needs(1)) << 1,
             output: needs(1),
+            all_inputs: false,
         },
         Op::Neg(_) | Op::AddScalar(_) | Op::MulScalar(..) => Saved::NOTHING,
         Op::PowScalar(..) => Saved::INPUT,
@@ -103,11 +105,23 @@ pub(crate) fn saved<T: Float>(op: &Op<T>, need: &[bool]) -> Saved {
         Op::Max(..) => Saved::INPUT,
         Op::Softmax(..) | Op::LogSoftmax(..) => Saved::OUTPUT,
         Op::SoftmaxCrossEntropy(..) => Saved::INPUT,
+        Op::StepMul { .. } => Saved {
+            inputs: u8::from(needs(0)) << 1,
+            output: false,
+            all_inputs: false,
+        },
+        Op::IndexAdd(..) | Op::ScatterAdd(..) => Saved::NOTHING,
+        Op::Checkpoint(_) => Saved {
+            inputs: 0,
+            output: false,
+            all_inputs: true,
+        },
     }
 }
 
 /// The gradients of `op`'s inputs (in `op.inputs()` order) given `g = ∂L/∂y` and the output
-/// `y`. An entry is `None` where `need` says the input does not require a gradient.
+/// `y`. An entry is `None` where `need` says the input does not require a gradient, or where
+/// the gradient is zero by construction (the `x` of `step_mul`).
 pub(crate) fn backward_op<T: Float>(
     op: &Op<T>,
     y: &Tensor<T>,
@@ -121,8 +135,6 @@ pub(crate) fn backward_op<T: Float>(
             Ok(None)
         }
     };
-    let zero = T::ZERO;
-    let one = T::ONE;
     Ok(match op {
         // y = a + b  ⇒  da = g, db = g  (each summed to its operand's shape)
         Op::Add(a, b) => vec![
@@ -150,73 +162,54 @@ pub(crate) fn backward_op<T: Float>(
         Op::AddScalar(_) => vec![when(0, &|| Ok(g.clone()))?],
         // y = c·x  ⇒  dx = c·g
         Op::MulScalar(_, c) => vec![when(0, &|| g.mul_scalar(c.to_f64()))?],
-        // y = x^p  ⇒  dx = g·p·x^(p−1)
-        Op::PowScalar(x, p) => {
-            let p = *p;
-            vec![when(0, &|| {
-                ew(x, g, move |x, g| {
-                    if p == T::ZERO {
-                        zero
-                    } else {
-                        g * p * x.powf(p - one)
-                    }
-                })
-            })?]
-        }
+        // y = x^p  ⇒  dx = g·p·x^(p−1)  (0 for p = 0)
+        Op::PowScalar(x, p) => vec![when(0, &|| {
+            let p = p.to_f64();
+            if p == 0.0 {
+                Tensor::zeros(x.shape())
+            } else {
+                g.mul(&x.pow_scalar(p - 1.0)?)?.mul_scalar(p)
+            }
+        })?],
         // y = eˣ  ⇒  dx = g·y
-        Op::Exp(_) => vec![when(0, &|| ew(y, g, |y, g| g * y))?],
+        Op::Exp(_) => vec![when(0, &|| g.mul(y))?],
         // y = ln x  ⇒  dx = g/x
-        Op::Log(x) => vec![when(0, &|| ew(x, g, |x, g| g / x))?],
+        Op::Log(x) => vec![when(0, &|| g.div(x))?],
         // y = √x  ⇒  dx = g/(2y)
-        Op::Sqrt(_) => vec![when(0, &|| ew(y, g, |y, g| g / (y + y)))?],
+        Op::Sqrt(_) => vec![when(0, &|| g.div(y)?.mul_scalar(0.5))?],
         // y = |x|  ⇒  dx = g·sign(x), sign(0) = 0
-        Op::Abs(x) => vec![when(0, &|| {
-            ew(x, g, |x, g| {
-                if x > zero {
-                    g
-                } else if x < zero {
-                    -g
-                } else {
-                    zero
-                }
-            })
-        })?],
+        Op::Abs(x) => vec![when(0, &|| g.step_mul(x, Step::Sign))?],
         // y = clamp(x, lo, hi)  ⇒  dx = g where lo ≤ x ≤ hi (or x is NaN), else 0
-        Op::Clamp(x, lo, hi) => {
-            let (lo, hi) = (*lo, *hi);
-            vec![when(0, &|| {
-                ew(x, g, move |x, g| if x < lo || x > hi { zero } else { g })
-            })?]
-        }
-        // y = max(x, 0)  ⇒  dx = g·[x > 0]  (relu'(0) = 0; NaN passes g, as in PyTorch)
-        Op::Relu(x) => vec![when(0, &|| {
-            ew(x, g, |x, g| if x <= zero { zero } else { g })
+        Op::Clamp(x, lo, hi) => vec![when(0, &|| {
+            g.step_mul(x, Step::Clamp(lo.to_f64(), hi.to_f64()))
         })?],
+        // y = max(x, 0)  ⇒  dx = g·[x > 0]  (relu'(0) = 0; NaN passes g, as in PyTorch)
+        Op::Relu(x) => vec![when(0, &|| g.step_mul(x, Step::Relu))?],
         // y = x if x > 0 else s·x  ⇒  dx = g if x > 0 else s·g
-        Op::LeakyRelu(x, s) => {
-            let s = *s;
-            vec![when(0, &|| {
-                ew(x, g, move |x, g| if x > zero { g } else { s * g })
-            })?]
-        }
+        Op::LeakyRelu(x, s) => vec![when(0, &|| g.step_mul(x, Step::LeakyRelu(s.to_f64())))?],
         // y = σ(x)  ⇒  dx = g·y·(1 − y)
-        Op::Sigmoid(_) => vec![when(0, &|| ew(y, g, |y, g| g * y * (one - y)))?],
+        Op::Sigmoid(_) => vec![when(0, &|| g.mul(y)?.mul(&y.neg()?.add_scalar(1.0)?))?],
         // y = tanh x  ⇒  dx = g·(1 − y²)
-        Op::Tanh(_) => vec![when(0, &|| ew(y, g, |y, g| g * (one - y * y)))?],
+        Op::Tanh(_) => vec![when(0, &|| g.mul(&y.mul(y)?.neg()?.add_scalar(1.0)?))?],
         // y = x/2·(1 + tanh u), u = c(x + a·x³)  ⇒  dx = g·[(1 + t)/2 + x/2·(1 − t²)·c(1 + 3a·x²)]
-        Op::Gelu(x) => {
-            let (c, a, half) = (T::from_f64(GELU_C), T::from_f64(GELU_A), T::from_f64(0.5));
-            let three = T::from_f64(3.0);
-            vec![when(0, &|| {
-                ew(x, g, move |x, g| {
-                    let t = (c * (x + a * x * x * x)).tanh();
-                    let du = c * (one + three * a * x * x);
-                    g * (half * (one + t) + half * x * (one - t * t) * du)
-                })
-            })?]
-        }
+        Op::Gelu(x) => vec![when(0, &|| {
+            let x2 = x.mul(x)?;
+            let t = x2
+                .mul_scalar(GELU_A)?
+                .add_scalar(1.0)?
+                .mul(x)?
+                .mul_scalar(GELU_C)?
+                .tanh()?;
+            let du = x2
+                .mul_scalar(3.0 * GELU_A)?
+                .add_scalar(1.0)?
+                .mul_scalar(GELU_C)?;
+            let sech2 = t.mul(&t)?.neg()?.add_scalar(1.0)?;
+            let d = t.add_scalar(1.0)?.add(&x.mul(&sech2)?.mul(&du)?)?;
+            g.mul(&d)?.mul_scalar(0.5)
+        })?],
         // y = ln(1 + eˣ)  ⇒  dx = g·σ(x)
-        Op::Softplus(x) => vec![when(0, &|| ew(x, g, |x, g| g * sigmoid(x)))?],
+        Op::Softplus(x) => vec![when(0, &|| g.mul(&x.sigmoid()?))?],
         // y = op(a)·op(b)  ⇒  d op(a) = g·op(b)ᵀ, d op(b) = op(a)ᵀ·g  (transposes as strides)
         Op::Matmul { a, b, ta, tb } => {
             let (ta, tb) = (*ta, *tb);
@@ -224,27 +217,24 @@ pub(crate) fn backward_op<T: Float>(
             vec![
                 when(0, &|| {
                     if ta {
-                        mm(b, g, tb, true)
+                        b.matmul_t(g, tb, true)
                     } else {
-                        mm(g, b, false, !tb)
+                        g.matmul_t(b, false, !tb)
                     }
                 })?,
                 when(1, &|| match (shared_b, tb) {
-                    (true, false) => mm(&flat2(a)?, &flat2(g)?, true, false),
-                    (true, true) => mm(&flat2(g)?, &flat2(a)?, true, false),
-                    (false, false) => mm(a, g, !ta, false),
-                    (false, true) => mm(g, a, true, ta),
+                    (true, false) => flat2(a)?.matmul_t(&flat2(g)?, true, false),
+                    (true, true) => flat2(g)?.matmul_t(&flat2(a)?, true, false),
+                    (false, false) => a.matmul_t(g, !ta, false),
+                    (false, true) => g.matmul_t(a, true, ta),
                 })?,
             ]
         }
         // y = x·w + b  ⇒  dx = g·wᵀ, dw = xᵀ·g, db = Σ_rows g
         Op::Linear(x, w, _) => vec![
-            when(0, &|| mm(g, w, false, true))?,
-            when(1, &|| mm(x, g, true, false))?,
-            when(2, &|| {
-                let n = w.shape()[1];
-                Ok(raw(reduce::sum_axis(&g.data()?, g.shape(), 0), &[n]))
-            })?,
+            when(0, &|| g.matmul_t(w, false, true))?,
+            when(1, &|| x.matmul_t(g, true, false))?,
+            when(2, &|| g.sum(&[0], false))?,
         ],
         // y = permute(x, p)  ⇒  dx = permute(g, p⁻¹)
         Op::Permute(_, perm) => vec![when(0, &|| {
@@ -267,9 +257,8 @@ pub(crate) fn backward_op<T: Float>(
             start,
             len,
         } => vec![when(0, &|| {
-            let mut d = filled("narrow", input.shape(), zero)?;
-            layout::narrow_backward(&g.data()?, input.shape(), *axis, *start, *len, &mut d);
-            Ok(raw(d, input.shape()))
+            let at: Vec<usize> = (*start..start + len).collect();
+            g.index_add(*axis, &at, input.shape()[*axis])
         })?],
         // y = concat(xᵢ) along axis  ⇒  dxᵢ = the slice of g at xᵢ's place
         Op::Concat(xs, axis) => {
@@ -283,47 +272,45 @@ pub(crate) fn backward_op<T: Float>(
             out
         }
         // y = x[idx] along axis  ⇒  dx[idx[j]] += g[j]
-        Op::IndexSelect(x, axis, idx) => vec![when(0, &|| {
-            let mut d = filled("index_select", x.shape(), zero)?;
-            layout::index_add(&g.data()?, x.shape(), *axis, idx, &mut d);
-            Ok(raw(d, x.shape()))
-        })?],
+        Op::IndexSelect(x, axis, idx) => {
+            vec![when(0, &|| g.index_add(*axis, idx, x.shape()[*axis]))?]
+        }
         // y[.., j, ..] = x[.., idx[.., j, ..], ..]  ⇒  dx[.., idx, ..] += g
-        Op::Gather(x, axis, idx) => vec![when(0, &|| {
-            let mut d = filled("gather", x.shape(), zero)?;
-            layout::scatter_add(&g.data()?, x.shape(), *axis, idx, &mut d);
-            Ok(raw(d, x.shape()))
-        })?],
+        Op::Gather(x, axis, idx) => {
+            vec![when(0, &|| g.scatter_add(*axis, idx, x.shape()[*axis]))?]
+        }
         // y = Σ over axes of x  ⇒  dx = g broadcast back over those axes
         Op::Sum(x, axes, _) => vec![when(0, &|| {
-            let mut kept = x.shape().to_vec();
-            for &a in axes {
-                kept[a] = 1;
-            }
-            g.reshape(&kept)?.broadcast_to(x.shape())
+            keep_axes(g, x.shape(), axes)?.broadcast_to(x.shape())
         })?],
         // y = max along axis  ⇒  dx = g at the first arg-max of each group, 0 elsewhere
         Op::Max(x, axis, _) => vec![when(0, &|| {
             let (_, arg) = reduce::max_axis(&x.data()?, x.shape(), *axis);
-            let mut d = filled("max", x.shape(), zero)?;
-            layout::scatter_add(&g.data()?, x.shape(), *axis, &arg, &mut d);
-            Ok(raw(d, x.shape()))
+            keep_axes(g, x.shape(), &[*axis])?.scatter_add(*axis, &arg, x.shape()[*axis])
         })?],
         // y = softmax(x)  ⇒  dx = y·(g − Σ g·y)
-        Op::Softmax(x, axis) => vec![when(0, &|| {
-            let d = reduce::softmax_backward(&y.data()?, &g.data()?, x.shape(), *axis, false);
-            Ok(raw(d, x.shape()))
+        Op::Softmax(_, axis) => vec![when(0, &|| {
+            let s = g.mul(y)?.sum(&[*axis], true)?;
+            g.sub(&s)?.mul(y)
         })?],
         // y = log_softmax(x)  ⇒  dx = g − eʸ·Σ g
-        Op::LogSoftmax(x, axis) => vec![when(0, &|| {
-            let d = reduce::softmax_backward(&y.data()?, &g.data()?, x.shape(), *axis, true);
-            Ok(raw(d, x.shape()))
-        })?],
+        Op::LogSoftmax(_, axis) => {
+            vec![when(0, &|| g.sub(&y.exp()?.mul(&g.sum(&[*axis], true)?)?))?]
+        }
         // yᵢ = −Σⱼ tᵢⱼ log softmax(zᵢ)ⱼ  ⇒  dzᵢⱼ = gᵢ·(softmax(zᵢ)ⱼ·Σₖ tᵢₖ − tᵢⱼ)
         Op::SoftmaxCrossEntropy(z, t) => vec![when(0, &|| {
-            let (zd, gd) = (z.data()?, g.data()?);
-            let d = reduce::softmax_cross_entropy_backward(&zd, t, &gd, z.shape()[1]);
-            Ok(raw(d, z.shape()))
+            let t = Tensor::from_vec(t.as_ref().clone(), z.shape())?;
+            let mass = t.sum(&[1], true)?;
+            let g = g.reshape(&[z.shape()[0], 1])?;
+            z.softmax(1)?.mul(&mass)?.sub(&t)?.mul(&g)
         })?],
+        // y = g·s(x), s piecewise constant  ⇒  dg = g'·s(x), dx = 0 (almost everywhere)
+        Op::StepMul { x, step, .. } => vec![when(0, &|| g.step_mul(x, *step))?, None],
+        // y = index_add(h, idx)  ⇒  dh = g[idx]
+        Op::IndexAdd(_, axis, idx, _) => vec![when(0, &|| g.index_select(*axis, idx))?],
+        // y = scatter_add(h, idx)  ⇒  dh = gather(g, idx)
+        Op::ScatterAdd(_, axis, idx, _) => vec![when(0, &|| g.gather(*axis, idx))?],
+        // y = f(xs), recomputed  ⇒  dxs = the chain rule through f's recorded graph
+        Op::Checkpoint(c) => checkpoint::backward(c, y, g, need)?,
     })
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::backward::{backward_op, saved};
-use super::{NoGradGuard, OpKind, Recorded};
+use super::{GradMode, OpKind, Recorded};
 use crate::error::{Error, Result};
 use crate::tensor::shape::fmt_shape;
 use crate::tensor::{Float, Tensor, TensorId};
@@ -76,12 +76,18 @@ pub struct GraphStats {
     pub leaf_bytes: usize,
 }
 
-/// Nodes reachable from `root` through recorded ops, inputs before the ops that use them.
-/// With `grad_only`, the walk does not enter tensors that do not require a gradient.
-fn topo_order<T: Float>(root: &Tensor<T>, grad_only: bool) -> Vec<Tensor<T>> {
+/// Nodes reachable from `roots` through recorded ops, inputs before the ops that use them.
+/// With `grad_only`, the walk does not enter tensors that do not require a gradient; it does
+/// not go past tensors in `stop` (they count as leaves).
+fn topo_order<T: Float>(
+    roots: &[&Tensor<T>],
+    grad_only: bool,
+    stop: &HashSet<TensorId>,
+) -> Vec<Tensor<T>> {
     let mut order = Vec::new();
     let mut visited = HashSet::new();
-    let mut stack = vec![(root.clone(), false)];
+    let mut stack: Vec<(Tensor<T>, bool)> =
+        roots.iter().rev().map(|&r| (r.clone(), false)).collect();
     while let Some((t, expanded)) = stack.pop() {
         if expanded {
             order.push(t);
@@ -90,10 +96,10 @@ fn topo_order<T: Float>(root: &Tensor<T>, grad_only: bool) -> Vec<Tensor<T>> {
         if !visited.insert(t.id()) {
             continue;
         }
-        let inputs: Vec<Tensor<T>> = t
-            .node()
-            .map(|n| n.inputs().into_iter().cloned().collect())
-            .unwrap_or_default();
+        let inputs: Vec<Tensor<T>> = match t.node() {
+            Some(n) if !stop.contains(&t.id()) => n.inputs().into_iter().cloned().collect(),
+            _ => Vec::new(),
+        };
         stack.push((t, true));
         for input in inputs {
             if (!grad_only || input.requires_grad_flag()) && !visited.contains(&input.id()) {
@@ -102,6 +108,66 @@ fn topo_order<T: Float>(root: &Tensor<T>, grad_only: bool) -> Vec<Tensor<T>> {
         }
     }
     order
+}
+
+/// One reverse pass: the chain rule from `roots` (each with its output gradient) back to the
+/// leaves, or to the tensors in `stop`, which are treated as leaves. Returns the gradients of
+/// the leaves and of the tensors in `keep` (whose gradients are kept even when they have a
+/// recorded op). With `create_graph` the rules run recorded (the gradients carry a graph),
+/// otherwise under `no_grad`.
+pub(crate) fn reverse_pass<T: Float>(
+    roots: &[(Tensor<T>, Tensor<T>)],
+    create_graph: bool,
+    stop: &HashSet<TensorId>,
+    keep: &HashSet<TensorId>,
+) -> Result<HashMap<TensorId, Tensor<T>>> {
+    let _mode = GradMode::set(create_graph);
+    let root_refs: Vec<&Tensor<T>> = roots.iter().map(|(r, _)| r).collect();
+    let order = topo_order(&root_refs, true, stop);
+    let mut grads: HashMap<TensorId, Tensor<T>> = HashMap::new();
+    for (root, seed) in roots {
+        let seed = if create_graph {
+            seed.clone()
+        } else {
+            seed.detach()
+        };
+        accumulate(&mut grads, root.id(), seed)?;
+    }
+    for node in order.iter().rev() {
+        if stop.contains(&node.id()) {
+            continue;
+        }
+        let Some(rec) = node.recorded() else { continue };
+        let op = &rec.op;
+        let g = if keep.contains(&node.id()) {
+            grads.get(&node.id()).cloned()
+        } else {
+            grads.remove(&node.id())
+        };
+        let Some(g) = g else { continue };
+        let inputs = op.inputs();
+        let need: Vec<bool> = inputs.iter().map(|t| t.requires_grad_flag()).collect();
+        check_versions(rec, node, &inputs, &need)?;
+        let input_grads = backward_op(op, node, &g, &need)?;
+        for ((input, grad), needed) in inputs.iter().zip(input_grads).zip(&need) {
+            let (Some(grad), true) = (grad, *needed) else {
+                continue;
+            };
+            if grad.shape() != input.shape() {
+                return Err(Error::autograd(
+                    "backward",
+                    format!(
+                        "internal: {} produced a gradient of shape {} for an input of shape {}",
+                        op.kind().name(),
+                        fmt_shape(grad.shape()),
+                        fmt_shape(input.shape())
+                    ),
+                ));
+            }
+            accumulate(&mut grads, input.id(), grad)?;
+        }
+    }
+    Ok(grads)
 }
 
 impl<T: Float> Tensor<T> {
@@ -141,38 +207,8 @@ impl<T: Float> Tensor<T> {
                  or it was computed under no_grad",
             ));
         }
-        let _guard = NoGradGuard::new();
-        let order = topo_order(self, true);
-        let mut grads: HashMap<TensorId, Tensor<T>> = HashMap::new();
-        grads.insert(self.id(), seed.detach());
-        for node in order.iter().rev() {
-            let Some(rec) = node.recorded() else { continue };
-            let op = &rec.op;
-            let Some(g) = grads.remove(&node.id()) else {
-                continue;
-            };
-            let inputs = op.inputs();
-            let need: Vec<bool> = inputs.iter().map(|t| t.requires_grad_flag()).collect();
-            check_versions(rec, node, &inputs, &need)?;
-            let input_grads = backward_op(op, node, &g, &need)?;
-            for ((input, grad), needed) in inputs.iter().zip(input_grads).zip(&need) {
-                let (Some(grad), true) = (grad, *needed) else {
-                    continue;
-                };
-                if grad.shape() != input.shape() {
-                    return Err(Error::autograd(
-                        "backward",
-                        format!(
-                            "internal: {} produced a gradient of shape {} for an input of shape {}",
-                            op.kind().name(),
-                            fmt_shape(grad.shape()),
-                            fmt_shape(input.shape())
-                        ),
-                    ));
-                }
-                accumulate(&mut grads, input.id(), grad)?;
-            }
-        }
+        let none = HashSet::new();
+        let grads = reverse_pass(&[(self.clone(), seed.clone())], false, &none, &none)?;
         Ok(GradStore { grads })
     }
 
@@ -180,7 +216,7 @@ impl<T: Float> Tensor<T> {
     pub fn graph_stats(&self) -> GraphStats {
         let mut stats = GraphStats::default();
         let mut seen_storage = HashSet::new();
-        for node in topo_order(self, false) {
+        for node in topo_order(&[self], false, &HashSet::new()) {
             let fresh = seen_storage.insert(node.storage_key());
             match node.op() {
                 Some(op) => {
@@ -220,8 +256,9 @@ fn check_versions<T: Float>(
             ),
         )
     };
-    for (i, &t) in all.iter().enumerate().take(8) {
-        if reads.inputs & (1 << i) == 0 {
+    for (i, &t) in all.iter().enumerate() {
+        let read = reads.all_inputs || (i < 8 && reads.inputs & (1 << i) != 0);
+        if !read {
             continue;
         }
         let then = rec.input_versions.get(i);

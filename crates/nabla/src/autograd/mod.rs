@@ -11,12 +11,16 @@
 
 pub mod anomaly;
 mod backward;
+mod checkpoint;
+mod functional;
 mod graph;
 mod op;
 
 pub use anomaly::{detect_anomaly, Anomaly};
+pub use checkpoint::{checkpoint, replayable_seed};
+pub use functional::{grad, hessian, hvp, jacobian, jvp, GradOptions};
 pub use graph::{GradStore, GraphStats};
-pub use op::{Op, OpKind};
+pub use op::{CheckpointFn, Checkpointed, Op, OpKind, Step};
 
 use std::any::Any;
 use std::cell::Cell;
@@ -53,6 +57,26 @@ impl Default for NoGradGuard {
 }
 
 impl Drop for NoGradGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.previous));
+    }
+}
+
+/// Sets whether this thread records (on or off) until dropped, then restores the previous
+/// state: the reverse pass runs its rules recorded for `create_graph`, under `no_grad`
+/// otherwise.
+pub(crate) struct GradMode {
+    previous: bool,
+}
+
+impl GradMode {
+    pub(crate) fn set(enabled: bool) -> Self {
+        let previous = GRAD_ENABLED.with(|g| g.replace(enabled));
+        GradMode { previous }
+    }
+}
+
+impl Drop for GradMode {
     fn drop(&mut self) {
         GRAD_ENABLED.with(|g| g.set(self.previous));
     }
@@ -137,7 +161,12 @@ impl<T: Float> Tensor<T> {
 }
 
 fn should_record<T: Float>(inputs: &[&Tensor<T>]) -> bool {
-    is_grad_enabled() && inputs.iter().any(|t| t.requires_grad_flag())
+    if is_grad_enabled() {
+        inputs.iter().any(|t| t.requires_grad_flag())
+    } else {
+        checkpoint::note_inputs(inputs);
+        false
+    }
 }
 
 /// `inputs` are the op's inputs in `op.inputs()` order (every caller passes them so).

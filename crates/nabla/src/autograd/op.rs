@@ -36,7 +36,42 @@ op_kinds! {
     IndexSelect => "index_select", Gather => "gather",
     Sum => "sum", Max => "max", Softmax => "softmax", LogSoftmax => "log_softmax",
     SoftmaxCrossEntropy => "softmax_cross_entropy",
+    StepMul => "step_mul", IndexAdd => "index_add", ScatterAdd => "scatter_add",
+    Checkpoint => "checkpoint",
 }
+
+/// A piecewise-constant function `s(x)` for [`Tensor::step_mul`](crate::Tensor::step_mul):
+/// the derivatives of relu, leaky relu, clamp and abs. Its own derivative is zero almost
+/// everywhere, which is what makes those ops' second derivatives exactly zero.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step {
+    /// `[x > 0]` (NaN gives 1, so a NaN input passes the gradient on, as in PyTorch).
+    Relu,
+    /// 1 for x > 0, else `slope`.
+    LeakyRelu(f64),
+    /// 1 where `lo ≤ x ≤ hi` (or x is NaN), else 0.
+    Clamp(f64, f64),
+    /// `sign(x)`, with sign(0) = sign(NaN) = 0.
+    Sign,
+}
+
+/// What [`Op::Checkpoint`] keeps instead of the activations of the function it wraps: the
+/// function itself, its inputs, and the random draws it made (so recomputation replays them).
+#[derive(Clone)]
+pub struct Checkpointed<T: Float> {
+    /// The explicit inputs, then the tensors requiring a gradient that `f` captured.
+    pub inputs: Vec<Tensor<T>>,
+    /// How many of `inputs` are explicit (passed to `f`).
+    pub explicit: usize,
+    /// The function, recomputed with recording when backward reaches it.
+    pub f: CheckpointFn<T>,
+    /// Seeds drawn by random layers (dropout) inside `f`, replayed in order on recomputation.
+    pub seeds: Arc<Vec<u64>>,
+}
+
+/// A function that [`checkpoint`](crate::autograd::checkpoint) can recompute: it must own what
+/// it captures (clone tensors into it; a clone is an `Arc`).
+pub type CheckpointFn<T> = Arc<dyn Fn(&[Tensor<T>]) -> crate::Result<Tensor<T>> + Send + Sync>;
 
 /// A recorded operation: how a tensor was made from its inputs.
 #[derive(Clone)]
@@ -129,6 +164,24 @@ pub enum Op<T: Float> {
     /// Fused, stable `−Σⱼ tᵢⱼ log softmax(zᵢ)ⱼ` per row of `[n, k]` logits, against a fixed
     /// `[n, k]` target distribution (not differentiated).
     SoftmaxCrossEntropy(Tensor<T>, Arc<Vec<T>>),
+    /// `g ⊙ s(x)` for a piecewise-constant `s` (the derivative of relu & co., itself
+    /// differentiable: so gradients of gradients work).
+    StepMul {
+        /// The scaled tensor (an incoming gradient, in backward rules).
+        g: Tensor<T>,
+        /// The argument of `s`.
+        x: Tensor<T>,
+        /// Which `s`.
+        step: Step,
+    },
+    /// Zeros with `len` entries along `axis`, plus `g[.., j, ..]` added at `idx[j]` (the
+    /// derivative of `index_select` and `narrow`).
+    IndexAdd(Tensor<T>, usize, Arc<Vec<usize>>, usize),
+    /// Zeros with `len` entries along `axis`, plus each `g` element added at its index (the
+    /// derivative of `gather` and `max`).
+    ScatterAdd(Tensor<T>, usize, Arc<Vec<usize>>, usize),
+    /// A function run without keeping its activations, recomputed during backward.
+    Checkpoint(Box<Checkpointed<T>>),
 }
 
 impl<T: Float> Op<T> {
@@ -169,6 +222,10 @@ impl<T: Float> Op<T> {
             Op::Softmax(..) => OpKind::Softmax,
             Op::LogSoftmax(..) => OpKind::LogSoftmax,
             Op::SoftmaxCrossEntropy(..) => OpKind::SoftmaxCrossEntropy,
+            Op::StepMul { .. } => OpKind::StepMul,
+            Op::IndexAdd(..) => OpKind::IndexAdd,
+            Op::ScatterAdd(..) => OpKind::ScatterAdd,
+            Op::Checkpoint(..) => OpKind::Checkpoint,
         }
     }
 
@@ -179,6 +236,8 @@ impl<T: Float> Op<T> {
             Op::Matmul { a, b, .. } => vec![a, b],
             Op::Linear(x, w, b) => vec![x, w, b],
             Op::Concat(xs, _) => xs.iter().collect(),
+            Op::StepMul { g, x, .. } => vec![g, x],
+            Op::Checkpoint(c) => c.inputs.iter().collect(),
             Op::Neg(x)
             | Op::AddScalar(x)
             | Op::MulScalar(x, _)
@@ -205,7 +264,9 @@ impl<T: Float> Op<T> {
             | Op::Max(x, ..)
             | Op::Softmax(x, _)
             | Op::LogSoftmax(x, _)
-            | Op::SoftmaxCrossEntropy(x, _) => vec![x],
+            | Op::SoftmaxCrossEntropy(x, _)
+            | Op::IndexAdd(x, ..)
+            | Op::ScatterAdd(x, ..) => vec![x],
         }
     }
 

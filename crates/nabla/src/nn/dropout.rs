@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use crate::autograd::replayable_seed;
 use crate::error::{Error, Result};
 use crate::nn::Module;
 use crate::rng::Rng;
@@ -45,7 +46,13 @@ impl<T: Float> Module<T> for Dropout {
             return Ok(x.clone());
         }
         let scale = T::from_f64(1.0 / (1.0 - self.p));
-        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        // One draw from the layer's generator seeds this mask; inside a checkpointed segment's
+        // recomputation the same seed is replayed, so the same mask comes back.
+        let seed = replayable_seed(|| {
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            rng.next_u64()
+        })?;
+        let mut rng = Rng::new(seed);
         let mask: Vec<T> = (0..x.numel())
             .map(|_| {
                 if rng.uniform() >= self.p {

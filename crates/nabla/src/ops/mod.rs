@@ -8,9 +8,8 @@ mod loss;
 mod matmul;
 mod nograd;
 mod reduce;
+mod scatter;
 pub(crate) mod unary;
-
-pub(crate) use matmul::matmul_raw;
 
 use crate::autograd::{record, Op};
 use crate::error::Result;
@@ -47,17 +46,6 @@ impl<T: Float> Tensor<T> {
         let (a, b) = (self.strided(), other.strided());
         elementwise::binary(&a.data, a.layout, &b.data, b.layout, &shape, f, &mut data);
         Ok((data, shape))
-    }
-
-    /// `f` applied with broadcasting, as a new tensor that is never recorded (for backward rules).
-    pub(crate) fn map2_raw(
-        &self,
-        other: &Tensor<T>,
-        name: &'static str,
-        f: impl Fn(T, T) -> T + Sync + Send,
-    ) -> Result<Tensor<T>> {
-        let (data, shape) = self.broadcast_map(other, name, f)?;
-        Ok(Tensor::from_parts(data, shape, None))
     }
 
     /// Applies `f` with broadcasting and records `make()`.

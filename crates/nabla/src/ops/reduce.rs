@@ -109,13 +109,17 @@ impl<T: Float> Tensor<T> {
     }
 
     /// Sums a broadcast result back to `target` (the shape of an operand that was broadcast):
-    /// used by backward rules; not recorded.
+    /// used by backward rules (recorded like any op, so it can be differentiated again).
     pub(crate) fn sum_to(&self, target: &[usize]) -> Result<Tensor<T>> {
         if self.shape() == target {
             return Ok(self.clone());
         }
         let axes = sum_to_axes(self.shape(), target);
-        let data = sum_data("sum_to", self, &axes, target)?;
-        Tensor::from_vec(data, target)
+        let summed = if axes.is_empty() {
+            self.clone()
+        } else {
+            self.sum(&axes, true)?
+        };
+        summed.reshape(target)
     }
 }

@@ -2,11 +2,13 @@
 //! broadcasting in both directions. The test suite and `nabla gradcheck` run it, and a test
 //! fails if some op kind is not exercised by any case.
 
-use super::{gradcheck, GradcheckOptions, GradcheckReport};
-use crate::autograd::OpKind;
+use std::sync::Arc;
+
+use super::{gradcheck, gradgradcheck, GradcheckOptions, GradcheckReport};
+use crate::autograd::{checkpoint, OpKind, Step};
 use crate::error::Result;
 use crate::nn::loss::{self, Reduction, Target};
-use crate::nn::{Init, Linear, Module};
+use crate::nn::{Activation, Dropout, Init, Linear, Module};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -28,6 +30,8 @@ pub struct OpCheck {
     pub name: String,
     /// The comparison.
     pub report: GradcheckReport,
+    /// The comparison of second derivatives ([`gradgradcheck`]).
+    pub second: GradcheckReport,
     /// The op kinds that the case's graph contains.
     pub kinds: Vec<OpKind>,
 }
@@ -86,6 +90,7 @@ pub fn op_cases() -> Vec<OpCase> {
         layout_cases(),
         reduction_cases(),
         view_cases(),
+        adjoint_cases(),
     ]
     .into_iter()
     .flatten()
@@ -379,6 +384,51 @@ fn view_cases() -> Vec<OpCase> {
     ]
 }
 
+/// The ops backward rules are built from (so that gradients of gradients work), and
+/// checkpointed segments (explicit inputs, captured weights, dropout replayed).
+fn adjoint_cases() -> Vec<OpCase> {
+    let mut cases = Vec::new();
+    for (step, tag) in [
+        (Step::Relu, "relu"),
+        (Step::LeakyRelu(0.1), "leaky_relu"),
+        (Step::Clamp(-0.5, 0.5), "clamp"),
+        (Step::Sign, "sign"),
+    ] {
+        cases.push(case(
+            &format!("step_mul {tag}"),
+            vec![u(&[3, 4], 130), away_from_zero(&[3, 4], 131)],
+            move |t| t[0].step_mul(&t[1], step),
+        ));
+    }
+    cases.push(case("index_add with repeats", vec![u(&[3, 2], 132)], |t| {
+        t[0].index_add(0, &[2, 0, 2], 4)
+    }));
+    cases.push(case("scatter_add along 1", vec![u(&[2, 3], 133)], |t| {
+        t[0].scatter_add(1, &[0, 2, 2, 1, 0, 1], 4)
+    }));
+    cases.push(case(
+        "checkpoint (explicit inputs)",
+        vec![u(&[3, 4], 134), u(&[4, 2], 135)],
+        |t| checkpoint(|xs| xs[0].matmul(&xs[1])?.tanh(), &t[..2]),
+    ));
+    cases.push(case(
+        "checkpoint (captured weight, dropout)",
+        vec![u(&[3, 4], 136), u(&[4, 2], 137)],
+        |t| {
+            let w = t[1].clone();
+            let drop = Arc::new(Dropout::new(0.5, 7)?);
+            checkpoint(
+                move |xs| {
+                    let h = Activation::Softplus.apply(&xs[0].matmul(&w)?)?;
+                    drop.forward(&h)?.mul(&h)
+                },
+                &t[..1],
+            )
+        },
+    ));
+    cases
+}
+
 /// Gradient checks of the losses (every reduction) and of the `Linear` layer, as functions of
 /// all their differentiable inputs.
 pub fn module_cases() -> Vec<OpCase> {
@@ -448,7 +498,8 @@ pub fn module_cases() -> Vec<OpCase> {
     cases
 }
 
-/// Runs every case of [`op_cases`] and [`module_cases`] with the default tolerances.
+/// Runs every case of [`op_cases`] and [`module_cases`] with the default tolerances, through
+/// [`gradcheck`] and [`gradgradcheck`].
 pub fn run_op_gradchecks() -> Result<Vec<OpCheck>> {
     let opts = GradcheckOptions::default();
     op_cases()
@@ -456,6 +507,7 @@ pub fn run_op_gradchecks() -> Result<Vec<OpCheck>> {
         .chain(module_cases())
         .map(|c| {
             let report = gradcheck(&c.f, &c.inputs, &opts)?;
+            let second = gradgradcheck(&c.f, &c.inputs, &opts)?;
             let leaves: Vec<Tensor<f64>> = c
                 .inputs
                 .iter()
@@ -469,6 +521,7 @@ pub fn run_op_gradchecks() -> Result<Vec<OpCheck>> {
             Ok(OpCheck {
                 name: c.name,
                 report,
+                second,
                 kinds,
             })
         })

@@ -17,9 +17,11 @@
 
 mod cases;
 mod program;
+mod second;
 
 pub use cases::{module_cases, op_cases, run_op_gradchecks, OpCase, OpCheck};
 pub use program::{run_program, PROGRAM_ALLOCATION_LIMIT};
+pub use second::gradgradcheck;
 
 use std::fmt;
 

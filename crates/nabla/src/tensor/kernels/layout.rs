@@ -30,25 +30,6 @@ pub fn strided_scatter<T: Copy>(values: &[T], dst: &mut [T], layout: &Layout) {
     });
 }
 
-/// Adds `g` (the shape of a narrow of `shape`) into a zero tensor of `shape` at `start`.
-pub fn narrow_backward<T: Float>(
-    g: &[T],
-    shape: &[usize],
-    axis: usize,
-    start: usize,
-    len: usize,
-    out: &mut [T],
-) {
-    let (outer, dim, inner) = split_at_axis(shape, axis);
-    if outer == 0 || inner == 0 || dim == 0 {
-        return; // nothing addressed (and `outer` may be huge when `inner` is 0)
-    }
-    for o in 0..outer {
-        let to = (o * dim + start) * inner;
-        out[to..to + len * inner].copy_from_slice(&g[o * len * inner..(o + 1) * len * inner]);
-    }
-}
-
 /// Concatenates tensors whose shapes agree except along `axis`; `dims[i]` is each one's size
 /// along `axis`, `outer`/`inner` the products before and after it.
 pub fn concat<T: Float>(

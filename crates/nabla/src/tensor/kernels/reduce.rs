@@ -123,40 +123,6 @@ pub fn softmax_axis<T: Float>(x: &[T], shape: &[usize], axis: usize, log: bool) 
     out
 }
 
-/// Backward of softmax along `axis`: `dx = y ⊙ (g − Σ g⊙y)` (`log == false`), or of
-/// log-softmax: `dx = g − softmax ⊙ Σ g` where `y` is the log-softmax output.
-pub fn softmax_backward<T: Float>(
-    y: &[T],
-    g: &[T],
-    shape: &[usize],
-    axis: usize,
-    log: bool,
-) -> Vec<T> {
-    if y.is_empty() {
-        return Vec::new();
-    }
-    let (outer, dim, inner) = split_at_axis(shape, axis);
-    let mut out = vec![T::ZERO; y.len()];
-    for o in 0..outer {
-        for i in 0..inner {
-            let at = |j: usize| (o * dim + j) * inner + i;
-            let mut s = T::ZERO;
-            for j in 0..dim {
-                s += if log { g[at(j)] } else { g[at(j)] * y[at(j)] };
-            }
-            for j in 0..dim {
-                let k = at(j);
-                out[k] = if log {
-                    g[k] - y[k].exp() * s
-                } else {
-                    y[k] * (g[k] - s)
-                };
-            }
-        }
-    }
-    out
-}
-
 /// Per-row cross-entropy of `[n, k]` logits `z` against target rows `t`:
 /// `lseᵢ − Σⱼ tᵢⱼ zᵢⱼ` scaled by `Σⱼ tᵢⱼ`, written as `Σⱼ tᵢⱼ (lseᵢ − zᵢⱼ)` with zero targets
 /// skipped, so a `−∞` logit with target 0 contributes 0, not NaN.
@@ -174,27 +140,6 @@ pub fn softmax_cross_entropy<T: Float>(z: &[T], t: &[T], k: usize) -> Vec<T> {
             loss
         })
         .collect()
-}
-
-/// Backward of [`softmax_cross_entropy`]: `gᵢ·(softmax(zᵢ)·Σₖ tᵢₖ − tᵢ)`.
-pub fn softmax_cross_entropy_backward<T: Float>(z: &[T], t: &[T], g: &[T], k: usize) -> Vec<T> {
-    let mut out = vec![T::ZERO; z.len()];
-    for (((o, zr), tr), &gi) in out
-        .chunks_exact_mut(k.max(1))
-        .zip(z.chunks_exact(k.max(1)))
-        .zip(t.chunks_exact(k.max(1)))
-        .zip(g)
-    {
-        let lse = log_sum_exp(zr);
-        let mut tsum = T::ZERO;
-        for &tj in tr {
-            tsum += tj;
-        }
-        for ((o, &zj), &tj) in o.iter_mut().zip(zr).zip(tr) {
-            *o = gi * ((zj - lse).exp() * tsum - tj);
-        }
-    }
-    out
 }
 
 /// `ln Σ e^x` with the maximum subtracted.

@@ -1,0 +1,267 @@
+//! Gradient checkpointing: run a function without keeping its activations, and recompute it
+//! (recording) when backward reaches it. Memory for O(√L) segments instead of O(L) layers, for
+//! the price of one more forward pass.
+//!
+//! Two pieces of thread-local bookkeeping make recomputation exact:
+//! - **captures**: while the function first runs (under `no_grad`), every tensor requiring a
+//!   gradient that one of its ops reads is noted, so weights the closure captured become inputs
+//!   of the checkpoint op and receive their gradients;
+//! - **random draws**: random layers ask [`replayable_seed`] for their seed; the first run
+//!   records the seeds, the recomputation replays them, so dropout draws the same mask.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::graph::reverse_pass;
+use super::{is_grad_enabled, node, CheckpointFn, Checkpointed, GradMode, Op};
+use crate::error::{Error, Result};
+use crate::tensor::shape::fmt_shape;
+use crate::tensor::{Float, Tensor, TensorId};
+
+enum Frame {
+    /// A checkpointed function's first run.
+    Forward {
+        captured: Vec<(TensorId, Box<dyn Any>)>,
+        seeds: Vec<u64>,
+    },
+    /// A recomputation, replaying the seeds of the first run.
+    Replay { seeds: Arc<Vec<u64>>, next: usize },
+}
+
+thread_local! {
+    static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+    static FORWARD_FRAMES: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Pops the frame it pushed when dropped (also on an error or a panic in the function).
+struct FrameGuard;
+
+impl FrameGuard {
+    fn push(frame: Frame) -> Self {
+        if matches!(frame, Frame::Forward { .. }) {
+            FORWARD_FRAMES.with(|n| n.set(n.get() + 1));
+        }
+        FRAMES.with(|f| f.borrow_mut().push(frame));
+        FrameGuard
+    }
+
+    /// Pops the frame, handing a forward frame's captures to the enclosing forward frame
+    /// (a nested checkpoint's captures are the outer function's captures too).
+    fn pop(self) -> Option<Frame> {
+        std::mem::forget(self);
+        let frame = FRAMES.with(|f| f.borrow_mut().pop());
+        if let Some(Frame::Forward { captured, .. }) = &frame {
+            FORWARD_FRAMES.with(|n| n.set(n.get() - 1));
+            FRAMES.with(|f| {
+                if let Some(Frame::Forward {
+                    captured: outer, ..
+                }) = f.borrow_mut().last_mut()
+                {
+                    for (id, t) in captured {
+                        if !outer.iter().any(|(o, _)| o == id) {
+                            outer.push((*id, clone_any(t)));
+                        }
+                    }
+                }
+            });
+        }
+        frame
+    }
+}
+
+impl Drop for FrameGuard {
+    fn drop(&mut self) {
+        let popped = FRAMES.with(|f| f.borrow_mut().pop());
+        if matches!(popped, Some(Frame::Forward { .. })) {
+            FORWARD_FRAMES.with(|n| n.set(n.get() - 1));
+        }
+    }
+}
+
+fn clone_any(t: &dyn Any) -> Box<dyn Any> {
+    if let Some(t) = t.downcast_ref::<Tensor<f32>>() {
+        Box::new(t.clone())
+    } else if let Some(t) = t.downcast_ref::<Tensor<f64>>() {
+        Box::new(t.clone())
+    } else {
+        unreachable!("internal: only tensors are captured")
+    }
+}
+
+/// Called by every op that does not record: inside a checkpointed function's first run, notes
+/// the inputs that require a gradient.
+pub(crate) fn note_inputs<T: Float>(inputs: &[&Tensor<T>]) {
+    if FORWARD_FRAMES.with(|n| n.get()) == 0 {
+        return;
+    }
+    FRAMES.with(|f| {
+        let mut frames = f.borrow_mut();
+        let Some(Frame::Forward { captured, .. }) = frames
+            .iter_mut()
+            .rev()
+            .find(|fr| matches!(fr, Frame::Forward { .. }))
+        else {
+            return;
+        };
+        for t in inputs.iter().filter(|t| t.requires_grad_flag()) {
+            if !captured.iter().any(|(id, _)| *id == t.id()) {
+                captured.push((t.id(), Box::new((*t).clone())));
+            }
+        }
+    });
+}
+
+/// A seed for a random layer: `draw()` normally; inside a checkpoint's recomputation, the seed
+/// the first run drew at the same point. Random layers (dropout) take their randomness from
+/// here so that a checkpointed segment recomputes exactly what it computed.
+pub fn replayable_seed(draw: impl FnOnce() -> u64) -> Result<u64> {
+    FRAMES.with(|f| {
+        let mut frames = f.borrow_mut();
+        let replay = frames
+            .iter()
+            .rposition(|fr| matches!(fr, Frame::Replay { .. }));
+        let seed = match replay.map(|i| &mut frames[i]) {
+            Some(Frame::Replay { seeds, next }) => {
+                let s = seeds.get(*next).copied().ok_or_else(|| {
+                    Error::autograd(
+                        "checkpoint",
+                        format!(
+                            "the recomputed function drew more random seeds than its first run \
+                             ({}); a checkpointed function must be deterministic",
+                            seeds.len()
+                        ),
+                    )
+                })?;
+                *next += 1;
+                s
+            }
+            _ => draw(),
+        };
+        let from = replay.map_or(0, |i| i + 1);
+        for fr in &mut frames[from..] {
+            if let Frame::Forward { seeds, .. } = fr {
+                seeds.push(seed);
+            }
+        }
+        Ok(seed)
+    })
+}
+
+/// Runs `f(inputs)` without keeping its intermediate tensors; backward recomputes `f` (with
+/// recording) when it reaches the result, and continues from there. Values and gradients are
+/// the same as without checkpointing; memory holds only the inputs of each checkpointed segment,
+/// and backward costs one more forward pass of `f`.
+///
+/// `f` must be deterministic and own what it captures (clone tensors into it: a clone is an
+/// `Arc`). Tensors requiring a gradient that `f` reads — explicit inputs or captured weights —
+/// receive their gradients. Random layers inside `f` (dropout) replay the same draws.
+///
+/// ```
+/// use nabla::{autograd::checkpoint, Tensor};
+/// let w = Tensor::<f64>::from_vec(vec![0.5, -1.0], &[2]).unwrap().requires_grad();
+/// let x = Tensor::from_vec(vec![1.0, 2.0], &[2]).unwrap().requires_grad();
+/// let w2 = w.clone();
+/// let y = checkpoint(move |xs| xs[0].mul(&w2)?.tanh()?.sum_all(), &[x.clone()]).unwrap();
+/// let plain = x.mul(&w).unwrap().tanh().unwrap().sum_all().unwrap();
+/// let (g, h) = (y.backward().unwrap(), plain.backward().unwrap());
+/// assert_eq!(g.get(&w).unwrap().to_vec().unwrap(), h.get(&w).unwrap().to_vec().unwrap());
+/// assert_eq!(g.get(&x).unwrap().to_vec().unwrap(), h.get(&x).unwrap().to_vec().unwrap());
+/// ```
+pub fn checkpoint<T, F>(f: F, inputs: &[Tensor<T>]) -> Result<Tensor<T>>
+where
+    T: Float,
+    F: Fn(&[Tensor<T>]) -> Result<Tensor<T>> + Send + Sync + 'static,
+{
+    checkpoint_fn(Arc::new(f), inputs)
+}
+
+/// [`checkpoint`] with the function already shared.
+pub(crate) fn checkpoint_fn<T: Float>(
+    f: CheckpointFn<T>,
+    inputs: &[Tensor<T>],
+) -> Result<Tensor<T>> {
+    if !is_grad_enabled() {
+        return f(inputs);
+    }
+    let guard = FrameGuard::push(Frame::Forward {
+        captured: Vec::new(),
+        seeds: Vec::new(),
+    });
+    let out = {
+        let _off = GradMode::set(false);
+        f(inputs)
+    };
+    let Some(Frame::Forward { captured, seeds }) = guard.pop() else {
+        unreachable!("internal: checkpoint frames are popped in order")
+    };
+    let out = out?;
+    let mut all = inputs.to_vec();
+    for (_, t) in captured {
+        let t = *t
+            .downcast::<Tensor<T>>()
+            .expect("internal: captures of one element type");
+        if !all.iter().any(|a| a.id() == t.id()) {
+            all.push(t);
+        }
+    }
+    if !all.iter().any(|t| t.requires_grad_flag()) {
+        return Ok(out);
+    }
+    let refs: Vec<&Tensor<T>> = all.iter().collect();
+    let op = Op::Checkpoint(Box::new(Checkpointed {
+        inputs: all.clone(),
+        explicit: inputs.len(),
+        f,
+        seeds: Arc::new(seeds),
+    }));
+    let layout = out.layout().clone();
+    Ok(out.view_parts(layout, Some(node(op, &refs, out.version()))))
+}
+
+/// The checkpoint op's rule: recompute `f` recording, then run the chain rule through that
+/// graph, stopping at the op's inputs. Under `create_graph` (recording on when called) the
+/// gradients carry a graph too.
+pub(crate) fn backward<T: Float>(
+    c: &Checkpointed<T>,
+    y: &Tensor<T>,
+    g: &Tensor<T>,
+    need: &[bool],
+) -> Result<Vec<Option<Tensor<T>>>> {
+    let create_graph = is_grad_enabled();
+    let replay = FrameGuard::push(Frame::Replay {
+        seeds: c.seeds.clone(),
+        next: 0,
+    });
+    let out = {
+        let _on = GradMode::set(true);
+        (c.f)(&c.inputs[..c.explicit])?
+    };
+    let Some(Frame::Replay { seeds, next }) = replay.pop() else {
+        unreachable!("internal: checkpoint frames are popped in order")
+    };
+    if next != seeds.len() || out.shape() != y.shape() {
+        return Err(Error::autograd(
+            "checkpoint",
+            format!(
+                "the recomputed function differs from its first run ({} of {} random seeds \
+                 drawn, output {} vs {}); a checkpointed function must be deterministic",
+                next,
+                seeds.len(),
+                fmt_shape(out.shape()),
+                fmt_shape(y.shape())
+            ),
+        ));
+    }
+    if !out.requires_grad_flag() {
+        return Ok(vec![None; c.inputs.len()]);
+    }
+    let ids: HashSet<TensorId> = c.inputs.iter().map(|t| t.id()).collect();
+    let grads = reverse_pass(&[(out, g.clone())], create_graph, &ids, &ids)?;
+    Ok(c.inputs
+        .iter()
+        .zip(need)
+        .map(|(t, &n)| if n { grads.get(&t.id()).cloned() } else { None })
+        .collect())
+}

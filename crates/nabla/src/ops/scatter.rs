@@ -1,0 +1,189 @@
+//! The ops that backward rules are made of, beyond the forward ones: `step_mul` (the
+//! derivative of relu, leaky relu, clamp and abs), `index_add` (of `index_select` and `narrow`)
+//! and `scatter_add` (of `gather` and `max`). Each is differentiable in turn, so the gradients
+//! that backward computes with them can be differentiated again.
+
+use std::sync::Arc;
+
+use crate::autograd::{record, Op, Step};
+use crate::error::{Error, Result};
+use crate::tensor::kernels::split_at_axis;
+use crate::tensor::kernels::{elementwise, layout};
+use crate::tensor::shape::{check_axis, fmt_shape};
+use crate::tensor::storage::{buffer, filled};
+use crate::tensor::{Float, Tensor};
+
+/// `s(x)` of a [`Step`], as `T`.
+fn step_fn<T: Float>(step: Step) -> impl Fn(T) -> T + Sync + Send {
+    let (zero, one) = (T::ZERO, T::ONE);
+    let (a, b) = match step {
+        Step::LeakyRelu(s) => (T::from_f64(s), zero),
+        Step::Clamp(lo, hi) => (T::from_f64(lo), T::from_f64(hi)),
+        Step::Relu | Step::Sign => (zero, zero),
+    };
+    // Comparisons are written so that NaN lands on the documented value.
+    move |x: T| match step {
+        Step::Relu => {
+            if x <= zero {
+                zero
+            } else {
+                one
+            }
+        }
+        Step::LeakyRelu(_) => {
+            if x > zero {
+                one
+            } else {
+                a
+            }
+        }
+        Step::Clamp(..) => {
+            if x < a || x > b {
+                zero
+            } else {
+                one
+            }
+        }
+        Step::Sign => {
+            if x > zero {
+                one
+            } else if x < zero {
+                -one
+            } else {
+                zero
+            }
+        }
+    }
+}
+
+/// The shape of `g` with `len` entries along `axis`.
+fn with_len(g: &[usize], axis: usize, len: usize) -> Vec<usize> {
+    let mut s = g.to_vec();
+    s[axis] = len;
+    s
+}
+
+fn check_indices(op: &'static str, indices: &[usize], len: usize, axis: usize) -> Result<()> {
+    match indices.iter().find(|&&i| i >= len) {
+        Some(&bad) => Err(Error::arg(
+            op,
+            format!("index {bad} is out of range for an output of {len} along axis {axis}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+impl<T: Float> Tensor<T> {
+    /// `self ⊙ s(x)` for a piecewise-constant `s` ([`Step`]); `self` and `x` have the same
+    /// shape. This is the gradient of relu & co. (`g.step_mul(x, Step::Relu)` is relu's
+    /// backward), one fused pass; its derivative with respect to `x` is zero.
+    ///
+    /// ```
+    /// use nabla::{autograd::Step, Tensor};
+    /// let g = Tensor::<f32>::from_vec(vec![1.0, 2.0, 3.0], &[3]).unwrap();
+    /// let x = Tensor::from_vec(vec![-1.0, 0.0, 5.0], &[3]).unwrap();
+    /// assert_eq!(g.step_mul(&x, Step::Relu).unwrap().to_vec().unwrap(), [0.0, 0.0, 3.0]);
+    /// ```
+    pub fn step_mul(&self, x: &Tensor<T>, step: Step) -> Result<Tensor<T>> {
+        if self.shape() != x.shape() {
+            return Err(Error::shape(
+                "step_mul",
+                format!(
+                    "{} and {} differ (no broadcasting here)",
+                    fmt_shape(self.shape()),
+                    fmt_shape(x.shape())
+                ),
+            ));
+        }
+        let s = step_fn::<T>(step);
+        let mut data = buffer("step_mul", self.shape())?;
+        {
+            let (g, xs) = (self.strided(), x.strided());
+            let shape = self.shape();
+            elementwise::binary(
+                &g.data,
+                g.layout,
+                &xs.data,
+                xs.layout,
+                shape,
+                |g, x| g * s(x),
+                &mut data,
+            );
+        }
+        Ok(record(data, self.shape().to_vec(), &[self, x], || {
+            Op::StepMul {
+                g: self.clone(),
+                x: x.clone(),
+                step,
+            }
+        }))
+    }
+
+    /// Zeros with `len` entries along `axis` (other axes as `self`), plus `self[.., j, ..]`
+    /// added at position `indices[j]`: the adjoint of [`Tensor::index_select`]. Indices may
+    /// repeat (their rows add up).
+    ///
+    /// ```
+    /// use nabla::Tensor;
+    /// let g = Tensor::<f32>::from_vec(vec![1.0, 2.0, 3.0], &[3]).unwrap();
+    /// let y = g.index_add(0, &[2, 0, 2], 4).unwrap();
+    /// assert_eq!(y.to_vec().unwrap(), [2.0, 0.0, 4.0, 0.0]);
+    /// ```
+    pub fn index_add(&self, axis: usize, indices: &[usize], len: usize) -> Result<Tensor<T>> {
+        check_axis("index_add", axis, self.rank())?;
+        if indices.len() != self.shape()[axis] {
+            return Err(Error::shape(
+                "index_add",
+                format!(
+                    "{} indices for {} entries along axis {axis} of {}",
+                    indices.len(),
+                    self.shape()[axis],
+                    fmt_shape(self.shape())
+                ),
+            ));
+        }
+        check_indices("index_add", indices, len, axis)?;
+        let shape = with_len(self.shape(), axis, len);
+        let mut data = filled("index_add", &shape, T::ZERO)?;
+        layout::index_add(&self.data()?, &shape, axis, indices, &mut data);
+        Ok(record(data, shape, &[self], || {
+            Op::IndexAdd(self.clone(), axis, Arc::new(indices.to_vec()), len)
+        }))
+    }
+
+    /// Zeros with `len` entries along `axis` (other axes as `self`), plus each element of
+    /// `self` added at its index: with the index laid out like `self`,
+    /// `out[.., indices[.., j, ..], ..] += self[.., j, ..]`. The adjoint of
+    /// [`Tensor::gather`].
+    ///
+    /// ```
+    /// use nabla::Tensor;
+    /// let g = Tensor::<f32>::from_vec(vec![1.0, 2.0], &[2, 1]).unwrap();
+    /// let y = g.scatter_add(1, &[2, 0], 3).unwrap();
+    /// assert_eq!(y.to_vec().unwrap(), [0.0, 0.0, 1.0, 2.0, 0.0, 0.0]);
+    /// ```
+    pub fn scatter_add(&self, axis: usize, indices: &[usize], len: usize) -> Result<Tensor<T>> {
+        check_axis("scatter_add", axis, self.rank())?;
+        if indices.len() != self.numel() {
+            return Err(Error::shape(
+                "scatter_add",
+                format!(
+                    "{} indices for the {} elements of {}",
+                    indices.len(),
+                    self.numel(),
+                    fmt_shape(self.shape())
+                ),
+            ));
+        }
+        check_indices("scatter_add", indices, len, axis)?;
+        let shape = with_len(self.shape(), axis, len);
+        let mut data = filled("scatter_add", &shape, T::ZERO)?;
+        let (outer, _, inner) = split_at_axis(&shape, axis);
+        if outer.saturating_mul(inner) > 0 {
+            layout::scatter_add(&self.data()?, &shape, axis, indices, &mut data);
+        }
+        Ok(record(data, shape, &[self], || {
+            Op::ScatterAdd(self.clone(), axis, Arc::new(indices.to_vec()), len)
+        }))
+    }
+}
