@@ -177,6 +177,10 @@ pub struct TrainArgs {
     /// Dropout probability after each hidden layer.
     #[arg(long)]
     pub dropout: Option<f64>,
+    /// Gradient checkpointing: keep only every K-th hidden block's input for backward and
+    /// recompute the blocks in between (less memory, one more forward pass; K ≈ √depth).
+    #[arg(long, value_name = "K")]
+    pub checkpoint_activations: Option<usize>,
     /// Loss (default: cross-entropy for classification, mse for regression).
     #[arg(long, value_enum)]
     pub loss: Option<LossName>,

@@ -301,6 +301,12 @@ fn train(args: &TrainArgs, argv: &[String], resume_from: Option<&Path>) -> Resul
         seed: args.data.seed,
     };
     let mut model = Mlp::<f32>::new(&config)?;
+    if let Some(k) = args.checkpoint_activations {
+        if k == 0 {
+            bail!("--checkpoint-activations must be at least 1 (hidden blocks per segment)");
+        }
+        model.set_checkpoint_every(Some(k))?;
+    }
     let params = model.named_parameters();
     let mut opt: Box<dyn Optimizer> = match optimizer {
         OptimizerName::Sgd => Box::new(Sgd::new(

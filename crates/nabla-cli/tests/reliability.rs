@@ -257,3 +257,44 @@ fn nan_weights_in_the_first_layer_are_reported_by_name() {
         assert!(err.contains("linear produced"), "{err}");
     }
 }
+
+#[test]
+fn checkpointed_activations_train_to_bit_identical_weights() {
+    let dir = tmpdir("ckptact");
+    let args = |out: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "train",
+            "--epochs",
+            "2",
+            "--hidden",
+            "16,16,16,16",
+            "--dropout",
+            "0.2",
+            "--no-plots",
+            "--quiet",
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.push(out.display().to_string());
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let plain = dir.join("plain");
+    let a = args(&plain, &[]);
+    run_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    for k in ["1", "2"] {
+        let ckpt = dir.join(format!("ckpt{k}"));
+        let a = args(&ckpt, &["--checkpoint-activations", k]);
+        run_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(
+            weights(&plain.join("model.safetensors")),
+            weights(&ckpt.join("model.safetensors")),
+            "K = {k}"
+        );
+    }
+    let out = run(&["train", "--checkpoint-activations", "0", "--epochs", "1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--checkpoint-activations"));
+}

@@ -6,7 +6,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::nn::Module;
+use std::sync::Arc;
+
+use crate::nn::{Module, SharedForward};
 use crate::tensor::{Float, Tensor};
 
 /// An element-wise non-linearity. Without one between them, stacked linear layers collapse
@@ -48,6 +50,11 @@ impl Activation {
 impl<T: Float> Module<T> for Activation {
     fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
         self.apply(x)
+    }
+
+    fn shared_forward(&self) -> Option<SharedForward<T>> {
+        let me = *self;
+        Some(Arc::new(move |x| me.apply(x)))
     }
 
     fn describe(&self) -> String {

@@ -1,11 +1,11 @@
 //! Dropout: zeroes a random fraction of activations during training.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::autograd::replayable_seed;
 use crate::error::{Error, Result};
-use crate::nn::Module;
+use crate::nn::{Module, SharedForward};
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
 
@@ -15,7 +15,7 @@ use crate::tensor::{Float, Tensor};
 pub struct Dropout {
     p: f64,
     training: bool,
-    rng: Mutex<Rng>,
+    rng: Arc<Mutex<Rng>>,
 }
 
 impl Dropout {
@@ -30,7 +30,7 @@ impl Dropout {
         Ok(Dropout {
             p,
             training: true,
-            rng: Mutex::new(Rng::new(seed)),
+            rng: Arc::new(Mutex::new(Rng::new(seed))),
         })
     }
 
@@ -67,6 +67,15 @@ impl<T: Float> Module<T> for Dropout {
 
     fn set_training(&mut self, training: bool) {
         self.training = training;
+    }
+
+    fn shared_forward(&self) -> Option<SharedForward<T>> {
+        let me = Dropout {
+            p: self.p,
+            training: self.training,
+            rng: self.rng.clone(),
+        };
+        Some(Arc::new(move |x| me.forward(x)))
     }
 
     fn describe(&self) -> String {

@@ -1,7 +1,9 @@
 //! The linear (fully connected) layer `O = X·W + b`.
 
 use crate::error::{Error, Result};
-use crate::nn::{Init, Module};
+use std::sync::Arc;
+
+use crate::nn::{Init, Module, SharedForward};
 use crate::rng::Rng;
 use crate::tensor::shape::fmt_shape;
 use crate::tensor::{Float, Tensor};
@@ -91,6 +93,14 @@ impl<T: Float> Module<T> for Linear<T> {
 
     fn describe(&self) -> String {
         format!("Linear({} → {})", self.in_features(), self.out_features())
+    }
+
+    fn shared_forward(&self) -> Option<SharedForward<T>> {
+        let me = Linear {
+            weight: self.weight.clone(),
+            bias: self.bias.clone(),
+        };
+        Some(Arc::new(move |x| me.forward(x)))
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {

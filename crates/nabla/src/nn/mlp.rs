@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::nn::{Activation, Dropout, Init, Linear, Module, Sequential};
+use crate::nn::{Activation, Dropout, Init, Linear, Module, Sequential, SharedForward};
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
 
@@ -93,6 +93,15 @@ impl<T: Float> Mlp<T> {
         })
     }
 
+    /// Gradient checkpointing every `k` hidden blocks (`Linear → activation (→ dropout)`):
+    /// only each segment's input is kept for backward, which recomputes the segment. See
+    /// [`Sequential::set_checkpoint_every`]; `None` turns it off.
+    pub fn set_checkpoint_every(&mut self, k: Option<usize>) -> Result<()> {
+        let per_block = if self.config.dropout > 0.0 { 3 } else { 2 };
+        self.layers
+            .set_checkpoint_every(k.map(|k| k.saturating_mul(per_block)))
+    }
+
     /// The configuration it was built from.
     pub fn config(&self) -> &MlpConfig {
         &self.config
@@ -146,6 +155,9 @@ impl<T: Float> Module<T> for Mlp<T> {
     }
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         self.layers.output_shape(input)
+    }
+    fn shared_forward(&self) -> Option<SharedForward<T>> {
+        self.layers.shared_forward()
     }
     fn extra_state(&self) -> BTreeMap<String, String> {
         let state = self.layers.extra_state();

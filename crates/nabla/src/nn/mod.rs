@@ -19,6 +19,7 @@ pub use mlp::{Mlp, MlpConfig, ModelSummary, SummaryRow};
 pub use sequential::Sequential;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::error::Result;
 use crate::tensor::{Float, Tensor};
@@ -65,7 +66,17 @@ pub trait Module<T: Float = f32>: Send + Sync {
     fn load_extra_state(&mut self, _state: &BTreeMap<String, String>) -> Result<()> {
         Ok(())
     }
+
+    /// This module's forward pass as an owned function that shares the module's parameters
+    /// (and random generator): what gradient checkpointing keeps in the graph to recompute the
+    /// forward pass during backward. `None` (the default): the module cannot be checkpointed.
+    fn shared_forward(&self) -> Option<SharedForward<T>> {
+        None
+    }
 }
+
+/// A module's forward pass as an owned, shareable function (see [`Module::shared_forward`]).
+pub type SharedForward<T> = Arc<dyn Fn(&Tensor<T>) -> Result<Tensor<T>> + Send + Sync>;
 
 /// Total number of parameter elements of a module.
 pub fn parameter_count<T: Float>(m: &dyn Module<T>) -> usize {

@@ -2,14 +2,22 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::Result;
-use crate::nn::Module;
+use std::sync::Arc;
+
+use crate::autograd::{checkpoint, is_grad_enabled};
+use crate::error::{Error, Result};
+use crate::nn::{Module, SharedForward};
 use crate::tensor::{Float, Tensor};
 
 /// Modules applied one after the other. Parameters are named `{index}.{name}`, as in
 /// PyTorch's `nn.Sequential`.
+///
+/// With [`Sequential::set_checkpoint_every`], the forward pass runs each group of `k` modules as
+/// one [checkpointed](crate::autograd::checkpoint) segment: only the segments' inputs are kept
+/// for backward, which recomputes each segment when it reaches it.
 pub struct Sequential<T: Float = f32> {
     layers: Vec<Box<dyn Module<T>>>,
+    checkpoint_every: Option<usize>,
 }
 
 impl<T: Float> Default for Sequential<T> {
@@ -21,7 +29,10 @@ impl<T: Float> Default for Sequential<T> {
 impl<T: Float> Sequential<T> {
     /// An empty container.
     pub fn new() -> Self {
-        Sequential { layers: Vec::new() }
+        Sequential {
+            layers: Vec::new(),
+            checkpoint_every: None,
+        }
     }
 
     /// Appends a module (builder style).
@@ -49,15 +60,105 @@ impl<T: Float> Sequential<T> {
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
     }
+
+    /// Gradient checkpointing: `Some(k)` runs every `k` consecutive modules as one checkpointed
+    /// segment (memory for the segment inputs plus one segment's activations, for one extra
+    /// forward pass; `k ≈ √L` balances the two), `None` keeps every activation. Results and
+    /// gradients are the same either way (dropout replays its masks). An error when `k` is 0 or
+    /// a module cannot be checkpointed ([`Module::shared_forward`] is `None`).
+    ///
+    /// ```
+    /// use nabla::nn::{Activation, Init, Linear, Module, Sequential};
+    /// use nabla::{Rng, Tensor};
+    /// let mut rng = Rng::new(0);
+    /// let mut net = Sequential::<f32>::new();
+    /// for _ in 0..4 {
+    ///     net.push(Box::new(Linear::new(8, 8, true, Init::XavierUniform, &mut rng).unwrap()));
+    ///     net.push(Box::new(Activation::Tanh));
+    /// }
+    /// let x = Tensor::rand_uniform(&[2, 8], -1.0, 1.0, 1).unwrap();
+    /// let full = net.forward(&x).unwrap().sum_all().unwrap();
+    /// let g_full = full.backward().unwrap();
+    /// net.set_checkpoint_every(Some(4)).unwrap();
+    /// let ckpt = net.forward(&x).unwrap().sum_all().unwrap();
+    /// assert!(ckpt.graph_stats().saved_bytes < full.graph_stats().saved_bytes);
+    /// let g_ckpt = ckpt.backward().unwrap();
+    /// for p in net.parameters() {
+    ///     assert_eq!(g_full.get(&p).unwrap().to_vec().unwrap(), g_ckpt.get(&p).unwrap().to_vec().unwrap());
+    /// }
+    /// ```
+    pub fn set_checkpoint_every(&mut self, k: Option<usize>) -> Result<()> {
+        if k == Some(0) {
+            return Err(Error::arg(
+                "Sequential::set_checkpoint_every",
+                "a segment needs at least one module (k = 0)",
+            ));
+        }
+        if k.is_some() {
+            if let Some((i, l)) = self
+                .layers
+                .iter()
+                .enumerate()
+                .find(|(_, l)| l.shared_forward().is_none())
+            {
+                return Err(Error::arg(
+                    "Sequential::set_checkpoint_every",
+                    format!(
+                        "module {i} ({}) cannot be checkpointed: it does not implement \
+                         Module::shared_forward",
+                        l.describe()
+                    ),
+                ));
+            }
+        }
+        self.checkpoint_every = k;
+        Ok(())
+    }
+
+    /// The checkpoint segment length, if checkpointing is on.
+    pub fn checkpoint_every(&self) -> Option<usize> {
+        self.checkpoint_every
+    }
+
+    /// `layers` composed into one owned function, if each can be.
+    fn compose(layers: &[Box<dyn Module<T>>]) -> Option<SharedForward<T>> {
+        let fs: Vec<SharedForward<T>> = layers
+            .iter()
+            .map(|l| l.shared_forward())
+            .collect::<Option<_>>()?;
+        Some(Arc::new(move |x: &Tensor<T>| {
+            let mut h = x.clone();
+            for f in &fs {
+                h = f(&h)?;
+            }
+            Ok(h)
+        }))
+    }
 }
 
 impl<T: Float> Module<T> for Sequential<T> {
     fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
         let mut h = x.clone();
-        for layer in &self.layers {
-            h = layer.forward(&h)?;
+        match self.checkpoint_every {
+            Some(k) if is_grad_enabled() => {
+                for segment in self.layers.chunks(k) {
+                    let f = Self::compose(segment).ok_or_else(|| {
+                        Error::arg("Sequential", "a module cannot be checkpointed")
+                    })?;
+                    h = checkpoint(move |xs| f(&xs[0]), &[h])?;
+                }
+            }
+            _ => {
+                for layer in &self.layers {
+                    h = layer.forward(&h)?;
+                }
+            }
         }
         Ok(h)
+    }
+
+    fn shared_forward(&self) -> Option<SharedForward<T>> {
+        Self::compose(&self.layers)
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
