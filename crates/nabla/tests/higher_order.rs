@@ -49,7 +49,7 @@ fn grad_returns_exactly_the_requested_gradients_and_checks_its_arguments() {
     let h = x.square().unwrap(); // an intermediate tensor
     let y = h.sum_all().unwrap();
     let g = grad(
-        &[y.clone()],
+        std::slice::from_ref(&y),
         &[h.clone(), x.clone()],
         GradOptions::default(),
     )
@@ -58,12 +58,16 @@ fn grad_returns_exactly_the_requested_gradients_and_checks_its_arguments() {
     assert_eq!(g[1].to_vec().unwrap(), [2.0, 4.0]);
 
     let err = |r: nabla::Result<Vec<Tensor<f64>>>| r.unwrap_err().to_string();
-    let e = err(grad(&[h.clone()], &[x.clone()], GradOptions::default()));
+    let e = err(grad(
+        std::slice::from_ref(&h),
+        std::slice::from_ref(&x),
+        GradOptions::default(),
+    ));
     assert!(e.contains("grad_outputs") && e.contains("[2]"), "{e}");
     let unused = Tensor::<f64>::ones(&[3]).unwrap().requires_grad();
     let e = err(grad(
-        &[y.clone()],
-        &[unused.clone()],
+        std::slice::from_ref(&y),
+        std::slice::from_ref(&unused),
         GradOptions::default(),
     ));
     assert!(e.contains("not used") && e.contains("allow_unused"), "{e}");
@@ -71,10 +75,14 @@ fn grad_returns_exactly_the_requested_gradients_and_checks_its_arguments() {
         allow_unused: true,
         ..Default::default()
     };
-    let z = grad(&[y.clone()], &[unused], opts).unwrap();
+    let z = grad(std::slice::from_ref(&y), &[unused], opts).unwrap();
     assert_eq!(z[0].to_vec().unwrap(), [0.0; 3]);
     let constant = Tensor::<f64>::ones(&[2]).unwrap();
-    let e = err(grad(&[y.clone()], &[constant], GradOptions::default()));
+    let e = err(grad(
+        std::slice::from_ref(&y),
+        &[constant],
+        GradOptions::default(),
+    ));
     assert!(e.contains("does not require a gradient"), "{e}");
     let opts = GradOptions {
         grad_outputs: Some(vec![Tensor::ones(&[3]).unwrap()]),
@@ -90,7 +98,7 @@ fn plain_backward_after_create_graph_is_unchanged() {
     let (x, y) = batch();
     let l = loss_of(&model, &x, &y);
     let before = grads_of(&model, &l);
-    let g = grad(&[l.clone()], &model.parameters(), graph()).unwrap();
+    let g = grad(std::slice::from_ref(&l), &model.parameters(), graph()).unwrap();
     assert!(g.iter().all(|g| g.requires_grad_flag()));
     assert_eq!(grads_of(&model, &l), before);
     // the recorded gradients have the same values as the plain ones
@@ -267,7 +275,11 @@ fn checkpoint_refuses_weights_edited_before_backward_and_nondeterministic_functi
         .requires_grad();
     let x = Tensor::<f64>::from_vec(vec![3.0, 4.0], &[2]).unwrap();
     let w2 = w.clone();
-    let y = checkpoint(move |xs| xs[0].mul(&w2)?.sum_all(), &[x.clone()]).unwrap();
+    let y = checkpoint(
+        move |xs| xs[0].mul(&w2)?.sum_all(),
+        std::slice::from_ref(&x),
+    )
+    .unwrap();
     w.update_data(|d| d[0] = 5.0).unwrap();
     let e = y.backward().unwrap_err().to_string();
     assert!(
