@@ -380,9 +380,13 @@ fn gradcheck_command_prints_a_passing_table() {
             && out.contains("loss huber")
     );
     assert!(
-        out.lines().last().unwrap().ends_with(" passed, 0 failed"),
+        out.lines()
+            .last()
+            .unwrap()
+            .contains(" passed, 0 failed (tol. = worst error"),
         "{out}"
     );
+    assert!(out.contains("2nd (tol)") && out.contains("checkpoint (captured weight, dropout)"));
 }
 
 #[test]

@@ -108,9 +108,23 @@ fn wgan_gradient_penalty_gradients_match_pytorch() {
         create_graph: true,
         ..Default::default()
     };
-    let gx = grad(&[d], std::slice::from_ref(&x), opts).unwrap().remove(0);
-    let norm = gx.square().unwrap().sum(&[1], false).unwrap().sqrt().unwrap();
-    let penalty = norm.add_scalar(-1.0).unwrap().square().unwrap().mean_all().unwrap();
+    let gx = grad(&[d], std::slice::from_ref(&x), opts)
+        .unwrap()
+        .remove(0);
+    let norm = gx
+        .square()
+        .unwrap()
+        .sum(&[1], false)
+        .unwrap()
+        .sqrt()
+        .unwrap();
+    let penalty = norm
+        .add_scalar(-1.0)
+        .unwrap()
+        .square()
+        .unwrap()
+        .mean_all()
+        .unwrap();
     let want = case["penalty"].as_f64().unwrap();
     assert!((penalty.item().unwrap() - want).abs() <= RTOL * want.abs());
     let opts = GradOptions {
@@ -182,7 +196,14 @@ fn double_backward_through_matmul_transpose_log_softmax_and_max_matches_pytorch(
         .unwrap()
         .sum_all()
         .unwrap()
-        .add(&z.max(&[1], false).unwrap().square().unwrap().sum_all().unwrap())
+        .add(
+            &z.max(&[1], false)
+                .unwrap()
+                .square()
+                .unwrap()
+                .sum_all()
+                .unwrap(),
+        )
         .unwrap();
     let want = case["f"].as_f64().unwrap();
     assert!((f.item().unwrap() - want).abs() <= RTOL * want.abs());
@@ -190,7 +211,9 @@ fn double_backward_through_matmul_transpose_log_softmax_and_max_matches_pytorch(
         create_graph: true,
         ..Default::default()
     };
-    let ga = grad(&[f], std::slice::from_ref(&a), opts).unwrap().remove(0);
+    let ga = grad(&[f], std::slice::from_ref(&a), opts)
+        .unwrap()
+        .remove(0);
     let s = ga.mul(&ga).unwrap().sum_all().unwrap();
     let g = grad(&[s], &[a, b], GradOptions::default()).unwrap();
     close(&g[0], &case["ds_da"], "∂s/∂A");

@@ -298,11 +298,13 @@ pub(crate) fn backward_op<T: Float>(
             vec![when(0, &|| g.sub(&y.exp()?.mul(&g.sum(&[*axis], true)?)?))?]
         }
         // yᵢ = −Σⱼ tᵢⱼ log softmax(zᵢ)ⱼ  ⇒  dzᵢⱼ = gᵢ·(softmax(zᵢ)ⱼ·Σₖ tᵢₖ − tᵢⱼ)
-        Op::SoftmaxCrossEntropy(z, t) => vec![when(0, &|| {
-            let t = Tensor::from_vec(t.as_ref().clone(), z.shape())?;
-            let mass = t.sum(&[1], true)?;
-            let g = g.reshape(&[z.shape()[0], 1])?;
-            z.softmax(1)?.mul(&mass)?.sub(&t)?.mul(&g)
+        Op::SoftmaxCrossEntropy(z, t, mass) => vec![when(0, &|| {
+            let p = z.softmax(1)?;
+            let p = match mass {
+                Some(m) => p.mul(m)?,
+                None => p, // every row of t sums to exactly 1
+            };
+            p.sub(t)?.mul(&g.reshape(&[z.shape()[0], 1])?)
         })?],
         // y = g·s(x), s piecewise constant  ⇒  dg = g'·s(x), dx = 0 (almost everywhere)
         Op::StepMul { x, step, .. } => vec![when(0, &|| g.step_mul(x, *step))?, None],

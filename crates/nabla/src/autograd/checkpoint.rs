@@ -20,10 +20,25 @@ use crate::error::{Error, Result};
 use crate::tensor::shape::fmt_shape;
 use crate::tensor::{Float, Tensor, TensorId};
 
+/// A tensor of any element type, as a capture list holds it.
+trait Captured {
+    fn clone_box(&self) -> Box<dyn Captured>;
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+}
+
+impl<T: Float> Captured for Tensor<T> {
+    fn clone_box(&self) -> Box<dyn Captured> {
+        Box::new(self.clone())
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
 enum Frame {
     /// A checkpointed function's first run.
     Forward {
-        captured: Vec<(TensorId, Box<dyn Any>)>,
+        captured: Vec<(TensorId, Box<dyn Captured>)>,
         seeds: Vec<u64>,
     },
     /// A recomputation, replaying the seeds of the first run.
@@ -61,7 +76,7 @@ impl FrameGuard {
                 {
                     for (id, t) in captured {
                         if !outer.iter().any(|(o, _)| o == id) {
-                            outer.push((*id, clone_any(t)));
+                            outer.push((*id, t.clone_box()));
                         }
                     }
                 }
@@ -77,16 +92,6 @@ impl Drop for FrameGuard {
         if matches!(popped, Some(Frame::Forward { .. })) {
             FORWARD_FRAMES.with(|n| n.set(n.get() - 1));
         }
-    }
-}
-
-fn clone_any(t: &dyn Any) -> Box<dyn Any> {
-    if let Some(t) = t.downcast_ref::<Tensor<f32>>() {
-        Box::new(t.clone())
-    } else if let Some(t) = t.downcast_ref::<Tensor<f64>>() {
-        Box::new(t.clone())
-    } else {
-        unreachable!("internal: only tensors are captured")
     }
 }
 
@@ -198,12 +203,14 @@ pub(crate) fn checkpoint_fn<T: Float>(
     };
     let out = out?;
     let mut all = inputs.to_vec();
-    for (_, t) in captured {
-        let t = *t
-            .downcast::<Tensor<T>>()
-            .expect("internal: captures of one element type");
+    // Tensors of another element type cannot be this op's inputs; no gradient crosses a
+    // `cast` anyway (it is not recorded).
+    for t in captured
+        .into_iter()
+        .filter_map(|(_, t)| t.into_any().downcast::<Tensor<T>>().ok())
+    {
         if !all.iter().any(|a| a.id() == t.id()) {
-            all.push(t);
+            all.push(*t);
         }
     }
     if !all.iter().any(|t| t.requires_grad_flag()) {

@@ -97,7 +97,9 @@ fn topo_order<T: Float>(
             continue;
         }
         let inputs: Vec<Tensor<T>> = match t.node() {
-            Some(n) if !stop.contains(&t.id()) => n.inputs().into_iter().cloned().collect(),
+            Some(n) if stop.is_empty() || !stop.contains(&t.id()) => {
+                n.inputs().into_iter().cloned().collect()
+            }
             _ => Vec::new(),
         };
         stack.push((t, true));
@@ -134,12 +136,12 @@ pub(crate) fn reverse_pass<T: Float>(
         accumulate(&mut grads, root.id(), seed)?;
     }
     for node in order.iter().rev() {
-        if stop.contains(&node.id()) {
+        if !stop.is_empty() && stop.contains(&node.id()) {
             continue;
         }
         let Some(rec) = node.recorded() else { continue };
         let op = &rec.op;
-        let g = if keep.contains(&node.id()) {
+        let g = if !keep.is_empty() && keep.contains(&node.id()) {
             grads.get(&node.id()).cloned()
         } else {
             grads.remove(&node.id())

@@ -162,8 +162,9 @@ pub enum Op<T: Float> {
     /// Log-softmax along an axis (backward reads the output).
     LogSoftmax(Tensor<T>, usize),
     /// Fused, stable `−Σⱼ tᵢⱼ log softmax(zᵢ)ⱼ` per row of `[n, k]` logits, against a fixed
-    /// `[n, k]` target distribution (not differentiated).
-    SoftmaxCrossEntropy(Tensor<T>, Arc<Vec<T>>),
+    /// `[n, k]` target distribution (data: not differentiated, held detached), with the target's
+    /// row sums `[n, 1]` when some row's is not exactly 1.
+    SoftmaxCrossEntropy(Tensor<T>, Tensor<T>, Option<Tensor<T>>),
     /// `g ⊙ s(x)` for a piecewise-constant `s` (the derivative of relu & co., itself
     /// differentiable: so gradients of gradients work).
     StepMul {
@@ -264,7 +265,7 @@ impl<T: Float> Op<T> {
             | Op::Max(x, ..)
             | Op::Softmax(x, _)
             | Op::LogSoftmax(x, _)
-            | Op::SoftmaxCrossEntropy(x, _)
+            | Op::SoftmaxCrossEntropy(x, ..)
             | Op::IndexAdd(x, ..)
             | Op::ScatterAdd(x, ..) => vec![x],
         }

@@ -1,8 +1,6 @@
 //! The fused softmax cross-entropy operation (the losses built on it are in `nn::loss`).
 
-use std::sync::Arc;
-
-use crate::autograd::{record, Op};
+use crate::autograd::{no_grad, record, Op};
 use crate::error::{Error, Result};
 use crate::tensor::kernels::reduce;
 use crate::tensor::shape::fmt_shape;
@@ -31,10 +29,22 @@ impl<T: Float> Tensor<T> {
                 format!("logits {} have no classes", fmt_shape(self.shape())),
             ));
         }
-        let t = target.to_vec()?;
-        let data = reduce::softmax_cross_entropy(&self.data()?, &t, k);
+        let t = target.contiguous()?.detach();
+        let (data, ones) = {
+            let td = t.data()?;
+            let ones = td
+                .chunks(k)
+                .all(|row| row.iter().fold(T::ZERO, |a, &b| a + b) == T::ONE);
+            (reduce::softmax_cross_entropy(&self.data()?, &td, k), ones)
+        };
+        // The gradient scales softmax by each row's target mass: skipped when all are 1.
+        let mass = if ones {
+            None
+        } else {
+            Some(no_grad(|| t.sum(&[1], true))?)
+        };
         Ok(record(data, vec![self.shape()[0]], &[self], || {
-            Op::SoftmaxCrossEntropy(self.clone(), Arc::new(t))
+            Op::SoftmaxCrossEntropy(self.clone(), t, mass)
         }))
     }
 }

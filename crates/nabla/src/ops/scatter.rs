@@ -13,47 +13,24 @@ use crate::tensor::shape::{check_axis, fmt_shape};
 use crate::tensor::storage::{buffer, filled};
 use crate::tensor::{Float, Tensor};
 
-/// `s(x)` of a [`Step`], as `T`.
-fn step_fn<T: Float>(step: Step) -> impl Fn(T) -> T + Sync + Send {
-    let (zero, one) = (T::ZERO, T::ONE);
-    let (a, b) = match step {
-        Step::LeakyRelu(s) => (T::from_f64(s), zero),
-        Step::Clamp(lo, hi) => (T::from_f64(lo), T::from_f64(hi)),
-        Step::Relu | Step::Sign => (zero, zero),
-    };
-    // Comparisons are written so that NaN lands on the documented value.
-    move |x: T| match step {
-        Step::Relu => {
-            if x <= zero {
-                zero
-            } else {
-                one
-            }
-        }
-        Step::LeakyRelu(_) => {
-            if x > zero {
-                one
-            } else {
-                a
-            }
-        }
-        Step::Clamp(..) => {
-            if x < a || x > b {
-                zero
-            } else {
-                one
-            }
-        }
-        Step::Sign => {
-            if x > zero {
-                one
-            } else if x < zero {
-                -one
-            } else {
-                zero
-            }
-        }
-    }
+/// `f(g, x)` element-wise over two same-shape tensors, read through their strides.
+fn zip<T: Float>(
+    g: &Tensor<T>,
+    x: &Tensor<T>,
+    f: impl Fn(T, T) -> T + Sync + Send,
+) -> Result<Vec<T>> {
+    let mut data = buffer("step_mul", g.shape())?;
+    let (gs, xs) = (g.strided(), x.strided());
+    elementwise::binary(
+        &gs.data,
+        gs.layout,
+        &xs.data,
+        xs.layout,
+        g.shape(),
+        f,
+        &mut data,
+    );
+    Ok(data)
 }
 
 /// The shape of `g` with `len` entries along `axis`.
@@ -75,7 +52,8 @@ fn check_indices(op: &'static str, indices: &[usize], len: usize, axis: usize) -
 
 impl<T: Float> Tensor<T> {
     /// `self ⊙ s(x)` for a piecewise-constant `s` ([`Step`]); `self` and `x` have the same
-    /// shape. This is the gradient of relu & co. (`g.step_mul(x, Step::Relu)` is relu's
+    /// shape. Where `s(x) = 0` the result is 0 even for an infinite or NaN `self` (as PyTorch's
+    /// `threshold_backward`). This is the gradient of relu & co. (`g.step_mul(x, Step::Relu)` is relu's
     /// backward), one fused pass; its derivative with respect to `x` is zero.
     ///
     /// ```
@@ -95,21 +73,30 @@ impl<T: Float> Tensor<T> {
                 ),
             ));
         }
-        let s = step_fn::<T>(step);
-        let mut data = buffer("step_mul", self.shape())?;
-        {
-            let (g, xs) = (self.strided(), x.strided());
-            let shape = self.shape();
-            elementwise::binary(
-                &g.data,
-                g.layout,
-                &xs.data,
-                xs.layout,
-                shape,
-                |g, x| g * s(x),
-                &mut data,
-            );
-        }
+        // One monomorphic, branch-free closure per step kind (a `match` inside the element
+        // loop would stop vectorisation). Comparisons are written so that NaN lands on the
+        // documented value; where s(x) = 0 the result is 0 whatever `g` is.
+        let zero = T::ZERO;
+        let data = match step {
+            Step::Relu => zip(self, x, |g, x| if x <= zero { zero } else { g })?,
+            Step::LeakyRelu(s) => {
+                let s = T::from_f64(s);
+                zip(self, x, move |g, x| if x > zero { g } else { s * g })?
+            }
+            Step::Clamp(lo, hi) => {
+                let (lo, hi) = (T::from_f64(lo), T::from_f64(hi));
+                zip(self, x, move |g, x| if x < lo || x > hi { zero } else { g })?
+            }
+            Step::Sign => zip(self, x, |g, x| {
+                if x > zero {
+                    g
+                } else if x < zero {
+                    -g
+                } else {
+                    zero
+                }
+            })?,
+        };
         Ok(record(data, self.shape().to_vec(), &[self, x], || {
             Op::StepMul {
                 g: self.clone(),

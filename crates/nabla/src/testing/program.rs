@@ -4,7 +4,7 @@
 //! operation, reduction, backward pass and in-place edit is reachable. A call may return `Err`;
 //! what it may not do is panic, abort or return a tensor that breaks its own invariants.
 
-use crate::autograd::no_grad;
+use crate::autograd::{checkpoint, grad, no_grad, GradOptions, Step};
 use crate::error::Result;
 use crate::tensor::{with_allocation_limit, Tensor};
 
@@ -114,7 +114,7 @@ fn product_work(a: &Tensor<f64>, b: &Tensor<f64>) -> u128 {
 
 fn step(bytes: &mut Bytes<'_>, pool: &[Tensor<f64>]) -> Result<Option<Tensor<f64>>> {
     let pick = |bytes: &mut Bytes<'_>, pool: &[Tensor<f64>]| pool[bytes.below(pool.len())].clone();
-    let op = bytes.below(48);
+    let op = bytes.below(52);
     if pool.is_empty() && op >= 8 {
         return Ok(None);
     }
@@ -210,6 +210,45 @@ fn step(bytes: &mut Bytes<'_>, pool: &[Tensor<f64>]) -> Result<Option<Tensor<f64
             let v = bytes.float();
             x.update_data(|d| d.iter_mut().for_each(|e| *e = v))?;
             x
+        }
+        47 => {
+            let step = match bytes.below(4) {
+                0 => Step::Relu,
+                1 => Step::LeakyRelu(bytes.float()),
+                2 => Step::Clamp(bytes.float(), bytes.float()),
+                _ => Step::Sign,
+            };
+            pick(bytes, pool).step_mul(&pick(bytes, pool), step)?
+        }
+        48 => {
+            let (x, axis, len) = (pick(bytes, pool), bytes.small(), bytes.dim());
+            if bytes.byte() & 1 == 1 {
+                x.index_add(axis, &bytes.indices(), len)?
+            } else {
+                x.scatter_add(axis, &bytes.indices(), len)?
+            }
+        }
+        49 => {
+            // a second derivative through whatever the pool holds
+            let (x, w) = (pick(bytes, pool).requires_grad(), pick(bytes, pool));
+            let y = x.tanh()?.mul(&w)?.sum_all()?;
+            let opts = GradOptions {
+                create_graph: true,
+                allow_unused: true,
+                ..Default::default()
+            };
+            let g = grad(&[y], std::slice::from_ref(&x), opts)?.remove(0);
+            let again = GradOptions {
+                allow_unused: true,
+                ..Default::default()
+            };
+            grad(&[g.sum_all()?], &[x], again)?.remove(0)
+        }
+        50 => {
+            let (x, w) = (pick(bytes, pool).requires_grad(), pick(bytes, pool));
+            let y = checkpoint(move |xs| xs[0].sigmoid()?.mul(&w), &[x.clone()])?;
+            let g = y.sum_all()?.backward()?;
+            g.get(&x).cloned().unwrap_or(y)
         }
         _ => {
             let x = pick(bytes, pool);

@@ -49,9 +49,14 @@ pub fn sum_axis<T: Float>(x: &[T], shape: &[usize], axis: usize) -> Vec<T> {
 
 /// Sums over several axes (sorted, distinct); the result keeps them as size 1.
 pub fn sum_axes<T: Float>(x: &[T], shape: &[usize], axes: &[usize]) -> Vec<T> {
-    let mut data = x.to_vec();
+    let Some((&last, rest)) = axes.split_last() else {
+        return x.to_vec();
+    };
+    // The first reduction reads `x` in place (no copy of the input).
     let mut cur = shape.to_vec();
-    for &a in axes.iter().rev() {
+    let mut data = sum_axis(x, &cur, last);
+    cur[last] = 1;
+    for &a in rest.iter().rev() {
         data = sum_axis(&data, &cur, a);
         cur[a] = 1;
     }
