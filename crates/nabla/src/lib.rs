@@ -40,7 +40,15 @@
 //!   `softmax(z) − t` (`examples/l1_vs_l2.rs`, `examples/softmax_onehot.rs`).
 //! * **Memory.** Backward needs the forward values, so training keeps every layer's outputs
 //!   until `backward` has run: memory grows with depth × batch, while a `no_grad` forward
-//!   keeps only the current layer's input and output (`examples/backprop_memory.rs`).
+//!   keeps only the current layer's input and output. Gradient checkpointing
+//!   ([`autograd::checkpoint`]) keeps only every k-th layer's input and recomputes the rest
+//!   during backward: with k ≈ √L, memory grows like √L for one more forward pass
+//!   (`examples/backprop_memory.rs`, measured with a counting allocator).
+//! * **Gradients of gradients.** Backward rules are themselves made of differentiable
+//!   operations, so [`autograd::grad`] with `create_graph` returns gradients that carry a
+//!   graph: Hessian-vector products `H·v = ∇(∇f·v)` ([`autograd::hvp`]), Hessians, Jacobians,
+//!   Jacobian-vector products, gradient penalties (`examples/newton.rs`), checked against
+//!   finite differences of the first derivative ([`testing::gradgradcheck`]).
 //! * **Gradient descent** and its descendants update every weight against its gradient:
 //!   `w ← w − η·∂L/∂w` (SGD), with momentum, or with Adam's per-weight step sizes
 //!   ([`optim`]).

@@ -246,7 +246,7 @@ fn step(bytes: &mut Bytes<'_>, pool: &[Tensor<f64>]) -> Result<Option<Tensor<f64
         }
         50 => {
             let (x, w) = (pick(bytes, pool).requires_grad(), pick(bytes, pool));
-            let y = checkpoint(move |xs| xs[0].sigmoid()?.mul(&w), &[x.clone()])?;
+            let y = checkpoint(move |xs| xs[0].sigmoid()?.mul(&w), std::slice::from_ref(&x))?;
             let g = y.sum_all()?.backward()?;
             g.get(&x).cloned().unwrap_or(y)
         }
