@@ -99,6 +99,47 @@ impl fmt::Display for GradcheckReport {
 }
 
 impl GradcheckReport {
+    /// An empty, passing report.
+    fn new() -> Self {
+        GradcheckReport {
+            checked: 0,
+            worst: None,
+            passed: true,
+        }
+    }
+
+    /// Counts one element, `analytic` against `numeric` under `opts`' tolerances, keeping the
+    /// worst.
+    fn compare(
+        &mut self,
+        input: usize,
+        index: usize,
+        analytic: f64,
+        numeric: f64,
+        opts: &GradcheckOptions,
+    ) {
+        let abs_error = (analytic - numeric).abs();
+        let ratio = if analytic.is_finite() && numeric.is_finite() {
+            abs_error / (opts.atol + opts.rtol * numeric.abs())
+        } else {
+            f64::INFINITY
+        };
+        self.checked += 1;
+        if ratio > 1.0 || ratio.is_nan() {
+            self.passed = false;
+        }
+        if self.worst.as_ref().is_none_or(|w| ratio > w.ratio) {
+            self.worst = Some(WorstElement {
+                input,
+                index,
+                analytic,
+                numeric,
+                abs_error,
+                ratio,
+            });
+        }
+    }
+
     /// `Ok` when passed, otherwise an error carrying the report.
     pub fn check(&self) -> Result<()> {
         if self.passed {
@@ -155,11 +196,7 @@ where
     }
     let grads = loss.backward()?;
 
-    let mut report = GradcheckReport {
-        checked: 0,
-        worst: None,
-        passed: true,
-    };
+    let mut report = GradcheckReport::new();
     for (i, leaf) in leaves.iter().enumerate() {
         let analytic = match grads.get(leaf) {
             Some(g) => g.to_vec()?,
@@ -175,26 +212,7 @@ where
                 no_grad(|| scalarize(&f(&xs)?, &r)?.item())
             };
             let numeric = (eval(opts.eps)? - eval(-opts.eps)?) / (2.0 * opts.eps);
-            let abs_error = (a - numeric).abs();
-            let ratio = if a.is_finite() && numeric.is_finite() {
-                abs_error / (opts.atol + opts.rtol * numeric.abs())
-            } else {
-                f64::INFINITY
-            };
-            report.checked += 1;
-            if ratio > 1.0 || ratio.is_nan() {
-                report.passed = false;
-            }
-            if report.worst.as_ref().is_none_or(|w| ratio > w.ratio) {
-                report.worst = Some(WorstElement {
-                    input: i,
-                    index: j,
-                    analytic: a,
-                    numeric,
-                    abs_error,
-                    ratio,
-                });
-            }
+            report.compare(i, j, a, numeric, opts);
         }
     }
     Ok(report)

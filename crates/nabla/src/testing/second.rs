@@ -1,7 +1,7 @@
 //! [`gradgradcheck`]: second derivatives against central finite differences of the first
 //! derivative, in `f64`.
 
-use super::{GradcheckOptions, GradcheckReport, WorstElement};
+use super::{GradcheckOptions, GradcheckReport};
 use crate::autograd::{grad, GradOptions};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -105,11 +105,7 @@ where
         _ => all.iter().map(|t| vec![0.0; t.numel()]).collect(),
     };
 
-    let mut report = GradcheckReport {
-        checked: 0,
-        worst: None,
-        passed: true,
-    };
+    let mut report = GradcheckReport::new();
     let n = leaves.len();
     for (i, target) in all.iter().enumerate() {
         let base = target.to_vec()?;
@@ -127,26 +123,7 @@ where
                 }
             };
             let numeric = (eval(opts.eps)? - eval(-opts.eps)?) / (2.0 * opts.eps);
-            let abs_error = (a - numeric).abs();
-            let ratio = if a.is_finite() && numeric.is_finite() {
-                abs_error / (opts.atol + opts.rtol * numeric.abs())
-            } else {
-                f64::INFINITY
-            };
-            report.checked += 1;
-            if ratio > 1.0 || ratio.is_nan() {
-                report.passed = false;
-            }
-            if report.worst.as_ref().is_none_or(|w| ratio > w.ratio) {
-                report.worst = Some(WorstElement {
-                    input: i,
-                    index: j,
-                    analytic: a,
-                    numeric,
-                    abs_error,
-                    ratio,
-                });
-            }
+            report.compare(i, j, a, numeric, opts);
         }
     }
     Ok(report)
