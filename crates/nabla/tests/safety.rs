@@ -343,3 +343,21 @@ fn nan_weights_make_the_loss_nan() {
     .unwrap();
     assert!(loss.item().unwrap().is_nan(), "loss {:?}", loss.item());
 }
+
+#[test]
+fn editing_a_cross_entropy_target_after_forward_does_not_change_the_gradient() {
+    let z = Tensor::<f64>::from_vec(vec![0.1, 0.2, 0.3, 0.4], &[2, 2])
+        .unwrap()
+        .requires_grad();
+    let t = Tensor::<f64>::from_vec(vec![1.0, 0.0, 0.0, 1.0], &[2, 2]).unwrap();
+    let l = z.softmax_cross_entropy(&t).unwrap().sum_all().unwrap();
+    let grad_of = |l: &Tensor<f64>| l.backward().unwrap().get(&z).unwrap().to_vec().unwrap();
+    let before = grad_of(&l);
+    t.update_data(|d| d.iter_mut().for_each(|v| *v = 0.5))
+        .unwrap();
+    assert_eq!(
+        grad_of(&l),
+        before,
+        "the loss keeps its own copy of the target"
+    );
+}

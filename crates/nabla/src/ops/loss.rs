@@ -29,7 +29,9 @@ impl<T: Float> Tensor<T> {
                 format!("logits {} have no classes", fmt_shape(self.shape())),
             ));
         }
-        let t = target.contiguous()?.detach();
+        // A copy: the rule reads the target in backward, and a caller may edit theirs in
+        // place meanwhile (a shared storage would give a wrong gradient, unnoticed).
+        let t = Tensor::from_vec(target.to_vec()?, target.shape())?;
         let (data, ones) = {
             let td = t.data()?;
             let ones = td
