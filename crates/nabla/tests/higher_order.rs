@@ -306,3 +306,56 @@ fn checkpoint_refuses_weights_edited_before_backward_and_nondeterministic_functi
     let e = y.backward().unwrap_err().to_string();
     assert!(e.contains("deterministic"), "{e}");
 }
+
+#[test]
+fn checkpoint_guards_captured_constants_and_counts_repeated_inputs_once() {
+    // a captured constant edited in place before backward: an error, as without checkpointing
+    let x = Tensor::<f64>::from_vec(vec![1.0, 2.0], &[2])
+        .unwrap()
+        .requires_grad();
+    let c = Tensor::<f64>::from_vec(vec![3.0, 4.0], &[2]).unwrap();
+    let c2 = c.clone();
+    let y = checkpoint(
+        move |xs| xs[0].mul(&c2)?.sum_all(),
+        std::slice::from_ref(&x),
+    )
+    .unwrap();
+    c.update_data(|d| d[0] = 100.0).unwrap();
+    let e = y.backward().unwrap_err().to_string();
+    assert!(
+        e.contains("checkpoint") && e.contains("modified in place"),
+        "{e}"
+    );
+
+    // the same tensor passed twice: d(x·x)/dx = 2x, not 4x
+    let y = checkpoint(|xs| xs[0].mul(&xs[1])?.sum_all(), &[x.clone(), x.clone()]).unwrap();
+    let g = y.backward().unwrap();
+    assert_eq!(g.get(&x).unwrap().to_vec().unwrap(), [2.0, 4.0]);
+
+    // a captured weight returned as it is still gets its gradient
+    let w = Tensor::<f64>::from_vec(vec![5.0, 6.0], &[2])
+        .unwrap()
+        .requires_grad();
+    let w2 = w.clone();
+    let y = checkpoint(move |_| Ok(w2.clone()), std::slice::from_ref(&x)).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(g.get(&w).unwrap().to_vec().unwrap(), [1.0, 1.0]);
+}
+
+#[test]
+fn nested_seed_requests_and_empty_batches_are_not_panics() {
+    let s = nabla::autograd::replayable_seed(|| nabla::autograd::replayable_seed(|| 7).unwrap());
+    assert_eq!(s.unwrap(), 7);
+    // double backward of max over an empty batch
+    let x = Tensor::<f64>::zeros(&[0, 3]).unwrap().requires_grad();
+    let y = x.max(&[1], false).unwrap().sum_all().unwrap();
+    let g = grad(&[y], std::slice::from_ref(&x), graph())
+        .unwrap()
+        .remove(0);
+    let opts = GradOptions {
+        allow_unused: true,
+        ..Default::default()
+    };
+    let h = grad(&[g.sum_all().unwrap()], &[x], opts).unwrap();
+    assert_eq!(h[0].shape(), &[0, 3]);
+}

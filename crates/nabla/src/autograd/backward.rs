@@ -65,8 +65,10 @@ impl Saved {
 
 /// The values each rule below reads, given which inputs need a gradient. Backward checks that
 /// none of them was modified in place since the forward pass before running the rule. Keep in
-/// step with `backward_op`: a test edits every value a rule is not listed as reading and
-/// requires the same gradients.
+/// step with `backward_op`: a test edits, in the graphs of every op case, each recorded value
+/// a rule is not listed as reading and requires the same gradients (values a rule keeps as its
+/// own copy, such as the cross-entropy target, are outside that test: they are copies for that
+/// reason).
 pub(crate) fn saved<T: Float>(op: &Op<T>, need: &[bool]) -> Saved {
     let needs = |i: usize| need.get(i).copied().unwrap_or(false);
     // For products: the gradient of each factor reads the other one.
@@ -311,7 +313,13 @@ pub(crate) fn backward_op<T: Float>(
         // y = index_add(h, idx)  ⇒  dh = g[idx]
         Op::IndexAdd(_, axis, idx, _) => vec![when(0, &|| g.index_select(*axis, idx))?],
         // y = scatter_add(h, idx)  ⇒  dh = gather(g, idx)
-        Op::ScatterAdd(_, axis, idx, _) => vec![when(0, &|| g.gather(*axis, idx))?],
+        Op::ScatterAdd(h, axis, idx, _) => vec![when(0, &|| {
+            if h.numel() == 0 {
+                Tensor::zeros(h.shape()) // nothing to gather (gather needs a non-empty slab)
+            } else {
+                g.gather(*axis, idx)
+            }
+        })?],
         // y = f(xs), recomputed  ⇒  dxs = the chain rule through f's recorded graph
         Op::Checkpoint(c) => checkpoint::backward(c, y, g, need)?,
     })

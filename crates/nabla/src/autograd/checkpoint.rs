@@ -3,9 +3,10 @@
 //! the price of one more forward pass.
 //!
 //! Two pieces of thread-local bookkeeping make recomputation exact:
-//! - **captures**: while the function first runs (under `no_grad`), every tensor requiring a
-//!   gradient that one of its ops reads is noted, so weights the closure captured become inputs
-//!   of the checkpoint op and receive their gradients;
+//! - **captures**: while the function first runs (under `no_grad`), every tensor made before
+//!   that run that one of its ops reads is noted. They become inputs of the checkpoint op, so
+//!   weights the closure captured receive their gradients, and every captured value (with or
+//!   without a gradient) is version-checked before the recomputation, like any op's inputs;
 //! - **random draws**: random layers ask [`replayable_seed`] for their seed; the first run
 //!   records the seeds, the recomputation replays them, so dropout draws the same mask.
 
@@ -38,7 +39,10 @@ impl<T: Float> Captured for Tensor<T> {
 enum Frame {
     /// A checkpointed function's first run.
     Forward {
+        /// Tensors with an id below this one existed before the run: they are captures.
+        start: TensorId,
         captured: Vec<(TensorId, Box<dyn Captured>)>,
+        seen: HashSet<TensorId>,
         seeds: Vec<u64>,
     },
     /// A recomputation, replaying the seeds of the first run.
@@ -71,11 +75,14 @@ impl FrameGuard {
             FORWARD_FRAMES.with(|n| n.set(n.get() - 1));
             FRAMES.with(|f| {
                 if let Some(Frame::Forward {
-                    captured: outer, ..
+                    start,
+                    captured: outer,
+                    seen,
+                    ..
                 }) = f.borrow_mut().last_mut()
                 {
                     for (id, t) in captured {
-                        if !outer.iter().any(|(o, _)| o == id) {
+                        if *id < *start && seen.insert(*id) {
                             outer.push((*id, t.clone_box()));
                         }
                     }
@@ -96,22 +103,27 @@ impl Drop for FrameGuard {
 }
 
 /// Called by every op that does not record: inside a checkpointed function's first run, notes
-/// the inputs that require a gradient.
+/// the inputs made before that run.
 pub(crate) fn note_inputs<T: Float>(inputs: &[&Tensor<T>]) {
     if FORWARD_FRAMES.with(|n| n.get()) == 0 {
         return;
     }
     FRAMES.with(|f| {
         let mut frames = f.borrow_mut();
-        let Some(Frame::Forward { captured, .. }) = frames
+        let Some(Frame::Forward {
+            start,
+            captured,
+            seen,
+            ..
+        }) = frames
             .iter_mut()
             .rev()
             .find(|fr| matches!(fr, Frame::Forward { .. }))
         else {
             return;
         };
-        for t in inputs.iter().filter(|t| t.requires_grad_flag()) {
-            if !captured.iter().any(|(id, _)| *id == t.id()) {
+        for t in inputs {
+            if t.id() < *start && seen.insert(t.id()) {
                 captured.push((t.id(), Box::new((*t).clone())));
             }
         }
@@ -122,36 +134,40 @@ pub(crate) fn note_inputs<T: Float>(inputs: &[&Tensor<T>]) {
 /// the first run drew at the same point. Random layers (dropout) take their randomness from
 /// here so that a checkpointed segment recomputes exactly what it computed.
 pub fn replayable_seed(draw: impl FnOnce() -> u64) -> Result<u64> {
-    FRAMES.with(|f| {
+    // The frames are not borrowed while `draw` runs (it may use tensors, or ask for a seed).
+    let replayed = FRAMES.with(|f| {
         let mut frames = f.borrow_mut();
-        let replay = frames
+        let i = frames
             .iter()
-            .rposition(|fr| matches!(fr, Frame::Replay { .. }));
-        let seed = match replay.map(|i| &mut frames[i]) {
-            Some(Frame::Replay { seeds, next }) => {
-                let s = seeds.get(*next).copied().ok_or_else(|| {
-                    Error::autograd(
-                        "checkpoint",
-                        format!(
-                            "the recomputed function drew more random seeds than its first run \
-                             ({}); a checkpointed function must be deterministic",
-                            seeds.len()
-                        ),
-                    )
-                })?;
-                *next += 1;
-                s
-            }
-            _ => draw(),
+            .rposition(|fr| matches!(fr, Frame::Replay { .. }))?;
+        let Frame::Replay { seeds, next } = &mut frames[i] else {
+            unreachable!("internal: rposition found a replay frame")
         };
-        let from = replay.map_or(0, |i| i + 1);
-        for fr in &mut frames[from..] {
+        let seed = seeds.get(*next).copied().ok_or_else(|| {
+            Error::autograd(
+                "checkpoint",
+                format!(
+                    "the recomputed function drew more random seeds than its first run ({}); a \
+                     checkpointed function must be deterministic",
+                    seeds.len()
+                ),
+            )
+        });
+        *next += 1;
+        Some(seed.map(|s| (s, i + 1)))
+    });
+    let (seed, from) = match replayed {
+        Some(r) => r?,
+        None => (draw(), 0),
+    };
+    FRAMES.with(|f| {
+        for fr in f.borrow_mut().iter_mut().skip(from) {
             if let Frame::Forward { seeds, .. } = fr {
                 seeds.push(seed);
             }
         }
-        Ok(seed)
-    })
+    });
+    Ok(seed)
 }
 
 /// Runs `f(inputs)` without keeping its intermediate tensors; backward recomputes `f` (with
@@ -161,7 +177,10 @@ pub fn replayable_seed(draw: impl FnOnce() -> u64) -> Result<u64> {
 ///
 /// `f` must be deterministic and own what it captures (clone tensors into it: a clone is an
 /// `Arc`). Tensors requiring a gradient that `f` reads — explicit inputs or captured weights —
-/// receive their gradients. Random layers inside `f` (dropout) replay the same draws.
+/// receive their gradients; every tensor `f` reads is version-checked, so editing one in place
+/// before backward is an error, as without checkpointing. Random layers inside `f` (dropout)
+/// replay the same draws. (A tensor made by another thread while `f` first runs and read by
+/// `f` is not recognised as a capture.)
 ///
 /// ```
 /// use nabla::{autograd::checkpoint, Tensor};
@@ -191,14 +210,23 @@ pub(crate) fn checkpoint_fn<T: Float>(
         return f(inputs);
     }
     let guard = FrameGuard::push(Frame::Forward {
+        start: TensorId::next(),
         captured: Vec::new(),
+        seen: HashSet::new(),
         seeds: Vec::new(),
     });
     let out = {
         let _off = GradMode::set(false);
         f(inputs)
     };
-    let Some(Frame::Forward { captured, seeds }) = guard.pop() else {
+    if let Ok(out) = &out {
+        // `f` may return a captured tensor as it is (no op read it).
+        note_inputs(&[out]);
+    }
+    let Some(Frame::Forward {
+        captured, seeds, ..
+    }) = guard.pop()
+    else {
         unreachable!("internal: checkpoint frames are popped in order")
     };
     let out = out?;
@@ -266,9 +294,18 @@ pub(crate) fn backward<T: Float>(
     }
     let ids: HashSet<TensorId> = c.inputs.iter().map(|t| t.id()).collect();
     let grads = reverse_pass(&[(out, g.clone())], create_graph, &ids, &ids)?;
+    // The pass gives each tensor's total gradient: hand it out once per tensor, not once per
+    // position (`checkpoint(f, &[x, x])` must not count x's gradient twice).
+    let mut given = HashSet::new();
     Ok(c.inputs
         .iter()
         .zip(need)
-        .map(|(t, &n)| if n { grads.get(&t.id()).cloned() } else { None })
+        .map(|(t, &n)| {
+            if n && given.insert(t.id()) {
+                grads.get(&t.id()).cloned()
+            } else {
+                None
+            }
+        })
         .collect())
 }

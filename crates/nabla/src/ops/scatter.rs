@@ -52,9 +52,10 @@ fn check_indices(op: &'static str, indices: &[usize], len: usize, axis: usize) -
 
 impl<T: Float> Tensor<T> {
     /// `self ⊙ s(x)` for a piecewise-constant `s` ([`Step`]); `self` and `x` have the same
-    /// shape. Where `s(x) = 0` the result is 0 even for an infinite or NaN `self` (as PyTorch's
-    /// `threshold_backward`). This is the gradient of relu & co. (`g.step_mul(x, Step::Relu)` is relu's
-    /// backward), one fused pass; its derivative with respect to `x` is zero.
+    /// shape. This is the gradient of relu & co. (`g.step_mul(x, Step::Relu)` is relu's
+    /// backward), one fused pass; its derivative with respect to `x` is zero. Where relu's,
+    /// clamp's or sign's `s(x) = 0` the result is 0 even for an infinite or NaN `self` (as
+    /// PyTorch's `threshold_backward`); leaky relu multiplies by its slope.
     ///
     /// ```
     /// use nabla::{autograd::Step, Tensor};
@@ -75,7 +76,8 @@ impl<T: Float> Tensor<T> {
         }
         // One monomorphic, branch-free closure per step kind (a `match` inside the element
         // loop would stop vectorisation). Comparisons are written so that NaN lands on the
-        // documented value; where s(x) = 0 the result is 0 whatever `g` is.
+        // documented value. For relu, clamp and sign, where s(x) = 0 the result is 0 whatever
+        // `g` is; leaky relu computes `slope·g` (NaN for a slope of 0 and an infinite `g`).
         let zero = T::ZERO;
         let data = match step {
             Step::Relu => zip(self, x, |g, x| if x <= zero { zero } else { g })?,

@@ -29,10 +29,16 @@ pub use view::Layout;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TensorId(u64);
 
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 impl TensorId {
     fn fresh() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        TensorId(NEXT.fetch_add(1, Ordering::Relaxed))
+        TensorId(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The id the next tensor will get: every tensor made before this call has a smaller id.
+    pub(crate) fn next() -> Self {
+        TensorId(NEXT_ID.load(Ordering::Relaxed))
     }
 }
 
