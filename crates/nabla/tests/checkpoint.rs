@@ -2,7 +2,7 @@
 //! exact resume from full training state, and interop with Python's safetensors.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nabla::data::synthetic::spiral;
 use nabla::io::{
@@ -13,6 +13,9 @@ use nabla::nn::loss::{self, Reduction, Target};
 use nabla::nn::{Mlp, MlpConfig, Module};
 use nabla::optim::{Adam, AdamConfig, LrSchedule, Optimizer};
 use nabla::{no_grad, Rng, Tensor};
+
+mod pyenv;
+use pyenv::python_available;
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("nabla-test-{name}-{}", std::process::id()));
@@ -243,30 +246,6 @@ fn resuming_from_full_state_is_bit_identical() {
     assert!(load_training_state(&w, &mut resumed, &mut opt2).is_err());
 }
 
-fn python() -> String {
-    std::env::var("NABLA_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// Whether `python3` with safetensors and numpy is here. Without them the test is skipped with
-/// a one-line notice, so the README's test command passes on a machine with only cargo, unless
-/// `NABLA_REQUIRE_PYTHON=1` (set by `.ci/run`, which installs them), where missing is a failure.
-fn python_available() -> bool {
-    let found = std::process::Command::new(python())
-        .args(["-c", "import safetensors, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let required = std::env::var("NABLA_REQUIRE_PYTHON").is_ok_and(|v| v == "1");
-    assert!(
-        found || !required,
-        "NABLA_REQUIRE_PYTHON=1 but `{} -c 'import safetensors, numpy'` fails (pip install safetensors numpy)",
-        python()
-    );
-    if !found {
-        eprintln!("skipped: python3 with safetensors+numpy not found");
-    }
-    found
-}
-
 #[test]
 fn python_safetensors_reads_nabla_weights_and_reproduces_logits() {
     if !python_available() {
@@ -283,18 +262,6 @@ fn python_safetensors_reads_nabla_weights_and_reproduces_logits() {
     let tensors = vec![("input".to_string(), x), ("logits".to_string(), logits)];
     write_tensor_file(&reference, &tensors, &BTreeMap::new()).unwrap();
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/check_weights.py");
-    let out = std::process::Command::new(python())
-        .arg(&script)
-        .arg(&weights)
-        .arg(&reference)
-        .output()
-        .expect("python3 must be installed (CI installs it with safetensors and numpy)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "python check failed (needs `pip install safetensors numpy`):\n{stdout}\n{stderr}"
-    );
+    let stdout = pyenv::run("check_weights.py", &[&weights, &reference]);
     assert!(stdout.contains("max |numpy − nabla|"), "{stdout}");
 }

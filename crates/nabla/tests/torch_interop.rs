@@ -1,0 +1,164 @@
+//! PyTorch state dicts of MLPs: export (weights `[out, in]`, `nn.Sequential` names) and import,
+//! checked against numpy following `nn.Linear`'s convention (`x @ W.T + b`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use nabla::io::{export_torch, import_torch, read_tensor_file, write_tensor_file};
+use nabla::nn::{Activation, Mlp, MlpConfig, Module};
+use nabla::{no_grad, Tensor};
+
+mod pyenv;
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nabla-torch-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn model(sizes: &[usize], dropout: f64) -> Mlp<f32> {
+    let mut cfg = MlpConfig::new(sizes);
+    cfg.dropout = dropout;
+    cfg.seed = 3;
+    Mlp::new(&cfg).unwrap()
+}
+
+#[test]
+fn export_uses_pytorch_names_layout_and_metadata_and_round_trips() {
+    let dir = tmpdir("export");
+    let mut m = model(&[6, 16, 8, 4], 0.2); // dropout shifts nabla's module indices, not PyTorch's
+    m.set_training(false); // dropout is the identity at inference, and is not exported
+    let path = dir.join("torch.safetensors");
+    let extra = BTreeMap::from([("normalizer".to_string(), "{...}".to_string())]);
+    export_torch(&m, &extra, &path).unwrap();
+    let file = read_tensor_file(&path).unwrap();
+    let shapes: Vec<(String, Vec<usize>)> = file
+        .f32
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+        .collect();
+    assert_eq!(
+        shapes,
+        [
+            ("0.bias", vec![16]),
+            ("0.weight", vec![16, 6]),
+            ("2.bias", vec![8]),
+            ("2.weight", vec![8, 16]),
+            ("4.bias", vec![4]),
+            ("4.weight", vec![4, 8])
+        ]
+        .map(|(n, s)| (n.to_string(), s))
+    );
+    let md = &file.metadata;
+    assert_eq!(md["format"], "pytorch-state-dict");
+    assert_eq!(md["architecture"], "6-16-8-4");
+    assert_eq!(
+        md["torch_module"],
+        "nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))"
+    );
+    assert_eq!(md["normalizer"], "{...}");
+
+    let back = import_torch(&path, Some(&[6, 16, 8, 4]), Activation::Relu).unwrap();
+    let x = Tensor::<f32>::randn(&[5, 6], 0.0, 1.0, 1).unwrap();
+    let (a, b) = no_grad(|| (m.forward(&x), back.forward(&x)));
+    assert_eq!(a.unwrap().to_vec().unwrap(), b.unwrap().to_vec().unwrap());
+}
+
+#[test]
+fn import_errors_name_the_file_and_the_tensor() {
+    let dir = tmpdir("errors");
+    let w = |o: usize, i: usize| Tensor::<f32>::zeros(&[o, i]).unwrap();
+    let b = |o: usize| Tensor::<f32>::zeros(&[o]).unwrap();
+    let cases: Vec<(&str, Vec<(&str, Tensor<f32>)>, &str)> = vec![
+        ("nobias", vec![("0.weight", w(3, 2))], "no bias"),
+        (
+            "chain",
+            vec![
+                ("0.weight", w(3, 2)),
+                ("0.bias", b(3)),
+                ("2.weight", w(4, 5)),
+                ("2.bias", b(4)),
+            ],
+            "takes 5 inputs but the previous layer gives 3",
+        ),
+        (
+            "extra",
+            vec![
+                ("0.weight", w(3, 2)),
+                ("0.bias", b(3)),
+                ("1.running_mean", b(3)),
+            ],
+            "'1.running_mean' is not a linear layer's",
+        ),
+        (
+            "rank",
+            vec![("0.weight", b(3)), ("0.bias", b(3))],
+            "not [out, in]",
+        ),
+    ];
+    for (name, tensors, want) in cases {
+        let path = dir.join(format!("{name}.safetensors"));
+        let tensors: Vec<(String, Tensor<f32>)> = tensors
+            .into_iter()
+            .map(|(n, t)| (n.to_string(), t))
+            .collect();
+        write_tensor_file(&path, &tensors, &BTreeMap::new()).unwrap();
+        let e = import_torch(&path, None, Activation::Relu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains(want) && e.contains(&path.display().to_string()),
+            "{name}: {e}"
+        );
+    }
+    let m = model(&[2, 3], 0.0);
+    let path = dir.join("ok.safetensors");
+    export_torch(&m, &BTreeMap::new(), &path).unwrap();
+    let e = import_torch(&path, Some(&[2, 4]), Activation::Relu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("[2, 4]") && e.contains("[2, 3]"), "{e}");
+}
+
+#[test]
+fn numpy_reproduces_exported_logits_with_x_times_w_transposed() {
+    if !pyenv::python_available() {
+        return;
+    }
+    let dir = tmpdir("numpy-export");
+    let m = model(&[6, 16, 8, 4], 0.0);
+    let state = dir.join("state.safetensors");
+    export_torch(&m, &BTreeMap::new(), &state).unwrap();
+    let x = Tensor::<f32>::randn(&[10, 6], 0.0, 1.0, 2).unwrap();
+    let logits = no_grad(|| m.forward(&x)).unwrap();
+    let reference = dir.join("reference.safetensors");
+    let tensors = vec![("input".to_string(), x), ("logits".to_string(), logits)];
+    write_tensor_file(&reference, &tensors, &BTreeMap::new()).unwrap();
+    let out = pyenv::run(
+        "check_torch.py",
+        &[std::path::Path::new("export"), &state, &reference],
+    );
+    assert!(out.contains("max |numpy − nabla|"), "{out}");
+}
+
+#[test]
+fn a_state_dict_written_by_numpy_imports_and_predicts_the_same_logits() {
+    if !pyenv::python_available() {
+        return;
+    }
+    let dir = tmpdir("numpy-import");
+    let (state, reference) = (dir.join("state.safetensors"), dir.join("ref.safetensors"));
+    pyenv::run(
+        "check_torch.py",
+        &[std::path::Path::new("make"), &state, &reference],
+    );
+    let m = import_torch(&state, None, Activation::Relu).unwrap();
+    assert_eq!(m.config().sizes, [5, 7, 6, 3]);
+    let file = read_tensor_file(&reference).unwrap();
+    let (x, want) = (&file.f32["input"], &file.f32["logits"]);
+    let got = no_grad(|| m.forward(x)).unwrap();
+    nabla::testing::assert_close(&got, want, 1e-5, 1e-5).unwrap();
+}
