@@ -107,6 +107,9 @@ pub fn export_torch(
     write_tensor_file(path.as_ref(), &tensors, &meta)
 }
 
+/// A module's weight and bias as found in a state dict.
+type WeightBias = (Option<Tensor<f32>>, Option<Tensor<f32>>);
+
 /// Splits `prefix.N.weight` into `(N, "weight")`.
 fn layer_index(name: &str) -> Option<(usize, &str)> {
     let (rest, kind) = name.rsplit_once('.')?;
@@ -138,7 +141,7 @@ pub fn import_torch(
             "tensor '{name}' is F64; save the state dict as float32"
         )));
     }
-    let mut layers: BTreeMap<usize, (Option<Tensor<f32>>, Option<Tensor<f32>>)> = BTreeMap::new();
+    let mut layers: BTreeMap<usize, WeightBias> = BTreeMap::new();
     for (name, t) in &file.f32 {
         let slot = layers.entry(match layer_index(name) {
             Some((i, "weight" | "bias")) => i,
