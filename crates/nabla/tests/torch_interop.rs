@@ -70,7 +70,8 @@ fn import_errors_name_the_file_and_the_tensor() {
     let dir = tmpdir("errors");
     let w = |o: usize, i: usize| Tensor::<f32>::zeros(&[o, i]).unwrap();
     let b = |o: usize| Tensor::<f32>::zeros(&[o]).unwrap();
-    let cases: Vec<(&str, Vec<(&str, Tensor<f32>)>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, Tensor<f32>)>, &'a str);
+    let cases: Vec<Case> = vec![
         ("nobias", vec![("0.weight", w(3, 2))], "no bias"),
         (
             "chain",
