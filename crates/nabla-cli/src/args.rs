@@ -29,6 +29,58 @@ pub enum Command {
     Info(InfoArgs),
     /// Time the benchmark workloads (tiny, fashion, wide); one JSON line each.
     Bench(BenchArgs),
+    /// Write a model in another framework's format (a PyTorch nn.Sequential state dict).
+    Export(ExportArgs),
+    /// Read another framework's MLP (a PyTorch nn.Sequential state dict) as a nabla model file.
+    Import(ImportArgs),
+}
+
+/// Interchange formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// A PyTorch `nn.Sequential` state dict in safetensors: weights [out, in], names 0.weight,
+    /// 0.bias, 2.weight, …; the metadata holds the `nn.Sequential(...)` and the normaliser.
+    Torch,
+}
+
+/// `nabla export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// A model file written by `nabla train` (model.safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "torch")]
+    pub format: ExportFormat,
+    /// The file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `nabla import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// Input format.
+    #[arg(long, value_enum, default_value = "torch")]
+    pub format: ExportFormat,
+    /// A PyTorch state dict (safetensors, float32) of an nn.Sequential of Linear layers and
+    /// parameter-free activations; names may have a prefix (layers.0.weight).
+    #[arg(long)]
+    pub state_dict: PathBuf,
+    /// Layer sizes, e.g. 784-512-256-10 (default: read from the weights' shapes; when given,
+    /// they must agree).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// The activation between the layers: relu, leaky_relu[:slope], sigmoid, tanh, gelu,
+    /// softplus, identity.
+    #[arg(long, default_value = "relu")]
+    pub activation: String,
+    /// What the outputs are.
+    #[arg(long, value_enum, default_value = "classification")]
+    pub task: Task,
+    /// The nabla model file to write (for eval and predict).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Benchmark workloads.

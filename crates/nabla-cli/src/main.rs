@@ -38,6 +38,8 @@ fn main() {
         Command::Gradcheck => commands::gradcheck(),
         Command::Info(a) => commands::info(a),
         Command::Bench(a) => nabla_cli::bench::run(a),
+        Command::Export(a) => commands::export(a),
+        Command::Import(a) => commands::import(a),
     };
     if let Err(e) = result {
         let msg = format!("{e:#}").replace('\n', " ");

@@ -629,3 +629,76 @@ fn bench_smoke_prints_one_json_line_per_workload() {
         "Linear(784",
     );
 }
+
+#[test]
+fn export_to_torch_then_import_predicts_the_same() {
+    let dir = tmpdir("torch");
+    let run = dir.join("run");
+    ok(&nabla(&[
+        "train",
+        "--epochs",
+        "2",
+        "--hidden",
+        "16,16",
+        "--no-plots",
+        "--quiet",
+        "--out",
+        run.to_str().unwrap(),
+    ]));
+    let model = run.join("model.safetensors");
+    let info = ok(&nabla(&["info", "--checkpoint", model.to_str().unwrap()]));
+    assert!(info.contains("nabla export --checkpoint"), "{info}");
+    let state = dir.join("torch.safetensors");
+    let out = ok(&nabla(&[
+        "export",
+        "--checkpoint",
+        model.to_str().unwrap(),
+        "--format",
+        "torch",
+        "--out",
+        state.to_str().unwrap(),
+    ]));
+    assert!(
+        out.contains("nn.Sequential(nn.Linear(2, 16), nn.ReLU()"),
+        "{out}"
+    );
+    let back = dir.join("imported.safetensors");
+    ok(&nabla(&[
+        "import",
+        "--format",
+        "torch",
+        "--state-dict",
+        state.to_str().unwrap(),
+        "--arch",
+        "2-16-16-3",
+        "--activation",
+        "relu",
+        "--out",
+        back.to_str().unwrap(),
+    ]));
+    let csv = dir.join("points.csv");
+    std::fs::write(&csv, "x,y\n0.1,0.2\n-0.5,0.9\n0.7,-0.3\n1.5,1.0\n").unwrap();
+    let predict = |m: &std::path::Path| {
+        ok(&nabla(&[
+            "predict",
+            "--checkpoint",
+            m.to_str().unwrap(),
+            "--input",
+            csv.to_str().unwrap(),
+            "--json",
+        ]))
+    };
+    assert_eq!(predict(&model), predict(&back));
+    fails_with(
+        &nabla(&[
+            "import",
+            "--state-dict",
+            state.to_str().unwrap(),
+            "--arch",
+            "2-16-3",
+            "--out",
+            back.to_str().unwrap(),
+        ]),
+        "the shapes give [2, 16, 16, 3]",
+    );
+}
