@@ -151,7 +151,7 @@ fn a_failed_save_keeps_the_previous_checkpoint() {
     // Overwriting replaces the whole file at once.
     let bigger = Mlp::<f32>::new(&MlpConfig::new(&[30, 20])).unwrap();
     save_weights(&path, &bigger, &BTreeMap::new()).unwrap();
-    assert!(read_tensor_file(&path).unwrap().f32["layers.0.weight"].shape() == [30, 20]);
+    assert!(read_tensor_file(&path).unwrap().f32["nabla.layers.0.weight"].shape() == [30, 20]);
 }
 
 /// Trains with minibatches shuffled by `rng`, dropout, Adam and a cosine schedule, from

@@ -163,3 +163,56 @@ fn a_state_dict_written_by_numpy_imports_and_predicts_the_same_logits() {
     let got = no_grad(|| m.forward(x)).unwrap();
     nabla::testing::assert_close(&got, want, 1e-5, 1e-5).unwrap();
 }
+
+#[test]
+fn native_files_use_a_prefix_pytorch_cannot_match_and_old_files_still_load() {
+    use nabla::io::{load_weights, save_weights, WEIGHTS_PREFIX};
+    let dir = tmpdir("native");
+    let m = model(&[3, 5, 2], 0.0);
+    let native = dir.join("model.safetensors");
+    save_weights(&native, &m, &BTreeMap::new()).unwrap();
+    let names: Vec<String> = read_tensor_file(&native).unwrap().f32.into_keys().collect();
+    assert_eq!(
+        names,
+        [
+            "nabla.layers.0.bias",
+            "nabla.layers.0.weight",
+            "nabla.layers.2.bias",
+            "nabla.layers.2.weight"
+        ]
+    );
+    assert_eq!(WEIGHTS_PREFIX, "nabla.");
+    // reading a native file as a PyTorch state dict is refused (it would load transposed)
+    let e = import_torch(&native, None, Activation::Relu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("nabla model file") && e.contains("nabla export --format torch"),
+        "{e}"
+    );
+
+    // a file written before the prefix (plain names) still loads
+    let old = dir.join("old.safetensors");
+    write_tensor_file(&old, &m.named_parameters(), &BTreeMap::new()).unwrap();
+    let copy = Mlp::<f32>::new(&MlpConfig {
+        seed: 99,
+        ..m.config().clone()
+    })
+    .unwrap();
+    load_weights(&old, &copy).unwrap();
+    let x = Tensor::<f32>::randn(&[4, 3], 0.0, 1.0, 5).unwrap();
+    let (a, b) = no_grad(|| (m.forward(&x), copy.forward(&x)));
+    assert_eq!(a.unwrap().to_vec().unwrap(), b.unwrap().to_vec().unwrap());
+    // and so does a prefixed one
+    let copy2 = Mlp::<f32>::new(&MlpConfig {
+        seed: 98,
+        ..m.config().clone()
+    })
+    .unwrap();
+    load_weights(&native, &copy2).unwrap();
+    assert_eq!(
+        no_grad(|| copy2.forward(&x)).unwrap().to_vec().unwrap(),
+        no_grad(|| m.forward(&x)).unwrap().to_vec().unwrap()
+    );
+}

@@ -11,7 +11,14 @@ use crate::rng::Rng;
 use crate::tensor::shape::fmt_shape;
 use crate::tensor::{Float, Tensor};
 
-const WEIGHTS_FORMAT: &str = "nabla-weights";
+/// The `format` metadata of a weights file written by [`save_weights`].
+pub const WEIGHTS_FORMAT: &str = "nabla-weights";
+
+/// The prefix of every parameter name in a weights file (`nabla.layers.0.weight`): PyTorch's
+/// `load_state_dict` cannot match it, so a nabla file, whose weights are `[in, out]`, fails
+/// loudly there instead of loading transposed (`nabla export --format torch` writes PyTorch's
+/// layout). Files written before the prefix (plain `layers.0.weight`) still load.
+pub const WEIGHTS_PREFIX: &str = "nabla.";
 const STATE_FORMAT: &str = "nabla-training-state";
 
 /// The non-tensor part of a training checkpoint: where training was, and how to rebuild the
@@ -107,8 +114,9 @@ fn copy_into<T: Float>(params: &[(String, Tensor<T>)], values: &[Tensor<T>]) -> 
     Ok(())
 }
 
-/// Saves a model's parameters under their names (`layers.0.weight`, …) with `metadata`
-/// added to the file's metadata. The write is atomic.
+/// Saves a model's parameters under their names prefixed with [`WEIGHTS_PREFIX`]
+/// (`nabla.layers.0.weight`, …) with `metadata` added to the file's metadata. The write is
+/// atomic.
 pub fn save_weights<T: Float>(
     path: impl AsRef<Path>,
     model: &dyn Module<T>,
@@ -116,7 +124,12 @@ pub fn save_weights<T: Float>(
 ) -> Result<()> {
     let mut meta = base_metadata::<T>(WEIGHTS_FORMAT);
     meta.extend(metadata.clone());
-    write_tensor_file(path.as_ref(), &model.named_parameters(), &meta)
+    let named: Vec<(String, Tensor<T>)> = model
+        .named_parameters()
+        .into_iter()
+        .map(|(n, t)| (format!("{WEIGHTS_PREFIX}{n}"), t))
+        .collect();
+    write_tensor_file(path.as_ref(), &named, &meta)
 }
 
 /// Loads parameters saved by [`save_weights`] (or any safetensors file with the same names)
@@ -139,7 +152,12 @@ pub fn load_weights_from<T: Float>(
     model: &dyn Module<T>,
 ) -> Result<BTreeMap<String, String>> {
     let params = model.named_parameters();
-    let values = match_params(Path::new(name), file, "", &params)?;
+    let prefixed = file
+        .describe()
+        .keys()
+        .any(|k| k.starts_with(WEIGHTS_PREFIX));
+    let prefix = if prefixed { WEIGHTS_PREFIX } else { "" };
+    let values = match_params(Path::new(name), file, prefix, &params)?;
     copy_into(&params, &values)?;
     Ok(file.metadata.clone())
 }

@@ -8,7 +8,7 @@ mod torch;
 
 pub use checkpoint::{
     load_training_state, load_weights, load_weights_from, save_training_state, save_weights,
-    TrainingState,
+    TrainingState, WEIGHTS_FORMAT, WEIGHTS_PREFIX,
 };
 pub use safetensors_file::{read_tensor_file, write_atomic, write_tensor_file, TensorFile};
 pub use torch::{export_torch, import_torch, torch_module, torch_sequential, TORCH_FORMAT};

@@ -131,6 +131,13 @@ pub fn import_torch(
     let path = path.as_ref();
     let file = read_tensor_file(path)?;
     let bad = |msg: String| Error::arg("import_torch", format!("{}: {msg}", path.display()));
+    if file.metadata.get("format").map(String::as_str) == Some(super::WEIGHTS_FORMAT) {
+        return Err(bad(
+            "this is a nabla model file (weights [in, out]), not a PyTorch state dict: use it \
+             as it is, or convert it with `nabla export --format torch`"
+                .into(),
+        ));
+    }
     if let Some((name, (dtype, _))) = file.other.iter().next() {
         return Err(bad(format!(
             "tensor '{name}' is {dtype}; only F32 state dicts are read"

@@ -22,11 +22,13 @@ def main():
     assert meta["format"] == "nabla-weights", meta
     config = meta["model_config"]
     ref = load_file(reference_path)
-    layers = sorted({int(k.split(".")[1]) for k in weights}, key=int)
+    # names are nabla.layers.{i}.weight (the prefix keeps PyTorch from loading [in, out] weights)
+    assert all(k.startswith("nabla.layers.") for k in weights), list(weights)
+    layers = sorted({int(k.split(".")[2]) for k in weights}, key=int)
     h = ref["input"].astype(np.float64)
     for i, idx in enumerate(layers):
-        w = weights[f"layers.{idx}.weight"].astype(np.float64)
-        b = weights[f"layers.{idx}.bias"].astype(np.float64)
+        w = weights[f"nabla.layers.{idx}.weight"].astype(np.float64)
+        b = weights[f"nabla.layers.{idx}.bias"].astype(np.float64)
         h = h @ w + b
         if i + 1 < len(layers):
             h = np.maximum(h, 0.0)  # the test model uses ReLU
