@@ -103,6 +103,11 @@ fn gradcheck_rejects_bad_options_and_constant_functions() {
         ..Default::default()
     };
     assert!(gradcheck(|t| t[0].sum_all(), std::slice::from_ref(&x), &bad).is_err());
+    let e = gradgradcheck(|t| t[0].square(), std::slice::from_ref(&x), &bad).unwrap_err();
+    assert!(
+        e.to_string().contains("gradgradcheck") && e.to_string().contains("eps"),
+        "{e}"
+    );
     let err = gradcheck(
         |_| Ok(Tensor::<f64>::scalar(1.0)),
         &[x],

@@ -44,6 +44,22 @@ pub struct GradcheckOptions {
     pub seed: u64,
 }
 
+impl GradcheckOptions {
+    /// `Err` naming `op` unless `eps > 0` and both tolerances are non-negative.
+    fn validate(&self, op: &'static str) -> Result<()> {
+        if self.eps > 0.0 && self.atol >= 0.0 && self.rtol >= 0.0 {
+            return Ok(());
+        }
+        Err(Error::arg(
+            op,
+            format!(
+                "need eps > 0 and non-negative tolerances, got eps {}, atol {}, rtol {}",
+                self.eps, self.atol, self.rtol
+            ),
+        ))
+    }
+}
+
 impl Default for GradcheckOptions {
     fn default() -> Self {
         GradcheckOptions {
@@ -172,15 +188,7 @@ pub fn gradcheck<F>(
 where
     F: Fn(&[Tensor<f64>]) -> Result<Tensor<f64>>,
 {
-    if !(opts.eps > 0.0 && opts.atol >= 0.0 && opts.rtol >= 0.0) {
-        return Err(Error::arg(
-            "gradcheck",
-            format!(
-                "need eps > 0 and non-negative tolerances, got eps {}, atol {}, rtol {}",
-                opts.eps, opts.atol, opts.rtol
-            ),
-        ));
-    }
+    opts.validate("gradcheck")?;
     let leaves: Vec<Tensor<f64>> = inputs.iter().map(|t| t.detach().requires_grad()).collect();
     let out = f(&leaves)?;
     let r = match out.numel() {

@@ -58,6 +58,7 @@ pub fn gradgradcheck<F>(
 where
     F: Fn(&[Tensor<f64>]) -> Result<Tensor<f64>>,
 {
+    opts.validate("gradgradcheck")?;
     let leaves: Vec<Tensor<f64>> = inputs.iter().map(|t| t.detach().requires_grad()).collect();
     let out = f(&leaves)?;
     if !out.requires_grad_flag() {
