@@ -103,24 +103,7 @@ fn seeds<T: Float>(outputs: &[Tensor<T>], given: Option<Vec<Tensor<T>>>) -> Resu
     }
     match given {
         Some(v) => {
-            if v.len() != outputs.len() {
-                return Err(Error::arg(
-                    "grad",
-                    format!("{} grad_outputs for {} outputs", v.len(), outputs.len()),
-                ));
-            }
-            for (i, (s, o)) in v.iter().zip(outputs).enumerate() {
-                if s.shape() != o.shape() {
-                    return Err(Error::shape(
-                        "grad",
-                        format!(
-                            "grad_outputs[{i}] {} does not match output {i} {}",
-                            fmt_shape(s.shape()),
-                            fmt_shape(o.shape())
-                        ),
-                    ));
-                }
-            }
+            matching("grad", "grad_outputs", &v, "output", outputs)?;
             Ok(v)
         }
         None => outputs
@@ -139,6 +122,37 @@ fn seeds<T: Float>(outputs: &[Tensor<T>], given: Option<Vec<Tensor<T>>>) -> Resu
                 Tensor::ones(o.shape())
             })
             .collect(),
+    }
+}
+
+/// `Err` naming `op` unless `given` has one tensor per `of`, each of the same shape.
+fn matching<T: Float>(
+    op: &'static str,
+    given_name: &str,
+    given: &[Tensor<T>],
+    of_name: &str,
+    of: &[Tensor<T>],
+) -> Result<()> {
+    if given.len() != of.len() {
+        return Err(Error::arg(
+            op,
+            format!("{} {given_name} for {} {of_name}s", given.len(), of.len()),
+        ));
+    }
+    match given
+        .iter()
+        .zip(of)
+        .position(|(g, o)| g.shape() != o.shape())
+    {
+        None => Ok(()),
+        Some(i) => Err(Error::shape(
+            op,
+            format!(
+                "{given_name}[{i}] {} does not match {of_name} {i} {}",
+                fmt_shape(given[i].shape()),
+                fmt_shape(of[i].shape())
+            ),
+        )),
     }
 }
 
@@ -183,24 +197,7 @@ pub fn hvp<T: Float>(
     params: &[Tensor<T>],
     v: &[Tensor<T>],
 ) -> Result<(Tensor<T>, Vec<Tensor<T>>)> {
-    if v.len() != params.len() {
-        return Err(Error::arg(
-            "hvp",
-            format!("{} vectors for {} parameters", v.len(), params.len()),
-        ));
-    }
-    for (i, (p, v)) in params.iter().zip(v).enumerate() {
-        if p.shape() != v.shape() {
-            return Err(Error::shape(
-                "hvp",
-                format!(
-                    "v[{i}] {} does not match parameter {i} {}",
-                    fmt_shape(v.shape()),
-                    fmt_shape(p.shape())
-                ),
-            ));
-        }
-    }
+    matching("hvp", "v", v, "parameter", params)?;
     let y = f()?;
     let g = grad(std::slice::from_ref(&y), params, with_graph())?;
     let gv = dot(&g, v)?;
