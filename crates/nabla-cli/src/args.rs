@@ -29,17 +29,27 @@ pub enum Command {
     Info(InfoArgs),
     /// Time the benchmark workloads (tiny, fashion, wide); one JSON line each.
     Bench(BenchArgs),
-    /// Write a model in another framework's format (a PyTorch nn.Sequential state dict).
+    /// Write a model for another framework: a PyTorch nn.Sequential state dict, or ONNX.
     Export(ExportArgs),
     /// Read another framework's MLP (a PyTorch nn.Sequential state dict) as a nabla model file.
     Import(ImportArgs),
 }
 
-/// Interchange formats.
+/// Formats `nabla export` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
     /// A PyTorch `nn.Sequential` state dict in safetensors: weights [out, in], names 0.weight,
     /// 0.bias, 2.weight, …; the metadata holds the `nn.Sequential(...)` and the normaliser.
+    Torch,
+    /// An ONNX graph (opset 21) from raw features to logits and probabilities (or predictions),
+    /// the normaliser folded in; for ONNX Runtime and other serving stacks.
+    Onnx,
+}
+
+/// Formats `nabla import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// A PyTorch `nn.Sequential` state dict of `Linear` layers in safetensors.
     Torch,
 }
 
@@ -50,7 +60,7 @@ pub struct ExportArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Output format.
-    #[arg(long, value_enum, default_value = "torch")]
+    #[arg(long, value_enum)]
     pub format: ExportFormat,
     /// The file to write.
     #[arg(long)]
@@ -62,7 +72,7 @@ pub struct ExportArgs {
 pub struct ImportArgs {
     /// Input format.
     #[arg(long, value_enum, default_value = "torch")]
-    pub format: ExportFormat,
+    pub format: ImportFormat,
     /// A PyTorch state dict (safetensors, float32) of an nn.Sequential of Linear layers and
     /// parameter-free activations; names may have a prefix (layers.0.weight).
     #[arg(long)]
@@ -75,9 +85,10 @@ pub struct ImportArgs {
     /// softplus, identity.
     #[arg(long, default_value = "relu")]
     pub activation: String,
-    /// What the outputs are.
-    #[arg(long, value_enum, default_value = "classification")]
-    pub task: Task,
+    /// What the outputs are (default: the file's `task` metadata, as `nabla export` writes
+    /// it, else classification).
+    #[arg(long, value_enum)]
+    pub task: Option<Task>,
     /// The nabla model file to write (for eval and predict).
     #[arg(long)]
     pub out: PathBuf,

@@ -1,24 +1,19 @@
 //! `nabla eval`, `nabla predict`, `nabla info`, `nabla gradcheck`.
 
-use std::collections::BTreeMap;
-
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use nabla::data::csv::{read_csv, Header, TargetColumn};
 use nabla::data::idx::read_idx;
-use nabla::data::{Normalization, Normalizer};
-use nabla::io::{export_torch, import_torch, read_tensor_file, torch_sequential};
+use nabla::io::read_tensor_file;
 use nabla::nn::loss::{predict_class, predict_proba};
-use nabla::nn::{Activation, Mlp, Module};
+use nabla::nn::{Mlp, Module};
 use nabla::testing::run_op_gradchecks;
 use nabla::{no_grad, Tensor};
 use serde_json::json;
 
-use crate::args::{
-    EvalArgs, ExportArgs, ExportFormat, ImportArgs, InfoArgs, LossName, PredictArgs, Task,
-};
+use crate::args::{EvalArgs, InfoArgs, LossName, PredictArgs, Task};
 use crate::dataset::{self, target_column};
 use crate::metrics::{evaluate, report};
-use crate::model::{load_model, save_model, ModelMeta};
+use crate::model::load_model;
 
 fn check_width(model: &Mlp, features: usize, what: &str) -> Result<()> {
     let want = model.config().sizes[0];
@@ -108,6 +103,7 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
     let classes = predict_class(&out)?;
     let k = out.shape()[1];
     let p = probs.to_vec()?;
+    let logits = out.to_vec()?;
     let name = |c: usize| {
         meta.class_names
             .get(c)
@@ -122,6 +118,7 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
                     "class": classes[i],
                     "name": name(classes[i]),
                     "probabilities": &p[i * k..(i + 1) * k],
+                    "logits": &logits[i * k..(i + 1) * k],
                 })
             })
             .collect();
@@ -164,7 +161,8 @@ pub fn info(args: &InfoArgs) -> Result<()> {
         println!("\n{}", model.summary(1)?);
         println!("({})", model.describe());
         println!(
-            "to use it in PyTorch: nabla export --checkpoint {} --format torch --out FILE",
+            "to use it in PyTorch: nabla export --checkpoint {0} --format torch --out FILE\n\
+             to serve it with ONNX Runtime: nabla export --checkpoint {0} --format onnx --out FILE",
             args.checkpoint.display()
         );
     }
@@ -203,73 +201,5 @@ pub fn gradcheck() -> Result<()> {
     if failed > 0 {
         bail!("{failed} gradient checks failed");
     }
-    Ok(())
-}
-
-/// `nabla export`: the model as a PyTorch state dict, with what a PyTorch user needs to use it
-/// (the `nn.Sequential`, the input normaliser, the task and class names) in its metadata.
-pub fn export(args: &ExportArgs) -> Result<()> {
-    let (model, meta) = load_model(&args.checkpoint)?;
-    let extra = BTreeMap::from([
-        (
-            "normalizer".to_string(),
-            serde_json::to_string(&meta.normalizer)?,
-        ),
-        ("task".to_string(), serde_json::to_string(&meta.task)?),
-        (
-            "class_names".to_string(),
-            serde_json::to_string(&meta.class_names)?,
-        ),
-        ("dataset".to_string(), meta.dataset.clone()),
-    ]);
-    match args.format {
-        ExportFormat::Torch => export_torch(&model, &extra, &args.out)?,
-    }
-    println!(
-        "wrote {}: load it into {} (see the README for the Python lines)",
-        args.out.display(),
-        torch_sequential(model.config())
-    );
-    Ok(())
-}
-
-/// `nabla import`: a PyTorch MLP state dict as a nabla model file. Inputs are used as they are
-/// (no normaliser is recorded).
-pub fn import(args: &ImportArgs) -> Result<()> {
-    let arch = match &args.arch {
-        None => None,
-        Some(text) => Some(
-            text.split('-')
-                .map(|s| s.trim().parse::<usize>())
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|_| anyhow!("--arch {text}: expected sizes like 784-512-256-10"))?,
-        ),
-    };
-    let activation: Activation = args.activation.parse()?;
-    let model = match args.format {
-        ExportFormat::Torch => import_torch(&args.state_dict, arch.as_deref(), activation)?,
-    };
-    let outputs = *model.config().sizes.last().unwrap_or(&0);
-    let meta = ModelMeta {
-        config: model.config().clone(),
-        task: args.task,
-        normalizer: Normalizer {
-            mode: Normalization::None,
-            mean: Vec::new(),
-            std: Vec::new(),
-        },
-        class_names: match args.task {
-            Task::Classification => (0..outputs).map(|i| i.to_string()).collect(),
-            Task::Regression => Vec::new(),
-        },
-        dataset: "imported".to_string(),
-    };
-    save_model(&args.out, &model, &meta)?;
-    println!(
-        "wrote {}: Mlp {:?}, {} (inputs are used as they are: no normaliser)",
-        args.out.display(),
-        model.config().sizes,
-        model.config().activation
-    );
     Ok(())
 }

@@ -4,7 +4,7 @@ use clap::error::ErrorKind;
 use clap::Parser;
 
 use nabla_cli::args::{Cli, Command};
-use nabla_cli::{commands, train};
+use nabla_cli::{commands, interop, train};
 
 fn main() {
     nabla::alloc::retain_freed_memory();
@@ -16,11 +16,22 @@ fn main() {
         }
         Err(e) => {
             // One line for the user's mistake; `--help` has the rest.
+            // clap lists missing arguments on the lines after "…were not provided:".
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+                .collect();
+            let first = first.join(" ");
+            let first = first.trim_start_matches("error: ");
             eprintln!(
                 "{} (see `nabla --help`)",
-                first.trim_start_matches("error: ").trim()
+                if first.is_empty() {
+                    "invalid arguments"
+                } else {
+                    first
+                }
             );
             std::process::exit(2);
         }
@@ -38,8 +49,8 @@ fn main() {
         Command::Gradcheck => commands::gradcheck(),
         Command::Info(a) => commands::info(a),
         Command::Bench(a) => nabla_cli::bench::run(a),
-        Command::Export(a) => commands::export(a),
-        Command::Import(a) => commands::import(a),
+        Command::Export(a) => interop::export(a),
+        Command::Import(a) => interop::import(a),
     };
     if let Err(e) = result {
         let msg = format!("{e:#}").replace('\n', " ");

@@ -44,8 +44,12 @@ pub fn torch_sequential(config: &MlpConfig) -> String {
     format!("nn.Sequential({})", parts.join(", "))
 }
 
-/// The linear layers' `(weight [in, out], bias [out])`, in order.
-fn linear_layers(model: &Mlp<f32>) -> Result<Vec<(Tensor<f32>, Tensor<f32>)>> {
+/// The linear layers' `(weight [in, out], bias [out])`, in order (`op` names the caller in
+/// errors).
+pub(super) fn linear_layers(
+    model: &Mlp<f32>,
+    op: &'static str,
+) -> Result<Vec<(Tensor<f32>, Tensor<f32>)>> {
     let params = model.named_parameters();
     let mut layers = Vec::new();
     for pair in params.chunks(2) {
@@ -55,7 +59,7 @@ fn linear_layers(model: &Mlp<f32>) -> Result<Vec<(Tensor<f32>, Tensor<f32>)>> {
             }
             _ => {
                 return Err(Error::arg(
-                    "export_torch",
+                    op,
                     format!(
                         "parameters {:?} are not (weight, bias) pairs",
                         pair.iter().map(|(n, _)| n).collect::<Vec<_>>()
@@ -94,7 +98,10 @@ pub fn export_torch(
 ) -> Result<()> {
     let config = model.config();
     let mut tensors = Vec::new();
-    for (k, (w, b)) in linear_layers(model)?.into_iter().enumerate() {
+    for (k, (w, b)) in linear_layers(model, "export_torch")?
+        .into_iter()
+        .enumerate()
+    {
         tensors.push((format!("{}.weight", 2 * k), w.t()?.contiguous()?));
         tensors.push((format!("{}.bias", 2 * k), b));
     }
