@@ -125,7 +125,8 @@ pub struct BenchArgs {
 }
 
 /// Built-in data sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum DatasetName {
     /// 3-class spiral in 2-D (embedded, seeded).
     Spiral,
@@ -145,10 +146,11 @@ pub enum DatasetName {
     Csv,
 }
 
-/// Where the data come from (shared by train and eval).
-#[derive(Debug, Clone, Args)]
+/// Where the data come from (shared by train and eval; saved with a run, paths made absolute).
+#[derive(Debug, Clone, PartialEq, Args, serde::Serialize, serde::Deserialize)]
 pub struct DataArgs {
-    /// Data set; default spiral (or mnist with --data-dir, csv with --csv).
+    /// Data set [default: spiral; mnist with --data-dir, csv with --csv; for eval: the one the
+    /// model was trained on].
     #[arg(long, value_enum)]
     pub dataset: Option<DatasetName>,
     /// An MNIST-format directory (train-/t10k- images and labels, plain or .gz).
@@ -164,16 +166,16 @@ pub struct DataArgs {
     #[arg(long, value_enum, default_value_t = Task::Classification)]
     pub task: Task,
     /// Fraction of a CSV held out as the test set.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     pub test_fraction: f64,
-    /// Points per class for synthetic sets (default 300).
+    /// Points per class for synthetic sets [default: 300; sine 500].
     #[arg(long)]
     pub points: Option<usize>,
-    /// Noise of synthetic sets.
-    #[arg(long)]
+    /// Noise of synthetic sets [default: 0.1; circles 0.05].
+    #[arg(long, allow_negative_numbers = true)]
     pub noise: Option<f64>,
     /// Fraction of outliers in the sine set.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub outliers: f64,
     /// Seed for data generation, shuffling and initialisation.
     #[arg(long, default_value_t = 0)]
@@ -201,6 +203,17 @@ pub enum LossName {
     L1,
     /// Huber with delta 1 (regression).
     Huber,
+}
+
+impl From<LossName> for nabla::train::LossKind {
+    fn from(l: LossName) -> Self {
+        match l {
+            LossName::CrossEntropy => nabla::train::LossKind::CrossEntropy,
+            LossName::Mse => nabla::train::LossKind::Mse,
+            LossName::L1 => nabla::train::LossKind::L1,
+            LossName::Huber => nabla::train::LossKind::Huber,
+        }
+    }
 }
 
 /// Optimizers.
@@ -231,64 +244,72 @@ pub struct TrainArgs {
     /// The data.
     #[command(flatten)]
     pub data: DataArgs,
-    /// Hidden layer widths, e.g. 512,256 (default per data set).
+    /// Hidden layer widths, e.g. 512,256 [default: per data set: 64,64 spiral and sine; 32,32
+    /// moons and circles; 8 xor; 512,256 images; 64,64 csv].
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
-    /// Activation: relu, leaky_relu[:slope], sigmoid, tanh, gelu, softplus, identity.
+    /// Activation: relu, leaky_relu[:slope], sigmoid, tanh, gelu, softplus, identity
+    /// [default: relu; tanh for xor and sine].
     #[arg(long)]
     pub activation: Option<String>,
-    /// Dropout probability after each hidden layer.
-    #[arg(long)]
+    /// Dropout probability after each hidden layer [default: 0.1 images; 0 otherwise].
+    #[arg(long, allow_negative_numbers = true)]
     pub dropout: Option<f64>,
     /// Gradient checkpointing: keep only every K-th hidden block's input for backward and
     /// recompute the blocks in between (less memory, one more forward pass; K ≈ √depth).
     #[arg(long, value_name = "K")]
     pub checkpoint_activations: Option<usize>,
-    /// Loss (default: cross-entropy for classification, mse for regression).
+    /// Loss [default: cross-entropy for classification, mse for regression].
     #[arg(long, value_enum)]
     pub loss: Option<LossName>,
-    /// Label smoothing for cross-entropy.
-    #[arg(long)]
+    /// Label smoothing for cross-entropy [default: 0.1 images; 0 otherwise].
+    #[arg(long, allow_negative_numbers = true)]
     pub label_smoothing: Option<f64>,
-    /// Optimizer.
+    /// Optimizer [default: adamw images; adam otherwise].
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerName>,
-    /// Learning rate.
-    #[arg(long)]
+    /// Learning rate [default: 0.001 images; 0.05 xor; 0.01 otherwise].
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f64,
-    /// SGD Nesterov momentum.
+    /// SGD momentum (only with --optimizer sgd) [default: 0.9].
+    #[arg(long, allow_negative_numbers = true)]
+    pub momentum: Option<f64>,
+    /// SGD Nesterov momentum (only with --optimizer sgd).
     #[arg(long)]
     pub nesterov: bool,
-    /// Weight decay (L2 for SGD/Adam, decoupled for AdamW).
-    #[arg(long)]
+    /// Weight decay (L2 for SGD/Adam, decoupled for AdamW) [default: 0.01 images; 0 otherwise].
+    #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f64>,
-    /// Learning-rate schedule.
+    /// Learning-rate schedule [default: cosine; constant for xor].
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleName>,
     /// Linear warm-up steps before the schedule.
     #[arg(long, default_value_t = 0)]
     pub warmup: u64,
-    /// Clip gradients to this global norm.
-    #[arg(long)]
+    /// Clip gradients to this global norm [default: no clipping].
+    #[arg(long, allow_negative_numbers = true)]
     pub clip: Option<f64>,
-    /// Epochs (default per data set).
+    /// Epochs [default: 15 images; 60 spiral; 40 moons and circles; 400 xor; 200 sine; 100 csv].
+    /// With --resume: continue the run up to this many epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Mini-batch size (default per data set).
+    /// Mini-batch size [default: 128 images; 4 xor; 32 otherwise].
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Hold out this fraction of the training set as a validation set: per-epoch metrics are
     /// then computed on it, and the test set is evaluated once, after training.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub val_fraction: f64,
+    /// Stop when the validation (else test) loss has not improved for this many epochs.
+    #[arg(long, value_name = "PATIENCE")]
+    pub early_stopping: Option<usize>,
     /// Write a full training-state checkpoint (run directory, checkpoint.safetensors) every N
     /// optimizer steps, atomically.
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
-    /// Continue the run in DIR from its last checkpoint, with the settings it was started with.
+    /// Continue the run in DIR from its last checkpoint, with the settings and data it was
+    /// started with; only --epochs, --max-steps, --checkpoint-every, --detect-anomaly,
+    /// --threads, --quiet and --no-plots may be given with it.
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Check every operation's output for NaN/Inf as it runs (slower); without it, only the
@@ -302,24 +323,19 @@ pub struct TrainArgs {
     /// Threads for matrix products and large element-wise kernels (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Run directory (default runs/DATASET-DATE-TIME).
+    /// Run directory [default: runs/DATASET-DATE-TIME]. A directory holding another run's files
+    /// is refused unless --overwrite.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace another run's files in --out (config, metrics, model, checkpoint, plots).
+    #[arg(long)]
+    pub overwrite: bool,
     /// No progress output; only the final summary line.
     #[arg(long)]
     pub quiet: bool,
     /// Skip writing PNG plots.
     #[arg(long)]
     pub no_plots: bool,
-}
-
-/// `nabla train`'s arguments alone, to re-read a run's saved command line on `--resume`.
-#[derive(Debug, Parser)]
-#[command(name = "nabla train")]
-pub struct TrainOnly {
-    /// The arguments.
-    #[command(flatten)]
-    pub args: TrainArgs,
 }
 
 /// `nabla eval`.

@@ -14,6 +14,7 @@ use crate::args::{EvalArgs, InfoArgs, LossName, PredictArgs, Task};
 use crate::dataset::{self, target_column};
 use crate::metrics::{evaluate, report};
 use crate::model::load_model;
+use crate::runconfig::spelled;
 
 fn check_width(model: &Mlp, features: usize, what: &str) -> Result<()> {
     let want = model.config().sizes[0];
@@ -26,12 +27,23 @@ fn check_width(model: &Mlp, features: usize, what: &str) -> Result<()> {
 /// `nabla eval`.
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let (model, meta) = load_model(&args.checkpoint)?;
-    let data = dataset::load(&args.data)?;
+    // Without data flags, the data the model was trained on (recorded in the file).
+    let chosen = &args.data;
+    let data_args = match &meta.data {
+        Some(recorded)
+            if chosen.dataset.is_none() && chosen.data_dir.is_none() && chosen.csv.is_none() =>
+        {
+            recorded
+        }
+        _ => chosen,
+    };
+    let data = dataset::load(data_args)?;
     if data.task != meta.task {
         bail!(
-            "the checkpoint is a {:?} model, the data set is {:?}",
-            meta.task,
-            data.task
+            "the checkpoint is a {} model, the data set is {} ({})",
+            spelled(&meta.task),
+            spelled(&data.task),
+            data.name
         );
     }
     let split = if args.train_split {
@@ -44,7 +56,8 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let kind = match meta.task {
         Task::Classification => LossName::CrossEntropy,
         Task::Regression => LossName::Mse,
-    };
+    }
+    .into();
     let e = evaluate(&model, &normalized, kind)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&e)?);

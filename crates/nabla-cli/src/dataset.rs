@@ -5,76 +5,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use nabla::data::csv::{read_csv, Header, TargetColumn};
-use nabla::data::mnist::{load_mnist_dir, Split, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR};
-use nabla::data::{synthetic, Classification, Normalization, Normalizer, Regression};
-use nabla::Tensor;
+use nabla::data::mnist::{
+    load_mnist_dir, mnist_files, Split, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR,
+};
+use nabla::data::{synthetic, Classification, Normalization};
 
 use crate::args::{DataArgs, DatasetName, OptimizerName, ScheduleName, Task};
 
-/// Training or test data of either task.
-#[derive(Debug, Clone)]
-pub enum TaskData {
-    /// Classes.
-    Class(Classification),
-    /// Real targets.
-    Reg(Regression),
-}
-
-impl TaskData {
-    /// Rows.
-    pub fn len(&self) -> usize {
-        match self {
-            TaskData::Class(c) => c.len(),
-            TaskData::Reg(r) => r.len(),
-        }
-    }
-
-    /// True without rows.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The features, `[n, d]`.
-    pub fn x(&self) -> &Tensor<f32> {
-        match self {
-            TaskData::Class(c) => &c.x,
-            TaskData::Reg(r) => &r.x,
-        }
-    }
-
-    /// Features per row.
-    pub fn features(&self) -> usize {
-        self.x().shape().get(1).copied().unwrap_or(0)
-    }
-
-    /// The same rows with the features normalised.
-    pub fn normalized(&self, n: &Normalizer) -> Result<TaskData> {
-        Ok(match self {
-            TaskData::Class(c) => TaskData::Class(Classification {
-                x: n.apply(&c.x)?,
-                ..c.clone()
-            }),
-            TaskData::Reg(r) => TaskData::Reg(Regression {
-                x: n.apply(&r.x)?,
-                y: r.y.clone(),
-            }),
-        })
-    }
-
-    /// A seeded split into (train, validation).
-    pub fn split(&self, val_fraction: f64, seed: u64) -> Result<(TaskData, TaskData)> {
-        Ok(match self {
-            TaskData::Class(c) => {
-                let (a, b) = c.split(val_fraction, seed)?;
-                (TaskData::Class(a), TaskData::Class(b))
-            }
-            TaskData::Reg(r) => {
-                let (a, b) = r.split(val_fraction, seed)?;
-                (TaskData::Reg(a), TaskData::Reg(b))
-            }
-        })
-    }
-}
+pub use nabla::data::TaskData;
 
 /// Settings a data set trains well with; every one can be overridden by a flag.
 #[derive(Debug, Clone)]
@@ -95,8 +33,12 @@ pub struct Defaults {
 /// A resolved data set.
 #[derive(Debug, Clone)]
 pub struct Loaded {
+    /// Which data set.
+    pub kind: DatasetName,
     /// Short name for run directories and plots.
     pub name: String,
+    /// The files read (none for generated sets), for the data fingerprint.
+    pub files: Vec<PathBuf>,
     /// Where it came from (a path, or "embedded").
     pub source: String,
     pub task: Task,
@@ -145,7 +87,8 @@ fn class_names(n: usize) -> Vec<String> {
     (0..n).map(|i| i.to_string()).collect()
 }
 
-fn which(args: &DataArgs) -> Result<DatasetName> {
+/// Which data set the flags select.
+pub fn which(args: &DataArgs) -> Result<DatasetName> {
     Ok(match (args.dataset, &args.data_dir, &args.csv) {
         (Some(DatasetName::Csv), _, None) => bail!("--dataset csv needs --csv FILE"),
         (Some(DatasetName::Mnist), None, _) => bail!("--dataset mnist needs --data-dir DIR"),
@@ -164,6 +107,8 @@ pub fn load(args: &DataArgs) -> Result<Loaded> {
     // Synthetic test sets are a fresh draw of the same distribution (another seed).
     let test_seed = seed.wrapping_add(1_000_003);
     let class = |name: &str, train: Classification, test: Classification, d: Defaults| Loaded {
+        kind,
+        files: Vec::new(),
         name: name.into(),
         source: "embedded (seeded)".into(),
         task: Task::Classification,
@@ -213,6 +158,8 @@ pub fn load(args: &DataArgs) -> Result<Loaded> {
             let mut d = synthetic_defaults(vec![64, 64], 200, 0.01);
             d.activation = "tanh";
             Loaded {
+                kind,
+                files: Vec::new(),
                 name: "sine".into(),
                 source: "embedded (seeded)".into(),
                 task: Task::Regression,
@@ -248,7 +195,11 @@ pub fn load(args: &DataArgs) -> Result<Loaded> {
             } else {
                 class_names(outputs)
             };
+            let mut files = mnist_files(&dir, Split::Train)?.to_vec();
+            files.extend(mnist_files(&dir, Split::Test)?);
             Loaded {
+                kind,
+                files,
                 name: if fashion {
                     "fashion-mnist".into()
                 } else {
@@ -314,6 +265,8 @@ fn load_csv(path: &Path, args: &DataArgs) -> Result<Loaded> {
         );
     }
     Ok(Loaded {
+        kind: DatasetName::Csv,
+        files: vec![path.to_path_buf()],
         name: path
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())

@@ -105,6 +105,7 @@ fn exported_meta(
             .get("dataset")
             .cloned()
             .unwrap_or_else(|| "imported".to_string()),
+        data: None,
     })
 }
 

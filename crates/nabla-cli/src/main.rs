@@ -1,14 +1,18 @@
 //! The `nabla` command-line tool.
 
 use clap::error::ErrorKind;
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 
 use nabla_cli::args::{Cli, Command};
 use nabla_cli::{commands, interop, train};
 
 fn main() {
     nabla::alloc::retain_freed_memory();
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             print!("{e}");
@@ -38,11 +42,16 @@ fn main() {
     };
     let result = match &cli.command {
         Command::Train(a) => {
-            let argv: Vec<String> = std::env::args()
-                .skip_while(|a| a != "train")
-                .skip(1)
-                .collect();
-            train::run(a, &argv)
+            // The flags given on the command line (not defaults): --resume refuses the others,
+            // and flags that do not apply to the run are errors.
+            let sub = matches.subcommand_matches("train");
+            let given: Vec<String> = sub.map_or_else(Vec::new, |m| {
+                m.ids()
+                    .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+                    .map(|id| id.to_string())
+                    .collect()
+            });
+            train::run(a, &given)
         }
         Command::Eval(a) => commands::eval(a),
         Command::Predict(a) => commands::predict(a),
@@ -53,6 +62,10 @@ fn main() {
         Command::Import(a) => interop::import(a),
     };
     if let Err(e) = result {
+        if let Some(i) = e.downcast_ref::<train::Interrupted>() {
+            eprintln!("{i}");
+            std::process::exit(130);
+        }
         let msg = format!("{e:#}").replace('\n', " ");
         eprintln!("error: {msg}");
         std::process::exit(1);

@@ -9,7 +9,7 @@ use nabla::data::Normalizer;
 use nabla::io::{load_weights, read_tensor_file, save_weights};
 use nabla::nn::{Mlp, MlpConfig, Module};
 
-use crate::args::Task;
+use crate::args::{DataArgs, Task};
 
 /// What a model file says about its model.
 #[derive(Debug, Clone)]
@@ -19,6 +19,8 @@ pub struct ModelMeta {
     pub normalizer: Normalizer,
     pub class_names: Vec<String>,
     pub dataset: String,
+    /// The data flags it was trained with (absolute paths): `eval`'s default data.
+    pub data: Option<DataArgs>,
 }
 
 /// Writes weights and metadata atomically.
@@ -36,6 +38,10 @@ pub fn save_model(path: &Path, model: &Mlp, meta: &ModelMeta) -> Result<()> {
         ),
         ("dataset".to_string(), meta.dataset.clone()),
     ]);
+    let mut m = m;
+    if let Some(d) = &meta.data {
+        m.insert("data".to_string(), serde_json::to_string(d)?);
+    }
     save_weights(path, model, &m)?;
     Ok(())
 }
@@ -63,6 +69,10 @@ pub fn load_model(path: &Path) -> Result<(Mlp, ModelMeta)> {
         class_names: serde_json::from_str(field(path, md, "class_names")?)
             .with_context(|| bad("class_names"))?,
         dataset: field(path, md, "dataset")?.clone(),
+        data: match md.get("data") {
+            Some(d) => Some(serde_json::from_str(d).with_context(|| bad("data"))?),
+            None => None,
+        },
         config,
     };
     let mut model = Mlp::new(&meta.config).with_context(|| bad("model_config"))?;

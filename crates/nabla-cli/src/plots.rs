@@ -432,7 +432,7 @@ pub fn write_run_plots(
     }
     match test {
         TaskData::Class(c) if !c.is_empty() => {
-            let ev = crate::metrics::evaluate(model, test, crate::args::LossName::CrossEntropy)?;
+            let ev = crate::metrics::evaluate(model, test, nabla::train::LossKind::CrossEntropy)?;
             if let Some(conf) = &ev.confusion {
                 confusion(&dir.join("confusion.png"), &conf.counts, names)?;
                 written.push("confusion.png".to_string());

@@ -48,6 +48,13 @@ pub enum Error {
         /// What is wrong with it.
         msg: String,
     },
+    /// Training produced a non-finite loss, gradient or value: the message names the step,
+    /// the first culprit and the last good checkpoint.
+    #[error("{msg}")]
+    Diverged {
+        /// What happened, where.
+        msg: String,
+    },
     /// A checkpoint or configuration that does not match the model or optimizer.
     #[error("{what}: {msg}")]
     Mismatch {

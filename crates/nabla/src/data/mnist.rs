@@ -55,6 +55,20 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     }
 }
 
+/// The `[images, labels]` files of one split of an MNIST-format directory (`.gz` preferred
+/// over plain); an error naming what is missing.
+pub fn mnist_files(dir: impl AsRef<Path>, split: Split) -> Result<[PathBuf; 2]> {
+    let prefix = match split {
+        Split::Train => "train",
+        Split::Test => "t10k",
+    };
+    let dir = dir.as_ref();
+    Ok([
+        find(dir, &format!("{prefix}-images-idx3-ubyte"))?,
+        find(dir, &format!("{prefix}-labels-idx1-ubyte"))?,
+    ])
+}
+
 /// Loads one split of an MNIST-format directory: pixels scaled to [0, 1] as `[n, rows·cols]`,
 /// labels as classes. Checks that image and label counts agree.
 pub fn load_mnist_dir(dir: impl AsRef<Path>, split: Split) -> Result<Classification> {
@@ -69,12 +83,7 @@ pub fn load_mnist_dir(dir: impl AsRef<Path>, split: Split) -> Result<Classificat
             ),
         ));
     }
-    let prefix = match split {
-        Split::Train => "train",
-        Split::Test => "t10k",
-    };
-    let img_path = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
-    let lbl_path = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
+    let [img_path, lbl_path] = mnist_files(dir, split)?;
     let images = read_idx(&img_path)?;
     let labels = read_idx(&lbl_path)?;
     if images.dims.len() != 3 {

@@ -2,12 +2,16 @@
 //! batching, splitting and normalisation around them.
 
 pub mod csv;
+mod fingerprint;
 pub mod idx;
 mod loader;
 pub mod mnist;
 pub mod synthetic;
+mod task;
 
+pub use fingerprint::{DataFingerprint, FileFingerprint, FINGERPRINT_HEAD_BYTES};
 pub use loader::{batch_indices, Normalization, Normalizer};
+pub use task::TaskData;
 
 use crate::error::Result;
 use crate::tensor::Tensor;

@@ -203,8 +203,9 @@ pub fn save_training_state<T: Float>(
 }
 
 /// Restores a checkpoint written by [`save_training_state`] into `model` and `optimizer`
-/// (built with the same configuration) and returns the loop state. Everything is validated
-/// before anything is changed.
+/// (built with the same configuration) and returns the loop state. All or nothing: on any
+/// error (a missing or misshapen tensor, a malformed counter, RNG state or optimizer buffer)
+/// the model and optimizer are as they were.
 pub fn load_training_state<T: Float>(
     path: impl AsRef<Path>,
     model: &mut dyn Module<T>,
@@ -263,12 +264,20 @@ pub fn load_training_state<T: Float>(
                 .map(|k| (k.to_string(), v.clone()))
         })
         .collect();
-    optimizer
-        .load_state(&opt_state)
-        .map_err(|e| bad(e.to_string()))?;
-    model
+    // All or nothing: the module state (RNGs) and the optimizer validate what they load; if
+    // either refuses, both are put back as they were before anything else changes.
+    let module_before = model.extra_state();
+    let optimizer_before = optimizer.state();
+    let applied = model
         .load_extra_state(&module_state)
-        .map_err(|e| bad(e.to_string()))?;
+        .and_then(|()| optimizer.load_state(&opt_state));
+    if let Err(e) = applied {
+        let restored = model
+            .load_extra_state(&module_before)
+            .and_then(|()| optimizer.load_state(&optimizer_before));
+        debug_assert!(restored.is_ok(), "a module's own state reloads");
+        return Err(bad(e.to_string()));
+    }
     copy_into(&params, &values)?;
     Ok(state)
 }

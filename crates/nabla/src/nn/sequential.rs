@@ -204,15 +204,27 @@ impl<T: Float> Module<T> for Sequential<T> {
             .collect()
     }
 
+    /// All or nothing: when one layer refuses its state, the layers already loaded are put
+    /// back.
     fn load_extra_state(&mut self, state: &BTreeMap<String, String>) -> Result<()> {
-        for (i, l) in self.layers.iter_mut().enumerate() {
-            let prefix = format!("{i}.");
-            let mine: BTreeMap<String, String> = state
-                .iter()
-                .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|k| (k.to_string(), v.clone())))
-                .collect();
-            l.load_extra_state(&mine)?;
+        let before = self.extra_state();
+        let load = |layers: &mut Vec<Box<dyn Module<T>>>, state: &BTreeMap<String, String>| {
+            for (i, l) in layers.iter_mut().enumerate() {
+                let prefix = format!("{i}.");
+                let mine: BTreeMap<String, String> = state
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        k.strip_prefix(&prefix).map(|k| (k.to_string(), v.clone()))
+                    })
+                    .collect();
+                l.load_extra_state(&mine)?;
+            }
+            Ok(())
+        };
+        let result = load(&mut self.layers, state);
+        if result.is_err() {
+            let _ = load(&mut self.layers, &before);
         }
-        Ok(())
+        result
     }
 }

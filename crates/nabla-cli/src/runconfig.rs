@@ -1,0 +1,287 @@
+//! `nabla train`'s flags as a [`TrainConfig`]: defaults from the data set, flags that do not
+//! apply refused, and on `--resume` the saved settings with the few changes a resume allows.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+use nabla::nn::{Activation, Init, MlpConfig};
+use nabla::optim::{AdamConfig, LrSchedule, SgdConfig};
+use nabla::train::{EarlyStopping, LossKind, OptimizerConfig, TrainConfig};
+
+use crate::args::{DataArgs, DatasetName, LossName, OptimizerName, ScheduleName, Task, TrainArgs};
+use crate::dataset::Loaded;
+
+/// Flags (clap argument ids) that `--resume` accepts besides itself.
+pub const RESUME_FLAGS: [&str; 7] = [
+    "epochs",
+    "max_steps",
+    "checkpoint_every",
+    "detect_anomaly",
+    "threads",
+    "quiet",
+    "no_plots",
+];
+
+/// `--flag-name` for a clap id (`max_steps` → `--max-steps`).
+pub fn flag(id: &str) -> String {
+    format!("--{}", id.replace('_', "-"))
+}
+
+/// A value enum's command-line spelling (`LossName::CrossEntropy` → `cross-entropy`).
+pub fn spelled<T: ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map_or_else(|| "?".into(), |p| p.get_name().to_string())
+}
+
+/// The data flags with paths made absolute, so a saved run resumes from any directory.
+pub fn absolute(data: &DataArgs) -> Result<DataArgs> {
+    let abs = |p: &Option<PathBuf>| -> Result<Option<PathBuf>> {
+        p.as_ref()
+            .map(|p| {
+                std::fs::canonicalize(p).with_context(|| format!("{}: cannot resolve", p.display()))
+            })
+            .transpose()
+    };
+    Ok(DataArgs {
+        data_dir: abs(&data.data_dir)?,
+        csv: abs(&data.csv)?,
+        ..data.clone()
+    })
+}
+
+/// Refuses flags that would do nothing with this data set, optimizer or loss.
+pub fn check_relevant(args: &TrainArgs, given: &[String], data: &Loaded) -> Result<()> {
+    let has = |id: &str| given.iter().any(|g| g == id);
+    let kind = data.kind;
+    let sgd = args.optimizer.unwrap_or(data.defaults.optimizer) == OptimizerName::Sgd;
+    let synthetic = matches!(
+        kind,
+        DatasetName::Spiral | DatasetName::Moons | DatasetName::Circles | DatasetName::Sine
+    );
+    let rules: [(&str, bool, String); 9] = [
+        (
+            "data_dir",
+            matches!(kind, DatasetName::Mnist | DatasetName::FashionMnist),
+            "MNIST-format data (--dataset mnist or fashion-mnist)".into(),
+        ),
+        ("csv", kind == DatasetName::Csv, "--dataset csv".into()),
+        (
+            "target_column",
+            kind == DatasetName::Csv,
+            "--csv data".into(),
+        ),
+        (
+            "test_fraction",
+            kind == DatasetName::Csv,
+            "--csv data (other sets have their own test split)".into(),
+        ),
+        (
+            "task",
+            kind == DatasetName::Csv,
+            "--csv data (the other sets' task is fixed)".into(),
+        ),
+        (
+            "points",
+            synthetic,
+            "generated sets (spiral, moons, circles, sine)".into(),
+        ),
+        (
+            "noise",
+            synthetic,
+            "generated sets (spiral, moons, circles, sine)".into(),
+        ),
+        (
+            "outliers",
+            kind == DatasetName::Sine,
+            "--dataset sine".into(),
+        ),
+        ("momentum", sgd, "--optimizer sgd".into()),
+    ];
+    for (id, applies, what) in rules {
+        if has(id) && !applies {
+            bail!(
+                "{} applies only to {what}; this run uses {}",
+                flag(id),
+                describe_run(args, data)
+            );
+        }
+    }
+    if has("nesterov") && !sgd {
+        bail!(
+            "--nesterov applies only to --optimizer sgd; this run uses {}",
+            describe_run(args, data)
+        );
+    }
+    if has("label_smoothing") && data.task != Task::Classification {
+        bail!("--label-smoothing applies only to classification (cross-entropy); {} is a regression data set", data.name);
+    }
+    Ok(())
+}
+
+fn describe_run(args: &TrainArgs, data: &Loaded) -> String {
+    let opt = args.optimizer.unwrap_or(data.defaults.optimizer);
+    format!(
+        "--dataset {} with --optimizer {}",
+        spelled(&data.kind),
+        spelled(&opt)
+    )
+}
+
+/// The [`TrainConfig`] for a new run: flags over the data set's defaults.
+pub fn build(args: &TrainArgs, data: &Loaded, features: usize) -> Result<TrainConfig> {
+    let d = &data.defaults;
+    let loss = args.loss.unwrap_or(match data.task {
+        Task::Classification => LossName::CrossEntropy,
+        Task::Regression => LossName::Mse,
+    });
+    if (loss == LossName::CrossEntropy) != (data.task == Task::Classification) {
+        bail!(
+            "--loss {} does not fit a {} data set ({}); use {}",
+            spelled(&loss),
+            spelled(&data.task),
+            data.name,
+            if data.task == Task::Classification {
+                "cross-entropy"
+            } else {
+                "mse, l1 or huber"
+            }
+        );
+    }
+    let activation: Activation = args.activation.as_deref().unwrap_or(d.activation).parse()?;
+    let hidden = args.hidden.clone().unwrap_or_else(|| d.hidden.clone());
+    if hidden.contains(&0) {
+        bail!("--hidden {hidden:?}: every width must be at least 1");
+    }
+    let lr = args.lr.unwrap_or(d.lr);
+    if !(lr > 0.0 && lr.is_finite()) {
+        bail!("--lr {lr}: the learning rate must be positive");
+    }
+    let mut sizes = vec![features];
+    sizes.extend(&hidden);
+    sizes.push(data.outputs);
+    let model = MlpConfig {
+        sizes,
+        activation,
+        dropout: args.dropout.unwrap_or(d.dropout),
+        init: match activation {
+            Activation::Tanh | Activation::Sigmoid => Init::XavierUniform,
+            _ => Init::KaimingUniform,
+        },
+        seed: args.data.seed,
+    };
+    let mut config = TrainConfig::new(model, optimizer(args, data, lr));
+    config.loss = LossKind::from(loss);
+    config.label_smoothing = args
+        .label_smoothing
+        .unwrap_or(if loss == LossName::CrossEntropy {
+            d.label_smoothing
+        } else {
+            0.0
+        });
+    config.epochs = args.epochs.unwrap_or(d.epochs);
+    config.batch_size = args.batch_size.unwrap_or(d.batch);
+    config.max_steps = args.max_steps;
+    config.clip = args.clip;
+    config.seed = args.data.seed;
+    config.checkpoint_every = args.checkpoint_every;
+    config.checkpoint_activations = args.checkpoint_activations;
+    config.detect_anomaly = args.detect_anomaly;
+    config.early_stopping = args.early_stopping.map(|patience| EarlyStopping {
+        patience,
+        min_delta: 0.0,
+    });
+    if config.epochs == 0 || config.batch_size == 0 {
+        bail!("--epochs and --batch-size must be at least 1");
+    }
+    let rows = data.train.len() - (data.train.len() as f64 * args.val_fraction).round() as usize;
+    config.schedule = schedule(args, d.schedule, lr, config.total_steps(rows));
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}", cli_words(&e.to_string())))?;
+    Ok(config)
+}
+
+fn optimizer(args: &TrainArgs, data: &Loaded, lr: f64) -> OptimizerConfig {
+    let weight_decay = args.weight_decay.unwrap_or(data.defaults.weight_decay);
+    match args.optimizer.unwrap_or(data.defaults.optimizer) {
+        OptimizerName::Sgd => OptimizerConfig::Sgd(SgdConfig {
+            lr,
+            momentum: args.momentum.unwrap_or(0.9),
+            nesterov: args.nesterov,
+            weight_decay,
+        }),
+        OptimizerName::Adam => OptimizerConfig::Adam(AdamConfig {
+            weight_decay,
+            ..AdamConfig::adam(lr)
+        }),
+        OptimizerName::Adamw => OptimizerConfig::Adam(AdamConfig {
+            weight_decay,
+            ..AdamConfig::adamw(lr)
+        }),
+    }
+}
+
+fn schedule(args: &TrainArgs, default: ScheduleName, lr: f64, total: u64) -> LrSchedule {
+    let main = match args.schedule.unwrap_or(default) {
+        ScheduleName::Constant => LrSchedule::Constant,
+        ScheduleName::Cosine => LrSchedule::Cosine {
+            total: total.saturating_sub(args.warmup).max(1),
+            min_lr: lr / 100.0,
+        },
+        ScheduleName::Step => LrSchedule::Step {
+            every: (total / 4).max(1),
+            gamma: 0.5,
+        },
+    };
+    if args.warmup > 0 {
+        LrSchedule::Warmup {
+            steps: args.warmup,
+            then: Box::new(main),
+        }
+    } else {
+        main
+    }
+}
+
+/// The library's setting names as the CLI's flags.
+fn cli_words(msg: &str) -> String {
+    msg.replace("train config: ", "")
+        .replace("label smoothing", "--label-smoothing")
+        .replace("clip norm", "--clip")
+        .replace("checkpoint_activations", "--checkpoint-activations")
+        .replace("checkpoint_every", "--checkpoint-every")
+        .replace("max_steps", "--max-steps")
+}
+
+/// On `--resume`: refuses any flag but [`RESUME_FLAGS`], and applies those to the saved
+/// configuration.
+pub fn resumed(args: &TrainArgs, given: &[String], mut saved: TrainConfig) -> Result<TrainConfig> {
+    let refused: Vec<String> = given
+        .iter()
+        .filter(|g| *g != "resume" && !RESUME_FLAGS.contains(&g.as_str()))
+        .map(|g| flag(g))
+        .collect();
+    if !refused.is_empty() {
+        bail!(
+            "{} cannot be changed on --resume (the run continues with its saved settings and data); \
+             only {} may be given",
+            refused.join(", "),
+            RESUME_FLAGS.map(flag).join(", ")
+        );
+    }
+    if let Some(e) = args.epochs {
+        saved.epochs = e;
+    }
+    if args.max_steps.is_some() {
+        saved.max_steps = args.max_steps;
+    }
+    if args.checkpoint_every.is_some() {
+        saved.checkpoint_every = args.checkpoint_every;
+    }
+    saved.detect_anomaly |= args.detect_anomaly;
+    saved
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}", cli_words(&e.to_string())))?;
+    Ok(saved)
+}
