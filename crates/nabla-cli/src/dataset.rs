@@ -170,56 +170,7 @@ pub fn load(args: &DataArgs) -> Result<Loaded> {
                 defaults: d,
             }
         }
-        DatasetName::FashionMnist | DatasetName::Mnist => {
-            let dir: PathBuf = match (&args.data_dir, kind) {
-                (Some(d), _) => d.clone(),
-                (None, _) => PathBuf::from(FASHION_MNIST_DIR),
-            };
-            let train = load_mnist_dir(&dir, Split::Train)?;
-            let test = load_mnist_dir(&dir, Split::Test)?;
-            if test.features() != train.features() {
-                bail!(
-                    "{}: test images have {} pixels, training images {}",
-                    dir.display(),
-                    test.features(),
-                    train.features()
-                );
-            }
-            let outputs = train.classes.max(test.classes);
-            let fashion = kind == DatasetName::FashionMnist;
-            let names = if fashion && outputs == 10 {
-                FASHION_MNIST_CLASSES
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-            } else {
-                class_names(outputs)
-            };
-            let mut files = mnist_files(&dir, Split::Train)?.to_vec();
-            files.extend(mnist_files(&dir, Split::Test)?);
-            Loaded {
-                kind,
-                files,
-                name: if fashion {
-                    "fashion-mnist".into()
-                } else {
-                    "mnist".into()
-                },
-                source: dir.display().to_string(),
-                task: Task::Classification,
-                train: TaskData::Class(Classification {
-                    classes: outputs,
-                    ..train
-                }),
-                test: TaskData::Class(Classification {
-                    classes: outputs,
-                    ..test
-                }),
-                outputs,
-                class_names: names,
-                defaults: image_defaults(),
-            }
-        }
+        DatasetName::FashionMnist | DatasetName::Mnist => load_mnist(args, kind)?,
         DatasetName::Csv => {
             let path = args
                 .csv
@@ -227,6 +178,58 @@ pub fn load(args: &DataArgs) -> Result<Loaded> {
                 .context("--dataset csv needs --csv FILE")?;
             load_csv(path, args)?
         }
+    })
+}
+
+/// An MNIST-format directory (Fashion-MNIST's default place without --data-dir).
+fn load_mnist(args: &DataArgs, kind: DatasetName) -> Result<Loaded> {
+    let dir: PathBuf = match (&args.data_dir, kind) {
+        (Some(d), _) => d.clone(),
+        (None, _) => PathBuf::from(FASHION_MNIST_DIR),
+    };
+    let train = load_mnist_dir(&dir, Split::Train)?;
+    let test = load_mnist_dir(&dir, Split::Test)?;
+    if test.features() != train.features() {
+        bail!(
+            "{}: test images have {} pixels, training images {}",
+            dir.display(),
+            test.features(),
+            train.features()
+        );
+    }
+    let outputs = train.classes.max(test.classes);
+    let fashion = kind == DatasetName::FashionMnist;
+    let names = if fashion && outputs == 10 {
+        FASHION_MNIST_CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        class_names(outputs)
+    };
+    let mut files = mnist_files(&dir, Split::Train)?.to_vec();
+    files.extend(mnist_files(&dir, Split::Test)?);
+    Ok(Loaded {
+        kind,
+        files,
+        name: if fashion {
+            "fashion-mnist".into()
+        } else {
+            "mnist".into()
+        },
+        source: dir.display().to_string(),
+        task: Task::Classification,
+        train: TaskData::Class(Classification {
+            classes: outputs,
+            ..train
+        }),
+        test: TaskData::Class(Classification {
+            classes: outputs,
+            ..test
+        }),
+        outputs,
+        class_names: names,
+        defaults: image_defaults(),
     })
 }
 

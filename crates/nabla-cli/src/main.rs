@@ -45,8 +45,15 @@ fn main() {
             // The flags given on the command line (not defaults): --resume refuses the others,
             // and flags that do not apply to the run are errors.
             let sub = matches.subcommand_matches("train");
+            let command = Cli::command();
+            let is_flag = |id: &str| {
+                command
+                    .find_subcommand("train")
+                    .is_some_and(|c| c.get_arguments().any(|a| a.get_id() == id))
+            };
             let given: Vec<String> = sub.map_or_else(Vec::new, |m| {
                 m.ids()
+                    .filter(|id| is_flag(id.as_str()))
                     .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
                     .map(|id| id.to_string())
                     .collect()

@@ -78,8 +78,12 @@ pub fn check_relevant(args: &TrainArgs, given: &[String], data: &Loaded) -> Resu
         ),
         (
             "task",
-            kind == DatasetName::Csv,
-            "--csv data (the other sets' task is fixed)".into(),
+            kind == DatasetName::Csv || args.data.task == data.task,
+            format!(
+                "--csv data (the task of {} is {})",
+                data.name,
+                spelled(&data.task)
+            ),
         ),
         (
             "points",
@@ -194,7 +198,11 @@ pub fn build(args: &TrainArgs, data: &Loaded, features: usize) -> Result<TrainCo
     if config.epochs == 0 || config.batch_size == 0 {
         bail!("--epochs and --batch-size must be at least 1");
     }
-    let rows = data.train.len() - (data.train.len() as f64 * args.val_fraction).round() as usize;
+    if !(0.0..1.0).contains(&args.val_fraction) {
+        bail!("--val-fraction {} is not in [0, 1)", args.val_fraction);
+    }
+    let n = data.train.len();
+    let rows = n.saturating_sub((n as f64 * args.val_fraction).round() as usize);
     config.schedule = schedule(args, d.schedule, lr, config.total_steps(rows));
     config
         .validate()

@@ -3,21 +3,9 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 mod common;
-use common::{fails_with, nabla, text, tmpdir};
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
+use common::{fails_with, nabla, ok, text, tmpdir, write_mnist_dir};
 
 /// Decodes a PNG and checks it is a real picture: a sensible size and many distinct colours.
 fn check_png(path: &Path) {
@@ -103,51 +91,6 @@ fn default_train_reaches_98_percent_on_the_spiral_and_writes_the_run_directory()
         dir.join("q").to_str().unwrap(),
     ]));
     assert_eq!(q.trim().lines().count(), 1, "{q}");
-}
-
-/// Writes an IDX file of unsigned bytes.
-fn write_idx(path: &Path, dims: &[u32], data: &[u8]) {
-    let mut f = std::fs::File::create(path).unwrap();
-    f.write_all(&[0, 0, 8, dims.len() as u8]).unwrap();
-    for d in dims {
-        f.write_all(&d.to_be_bytes()).unwrap();
-    }
-    f.write_all(data).unwrap();
-}
-
-/// A tiny MNIST-format set: 4×4 images whose class is the bright quadrant.
-fn write_mnist_dir(dir: &Path, n_train: usize, n_test: usize) {
-    let make = |n: usize, seed: u64| {
-        let mut rng = nabla::Rng::new(seed);
-        let mut px = Vec::new();
-        let mut labels = Vec::new();
-        for i in 0..n {
-            let class = i % 4;
-            for r in 0..4 {
-                for c in 0..4 {
-                    let quadrant = (r / 2) * 2 + c / 2;
-                    let base = if quadrant == class { 200.0 } else { 30.0 };
-                    px.push((base + 40.0 * rng.uniform()) as u8);
-                }
-            }
-            labels.push(class as u8);
-        }
-        (px, labels)
-    };
-    let (px, lb) = make(n_train, 1);
-    write_idx(
-        &dir.join("train-images-idx3-ubyte"),
-        &[n_train as u32, 4, 4],
-        &px,
-    );
-    write_idx(&dir.join("train-labels-idx1-ubyte"), &[n_train as u32], &lb);
-    let (px, lb) = make(n_test, 2);
-    write_idx(
-        &dir.join("t10k-images-idx3-ubyte"),
-        &[n_test as u32, 4, 4],
-        &px,
-    );
-    write_idx(&dir.join("t10k-labels-idx1-ubyte"), &[n_test as u32], &lb);
 }
 
 #[test]

@@ -19,19 +19,9 @@ mod common;
 #[path = "../../nabla/tests/pyenv/mod.rs"]
 mod pyenv;
 
-use common::{nabla, text, tmpdir};
+use common::{nabla, ok, tmpdir};
 
 const FASHION: &str = "/usr/share/datasets/fashion-mnist";
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

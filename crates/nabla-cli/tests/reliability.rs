@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 
 mod common;
-use common::{command as bin, tmpdir};
+use common::{command as bin, metrics_values, tmpdir};
 use std::time::Duration;
 
 use nabla::io::read_tensor_file;
@@ -50,9 +50,10 @@ const TRAIN: &[&str] = &[
     "32,32",
 ];
 
-#[test]
-fn sigkill_at_random_moments_then_resume_is_bit_identical() {
-    let dir = tmpdir("kill");
+/// Stops a run with `signal` at 20 random moments, resuming each time; the final weights and
+/// metrics must be those of an uninterrupted run.
+fn stop_at_random_moments_then_resume(signal: &str) {
+    let dir = tmpdir(&format!("kill{signal}"));
     let reference = dir.join("reference");
     run_ok(&[TRAIN, &["--out", reference.to_str().unwrap()]].concat());
     let want = weights(&reference.join("model.safetensors"));
@@ -70,7 +71,8 @@ fn sigkill_at_random_moments_then_resume_is_bit_identical() {
                 victim.display().to_string(),
             ]
         } else {
-            [TRAIN, &["--out", victim.to_str().unwrap()]]
+            // Killed before its first checkpoint: start afresh over that run's files.
+            [TRAIN, &["--out", victim.to_str().unwrap(), "--overwrite"]]
                 .concat()
                 .iter()
                 .map(|s| s.to_string())
@@ -85,8 +87,19 @@ fn sigkill_at_random_moments_then_resume_is_bit_identical() {
         if kills < 20 {
             std::thread::sleep(Duration::from_millis(20 + rng.below(400) as u64));
             if child.try_wait().unwrap().is_none() {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
+                let pid = child.id().to_string();
+                let sent = std::process::Command::new("kill")
+                    .args([&format!("-{signal}"), pid.as_str()])
+                    .status()
+                    .unwrap();
+                assert!(sent.success());
+                let status = child.wait().unwrap();
+                if status.success() {
+                    // It finished just before the signal landed: start over.
+                    let _ = std::fs::remove_dir_all(&victim);
+                    continue;
+                }
+                // SIGINT after the handler is installed: saved, exit 130; before: killed.
                 kills += 1;
                 if checkpoint.is_file() {
                     // Whatever moment it died at, the latest checkpoint is whole and loads.
@@ -111,6 +124,7 @@ fn sigkill_at_random_moments_then_resume_is_bit_identical() {
     assert!(kills >= 20, "{kills} kills");
     assert!(resumes > 0, "no run was resumed");
     assert_eq!(weights(&victim.join("model.safetensors")), want);
+    assert_eq!(metrics_values(&victim), metrics_values(&reference));
     let no_tmp = std::fs::read_dir(&victim)
         .unwrap()
         .all(|e| !e.unwrap().file_name().to_string_lossy().contains(".tmp-"));
@@ -118,6 +132,16 @@ fn sigkill_at_random_moments_then_resume_is_bit_identical() {
         no_tmp || kills > 0,
         "temporary files are only left by killed writes"
     );
+}
+
+#[test]
+fn sigkill_at_random_moments_then_resume_is_bit_identical() {
+    stop_at_random_moments_then_resume("KILL");
+}
+
+#[test]
+fn sigint_at_random_moments_then_resume_is_bit_identical() {
+    stop_at_random_moments_then_resume("INT");
 }
 
 #[test]
@@ -244,11 +268,19 @@ fn nan_weights_in_the_first_layer_are_reported_by_name() {
     );
     nabla::io::write_tensor_file(&ckpt, &tensors, &file.metadata).unwrap();
     for extra in [&[][..], &["--detect-anomaly"][..]] {
-        let out = run(&[&["train", "--resume", run_dir.to_str().unwrap()][..], extra].concat());
+        // The run finished (its last checkpoint is its end, step 29): continue it for an epoch.
+        let resume = [
+            "train",
+            "--resume",
+            run_dir.to_str().unwrap(),
+            "--epochs",
+            "2",
+        ];
+        let out = run(&[&resume[..], extra].concat());
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-        assert!(err.contains("diverged at step 20"), "{err}");
+        assert!(err.contains("diverged at step 29"), "{err}");
         assert!(err.contains("already holds them"), "{err}");
         assert!(
             err.contains("non-finite parameters: layers.0.weight [2, 64] (128 of 128)"),

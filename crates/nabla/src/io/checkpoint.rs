@@ -178,6 +178,8 @@ pub fn save_training_state<T: Float>(
         .map(|(n, p)| (format!("model.{n}"), p))
         .collect();
     let opt = optimizer.state();
+    let buffer_names: Vec<&String> = opt.buffers.iter().map(|(n, _)| n).collect();
+    let buffer_list = serde_json::to_string(&buffer_names).unwrap_or_default();
     tensors.extend(
         opt.buffers
             .into_iter()
@@ -192,6 +194,7 @@ pub fn save_training_state<T: Float>(
         ("optimizer_kind".to_string(), opt.kind),
         ("optimizer_steps".to_string(), opt.steps.to_string()),
         ("optimizer_config".to_string(), opt.config),
+        ("optimizer_buffers".to_string(), buffer_list),
     ]);
     for (k, v) in model.extra_state() {
         meta.insert(format!("module.{k}"), v);
@@ -251,6 +254,21 @@ pub fn load_training_state<T: Float>(
         })
         .collect::<Result<Option<Vec<_>>>>()?
         .ok_or_else(|| bad(format!("optimizer buffers are not {}", T::DTYPE)))?;
+    // The buffers the optimizer had when saved (files from before this list skip the check).
+    if let Some(list) = meta.get("optimizer_buffers") {
+        let mut want: Vec<String> = serde_json::from_str(list)
+            .map_err(|e| bad(format!("metadata 'optimizer_buffers' is malformed: {e}")))?;
+        let mut have: Vec<String> = buffers.iter().map(|(n, _)| n.clone()).collect();
+        want.sort();
+        have.sort();
+        if want != have {
+            let missing: Vec<&String> = want.iter().filter(|n| !have.contains(n)).collect();
+            let extra: Vec<&String> = have.iter().filter(|n| !want.contains(n)).collect();
+            return Err(bad(format!(
+                "optimizer buffers do not match the saved list (missing {missing:?}, unexpected {extra:?})"
+            )));
+        }
+    }
     let opt_state = OptimizerState {
         kind: field("optimizer_kind")?.clone(),
         steps: num("optimizer_steps")?,

@@ -192,6 +192,59 @@ impl Builder {
     }
 }
 
+impl Builder {
+    /// `Gemm` + activation per layer, then the head; returns the graph's outputs.
+    fn layers(
+        &mut self,
+        model: &Mlp<f32>,
+        head: OnnxHead,
+        outputs: usize,
+    ) -> Result<Vec<pb::ValueInfoProto>> {
+        let activation = model.config().activation;
+        let layers = super::torch::linear_layers(model, "export_onnx")?;
+        let head_name = match head {
+            OnnxHead::Classification => "logits",
+            OnnxHead::Regression => "predictions",
+        };
+        for (k, (w, bias)) in layers.iter().enumerate() {
+            let (wn, bn) = (format!("layers.{k}.weight"), format!("layers.{k}.bias"));
+            self.constant(&wn, w.shape(), &w.contiguous()?.to_vec()?);
+            self.constant(&bn, bias.shape(), &bias.to_vec()?);
+            let last_layer = k + 1 == layers.len();
+            let out = if last_layer {
+                head_name.to_string()
+            } else {
+                format!("layers.{k}.linear")
+            };
+            self.node("Gemm", &[&wn, &bn], &out, vec![]);
+            if !last_layer {
+                self.activation(activation, &format!("layers.{k}.{activation}"));
+            }
+        }
+        let out_dims = [Dim::Batch, Dim::Fixed(outputs)];
+        let mut graph_outputs = vec![value_info(
+            head_name,
+            &out_dims,
+            "the network's outputs (before any softmax)",
+        )];
+        if head == OnnxHead::Classification {
+            let axis = pb::AttributeProto {
+                name: Some("axis".into()),
+                r#type: Some(pb::attribute_proto::AttributeType::Int as i32),
+                i: Some(-1),
+                ..Default::default()
+            };
+            self.node("Softmax", &[], "probabilities", vec![axis]);
+            graph_outputs.push(value_info(
+                "probabilities",
+                &out_dims,
+                "softmax of the logits",
+            ));
+        }
+        Ok(graph_outputs)
+    }
+}
+
 /// The model as an ONNX `ModelProto`.
 fn model_proto(model: &Mlp<f32>, options: &OnnxOptions) -> Result<pb::ModelProto> {
     let config = model.config();
@@ -199,7 +252,6 @@ fn model_proto(model: &Mlp<f32>, options: &OnnxOptions) -> Result<pb::ModelProto
     let (Some(&inputs), Some(&outputs)) = (sizes.first(), sizes.last()) else {
         return Err(Error::arg("export_onnx", "the model has no layers"));
     };
-    let layers = super::torch::linear_layers(model, "export_onnx")?;
     let mut b = Builder {
         nodes: Vec::new(),
         initializers: Vec::new(),
@@ -208,52 +260,7 @@ fn model_proto(model: &Mlp<f32>, options: &OnnxOptions) -> Result<pb::ModelProto
     if let Some(n) = &options.normalizer {
         b.normalizer(n, inputs)?;
     }
-    let head_name = match options.head {
-        OnnxHead::Classification => "logits",
-        OnnxHead::Regression => "predictions",
-    };
-    for (k, (w, bias)) in layers.iter().enumerate() {
-        let (wn, bn) = (format!("layers.{k}.weight"), format!("layers.{k}.bias"));
-        b.constant(&wn, w.shape(), &w.contiguous()?.to_vec()?);
-        b.constant(&bn, bias.shape(), &bias.to_vec()?);
-        let last_layer = k + 1 == layers.len();
-        let out = if last_layer {
-            head_name.to_string()
-        } else {
-            format!("layers.{k}.linear")
-        };
-        b.node("Gemm", &[&wn, &bn], &out, vec![]);
-        if !last_layer {
-            b.activation(
-                config.activation,
-                &format!("layers.{k}.{}", config.activation),
-            );
-        }
-    }
-    let out_dims = [Dim::Batch, Dim::Fixed(outputs)];
-    let mut graph_outputs = vec![value_info(
-        head_name,
-        &out_dims,
-        "the network's outputs (before any softmax)",
-    )];
-    if options.head == OnnxHead::Classification {
-        b.node(
-            "Softmax",
-            &[],
-            "probabilities",
-            vec![pb::AttributeProto {
-                name: Some("axis".into()),
-                r#type: Some(pb::attribute_proto::AttributeType::Int as i32),
-                i: Some(-1),
-                ..Default::default()
-            }],
-        );
-        graph_outputs.push(value_info(
-            "probabilities",
-            &out_dims,
-            "softmax of the logits",
-        ));
-    }
+    let graph_outputs = b.layers(model, options.head, outputs)?;
     let input_doc = "raw features as nabla reads them (IDX pixels scaled to [0, 1], CSV columns \
                      as written); the normaliser is part of the graph";
     let mut metadata = options.metadata.clone();

@@ -228,7 +228,7 @@ impl<T: Float> Tensor<T> {
         check_axis("gather", axis, self.rank())?;
         let (outer, dim, inner) = split_at_axis(self.shape(), axis);
         let rest = outer.saturating_mul(inner);
-        if rest == 0 || indices.len() % rest != 0 {
+        if rest == 0 || !indices.len().is_multiple_of(rest) {
             return Err(Error::shape(
                 "gather",
                 format!(

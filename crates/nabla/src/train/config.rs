@@ -189,7 +189,7 @@ impl TrainConfig {
             ));
         }
         if let Some(e) = &self.early_stopping {
-            if e.patience == 0 || !(e.min_delta >= 0.0) {
+            if e.patience == 0 || e.min_delta.is_nan() || e.min_delta < 0.0 {
                 return bad("early stopping needs patience ≥ 1 and min_delta ≥ 0".into());
             }
         }

@@ -318,7 +318,7 @@ impl Trainer {
             let due = self
                 .config
                 .checkpoint_every
-                .is_some_and(|k| self.state.step % k == 0);
+                .is_some_and(|k| self.state.step.is_multiple_of(k));
             let stop = self.stop.load(Ordering::SeqCst);
             if self.checkpoint.is_some() && (due || stop) {
                 (self.state.epoch_seconds, self.state.total_seconds) = (epoch_clock(), clock());

@@ -1,0 +1,285 @@
+//! The library's `Trainer`: exact resume after an interruption, refusals on other settings
+//! or data, early stopping, divergence, and all-or-nothing checkpoint loading.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use nabla::data::{synthetic, DataFingerprint, TaskData};
+use nabla::io::{load_training_state, read_tensor_file, write_tensor_file};
+use nabla::nn::{Mlp, MlpConfig, Module};
+use nabla::optim::{AdamConfig, SgdConfig};
+use nabla::train::{
+    Callback, EarlyStopping, OptimizerConfig, StepProgress, StopReason, TrainConfig, Trainer,
+};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nabla-trainer-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn data(seed: u64) -> (TaskData, TaskData) {
+    let all = TaskData::Class(synthetic::spiral(60, 3, 0.1, seed).unwrap());
+    all.split(0.25, 1).unwrap()
+}
+
+fn config() -> TrainConfig {
+    let mut model = MlpConfig::new(&[2, 16, 16, 3]);
+    model.dropout = 0.1; // dropout's generator must resume too
+    let mut c = TrainConfig::new(model, OptimizerConfig::Adam(AdamConfig::adam(0.01)));
+    c.epochs = 6;
+    c.batch_size = 16;
+    c.checkpoint_every = Some(5);
+    c
+}
+
+fn bits(model: &Mlp<f32>) -> Vec<Vec<u32>> {
+    model
+        .parameters()
+        .iter()
+        .map(|p| p.to_vec().unwrap().iter().map(|v| v.to_bits()).collect())
+        .collect()
+}
+
+/// Sets the stop flag after step `at`.
+struct StopAt(u64, Arc<AtomicBool>);
+
+impl Callback for StopAt {
+    fn step(&mut self, p: &StepProgress) {
+        if p.step == self.0 {
+            self.1.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+fn without_time(t: &Trainer) -> Vec<(usize, u64, u64, u64, Option<u64>)> {
+    t.history()
+        .iter()
+        .map(|m| {
+            let acc = m.test_accuracy.map(f64::to_bits);
+            (m.epoch, m.step, m.lr.to_bits(), m.train_loss.to_bits(), acc)
+        })
+        .collect()
+}
+
+#[test]
+fn an_interrupted_run_resumes_to_bit_identical_weights_and_metrics() {
+    let (train, test) = data(0);
+    let mut reference = Trainer::new(config(), train.clone())
+        .unwrap()
+        .with_test(test.clone());
+    assert_eq!(reference.fit(&mut ()).unwrap(), StopReason::Finished);
+
+    for at in [1, 7, 23] {
+        let ckpt = tmp(&format!("stop{at}")).join("ckpt.safetensors");
+        let mut first = Trainer::new(config(), train.clone())
+            .unwrap()
+            .with_test(test.clone())
+            .with_checkpoint(&ckpt);
+        let mut stop = StopAt(at, first.stop_handle());
+        assert_eq!(first.fit(&mut stop).unwrap(), StopReason::Interrupted);
+        assert_eq!(first.step(), at);
+        let mut second = Trainer::new(config(), train.clone())
+            .unwrap()
+            .with_test(test.clone())
+            .with_checkpoint(&ckpt);
+        second.resume(&ckpt).unwrap();
+        assert_eq!(second.step(), at);
+        second.fit(&mut ()).unwrap();
+        assert_eq!(
+            bits(second.model()),
+            bits(reference.model()),
+            "stopped at {at}"
+        );
+        assert_eq!(
+            without_time(&second),
+            without_time(&reference),
+            "stopped at {at}"
+        );
+    }
+}
+
+#[test]
+fn resume_refuses_other_settings_and_other_data_and_changes_nothing() {
+    let (train, test) = data(0);
+    let dir = tmp("refuse");
+    let ckpt = dir.join("ckpt.safetensors");
+    let fp = DataFingerprint::new("spiral", &[], &train).unwrap();
+    let mut t = Trainer::new(config(), train.clone())
+        .unwrap()
+        .with_test(test.clone())
+        .with_checkpoint(&ckpt)
+        .with_fingerprint(fp.clone());
+    t.fit(&mut ()).unwrap();
+
+    let mut other = config();
+    other.optimizer = OptimizerConfig::Sgd(SgdConfig::new(0.1));
+    let mut t2 = Trainer::new(other, train.clone()).unwrap();
+    let before = bits(t2.model());
+    let err = t2.resume(&ckpt).unwrap_err().to_string();
+    assert!(
+        err.contains("optimizer") && err.contains("settings differ"),
+        "{err}"
+    );
+    assert_eq!(bits(t2.model()), before);
+    assert_eq!(t2.step(), 0);
+
+    let (other_train, _) = data(5);
+    let other_fp = DataFingerprint::new("spiral", &[], &other_train).unwrap();
+    let mut t3 = Trainer::new(config(), other_train)
+        .unwrap()
+        .with_fingerprint(other_fp);
+    let err = t3.resume(&ckpt).unwrap_err().to_string();
+    assert!(err.contains("it was trained on spiral: content"), "{err}");
+    assert!(err.contains("but these data are spiral: content"), "{err}");
+
+    // More epochs is a change a resume allows.
+    let mut more = config();
+    more.epochs = 8;
+    let mut t4 = Trainer::new(more, train)
+        .unwrap()
+        .with_test(test)
+        .with_fingerprint(fp);
+    t4.resume(&ckpt).unwrap();
+    t4.fit(&mut ()).unwrap();
+    assert_eq!(t4.history().len(), 8);
+}
+
+#[test]
+fn early_stopping_stops_when_the_loss_stops_improving() {
+    let (train, test) = data(0);
+    let mut c = config();
+    c.epochs = 500;
+    c.optimizer = OptimizerConfig::Adam(AdamConfig::adam(0.05));
+    c.early_stopping = Some(EarlyStopping {
+        patience: 3,
+        min_delta: 0.0,
+    });
+    let mut t = Trainer::new(c, train).unwrap().with_validation(test);
+    let StopReason::EarlyStopped { best_epoch } = t.fit(&mut ()).unwrap() else {
+        panic!("did not stop early in 500 epochs");
+    };
+    let h = t.history();
+    assert_eq!(h.len(), best_epoch + 3);
+    let best = h[best_epoch - 1].val_loss.unwrap();
+    assert!(h[best_epoch..].iter().all(|m| m.val_loss.unwrap() >= best));
+}
+
+#[test]
+fn divergence_is_an_error_naming_the_step() {
+    let (train, _) = data(0);
+    let mut c = config();
+    c.optimizer = OptimizerConfig::Sgd(SgdConfig::new(1e30));
+    let mut t = Trainer::new(c, train).unwrap();
+    let err = t.fit(&mut ()).unwrap_err();
+    assert!(matches!(err, nabla::Error::Diverged { .. }), "{err}");
+    assert!(
+        err.to_string().contains("training diverged at step"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_config_that_does_not_fit_the_data_is_refused() {
+    let (train, _) = data(0);
+    let mut c = config();
+    c.model.sizes = vec![3, 8, 3];
+    let err = Trainer::new(c, train.clone()).err().unwrap().to_string();
+    assert!(err.contains("the training data have 2 features"), "{err}");
+    let mut c = config();
+    c.loss = nabla::train::LossKind::Mse;
+    let err = Trainer::new(c, train).err().unwrap().to_string();
+    assert!(
+        err.contains("the mse loss does not fit classification data"),
+        "{err}"
+    );
+}
+
+/// Rewrites the checkpoint with one part corrupted.
+fn corrupt(src: &Path, dst: &Path, part: &str) {
+    let file = read_tensor_file(src).unwrap();
+    let mut meta: BTreeMap<String, String> = file.metadata.clone();
+    let mut tensors: Vec<(String, nabla::Tensor)> = file.f32.clone().into_iter().collect();
+    match part {
+        "model tensor" => {
+            let t = tensors
+                .iter_mut()
+                .find(|(n, _)| n == "model.layers.0.weight")
+                .unwrap();
+            t.1 = nabla::Tensor::zeros(&[3, 16]).unwrap();
+        }
+        "optimizer buffer" => {
+            let n = tensors.len();
+            tensors.retain(|(n, _)| !n.starts_with("optimizer.") || !n.ends_with("layers.3.bias"));
+            assert_eq!(
+                tensors.len(),
+                n - 2,
+                "exp_avg and exp_avg_sq of one bias removed"
+            );
+        }
+        "dropout rng" => {
+            let key = meta
+                .keys()
+                .rfind(|k| k.starts_with("module.") && k.ends_with(".rng"))
+                .unwrap()
+                .clone();
+            meta.insert(key, "not a generator state".into());
+        }
+        "optimizer config" => {
+            meta.insert("optimizer_config".into(), "{\"lr\": \"fast\"}".into());
+        }
+        "step counter" => {
+            meta.insert("step".into(), "-3".into());
+        }
+        "shuffle rng" => {
+            meta.insert("rng".into(), "1,2".into());
+        }
+        _ => unreachable!(),
+    }
+    write_tensor_file(dst, &tensors, &meta).unwrap();
+}
+
+#[test]
+fn loading_training_state_is_all_or_nothing() {
+    let (train, _) = data(0);
+    let dir = tmp("corrupt");
+    let ckpt = dir.join("ckpt.safetensors");
+    let mut t = Trainer::new(config(), train)
+        .unwrap()
+        .with_checkpoint(&ckpt);
+    t.fit(&mut ()).unwrap();
+    for part in [
+        "model tensor",
+        "optimizer buffer",
+        "dropout rng",
+        "optimizer config",
+        "step counter",
+        "shuffle rng",
+    ] {
+        let bad = dir.join("bad.safetensors");
+        corrupt(&ckpt, &bad, part);
+        let mut model = Mlp::<f32>::new(&config().model).unwrap();
+        let mut opt = config().optimizer.build(model.named_parameters()).unwrap();
+        // Give the optimizer state of its own so a partial load would show.
+        let (w, s) = (bits(&model), opt.state());
+        let module = model.extra_state();
+        let err = load_training_state(&bad, &mut model, opt.as_mut());
+        assert!(err.is_err(), "{part} was accepted");
+        assert_eq!(bits(&model), w, "{part}: weights changed");
+        assert_eq!(model.extra_state(), module, "{part}: dropout state changed");
+        let after = opt.state();
+        assert_eq!(
+            (after.steps, after.config.clone()),
+            (s.steps, s.config.clone()),
+            "{part}"
+        );
+        assert_eq!(
+            after.buffers.len(),
+            s.buffers.len(),
+            "{part}: optimizer buffers changed"
+        );
+    }
+}
