@@ -72,6 +72,34 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Training with checkpoints and resume
+//!
+//! [`train::Trainer`] runs the loop `nabla train` runs (batches, optimizer, schedule,
+//! evaluation, checkpoints, the NaN/∞ sentinel, clipping, early stopping, Ctrl-C):
+//!
+//! ```
+//! use nabla::data::{synthetic, TaskData};
+//! use nabla::nn::MlpConfig;
+//! use nabla::optim::AdamConfig;
+//! use nabla::train::{OptimizerConfig, TrainConfig, Trainer};
+//! # fn main() -> nabla::Result<()> {
+//! let (train, test) = TaskData::Class(synthetic::spiral(100, 3, 0.1, 0)?).split(0.2, 1)?;
+//! let model = MlpConfig::new(&[2, 32, 32, 3]);
+//! let mut config = TrainConfig::new(model, OptimizerConfig::Adam(AdamConfig::adam(0.01)));
+//! config.epochs = 10;
+//! config.checkpoint_every = Some(20);
+//! let ckpt = std::env::temp_dir().join("nabla_crate_doc.safetensors");
+//! let mut trainer = Trainer::new(config.clone(), train.clone())?.with_test(test.clone()).with_checkpoint(&ckpt);
+//! trainer.fit(&mut ())?;
+//!
+//! config.epochs = 12; // continue the same run for two more epochs
+//! let mut resumed = Trainer::new(config, train)?.with_test(test).with_checkpoint(&ckpt);
+//! resumed.resume(&ckpt)?;
+//! resumed.fit(&mut ())?;
+//! assert_eq!(resumed.history().len(), 12);
+//! # Ok(()) }
+//! ```
+//!
 //! ## Conventions
 //!
 //! Strided storage (views share it; see [`tensor::Layout`]); NumPy broadcasting; NaN in, NaN
