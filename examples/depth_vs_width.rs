@@ -5,14 +5,18 @@
 //! unit per kink. Whether gradient descent finds the compositional solution is another matter:
 //! the table shows where depth wins (small budgets) and where the wide network, once it has
 //! enough units for every kink, fits better. Each network is the best of 2 seeds × 2 learning
-//! rates (by training loss), trained with full-batch Adam.
+//! rates (by training loss), trained with full-batch Adam. A third column re-trains each deep
+//! network with what `depth_optimisation` found makes deep nets trainable: Kaiming weights,
+//! residual blocks (branches scaled by 1/√depth) and a learning-rate warm-up (a tenth of the
+//! steps).
 //!
 //! Run: `cargo run --release --example depth_vs_width`
 
 use anyhow::Result;
-use nabla::nn::{Mlp, MlpConfig, Module};
+use nabla::nn::loss::{self, Reduction};
+use nabla::nn::{Activation, Init, Linear, Mlp, MlpConfig, Module, Residual, Sequential};
 use nabla::{Rng, Tensor};
-use nabla_cli::experiment::{fit_regression, image_dir, mse_of, table, RegressionLoss};
+use nabla_cli::experiment::{fit_warmup, image_dir, mse_of, table};
 use nabla_cli::plots::{chart, model_curve, Series, Style};
 
 struct Config {
@@ -22,6 +26,8 @@ struct Config {
     steps: u64,
     seeds: u64,
     plots: bool,
+    /// Also train the residual + warm-up variant of each deep network.
+    residual: bool,
 }
 
 struct Row {
@@ -30,6 +36,7 @@ struct Row {
     shallow_width: usize,
     deep_mse: f64,
     shallow_mse: f64,
+    residual_mse: f64,
 }
 
 fn sawtooth(x: f64, k: u32) -> f64 {
@@ -53,7 +60,7 @@ fn data(n: usize, k: u32, seed: u64) -> Result<(Tensor<f32>, Tensor<f32>)> {
 
 /// Zero biases put every first-layer ReLU kink at x = 0 and leave half the units dead on one
 /// side; biases drawn from U(−1, 1) spread the kinks over the input range instead.
-fn spread_biases(m: &Mlp, seed: u64) -> Result<()> {
+fn spread_biases(m: &dyn Module, seed: u64) -> Result<()> {
     let mut rng = Rng::new(seed);
     for (name, p) in m.named_parameters() {
         if name.ends_with("bias") {
@@ -70,29 +77,61 @@ fn params(sizes: &[usize]) -> usize {
     sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
 }
 
-/// Trains `sizes` with each seed and learning rate; returns the best test MSE (by training
-/// loss) and the model.
+/// Trains the networks `make(seed)` with each seed and learning rate (after `warmup` warm-up
+/// steps); returns the best test MSE (by training loss) and the model.
 fn best_fit(
-    sizes: &[usize],
+    make: &dyn Fn(u64) -> Result<Box<dyn Module>>,
+    warmup: u64,
     cfg: &Config,
     train: &(Tensor<f32>, Tensor<f32>),
     test: &(Tensor<f32>, Tensor<f32>),
-) -> Result<(f64, Mlp)> {
-    let mut best: Option<(f64, f64, Mlp)> = None;
+) -> Result<(f64, Box<dyn Module>)> {
+    let mut best: Option<(f64, f64, Box<dyn Module>)> = None;
     for seed in 0..cfg.seeds {
         for lr in [0.01, 0.03] {
-            let mut c = MlpConfig::new(sizes);
-            c.seed = 100 + seed;
-            let m = Mlp::<f32>::new(&c)?;
-            spread_biases(&m, 200 + seed)?;
-            let l = fit_regression(&m, &train.0, &train.1, RegressionLoss::L2, cfg.steps, lr)?;
+            let m = make(seed)?;
+            let l = fit_warmup(m.as_ref(), &train.0, cfg.steps, warmup, lr, |out| {
+                loss::mse(out, &train.1, Reduction::Mean)
+            })?;
             if best.as_ref().is_none_or(|b| l < b.0) {
-                best = Some((l, mse_of(&m, &test.0, &test.1)?, m));
+                best = Some((l, mse_of(m.as_ref(), &test.0, &test.1)?, m));
             }
         }
     }
     let (_, mse, m) = best.expect("at least one run");
     Ok((mse, m))
+}
+
+/// An MLP of `sizes` (Kaiming-uniform weights, spread biases).
+fn plain(sizes: &[usize], seed: u64) -> Result<Box<dyn Module>> {
+    let mut c = MlpConfig::new(sizes);
+    c.seed = 100 + seed;
+    let m = Mlp::<f32>::new(&c)?;
+    spread_biases(&m, 200 + seed)?;
+    Ok(Box::new(m))
+}
+
+/// What `depth_optimisation` found trains deep nets: Kaiming weights and a residual block
+/// around every hidden layer after the first, its branch scaled by 1/√depth.
+fn residual(width: usize, depth: usize, seed: u64) -> Result<Box<dyn Module>> {
+    let mut rng = Rng::new(100 + seed);
+    let layer =
+        |i: usize, o: usize, rng: &mut Rng| Linear::new(i, o, true, Init::KaimingNormal, rng);
+    let mut net = Sequential::new()
+        .with(layer(1, width, &mut rng)?)
+        .with(Activation::Relu);
+    for _ in 1..depth {
+        let l = layer(width, width, &mut rng)?;
+        let s = 1.0 / (depth as f32).sqrt();
+        l.weight
+            .update_data(|w| w.iter_mut().for_each(|v| *v *= s))?;
+        net = net.with(Residual::new(
+            Sequential::new().with(l).with(Activation::Relu),
+        ));
+    }
+    let net = net.with(layer(width, 1, &mut rng)?);
+    spread_biases(&net, 200 + seed)?;
+    Ok(Box::new(net))
 }
 
 fn run(cfg: &Config) -> Result<Vec<Row>> {
@@ -107,21 +146,41 @@ fn run(cfg: &Config) -> Result<Vec<Row>> {
         let p = params(&deep_sizes);
         // 1 → W → 1 has 3W + 1 parameters.
         let shallow_width = (p - 1) / 3;
-        let (deep_mse, deep_model) = best_fit(&deep_sizes, cfg, &train, &test)?;
-        let (shallow_mse, shallow_model) = best_fit(&[1, shallow_width, 1], cfg, &train, &test)?;
+        let (deep_mse, deep_model) = best_fit(&|s| plain(&deep_sizes, s), 0, cfg, &train, &test)?;
+        let (shallow_mse, shallow_model) =
+            best_fit(&|s| plain(&[1, shallow_width, 1], s), 0, cfg, &train, &test)?;
+        let (residual_mse, residual_model) = if cfg.residual {
+            best_fit(
+                &|s| residual(w, depth, s),
+                cfg.steps / 10,
+                cfg,
+                &train,
+                &test,
+            )?
+        } else {
+            (f64::NAN, plain(&deep_sizes, 0)?)
+        };
         rows.push(Row {
             params: p,
             deep: (w, depth),
             shallow_width,
             deep_mse,
             shallow_mse,
+            residual_mse,
         });
-        fits.push((w, depth, shallow_width, deep_model, shallow_model));
+        fits.push((
+            w,
+            depth,
+            shallow_width,
+            deep_model,
+            shallow_model,
+            residual_model,
+        ));
     }
     if cfg.plots {
         let grid: Vec<f32> = (0..1000).map(|i| -1.0 + 2.0 * i as f32 / 999.0).collect();
-        let (w, depth, sw, deep, shallow) = fits.first().expect("one configuration");
-        let curve = |m: &Mlp| model_curve(m, &grid);
+        let (w, depth, sw, deep, shallow, res) = fits.first().expect("one configuration");
+        let curve = |m: &dyn Module| model_curve(m, &grid);
         let series = vec![
             Series::new(
                 "target",
@@ -130,8 +189,21 @@ fn run(cfg: &Config) -> Result<Vec<Row>> {
                     .collect(),
             )
             .style(Style::Line),
-            Series::new(format!("deep: {depth} layers of {w}"), curve(deep)?).style(Style::Line),
-            Series::new(format!("shallow: 1 layer of {sw}"), curve(shallow)?).style(Style::Line),
+            Series::new(
+                format!("deep: {depth} layers of {w}"),
+                curve(deep.as_ref())?,
+            )
+            .style(Style::Line),
+            Series::new(
+                format!("shallow: 1 layer of {sw}"),
+                curve(shallow.as_ref())?,
+            )
+            .style(Style::Line),
+            Series::new(
+                format!("deep residual + warm-up: {depth} × {w}"),
+                curve(res.as_ref())?,
+            )
+            .style(Style::Line),
         ];
         chart(
             &image_dir()?.join("depth_vs_width_fits.png"),
@@ -150,6 +222,12 @@ fn run(cfg: &Config) -> Result<Vec<Row>> {
                 "shallow, wide",
                 rows.iter()
                     .map(|r| (r.params as f64, r.shallow_mse))
+                    .collect(),
+            ),
+            Series::new(
+                "deep, residual + warm-up",
+                rows.iter()
+                    .map(|r| (r.params as f64, r.residual_mse))
                     .collect(),
             ),
         ];
@@ -172,6 +250,7 @@ fn main() -> Result<()> {
         steps: 4000,
         seeds: 2,
         plots: true,
+        residual: true,
     })?;
     let t: Vec<Vec<String>> = rows
         .iter()
@@ -182,6 +261,7 @@ fn main() -> Result<()> {
                 format!("{:.2e}", r.deep_mse),
                 format!("1 layer × {}", r.shallow_width),
                 format!("{:.2e}", r.shallow_mse),
+                format!("{:.2e}", r.residual_mse),
             ]
         })
         .collect();
@@ -193,7 +273,8 @@ fn main() -> Result<()> {
                 "deep",
                 "deep test MSE",
                 "shallow",
-                "shallow test MSE"
+                "shallow test MSE",
+                "deep residual + warm-up test MSE",
             ],
             &t
         )
@@ -214,6 +295,7 @@ mod tests {
             steps: 4000,
             seeds: 2,
             plots: false,
+            residual: false,
         })
         .unwrap();
         let r = &rows[0];

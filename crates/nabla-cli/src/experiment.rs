@@ -41,11 +41,31 @@ pub fn fit(
     lr: f64,
     loss: impl Fn(&Tensor<f32>) -> nabla::Result<Tensor<f32>>,
 ) -> Result<f64> {
+    fit_warmup(model, x, steps, 0, lr, loss)
+}
+
+/// [`fit`] with a linear learning-rate warm-up over the first `warmup` steps.
+pub fn fit_warmup(
+    model: &dyn Module,
+    x: &Tensor<f32>,
+    steps: u64,
+    warmup: u64,
+    lr: f64,
+    loss: impl Fn(&Tensor<f32>) -> nabla::Result<Tensor<f32>>,
+) -> Result<f64> {
     nabla::alloc::retain_freed_memory();
     let mut opt = Adam::new(model.named_parameters(), AdamConfig::adam(lr))?;
-    let sched = LrSchedule::Cosine {
-        total: steps,
+    let cosine = LrSchedule::Cosine {
+        total: steps.saturating_sub(warmup).max(1),
         min_lr: lr / 100.0,
+    };
+    let sched = if warmup > 0 {
+        LrSchedule::Warmup {
+            steps: warmup,
+            then: Box::new(cosine),
+        }
+    } else {
+        cosine
     };
     let mut last = f64::NAN;
     for step in 0..steps {

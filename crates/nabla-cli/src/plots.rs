@@ -99,6 +99,19 @@ fn range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     }
 }
 
+/// An axis label: plain for ordinary magnitudes, `1e-6` style for tiny or huge ones.
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    if v == 0.0 {
+        "0".into()
+    } else if !(1e-3..1e5).contains(&a) {
+        format!("{v:.0e}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
 /// A line/scatter chart of several series; `log_y` puts the y axis on a log scale.
 pub fn chart(
     path: &Path,
@@ -133,6 +146,7 @@ pub fn chart(
                 .configure_mesh()
                 .x_desc(x_desc)
                 .y_desc(y_desc)
+                .y_label_formatter(&|v: &f64| tick(*v))
                 .label_style(("sans-serif", 15))
                 .draw()
                 .map_err(&e)?;

@@ -1,5 +1,5 @@
 //! Neural-network building blocks: the [`Module`] trait, [`Linear`] layers, activations,
-//! dropout, [`Sequential`] containers and the [`Mlp`] builder, weight initialisation, and
+//! dropout, [`Sequential`] containers, [`Residual`] blocks and the [`Mlp`] builder, weight initialisation, and
 //! losses.
 
 mod activation;
@@ -8,6 +8,7 @@ mod init;
 mod linear;
 pub mod loss;
 mod mlp;
+mod residual;
 mod sequential;
 
 pub use activation::Activation;
@@ -16,6 +17,7 @@ pub use init::Init;
 pub use linear::Linear;
 pub use loss::Reduction;
 pub use mlp::{Mlp, MlpConfig, ModelSummary, SummaryRow};
+pub use residual::Residual;
 pub use sequential::Sequential;
 
 use std::collections::BTreeMap;

@@ -8,7 +8,7 @@ use super::{gradcheck, gradgradcheck, GradcheckOptions, GradcheckReport};
 use crate::autograd::{checkpoint, OpKind, Step};
 use crate::error::Result;
 use crate::nn::loss::{self, Reduction, Target};
-use crate::nn::{Activation, Dropout, Init, Linear, Module};
+use crate::nn::{Activation, Dropout, Init, Linear, Module, Residual, Sequential};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -494,6 +494,16 @@ pub fn module_cases() -> Vec<OpCase> {
         "Linear (input, weight, bias)",
         vec![u(&[5, 3], 90), w, b],
         |t| Linear::from_tensors(t[1].clone(), Some(t[2].clone()))?.forward(&t[0]),
+    ));
+    cases.push(case(
+        "Residual(Linear, tanh) (input, weight, bias)",
+        vec![u(&[5, 3], 91), u(&[3, 3], 92), u(&[3], 93)],
+        |t| {
+            let inner = Sequential::new()
+                .with(Linear::from_tensors(t[1].clone(), Some(t[2].clone()))?)
+                .with(Activation::Tanh);
+            Residual::new(inner).forward(&t[0])
+        },
     ));
     cases
 }
