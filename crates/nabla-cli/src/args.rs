@@ -330,6 +330,16 @@ pub struct TrainArgs {
     /// Replace another run's files in --out (config, metrics, model, checkpoint, plots).
     #[arg(long)]
     pub overwrite: bool,
+    /// Data-parallel training over MPI: run as `mpirun -np N nabla train --distributed --out DIR
+    /// ...` (a nabla built with `--features mpi`). --batch-size is the global batch; rank 0
+    /// prints and writes the run directory.
+    #[arg(long)]
+    pub distributed: bool,
+    /// Compute each batch's gradient as this many fixed slices added in order; the result is
+    /// the same for any number of ranks dividing it [default: 4 with --distributed; one
+    /// gradient per batch otherwise].
+    #[arg(long)]
+    pub grad_shards: Option<usize>,
     /// No progress output; only the final summary line.
     #[arg(long)]
     pub quiet: bool,

@@ -70,7 +70,9 @@ fn main() {
     };
     if let Err(e) = result {
         if let Some(i) = e.downcast_ref::<train::Interrupted>() {
-            eprintln!("{i}");
+            if !i.0.is_empty() {
+                eprintln!("{i}");
+            }
             std::process::exit(130);
         }
         let msg = format!("{e:#}").replace('\n', " ");

@@ -13,7 +13,8 @@ use crate::args::{DataArgs, DatasetName, LossName, OptimizerName, ScheduleName, 
 use crate::dataset::Loaded;
 
 /// Flags (clap argument ids) that `--resume` accepts besides itself.
-pub const RESUME_FLAGS: [&str; 7] = [
+pub const RESUME_FLAGS: [&str; 8] = [
+    "distributed",
     "epochs",
     "max_steps",
     "checkpoint_every",
@@ -191,6 +192,10 @@ pub fn build(args: &TrainArgs, data: &Loaded, features: usize) -> Result<TrainCo
     config.checkpoint_every = args.checkpoint_every;
     config.checkpoint_activations = args.checkpoint_activations;
     config.detect_anomaly = args.detect_anomaly;
+    config.grad_shards = match args.grad_shards {
+        None if args.distributed => Some(4),
+        g => g,
+    };
     config.early_stopping = args.early_stopping.map(|patience| EarlyStopping {
         patience,
         min_delta: 0.0,

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::args::{DataArgs, TrainArgs};
 use crate::dataset::{self, Loaded, TaskData};
+use crate::group::Group;
 use crate::model::{save_model, ModelMeta};
 use crate::progress::{pct, Progress};
 use crate::rundir::{Open, RunDir, CHECKPOINT};
@@ -51,7 +52,10 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
 
 /// Everything a run needs before it starts.
 struct Setup {
-    dir: RunDir,
+    /// The run directory; locked by rank 0, the only rank that writes it.
+    path: PathBuf,
+    _lock: Option<RunDir>,
+    group: Group,
     data: Loaded,
     data_args: DataArgs,
     config: TrainConfig,
@@ -69,30 +73,38 @@ pub fn run(args: &TrainArgs, given: &[String]) -> Result<()> {
         );
     }
     set_threads(args.threads)?;
+    let group = Group::join(args.distributed)?;
     let setup = match &args.resume {
-        None => new_run(args, given)?,
-        Some(dir) => resume_run(args, given, dir)?,
+        None => new_run(args, given, group)?,
+        Some(dir) => resume_run(args, given, dir, group)?,
     };
     execute(args, setup)
 }
 
-fn new_run(args: &TrainArgs, given: &[String]) -> Result<Setup> {
+fn new_run(args: &TrainArgs, given: &[String], group: Group) -> Result<Setup> {
     let data_args = runconfig::absolute(&args.data)?;
     let data = dataset::load(&data_args)?;
     runconfig::check_relevant(args, given, &data)?;
     let config = runconfig::build(args, &data, data.train.features())?;
     let path = match &args.out {
         Some(d) => d.clone(),
+        None if args.distributed => {
+            bail!("--distributed needs --out DIR (every rank must name the same run directory)")
+        }
         None => fresh_dir(&data.name),
     };
-    let dir = RunDir::open(
-        &path,
-        Open::New {
-            overwrite: args.overwrite,
-        },
-    )?;
+    let open = Open::New {
+        overwrite: args.overwrite,
+    };
+    let lock = if group.leader() {
+        Some(RunDir::open(&path, open)?)
+    } else {
+        None
+    };
     Ok(Setup {
-        dir,
+        path,
+        _lock: lock,
+        group,
         data,
         data_args,
         config,
@@ -102,7 +114,7 @@ fn new_run(args: &TrainArgs, given: &[String]) -> Result<Setup> {
     })
 }
 
-fn resume_run(args: &TrainArgs, given: &[String], dir: &Path) -> Result<Setup> {
+fn resume_run(args: &TrainArgs, given: &[String], dir: &Path, group: Group) -> Result<Setup> {
     let ckpt = dir.join(CHECKPOINT);
     if !ckpt.is_file() {
         bail!(
@@ -126,11 +138,18 @@ fn resume_run(args: &TrainArgs, given: &[String], dir: &Path) -> Result<Setup> {
         .parse()
         .with_context(|| format!("{}: metadata 'val_fraction' is malformed", ckpt.display()))?;
     let run_id = meta("run_id")?.clone();
-    let run = RunDir::open(dir, Open::Resume)?;
-    check_owner(&run, &run_id, &ckpt)?;
+    let lock = if group.leader() {
+        let run = RunDir::open(dir, Open::Resume)?;
+        check_owner(&run, &run_id, &ckpt)?;
+        Some(run)
+    } else {
+        None
+    };
     let data = dataset::load(&data_args)?;
     Ok(Setup {
-        dir: run,
+        path: dir.to_path_buf(),
+        _lock: lock,
+        group,
         data,
         data_args,
         config,
@@ -172,7 +191,7 @@ fn fresh_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn execute(args: &TrainArgs, s: Setup) -> Result<()> {
+fn execute(args: &TrainArgs, mut s: Setup) -> Result<()> {
     let d = &s.data;
     let normalizer = Normalizer::fit(d.train.x(), d.defaults.normalization)?;
     let (train, test) = (
@@ -200,21 +219,26 @@ fn execute(args: &TrainArgs, s: Setup) -> Result<()> {
         trainer = trainer.with_validation(v);
     }
     if s.config.checkpoint_every.is_some() {
-        trainer = trainer.with_checkpoint(s.dir.file(CHECKPOINT));
+        trainer = trainer.with_checkpoint(s.path.join(CHECKPOINT));
     }
-    let show = !args.quiet;
+    if let Some(group) = s.group.take() {
+        trainer = trainer.with_collective(group)?;
+    }
+    let show = !args.quiet && s.group.leader();
     if let Some(ckpt) = &s.resume {
         trainer.resume(ckpt)?;
         if show {
             println!(
                 "resuming {} at step {} (epoch {})",
-                s.dir.path.display(),
+                s.path.display(),
                 trainer.step(),
                 trainer.epoch()
             );
         }
     }
-    write_config(&s, &normalizer, rows, args.threads)?;
+    if s.group.leader() {
+        write_config(&s, &normalizer, rows, args.threads)?;
+    }
     install_signal_handlers(&trainer.stop_handle())?;
     if show {
         println!(
@@ -253,7 +277,7 @@ fn write_config(
         "nabla_version": env!("CARGO_PKG_VERSION"),
     });
     nabla::io::write_atomic(
-        &s.dir.file("config.json"),
+        &s.path.join("config.json"),
         serde_json::to_string_pretty(&settings)?.as_bytes(),
     )?;
     Ok(())
@@ -282,6 +306,13 @@ fn finish(
 ) -> Result<()> {
     let d = &s.data;
     trainer.model_mut().set_training(false);
+    if !s.group.leader() {
+        // Every rank holds the same weights; rank 0 writes them.
+        return match reason {
+            StopReason::Interrupted => Err(Interrupted(String::new()).into()),
+            _ => Ok(()),
+        };
+    }
     let meta = ModelMeta {
         config: trainer.config().model.clone(),
         task: d.task,
@@ -290,10 +321,10 @@ fn finish(
         dataset: d.name.clone(),
         data: Some(s.data_args.clone()),
     };
-    save_model(&s.dir.file("model.safetensors"), trainer.model(), &meta)?;
+    save_model(&s.path.join("model.safetensors"), trainer.model(), &meta)?;
     let history = trainer.history();
-    write_metrics(&s.dir.path, history)?;
-    let (step, dir) = (trainer.step(), s.dir.path.display());
+    write_metrics(&s.path, history)?;
+    let (step, dir) = (trainer.step(), s.path.display());
     if reason == StopReason::Interrupted {
         let resume = if trainer.last_checkpoint() == Some(step) {
             format!("resume with `nabla train --resume {dir}`")
@@ -310,7 +341,7 @@ fn finish(
     let mut plots_written = Vec::new();
     if !args.no_plots {
         plots_written =
-            plots::write_run_plots(&s.dir.path, history, trainer.model(), test, &d.class_names)?;
+            plots::write_run_plots(&s.path, history, trainer.model(), test, &d.class_names)?;
     }
     let last = history.last().context("no epoch ran")?;
     let headline = match (last.test_accuracy, last.test_loss) {
@@ -339,6 +370,9 @@ fn finish(
             format!(" (plots: {})", plots_written.join(", "))
         }
     );
+    if let Some(line) = s.group.report() {
+        println!("{line}");
+    }
     Ok(())
 }
 

@@ -112,6 +112,8 @@
 pub mod alloc;
 pub mod autograd;
 pub mod data;
+#[cfg(feature = "mpi")]
+pub mod dist;
 pub mod error;
 pub mod io;
 pub mod nn;

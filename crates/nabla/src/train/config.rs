@@ -120,6 +120,11 @@ pub struct TrainConfig {
     pub detect_anomaly: bool,
     /// Early stopping on the validation (else test) loss.
     pub early_stopping: Option<EarlyStopping>,
+    /// Compute each batch's gradient as this many fixed slices added in order (data-parallel
+    /// training: a multiple of the number of ranks; the result is the same for any such
+    /// number). `None`: one gradient per batch.
+    #[serde(default)]
+    pub grad_shards: Option<usize>,
 }
 
 impl TrainConfig {
@@ -147,6 +152,7 @@ impl TrainConfig {
             checkpoint_activations: None,
             detect_anomaly: false,
             early_stopping: None,
+            grad_shards: None,
         }
     }
 
@@ -167,6 +173,9 @@ impl TrainConfig {
         }
         if self.max_steps == Some(0) || self.checkpoint_every == Some(0) {
             return bad("max_steps and checkpoint_every must be at least 1".into());
+        }
+        if self.grad_shards == Some(0) {
+            return bad("grad_shards must be at least 1".into());
         }
         if self.checkpoint_activations == Some(0) {
             return bad("checkpoint_activations must be at least 1 (blocks per segment)".into());

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::collective::Collective;
 use super::metrics::{batch_loss, evaluate, EpochMetrics, Evaluation};
 use super::state::LoopState;
 use super::{LossKind, TrainConfig};
@@ -121,6 +122,9 @@ pub struct Trainer {
     state: LoopState,
     stop: Arc<AtomicBool>,
     last_checkpoint: Option<u64>,
+    collective: Option<Box<dyn Collective>>,
+    /// The stop flag as every rank agreed at the last step (data-parallel runs).
+    stop_agreed: bool,
 }
 
 impl Trainer {
@@ -149,6 +153,8 @@ impl Trainer {
             state,
             stop: Arc::new(AtomicBool::new(false)),
             last_checkpoint: None,
+            collective: None,
+            stop_agreed: false,
         })
     }
 
@@ -184,6 +190,30 @@ impl Trainer {
     pub fn with_metadata(mut self, metadata: BTreeMap<String, String>) -> Self {
         self.metadata = metadata;
         self
+    }
+
+    /// Trains data-parallel with the other ranks of `group` (e.g. [`crate::dist::MpiWorld`]
+    /// under `mpirun`, or a [`ThreadGroup`](super::ThreadGroup) rank): every rank starts
+    /// from rank 0's weights, computes its share of the config's `grad_shards` slices of each
+    /// global batch, and adds every slice's gradient in slice order, so the result does not
+    /// depend on the number of ranks. Only rank 0 writes checkpoints; all ranks stop together
+    /// (divergence, interruption). Errors unless `grad_shards` is a multiple of the size.
+    pub fn with_collective(mut self, group: Box<dyn Collective>) -> Result<Self> {
+        let size = group.size();
+        match self.config.grad_shards {
+            Some(m) if m % size == 0 => {}
+            other => {
+                return Err(Error::arg(
+                    "train",
+                    format!(
+                        "{size} ranks need grad_shards to be a multiple of {size} (it is {other:?})"
+                    ),
+                ))
+            }
+        }
+        self.collective = Some(group);
+        self.broadcast_weights()?;
+        Ok(self)
     }
 
     /// A flag that, once set (e.g. from a SIGINT handler), makes [`Trainer::fit`] stop after
@@ -312,14 +342,21 @@ impl Trainer {
             if self.state.step >= total {
                 break;
             }
-            self.train_step(idx)?;
+            match self.config.grad_shards {
+                Some(m) => self.sharded_step(idx, m)?,
+                None => self.train_step(idx)?,
+            }
             self.state.batch += 1;
             cb.step(&self.progress(batches.len(), epoch_clock()));
             let due = self
                 .config
                 .checkpoint_every
                 .is_some_and(|k| self.state.step.is_multiple_of(k));
-            let stop = self.stop.load(Ordering::SeqCst);
+            let stop = if self.collective.is_some() {
+                self.stop_agreed
+            } else {
+                self.stop.load(Ordering::SeqCst)
+            };
             if self.checkpoint.is_some() && (due || stop) {
                 (self.state.epoch_seconds, self.state.total_seconds) = (epoch_clock(), clock());
                 self.save_checkpoint(cb)?;
@@ -479,6 +516,10 @@ impl Trainer {
         let Some(path) = self.checkpoint.clone() else {
             return Ok(());
         };
+        if self.collective.as_ref().is_some_and(|c| c.rank() != 0) {
+            self.last_checkpoint = Some(self.state.step); // rank 0 writes it
+            return Ok(());
+        }
         super::state::save(
             &path,
             &self.model,
@@ -521,6 +562,9 @@ impl Trainer {
         }
     }
 }
+
+#[path = "sharded.rs"]
+mod sharded;
 
 /// Checks that the model fits the data: input width, outputs, and the loss for the task.
 pub(super) fn check_fits(config: &TrainConfig, data: &TaskData, what: &str) -> Result<()> {

@@ -1,0 +1,135 @@
+//! `nabla train --distributed`: joining the MPI job `mpirun` started (built with the `mpi`
+//! feature), or a clear error.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Instant;
+
+use anyhow::Result;
+use nabla::train::Collective;
+
+/// This process's place in the run: rank 0 of 1 unless distributed.
+pub struct Group {
+    /// This process's rank.
+    pub rank: usize,
+    /// Number of processes.
+    pub size: usize,
+    collective: Option<Box<dyn Collective>>,
+    /// Time and bytes spent in collectives (what this rank received).
+    pub comm: Rc<Traffic>,
+}
+
+/// Time in collectives, bytes received and calls.
+#[derive(Default)]
+pub struct Traffic {
+    /// Seconds inside collective calls.
+    pub seconds: Cell<f64>,
+    /// Bytes received from the other ranks.
+    pub bytes: Cell<u64>,
+    /// Gradient exchanges (one per step).
+    pub gradient_calls: Cell<u64>,
+}
+
+/// Counts a collective's time and traffic.
+struct Timed {
+    inner: Box<dyn Collective>,
+    traffic: Rc<Traffic>,
+}
+
+impl Timed {
+    fn count<R>(&self, elems: usize, elem_bytes: usize, f: impl FnOnce() -> R) -> R {
+        let t = Instant::now();
+        let r = f();
+        let t_ = &self.traffic;
+        t_.seconds.set(t_.seconds.get() + t.elapsed().as_secs_f64());
+        let others = self.inner.size().saturating_sub(1);
+        t_.bytes
+            .set(t_.bytes.get() + (elems * elem_bytes * others) as u64);
+        r
+    }
+}
+
+impl Collective for Timed {
+    fn rank(&self) -> usize {
+        self.inner.rank()
+    }
+    fn size(&self) -> usize {
+        self.inner.size()
+    }
+    fn all_gather(&self, local: &[f64]) -> nabla::Result<Vec<f64>> {
+        self.count(local.len(), 8, || self.inner.all_gather(local))
+    }
+    fn all_gather_f32(&self, local: &[f32]) -> nabla::Result<Vec<f32>> {
+        let t = &self.traffic;
+        t.gradient_calls.set(t.gradient_calls.get() + 1);
+        self.count(local.len(), 4, || self.inner.all_gather_f32(local))
+    }
+    fn broadcast(&self, buf: &mut [f64]) -> nabla::Result<()> {
+        let n = if self.rank() == 0 { 0 } else { buf.len() };
+        self.count(n, 8, || self.inner.broadcast(buf))
+    }
+}
+
+impl Group {
+    /// One process alone, or (with `distributed`) the MPI world.
+    pub fn join(distributed: bool) -> Result<Group> {
+        if !distributed {
+            return Ok(Group {
+                rank: 0,
+                size: 1,
+                collective: None,
+                comm: Rc::default(),
+            });
+        }
+        mpi_world()
+    }
+
+    /// Rank 0: the one that prints and writes the run directory.
+    pub fn leader(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// The collective for the trainer (once), counting its traffic into [`Group::comm`].
+    pub fn take(&mut self) -> Option<Box<dyn Collective>> {
+        let inner = self.collective.take()?;
+        Some(Box::new(Timed {
+            inner,
+            traffic: self.comm.clone(),
+        }))
+    }
+
+    /// One line about communication (distributed runs), for the summary.
+    pub fn report(&self) -> Option<String> {
+        let t = &self.comm;
+        let steps = t.gradient_calls.get();
+        (self.size > 1 && steps > 0).then(|| {
+            format!(
+                "{} ranks: {:.3} s in collectives ({:.2} ms and {:.2} MB received per step, {steps} steps)",
+                self.size,
+                t.seconds.get(),
+                1e3 * t.seconds.get() / steps as f64,
+                t.bytes.get() as f64 / steps as f64 / 1e6
+            )
+        })
+    }
+}
+
+#[cfg(feature = "mpi")]
+fn mpi_world() -> Result<Group> {
+    let world = nabla::dist::MpiWorld::init()?;
+    Ok(Group {
+        rank: world.rank(),
+        size: world.size(),
+        collective: Some(Box::new(world)),
+        comm: Rc::default(),
+    })
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_world() -> Result<Group> {
+    anyhow::bail!(
+        "--distributed needs a nabla built with MPI: `cargo build --release -p nabla-cli \
+         --features mpi` (with Open MPI: apt-get install openmpi-bin libopenmpi-dev libclang-dev), \
+         then `mpirun -np N nabla train --distributed ...`"
+    )
+}
