@@ -48,6 +48,8 @@ const TRAIN: &[&str] = &[
     "--distributed",
     "--hidden",
     "32,32",
+    "--dropout",
+    "0.1",
     "--batch-size",
     "64",
     "--threads",

@@ -8,10 +8,9 @@ use nabla::optim::AdamConfig;
 use nabla::train::{Collective, OptimizerConfig, ThreadGroup, TrainConfig, Trainer};
 
 fn config() -> TrainConfig {
-    let mut c = TrainConfig::new(
-        MlpConfig::new(&[2, 24, 24, 3]),
-        OptimizerConfig::Adam(AdamConfig::adam(0.01)),
-    );
+    let mut model = MlpConfig::new(&[2, 24, 24, 3]);
+    model.dropout = 0.2; // masks must not depend on which rank draws them
+    let mut c = TrainConfig::new(model, OptimizerConfig::Adam(AdamConfig::adam(0.01)));
     c.epochs = 3;
     c.batch_size = 50; // slices of 13, 13, 12, 12 rows; the last batch is smaller
     c.max_steps = Some(50);

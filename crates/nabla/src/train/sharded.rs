@@ -1,7 +1,8 @@
 //! The data-parallel step: the global batch is cut into `grad_shards` fixed slices; each rank
 //! computes the gradients of its slices, every rank gathers all of them and adds them in slice
 //! order. The sum is therefore the same whatever the number of ranks (1, 2, 4… dividing the
-//! slice count): training on N ranks is bit-for-bit the computation of one.
+//! slice count): training on N ranks is bit-for-bit the computation of one. Dropout masks are
+//! drawn from generators reseeded per (step, slice), so they do not depend on the rank either.
 
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -20,8 +21,27 @@ pub(super) fn slice(b: usize, m: usize, s: usize) -> Range<usize> {
 }
 
 impl Trainer {
+    /// Puts every dropout generator of the model at a state that depends only on the seed,
+    /// the step and the slice, so a slice draws the same masks whichever rank computes it.
+    fn reseed_dropout(&mut self, slice: usize) -> Result<()> {
+        let state = self.model.extra_state();
+        if state.is_empty() {
+            return Ok(());
+        }
+        let base = self.config.model.seed ^ 0xD80F_0u64.wrapping_mul(self.state.step + 1);
+        let fresh = state
+            .keys()
+            .enumerate()
+            .map(|(i, k)| {
+                let seed = base ^ ((slice as u64) << 32) ^ (i as u64).wrapping_mul(0x9E37_79B9);
+                (k.clone(), Rng::new(seed).state_text())
+            })
+            .collect();
+        self.model.load_extra_state(&fresh)
+    }
+
     /// This rank's slices of `idx`: flat gradients (parameter order) and stats per slice.
-    fn local_slices(&self, idx: &[usize], m: usize) -> Result<(Vec<f32>, Vec<f64>)> {
+    fn local_slices(&mut self, idx: &[usize], m: usize) -> Result<(Vec<f32>, Vec<f64>)> {
         let (rank, size) = self
             .collective
             .as_ref()
@@ -43,6 +63,7 @@ impl Trainer {
                 stats.extend([0.0, 0.0, 1.0]);
                 continue;
             }
+            self.reseed_dropout(s)?;
             let (out, loss) = self.forward(rows)?;
             // The slice's share of the batch mean: Σ over its rows / batch rows.
             let loss = loss.mul_scalar(rows.len() as f64 / idx.len() as f64)?;
