@@ -28,7 +28,7 @@ impl Trainer {
         if state.is_empty() {
             return Ok(());
         }
-        let base = self.config.model.seed ^ 0xD80F_0u64.wrapping_mul(self.state.step + 1);
+        let base = self.config.model.seed ^ 0x000D_80F0_u64.wrapping_mul(self.state.step + 1);
         let fresh = state
             .keys()
             .enumerate()
