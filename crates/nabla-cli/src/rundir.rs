@@ -88,7 +88,13 @@ impl RunDir {
                     path.display()
                 );
             }
-            for f in RUN_FILES.iter().chain(&PLOTS) {
+            // Only with --overwrite, and only the files a run writes.
+            let owned = if overwrite {
+                RUN_FILES.len() + PLOTS.len()
+            } else {
+                0
+            };
+            for f in RUN_FILES.iter().chain(&PLOTS).take(owned) {
                 let p = path.join(f);
                 if p.exists() {
                     std::fs::remove_file(&p)

@@ -55,7 +55,6 @@ struct Setup {
     /// The run directory; locked by rank 0, the only rank that writes it.
     path: PathBuf,
     _lock: Option<RunDir>,
-    group: Group,
     data: Loaded,
     data_args: DataArgs,
     config: TrainConfig,
@@ -73,15 +72,28 @@ pub fn run(args: &TrainArgs, given: &[String]) -> Result<()> {
         );
     }
     set_threads(args.threads)?;
-    let group = Group::join(args.distributed)?;
-    let setup = match &args.resume {
-        None => new_run(args, given, group)?,
-        Some(dir) => resume_run(args, given, dir, group)?,
-    };
-    execute(args, setup)
+    let mut group = Group::join(args.distributed)?;
+    let result = match &args.resume {
+        None => new_run(args, given, &group),
+        Some(dir) => resume_run(args, given, dir, &group),
+    }
+    .and_then(|setup| execute(args, setup, &mut group));
+    if let Err(e) = &result {
+        if group.size > 1 && !e.is::<Interrupted>() {
+            // The other ranks may be waiting in a collective: leave without MPI_Finalize, so
+            // that mpirun ends the whole job instead of waiting for this rank.
+            eprintln!(
+                "error: rank {}: {}",
+                group.rank,
+                format!("{e:#}").replace('\n', " ")
+            );
+            std::process::exit(1);
+        }
+    }
+    result
 }
 
-fn new_run(args: &TrainArgs, given: &[String], group: Group) -> Result<Setup> {
+fn new_run(args: &TrainArgs, given: &[String], group: &Group) -> Result<Setup> {
     let data_args = runconfig::absolute(&args.data)?;
     let data = dataset::load(&data_args)?;
     runconfig::check_relevant(args, given, &data)?;
@@ -104,7 +116,6 @@ fn new_run(args: &TrainArgs, given: &[String], group: Group) -> Result<Setup> {
     Ok(Setup {
         path,
         _lock: lock,
-        group,
         data,
         data_args,
         config,
@@ -114,7 +125,7 @@ fn new_run(args: &TrainArgs, given: &[String], group: Group) -> Result<Setup> {
     })
 }
 
-fn resume_run(args: &TrainArgs, given: &[String], dir: &Path, group: Group) -> Result<Setup> {
+fn resume_run(args: &TrainArgs, given: &[String], dir: &Path, group: &Group) -> Result<Setup> {
     let ckpt = dir.join(CHECKPOINT);
     if !ckpt.is_file() {
         bail!(
@@ -149,7 +160,6 @@ fn resume_run(args: &TrainArgs, given: &[String], dir: &Path, group: Group) -> R
     Ok(Setup {
         path: dir.to_path_buf(),
         _lock: lock,
-        group,
         data,
         data_args,
         config,
@@ -191,7 +201,7 @@ fn fresh_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn execute(args: &TrainArgs, mut s: Setup) -> Result<()> {
+fn execute(args: &TrainArgs, s: Setup, group: &mut Group) -> Result<()> {
     let d = &s.data;
     let normalizer = Normalizer::fit(d.train.x(), d.defaults.normalization)?;
     let (train, test) = (
@@ -221,10 +231,10 @@ fn execute(args: &TrainArgs, mut s: Setup) -> Result<()> {
     if s.config.checkpoint_every.is_some() {
         trainer = trainer.with_checkpoint(s.path.join(CHECKPOINT));
     }
-    if let Some(group) = s.group.take() {
-        trainer = trainer.with_collective(group)?;
+    if let Some(c) = group.take() {
+        trainer = trainer.with_collective(c)?;
     }
-    let show = !args.quiet && s.group.leader();
+    let show = !args.quiet && group.leader();
     if let Some(ckpt) = &s.resume {
         trainer.resume(ckpt)?;
         if show {
@@ -236,7 +246,7 @@ fn execute(args: &TrainArgs, mut s: Setup) -> Result<()> {
             );
         }
     }
-    if s.group.leader() {
+    if group.leader() {
         write_config(&s, &normalizer, rows, args.threads)?;
     }
     install_signal_handlers(&trainer.stop_handle())?;
@@ -257,7 +267,7 @@ fn execute(args: &TrainArgs, mut s: Setup) -> Result<()> {
     let tty = std::io::stdout().is_terminal();
     let mut progress = Progress::new(show, tty, s.config.epochs, rows.1 > 0);
     let reason = trainer.fit(&mut progress)?;
-    finish(args, &s, &mut trainer, &normalizer, &test, reason)
+    finish(args, &s, group, &mut trainer, &normalizer, &test, reason)
 }
 
 fn write_config(
@@ -299,6 +309,7 @@ fn install_signal_handlers(stop: &Arc<AtomicBool>) -> Result<()> {
 fn finish(
     args: &TrainArgs,
     s: &Setup,
+    group: &Group,
     trainer: &mut Trainer,
     normalizer: &Normalizer,
     test: &TaskData,
@@ -306,7 +317,7 @@ fn finish(
 ) -> Result<()> {
     let d = &s.data;
     trainer.model_mut().set_training(false);
-    if !s.group.leader() {
+    if !group.leader() {
         // Every rank holds the same weights; rank 0 writes them.
         return match reason {
             StopReason::Interrupted => Err(Interrupted(String::new()).into()),
@@ -370,7 +381,7 @@ fn finish(
             format!(" (plots: {})", plots_written.join(", "))
         }
     );
-    if let Some(line) = s.group.report() {
+    if let Some(line) = group.report() {
         println!("{line}");
     }
     Ok(())

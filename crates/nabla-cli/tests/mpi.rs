@@ -216,3 +216,35 @@ fn distributed_needs_an_out_directory() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_refusal_on_rank_0_ends_the_job_instead_of_hanging() {
+    if !mpirun_available() {
+        return;
+    }
+    let dir = tmpdir("mpi-refused");
+    let out = dir.join("run");
+    let args = [TRAIN, &["--epochs", "1", "--out", s(&out)]].concat();
+    ok(&mpirun(2, &args).output().unwrap());
+    // Rank 0 refuses the used directory; rank 1 must not wait for it forever.
+    let mut job = mpirun(2, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while job.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = job.kill();
+            panic!("mpirun still running 60 s after rank 0 refused the run");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = job.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("holds another run's files"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -173,6 +173,19 @@ fn run_directories_are_never_shared() {
 }
 
 #[test]
+fn a_new_run_leaves_files_it_did_not_write_alone() {
+    let dir = tmpdir("foreign-files");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("loss.png"), b"the user's own picture").unwrap();
+    ok(&spiral(&run, &[]));
+    assert_eq!(
+        std::fs::read(run.join("loss.png")).unwrap(),
+        b"the user's own picture"
+    );
+}
+
+#[test]
 fn leftover_temporary_files_are_removed_on_the_next_open() {
     let dir = tmpdir("tmpfiles");
     let run = dir.join("run");

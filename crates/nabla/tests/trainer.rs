@@ -73,7 +73,9 @@ fn an_interrupted_run_resumes_to_bit_identical_weights_and_metrics() {
         .with_test(test.clone());
     assert_eq!(reference.fit(&mut ()).unwrap(), StopReason::Finished);
 
-    for at in [1, 7, 23] {
+    // 135 training rows in batches of 16: 9 steps per epoch, 54 in all; stopping at the last
+    // step leaves the last epoch's evaluation to the resumed run.
+    for at in [1, 7, 23, 54] {
         let ckpt = tmp(&format!("stop{at}")).join("ckpt.safetensors");
         let mut first = Trainer::new(config(), train.clone())
             .unwrap()
@@ -158,7 +160,13 @@ fn early_stopping_stops_when_the_loss_stops_improving() {
         patience: 3,
         min_delta: 0.0,
     });
-    let mut t = Trainer::new(c, train).unwrap().with_validation(test);
+    let (val, test2) = test.split(0.5, 3).unwrap();
+    let ckpt = tmp("early").join("ckpt.safetensors");
+    let mut t = Trainer::new(c.clone(), train.clone())
+        .unwrap()
+        .with_validation(val.clone())
+        .with_test(test2)
+        .with_checkpoint(&ckpt);
     let StopReason::EarlyStopped { best_epoch } = t.fit(&mut ()).unwrap() else {
         panic!("did not stop early in 500 epochs");
     };
@@ -166,6 +174,16 @@ fn early_stopping_stops_when_the_loss_stops_improving() {
     assert_eq!(h.len(), best_epoch + 3);
     let best = h[best_epoch - 1].val_loss.unwrap();
     assert!(h[best_epoch..].iter().all(|m| m.val_loss.unwrap() >= best));
+    // The test set, held back while validating, is evaluated once at the stop.
+    assert!(h.last().unwrap().test_accuracy.is_some());
+    // Resumed, a run that stopped early stays stopped.
+    let mut again = Trainer::new(c, train).unwrap().with_validation(val);
+    again.resume(&ckpt).unwrap();
+    assert!(matches!(
+        again.fit(&mut ()).unwrap(),
+        StopReason::EarlyStopped { .. }
+    ));
+    assert_eq!(again.history().len(), best_epoch + 3);
 }
 
 #[test]
@@ -180,6 +198,14 @@ fn divergence_is_an_error_naming_the_step() {
         err.to_string().contains("training diverged at step"),
         "{err}"
     );
+}
+
+#[test]
+fn more_gradient_slices_than_rows_per_batch_are_refused() {
+    let mut c = config();
+    c.grad_shards = Some(c.batch_size + 1);
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("between 1 and the batch size 16"), "{err}");
 }
 
 #[test]

@@ -174,8 +174,13 @@ impl TrainConfig {
         if self.max_steps == Some(0) || self.checkpoint_every == Some(0) {
             return bad("max_steps and checkpoint_every must be at least 1".into());
         }
-        if self.grad_shards == Some(0) {
-            return bad("grad_shards must be at least 1".into());
+        if let Some(m) = self.grad_shards {
+            if m == 0 || m > self.batch_size {
+                return bad(format!(
+                    "grad_shards {m} must be between 1 and the batch size {}",
+                    self.batch_size
+                ));
+            }
         }
         if self.checkpoint_activations == Some(0) {
             return bad("checkpoint_activations must be at least 1 (blocks per segment)".into());

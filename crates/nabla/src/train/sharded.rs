@@ -107,12 +107,11 @@ impl Trainer {
         let n: usize = params.iter().map(|(_, p)| p.numel()).sum();
         // A local failure must not leave the other ranks waiting: it travels as a flag.
         let local = self.local_slices(idx, m);
-        let failed = local.is_err();
+        let own_error = local.as_ref().err().cloned();
+        let failed = own_error.is_some();
         let (grads, mut stats) = local.unwrap_or_else(|_| {
-            (
-                vec![0.0; n * m / self.ranks()],
-                vec![0.0; STATS * m / self.ranks()],
-            )
+            let per = m / self.ranks();
+            (vec![0.0; n * per], vec![0.0; STATS * per])
         });
         stats.push(f64::from(u8::from(failed)));
         stats.push(f64::from(u8::from(self.stop.load(Ordering::SeqCst))));
@@ -125,6 +124,9 @@ impl Trainer {
         let flagged = |k: usize| -> Option<usize> {
             (0..ranks).find(|r| all_stats[r * per_rank + per_rank - 2 + k] != 0.0)
         };
+        if let Some(e) = own_error {
+            return Err(e); // this rank's own error; the others name the rank
+        }
         if let Some(r) = flagged(0) {
             return Err(Error::Diverged {
                 msg: format!("training failed at step {} on rank {r} (its error is in its output); every rank stops", self.state.step),

@@ -291,7 +291,13 @@ impl Trainer {
         let session = Instant::now();
         let before = self.state.total_seconds;
         let clock = move || before + session.elapsed().as_secs_f64();
-        while self.state.epoch <= self.config.epochs && self.state.step < total {
+        if let Some(best_epoch) = self.already_stopped_early() {
+            return Ok(StopReason::EarlyStopped { best_epoch });
+        }
+        // An epoch whose last step ran before a checkpoint still needs its evaluation.
+        while self.state.epoch <= self.config.epochs
+            && (self.state.step < total || self.state.seen > 0)
+        {
             if let Some(reason) = self.run_epoch(total, &clock, callback)? {
                 if reason == StopReason::Interrupted {
                     return Ok(reason);
@@ -374,7 +380,11 @@ impl Trainer {
         cb.epoch_end(&row);
         self.state.history.push(row);
         self.state.next_epoch(rng.state());
-        Ok(self.early_stop())
+        let stop = self.early_stop();
+        if stop.is_some() {
+            self.test_after_early_stop()?;
+        }
+        Ok(stop)
     }
 
     fn progress(&self, batches: usize, seconds: f64) -> StepProgress {
@@ -492,6 +502,36 @@ impl Trainer {
             seconds: clock(),
             samples_per_second: s.seen as f64 / epoch_seconds.max(1e-9),
         })
+    }
+
+    /// A resumed run that had already stopped early: its best epoch.
+    fn already_stopped_early(&self) -> Option<usize> {
+        let rule = self.config.early_stopping.as_ref()?;
+        let s = &self.state;
+        (s.stale_epochs >= rule.patience).then(|| s.best.map_or(s.epoch, |b| b.1))
+    }
+
+    /// With a validation set the test set waits for the last epoch; early stopping makes the
+    /// epoch just finished the last one.
+    fn test_after_early_stop(&mut self) -> Result<()> {
+        let (Some(test), true) = (&self.test, self.val.is_some()) else {
+            return Ok(());
+        };
+        if test.is_empty()
+            || self
+                .state
+                .history
+                .last()
+                .is_some_and(|r| r.test_loss.is_some())
+        {
+            return Ok(());
+        }
+        let e = evaluate(&self.model, test, self.config.loss)?;
+        if let Some(row) = self.state.history.last_mut() {
+            row.test_loss = Some(e.loss);
+            row.test_accuracy = e.accuracy;
+        }
+        Ok(())
     }
 
     /// Updates the early-stopping record with the last epoch; `Some` when it says stop.
