@@ -1,9 +1,7 @@
 //! `nabla export` and `nabla import`: presentation over `nabla::io`'s PyTorch and ONNX
 //! converters.
 
-use std::collections::BTreeMap;
-
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use nabla::data::{Normalization, Normalizer};
 use nabla::io::{
     export_onnx, export_torch, import_torch, read_tensor_file, torch_sequential, OnnxHead,
@@ -12,24 +10,13 @@ use nabla::io::{
 use nabla::nn::{Activation, MlpConfig};
 
 use crate::args::{ExportArgs, ExportFormat, ImportArgs, ImportFormat, Task};
-use crate::model::{load_model, save_model, ModelMeta};
+use crate::model::{load_model, parse_field, save_model, ModelMeta};
 
 /// `nabla export`: the model as a PyTorch state dict or an ONNX graph, with what a user of the
 /// other framework needs (the normaliser, the task and class names) in its metadata.
 pub fn export(args: &ExportArgs) -> Result<()> {
     let (model, meta) = load_model(&args.checkpoint)?;
-    let extra = BTreeMap::from([
-        (
-            "normalizer".to_string(),
-            serde_json::to_string(&meta.normalizer)?,
-        ),
-        ("task".to_string(), serde_json::to_string(&meta.task)?),
-        (
-            "class_names".to_string(),
-            serde_json::to_string(&meta.class_names)?,
-        ),
-        ("dataset".to_string(), meta.dataset.clone()),
-    ]);
+    let extra = meta.usage_metadata()?;
     let features = model.config().sizes[0];
     match args.format {
         ExportFormat::Torch => {
@@ -73,24 +60,14 @@ fn exported_meta(
 ) -> Result<ModelMeta> {
     let outputs = *config.sizes.last().unwrap_or(&0);
     let md = read_tensor_file(path)?.metadata;
-    let bad = |what: &str| format!("{}: metadata '{what}' is malformed", path.display());
-    let file_task: Option<Task> = match md.get("task") {
-        Some(t) => Some(serde_json::from_str(t).with_context(|| bad("task"))?),
-        None => None,
-    };
+    let file_task: Option<Task> = parse_field(path, &md, "task")?;
     let task = task.or(file_task).unwrap_or(Task::Classification);
-    let normalizer = match md.get("normalizer") {
-        Some(n) => serde_json::from_str(n).with_context(|| bad("normalizer"))?,
-        None => Normalizer {
-            mode: Normalization::None,
-            mean: Vec::new(),
-            std: Vec::new(),
-        },
-    };
-    let names: Option<Vec<String>> = match md.get("class_names") {
-        Some(c) => Some(serde_json::from_str(c).with_context(|| bad("class_names"))?),
-        None => None,
-    };
+    let normalizer = parse_field(path, &md, "normalizer")?.unwrap_or(Normalizer {
+        mode: Normalization::None,
+        mean: Vec::new(),
+        std: Vec::new(),
+    });
+    let names: Option<Vec<String>> = parse_field(path, &md, "class_names")?;
     let class_names = match (task, names) {
         (Task::Regression, _) => Vec::new(),
         (Task::Classification, Some(n)) if n.len() == outputs => n,

@@ -23,22 +23,29 @@ pub struct ModelMeta {
     pub data: Option<DataArgs>,
 }
 
+impl ModelMeta {
+    /// What a user of the model needs besides its weights and architecture: task, input
+    /// normaliser, class names, data set (written into model files and exported files alike).
+    pub fn usage_metadata(&self) -> Result<BTreeMap<String, String>> {
+        Ok(BTreeMap::from([
+            ("task".to_string(), serde_json::to_string(&self.task)?),
+            (
+                "normalizer".to_string(),
+                serde_json::to_string(&self.normalizer)?,
+            ),
+            (
+                "class_names".to_string(),
+                serde_json::to_string(&self.class_names)?,
+            ),
+            ("dataset".to_string(), self.dataset.clone()),
+        ]))
+    }
+}
+
 /// Writes weights and metadata atomically.
 pub fn save_model(path: &Path, model: &Mlp, meta: &ModelMeta) -> Result<()> {
-    let m = BTreeMap::from([
-        ("model_config".to_string(), meta.config.to_json()),
-        ("task".to_string(), serde_json::to_string(&meta.task)?),
-        (
-            "normalizer".to_string(),
-            serde_json::to_string(&meta.normalizer)?,
-        ),
-        (
-            "class_names".to_string(),
-            serde_json::to_string(&meta.class_names)?,
-        ),
-        ("dataset".to_string(), meta.dataset.clone()),
-    ]);
-    let mut m = m;
+    let mut m = meta.usage_metadata()?;
+    m.insert("model_config".to_string(), meta.config.to_json());
     if let Some(d) = &meta.data {
         m.insert("data".to_string(), serde_json::to_string(d)?);
     }
@@ -46,13 +53,36 @@ pub fn save_model(path: &Path, model: &Mlp, meta: &ModelMeta) -> Result<()> {
     Ok(())
 }
 
+fn missing(path: &Path, key: &str) -> anyhow::Error {
+    anyhow!(
+        "{}: not a nabla model file (metadata has no '{key}'; write one with `nabla train`)",
+        path.display()
+    )
+}
+
 fn field<'a>(path: &Path, meta: &'a BTreeMap<String, String>, key: &str) -> Result<&'a String> {
-    meta.get(key).ok_or_else(|| {
-        anyhow!(
-            "{}: not a nabla model file (metadata has no '{key}'; write one with `nabla train`)",
-            path.display()
-        )
-    })
+    meta.get(key).ok_or_else(|| missing(path, key))
+}
+
+/// A JSON metadata entry of `path`, if present; an error naming the file and key if malformed.
+pub fn parse_field<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    meta: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<Option<T>> {
+    meta.get(key)
+        .map(|v| serde_json::from_str(v))
+        .transpose()
+        .with_context(|| format!("{}: metadata '{key}' is malformed", path.display()))
+}
+
+/// [`parse_field`] of an entry every model file has.
+fn parse_required<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    meta: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<T> {
+    parse_field(path, meta, key)?.ok_or_else(|| missing(path, key))
 }
 
 /// Reads a model file: rebuilds the MLP from its config, loads the weights, evaluation mode.
@@ -63,16 +93,11 @@ pub fn load_model(path: &Path) -> Result<(Mlp, ModelMeta)> {
     let config = MlpConfig::from_json(field(path, md, "model_config")?)
         .with_context(|| bad("model_config"))?;
     let meta = ModelMeta {
-        task: serde_json::from_str(field(path, md, "task")?).with_context(|| bad("task"))?,
-        normalizer: serde_json::from_str(field(path, md, "normalizer")?)
-            .with_context(|| bad("normalizer"))?,
-        class_names: serde_json::from_str(field(path, md, "class_names")?)
-            .with_context(|| bad("class_names"))?,
+        task: parse_required(path, md, "task")?,
+        normalizer: parse_required(path, md, "normalizer")?,
+        class_names: parse_required(path, md, "class_names")?,
         dataset: field(path, md, "dataset")?.clone(),
-        data: match md.get("data") {
-            Some(d) => Some(serde_json::from_str(d).with_context(|| bad("data"))?),
-            None => None,
-        },
+        data: parse_field(path, md, "data")?,
         config,
     };
     let mut model = Mlp::new(&meta.config).with_context(|| bad("model_config"))?;

@@ -6,7 +6,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::nn::{Activation, Dropout, Init, Linear, Module, Sequential, SharedForward};
+use crate::nn::{
+    prefixed, under, Activation, Dropout, Init, Linear, Module, Sequential, SharedForward,
+};
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
 
@@ -141,11 +143,7 @@ impl<T: Float> Module<T> for Mlp<T> {
         self.layers.forward(x)
     }
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
-        let named = self.layers.named_parameters();
-        named
-            .into_iter()
-            .map(|(n, p)| (format!("layers.{n}"), p))
-            .collect()
+        prefixed("layers.", self.layers.named_parameters())
     }
     fn set_training(&mut self, training: bool) {
         self.layers.set_training(training);
@@ -160,21 +158,10 @@ impl<T: Float> Module<T> for Mlp<T> {
         self.layers.shared_forward()
     }
     fn extra_state(&self) -> BTreeMap<String, String> {
-        let state = self.layers.extra_state();
-        state
-            .into_iter()
-            .map(|(k, v)| (format!("layers.{k}"), v))
-            .collect()
+        prefixed("layers.", self.layers.extra_state())
     }
     fn load_extra_state(&mut self, state: &BTreeMap<String, String>) -> Result<()> {
-        let mine = state
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("layers.")
-                    .map(|k| (k.to_string(), v.clone()))
-            })
-            .collect();
-        self.layers.load_extra_state(&mine)
+        self.layers.load_extra_state(&under("layers.", state))
     }
 }
 

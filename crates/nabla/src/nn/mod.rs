@@ -80,6 +80,27 @@ pub trait Module<T: Float = f32>: Send + Sync {
 /// A module's forward pass as an owned, shareable function (see [`Module::shared_forward`]).
 pub type SharedForward<T> = Arc<dyn Fn(&Tensor<T>) -> Result<Tensor<T>> + Send + Sync>;
 
+/// `items` with every name prefixed by `prefix` (`layers.` + `0.weight`): how containers name
+/// what their children hold (parameters, extra state).
+pub(crate) fn prefixed<V, C: FromIterator<(String, V)>>(
+    prefix: &str,
+    items: impl IntoIterator<Item = (String, V)>,
+) -> C {
+    items
+        .into_iter()
+        .map(|(n, v)| (format!("{prefix}{n}"), v))
+        .collect()
+}
+
+/// The entries of `state` under `prefix`, with the prefix removed (the inverse of
+/// [`prefixed`]).
+pub(crate) fn under(prefix: &str, state: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    state
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
+        .collect()
+}
+
 /// Total number of parameter elements of a module.
 pub fn parameter_count<T: Float>(m: &dyn Module<T>) -> usize {
     m.parameters().iter().map(|p| p.numel()).sum()

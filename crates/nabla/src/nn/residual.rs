@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Module, SharedForward};
+use super::{prefixed, under, Module, SharedForward};
 use crate::error::{Error, Result};
 use crate::tensor::shape::fmt_shape;
 use crate::tensor::{Float, Tensor};
@@ -63,11 +63,7 @@ impl<T: Float> Module<T> for Residual<T> {
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
-        self.inner
-            .named_parameters()
-            .into_iter()
-            .map(|(n, p)| (format!("inner.{n}"), p))
-            .collect()
+        prefixed("inner.", self.inner.named_parameters())
     }
 
     fn set_training(&mut self, training: bool) {
@@ -85,19 +81,11 @@ impl<T: Float> Module<T> for Residual<T> {
     }
 
     fn extra_state(&self) -> BTreeMap<String, String> {
-        self.inner
-            .extra_state()
-            .into_iter()
-            .map(|(k, v)| (format!("inner.{k}"), v))
-            .collect()
+        prefixed("inner.", self.inner.extra_state())
     }
 
     fn load_extra_state(&mut self, state: &BTreeMap<String, String>) -> Result<()> {
-        let mine = state
-            .iter()
-            .filter_map(|(k, v)| k.strip_prefix("inner.").map(|k| (k.to_string(), v.clone())))
-            .collect();
-        self.inner.load_extra_state(&mine)
+        self.inner.load_extra_state(&under("inner.", state))
     }
 
     fn shared_forward(&self) -> Option<SharedForward<T>> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::autograd::{checkpoint, is_grad_enabled};
 use crate::error::{Error, Result};
-use crate::nn::{Module, SharedForward};
+use crate::nn::{prefixed, under, Module, SharedForward};
 use crate::tensor::{Float, Tensor};
 
 /// Modules applied one after the other. Parameters are named `{index}.{name}`, as in
@@ -165,11 +165,7 @@ impl<T: Float> Module<T> for Sequential<T> {
         self.layers
             .iter()
             .enumerate()
-            .flat_map(|(i, l)| {
-                l.named_parameters()
-                    .into_iter()
-                    .map(move |(n, p)| (format!("{i}.{n}"), p))
-            })
+            .flat_map(|(i, l)| prefixed::<_, Vec<_>>(&format!("{i}."), l.named_parameters()))
             .collect()
     }
 
@@ -196,11 +192,7 @@ impl<T: Float> Module<T> for Sequential<T> {
         self.layers
             .iter()
             .enumerate()
-            .flat_map(|(i, l)| {
-                l.extra_state()
-                    .into_iter()
-                    .map(move |(k, v)| (format!("{i}.{k}"), v))
-            })
+            .flat_map(|(i, l)| prefixed::<_, Vec<_>>(&format!("{i}."), l.extra_state()))
             .collect()
     }
 
@@ -210,14 +202,7 @@ impl<T: Float> Module<T> for Sequential<T> {
         let before = self.extra_state();
         let load = |layers: &mut Vec<Box<dyn Module<T>>>, state: &BTreeMap<String, String>| {
             for (i, l) in layers.iter_mut().enumerate() {
-                let prefix = format!("{i}.");
-                let mine: BTreeMap<String, String> = state
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        k.strip_prefix(&prefix).map(|k| (k.to_string(), v.clone()))
-                    })
-                    .collect();
-                l.load_extra_state(&mine)?;
+                l.load_extra_state(&under(&format!("{i}."), state))?;
             }
             Ok(())
         };
