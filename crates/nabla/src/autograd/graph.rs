@@ -79,7 +79,7 @@ pub struct GraphStats {
 /// Nodes reachable from `roots` through recorded ops, inputs before the ops that use them.
 /// With `grad_only`, the walk does not enter tensors that do not require a gradient; it does
 /// not go past tensors in `stop` (they count as leaves).
-fn topo_order<T: Float>(
+pub(crate) fn topo_order<T: Float>(
     roots: &[&Tensor<T>],
     grad_only: bool,
     stop: &HashSet<TensorId>,
@@ -112,45 +112,105 @@ fn topo_order<T: Float>(
     order
 }
 
-/// One reverse pass: the chain rule from `roots` (each with its output gradient) back to the
-/// leaves, or to the tensors in `stop`, which are treated as leaves. Returns the gradients of
-/// the leaves and of the tensors in `keep` (whose gradients are kept even when they have a
-/// recorded op). With `create_graph` the rules run recorded (the gradients carry a graph),
-/// otherwise under `no_grad`.
-pub(crate) fn reverse_pass<T: Float>(
-    roots: &[(Tensor<T>, Tensor<T>)],
+/// Watches a reverse pass one op at a time (the backprop inspector); `()` watches nothing.
+pub(crate) trait Observer<T: Float> {
+    /// `node`'s rule is about to run with the gradient `g` it received.
+    fn op(&mut self, _node: &Tensor<T>, _g: &Tensor<T>) {}
+    /// The rule sent `grad` to `input`.
+    fn sent(&mut self, _input: &Tensor<T>, _grad: &Tensor<T>) {}
+}
+
+impl<T: Float> Observer<T> for () {}
+
+/// The reverse pass as a state machine: the nodes in topological order, walked from the end,
+/// and the gradients accumulated so far. [`ReversePass::step`] runs the next op's rule;
+/// `reverse_pass` runs them all, so the inspector steps through exactly the engine's order.
+pub(crate) struct ReversePass<T: Float> {
+    order: Vec<Tensor<T>>,
+    /// Nodes not yet visited: `order[..next]`.
+    next: usize,
+    grads: HashMap<TensorId, Tensor<T>>,
     create_graph: bool,
-    stop: &HashSet<TensorId>,
-    keep: &HashSet<TensorId>,
-) -> Result<HashMap<TensorId, Tensor<T>>> {
-    let _mode = GradMode::set(create_graph);
-    let root_refs: Vec<&Tensor<T>> = roots.iter().map(|(r, _)| r).collect();
-    let order = topo_order(&root_refs, true, stop);
-    let mut grads: HashMap<TensorId, Tensor<T>> = HashMap::new();
-    for (root, seed) in roots {
-        let seed = if create_graph {
-            seed.clone()
-        } else {
-            seed.detach()
-        };
-        accumulate(&mut grads, root.id(), seed)?;
-    }
-    for node in order.iter().rev() {
-        if !stop.is_empty() && stop.contains(&node.id()) {
-            continue;
+    stop: HashSet<TensorId>,
+    keep: HashSet<TensorId>,
+}
+
+impl<T: Float> ReversePass<T> {
+    /// A pass from `roots` (each with its output gradient) back to the leaves, or to the
+    /// tensors in `stop`, which are treated as leaves. The gradients of the tensors in `keep`
+    /// are kept even when they have a recorded op. With `create_graph` the rules run recorded
+    /// (the gradients carry a graph), otherwise under `no_grad`.
+    pub(crate) fn new(
+        roots: &[(Tensor<T>, Tensor<T>)],
+        create_graph: bool,
+        stop: HashSet<TensorId>,
+        keep: HashSet<TensorId>,
+    ) -> Result<Self> {
+        let root_refs: Vec<&Tensor<T>> = roots.iter().map(|(r, _)| r).collect();
+        let order = topo_order(&root_refs, true, &stop);
+        let mut grads: HashMap<TensorId, Tensor<T>> = HashMap::new();
+        {
+            let _mode = GradMode::set(create_graph);
+            for (root, seed) in roots {
+                let seed = if create_graph {
+                    seed.clone()
+                } else {
+                    seed.detach()
+                };
+                accumulate(&mut grads, root.id(), seed)?;
+            }
         }
-        let Some(rec) = node.recorded() else { continue };
+        Ok(ReversePass {
+            next: order.len(),
+            order,
+            grads,
+            create_graph,
+            stop,
+            keep,
+        })
+    }
+
+    /// The nodes of the pass in topological order (inputs before the ops that use them).
+    pub(crate) fn order(&self) -> &[Tensor<T>] {
+        &self.order
+    }
+
+    /// Runs the next op whose rule has a gradient to propagate, telling `observer`; `false`
+    /// when the pass is complete.
+    pub(crate) fn step(&mut self, observer: &mut dyn Observer<T>) -> Result<bool> {
+        let _mode = GradMode::set(self.create_graph);
+        while self.next > 0 {
+            self.next -= 1;
+            let node = self.order[self.next].clone();
+            if !self.stop.is_empty() && self.stop.contains(&node.id()) {
+                continue;
+            }
+            let Some(rec) = node.recorded() else { continue };
+            let g = if !self.keep.is_empty() && self.keep.contains(&node.id()) {
+                self.grads.get(&node.id()).cloned()
+            } else {
+                self.grads.remove(&node.id())
+            };
+            let Some(g) = g else { continue };
+            observer.op(&node, &g);
+            self.apply(rec, &node, &g, observer)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn apply(
+        &mut self,
+        rec: &Recorded<T>,
+        node: &Tensor<T>,
+        g: &Tensor<T>,
+        observer: &mut dyn Observer<T>,
+    ) -> Result<()> {
         let op = &rec.op;
-        let g = if !keep.is_empty() && keep.contains(&node.id()) {
-            grads.get(&node.id()).cloned()
-        } else {
-            grads.remove(&node.id())
-        };
-        let Some(g) = g else { continue };
         let inputs = op.inputs();
         let need: Vec<bool> = inputs.iter().map(|t| t.requires_grad_flag()).collect();
         check_versions(rec, node, &inputs, &need)?;
-        let input_grads = backward_op(op, node, &g, &need)?;
+        let input_grads = backward_op(op, node, g, &need)?;
         for ((input, grad), needed) in inputs.iter().zip(input_grads).zip(&need) {
             let (Some(grad), true) = (grad, *needed) else {
                 continue;
@@ -166,10 +226,34 @@ pub(crate) fn reverse_pass<T: Float>(
                     ),
                 ));
             }
-            accumulate(&mut grads, input.id(), grad)?;
+            observer.sent(input, &grad);
+            accumulate(&mut self.grads, input.id(), grad)?;
         }
+        Ok(())
     }
-    Ok(grads)
+
+    /// The gradient accumulated so far for `id`.
+    pub(crate) fn grad(&self, id: TensorId) -> Option<&Tensor<T>> {
+        self.grads.get(&id)
+    }
+
+    /// The gradients of the leaves (and of the tensors in `keep`).
+    pub(crate) fn into_grads(self) -> HashMap<TensorId, Tensor<T>> {
+        self.grads
+    }
+}
+
+/// One reverse pass (see [`ReversePass::new`]) run to the end: the gradients of the leaves and
+/// of the tensors in `keep`.
+pub(crate) fn reverse_pass<T: Float>(
+    roots: &[(Tensor<T>, Tensor<T>)],
+    create_graph: bool,
+    stop: &HashSet<TensorId>,
+    keep: &HashSet<TensorId>,
+) -> Result<HashMap<TensorId, Tensor<T>>> {
+    let mut pass = ReversePass::new(roots, create_graph, stop.clone(), keep.clone())?;
+    while pass.step(&mut ())? {}
+    Ok(pass.into_grads())
 }
 
 impl<T: Float> Tensor<T> {

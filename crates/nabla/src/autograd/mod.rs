@@ -14,21 +14,58 @@ mod backward;
 mod checkpoint;
 mod functional;
 mod graph;
+mod inspect;
 mod op;
 
 pub use anomaly::{detect_anomaly, Anomaly};
 pub use checkpoint::{checkpoint, replayable_seed};
 pub use functional::{grad, hessian, hvp, jacobian, jvp, GradOptions};
 pub use graph::{GradStore, GraphStats};
+pub use inspect::{
+    BackwardStep, GraphReport, GraphTotals, Inspection, NodeReport, SentGrad, TensorSummary,
+};
 pub use op::{CheckpointFn, Checkpointed, Op, OpKind, Step};
 
 use std::any::Any;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 
 use crate::tensor::{Float, GraphNode, Layout, Tensor};
 
 thread_local! {
     static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+    static SCOPE: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the operations it records labelled `name` (a module's name, `loss`): the
+/// graph inspector groups ops by it. Nested scopes replace the outer name while they run.
+///
+/// ```
+/// use nabla::{autograd::scope, Tensor};
+/// let w = Tensor::<f32>::ones(&[2]).unwrap().requires_grad();
+/// let y = scope("layer 1", || w.mul_scalar(2.0)).unwrap();
+/// assert_eq!(y.scope().as_deref(), Some("layer 1"));
+/// ```
+pub fn scope<R>(name: &str, f: impl FnOnce() -> R) -> R {
+    scope_arc(Arc::from(name), f)
+}
+
+/// [`scope`] with a name already shared (no allocation per call).
+pub(crate) fn scope_arc<R>(name: Arc<str>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Arc<str>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            SCOPE.with(|s| *s.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(SCOPE.with(|s| s.borrow_mut().replace(name)));
+    f()
+}
+
+/// The name set by the innermost [`scope`] running on this thread.
+pub(crate) fn current_scope() -> Option<Arc<str>> {
+    SCOPE.with(|s| s.borrow().clone())
 }
 
 /// Whether operations on this thread currently record the graph.
@@ -132,6 +169,8 @@ pub(crate) struct Recorded<T: Float> {
     pub(crate) op: Op<T>,
     pub(crate) input_versions: Versions,
     pub(crate) output_version: u64,
+    /// The [`scope`] it was recorded in.
+    pub(crate) scope: Option<Arc<str>>,
 }
 
 impl<T: Float> GraphNode<T> for Recorded<T> {
@@ -153,6 +192,11 @@ impl<T: Float> Tensor<T> {
     /// The operation that made this tensor, if it was recorded.
     pub fn op(&self) -> Option<&Op<T>> {
         self.recorded().map(|r| &r.op)
+    }
+
+    /// The [`scope`] the operation that made this tensor was recorded in.
+    pub fn scope(&self) -> Option<Arc<str>> {
+        self.recorded().and_then(|r| r.scope.clone())
     }
 
     pub(crate) fn recorded(&self) -> Option<&Recorded<T>> {
@@ -184,6 +228,7 @@ fn node<T: Float>(op: Op<T>, inputs: &[&Tensor<T>], output_version: u64) -> Box<
         op,
         input_versions,
         output_version,
+        scope: current_scope(),
     })
 }
 

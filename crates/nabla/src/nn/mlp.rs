@@ -140,7 +140,13 @@ impl<T: Float> Mlp<T> {
 
 impl<T: Float> Module<T> for Mlp<T> {
     fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        self.layers.forward(x)
+        if !crate::autograd::is_grad_enabled() {
+            return self.layers.forward(x);
+        }
+        // Recorded ops are labelled like the parameters: `layers.0`, `layers.1`, …
+        static LAYERS: std::sync::LazyLock<std::sync::Arc<str>> =
+            std::sync::LazyLock::new(|| std::sync::Arc::from("layers"));
+        crate::autograd::scope_arc(LAYERS.clone(), || self.layers.forward(x))
     }
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
         prefixed("layers.", self.layers.named_parameters())

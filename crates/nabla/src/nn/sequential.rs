@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use std::sync::Arc;
 
-use crate::autograd::{checkpoint, is_grad_enabled};
+use crate::autograd::{checkpoint, is_grad_enabled, scope_arc};
 use crate::error::{Error, Result};
 use crate::nn::{prefixed, under, Module, SharedForward};
 use crate::tensor::{Float, Tensor};
@@ -18,6 +18,32 @@ use crate::tensor::{Float, Tensor};
 pub struct Sequential<T: Float = f32> {
     layers: Vec<Box<dyn Module<T>>>,
     checkpoint_every: Option<usize>,
+    scopes: ScopeNames,
+}
+
+/// The [scope](crate::autograd::scope) names of a container's children (`outer.index`), made
+/// once per outer scope so that recording a forward pass allocates no names.
+#[derive(Default)]
+pub(crate) struct ScopeNames(std::sync::Mutex<(Option<Arc<str>>, Vec<Arc<str>>)>);
+
+impl ScopeNames {
+    /// The name of child `i` under the current scope.
+    pub(crate) fn get(&self, i: usize) -> Arc<str> {
+        let outer = crate::autograd::current_scope();
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.0 != outer {
+            *cache = (outer, Vec::new());
+        }
+        while cache.1.len() <= i {
+            let k = cache.1.len();
+            let name = match &cache.0 {
+                Some(o) => format!("{o}.{k}"),
+                None => k.to_string(),
+            };
+            cache.1.push(Arc::from(name));
+        }
+        cache.1[i].clone()
+    }
 }
 
 impl<T: Float> Default for Sequential<T> {
@@ -32,6 +58,7 @@ impl<T: Float> Sequential<T> {
         Sequential {
             layers: Vec::new(),
             checkpoint_every: None,
+            scopes: ScopeNames::default(),
         }
     }
 
@@ -146,6 +173,11 @@ impl<T: Float> Module<T> for Sequential<T> {
                         Error::arg("Sequential", "a module cannot be checkpointed")
                     })?;
                     h = checkpoint(move |xs| f(&xs[0]), &[h])?;
+                }
+            }
+            _ if is_grad_enabled() => {
+                for (i, layer) in self.layers.iter().enumerate() {
+                    h = scope_arc(self.scopes.get(i), || layer.forward(&h))?;
                 }
             }
             _ => {

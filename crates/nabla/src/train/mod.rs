@@ -18,4 +18,4 @@ pub use collective::{Collective, ThreadGroup, ThreadRank};
 pub use config::{EarlyStopping, LossKind, OptimizerConfig, TrainConfig, TRAIN_CONFIG_VERSION};
 pub use metrics::{batch_loss, evaluate, Confusion, EpochMetrics, Evaluation};
 pub use state::{read_checkpoint, CheckpointInfo, LoopState};
-pub use trainer::{Callback, StepProgress, StopReason, Trainer};
+pub use trainer::{Callback, StepProgress, StepView, StopReason, Trainer};

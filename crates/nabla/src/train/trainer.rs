@@ -11,7 +11,7 @@ use super::collective::Collective;
 use super::metrics::{batch_loss, evaluate, EpochMetrics, Evaluation};
 use super::state::LoopState;
 use super::{LossKind, TrainConfig};
-use crate::autograd::{detect_anomaly, Anomaly};
+use crate::autograd::{detect_anomaly, Anomaly, GradStore};
 use crate::data::{batch_indices, DataFingerprint, TaskData};
 use crate::error::{Error, Result};
 use crate::nn::loss::predict_class;
@@ -41,6 +41,19 @@ pub struct StepProgress {
     pub samples_per_second: f64,
 }
 
+/// What [`Callback::inspect_step`] sees after a step.
+pub struct StepView<'a> {
+    /// The progress, as given to [`Callback::step`].
+    pub progress: &'a StepProgress,
+    /// The model after the update.
+    pub model: &'a Mlp<f32>,
+    /// The rows of the training set in this step's batch.
+    pub batch: &'a [usize],
+    /// The gradients the update used (after clipping), keyed by the parameters; `None` for sliced
+    /// (data-parallel) steps, whose gradients are never gathered into one store.
+    pub grads: Option<&'a GradStore<f32>>,
+}
+
 /// Why [`Trainer::fit`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -65,6 +78,10 @@ pub trait Callback {
     fn epoch_start(&mut self, _epoch: usize, _batches: usize, _done: usize) {}
     /// After every optimizer step.
     fn step(&mut self, _progress: &StepProgress) {}
+    /// After every optimizer step (after [`Callback::step`]), with the model, the batch's rows
+    /// and its gradients: for live views of training (weight and gradient norms, decision
+    /// regions). The model is in training mode; run it under [`no_grad`](crate::no_grad).
+    fn inspect_step(&mut self, _view: &StepView<'_>) {}
     /// After an epoch's evaluation.
     fn epoch_end(&mut self, _metrics: &EpochMetrics) {}
     /// After a checkpoint was written.
@@ -348,12 +365,22 @@ impl Trainer {
             if self.state.step >= total {
                 break;
             }
-            match self.config.grad_shards {
-                Some(m) => self.sharded_step(idx, m)?,
-                None => self.train_step(idx)?,
-            }
+            let grads = match self.config.grad_shards {
+                Some(m) => {
+                    self.sharded_step(idx, m)?;
+                    None
+                }
+                None => Some(self.train_step(idx)?),
+            };
             self.state.batch += 1;
-            cb.step(&self.progress(batches.len(), epoch_clock()));
+            let progress = self.progress(batches.len(), epoch_clock());
+            cb.step(&progress);
+            cb.inspect_step(&StepView {
+                progress: &progress,
+                model: &self.model,
+                batch: idx,
+                grads: grads.as_ref(),
+            });
             let due = self
                 .config
                 .checkpoint_every
@@ -404,8 +431,9 @@ impl Trainer {
         }
     }
 
-    /// Forward, sentinel, backward, clipping and the update for the rows `idx`.
-    fn train_step(&mut self, idx: &[usize]) -> Result<()> {
+    /// Forward, sentinel, backward, clipping and the update for the rows `idx`; the gradients
+    /// the update used.
+    fn train_step(&mut self, idx: &[usize]) -> Result<GradStore<f32>> {
         let base = self.config.optimizer.lr();
         self.optimizer
             .set_lr(self.config.schedule.lr_at(base, self.state.step));
@@ -447,7 +475,7 @@ impl Trainer {
                 .filter(|(p, &i)| **p == c.labels[i])
                 .count();
         }
-        Ok(())
+        Ok(grads)
     }
 
     fn forward(&self, idx: &[usize]) -> Result<(Tensor<f32>, Tensor<f32>)> {
