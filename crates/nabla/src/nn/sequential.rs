@@ -24,7 +24,10 @@ pub struct Sequential<T: Float = f32> {
 /// The [scope](crate::autograd::scope) names of a container's children (`outer.index`), made
 /// once per outer scope so that recording a forward pass allocates no names.
 #[derive(Default)]
-pub(crate) struct ScopeNames(std::sync::Mutex<(Option<Arc<str>>, Vec<Arc<str>>)>);
+pub(crate) struct ScopeNames(std::sync::Mutex<ScopeCache>);
+
+/// The outer scope the names were made under, and the names.
+type ScopeCache = (Option<Arc<str>>, Vec<Arc<str>>);
 
 impl ScopeNames {
     /// The name of child `i` under the current scope.
