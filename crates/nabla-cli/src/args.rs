@@ -33,6 +33,56 @@ pub enum Command {
     Export(ExportArgs),
     /// Read another framework's MLP (a PyTorch nn.Sequential state dict) as a nabla model file.
     Import(ImportArgs),
+    /// Serve the playground (watch a network learn) and the backprop inspector in a browser.
+    Serve(ServeArgs),
+    /// Write the recorded graph of one training step (forward, loss, backward) as DOT or JSON.
+    Graph(GraphArgs),
+}
+
+/// `nabla serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Port to listen on (0: any free port; the address is printed).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Address to listen on. Only this machine can connect to the default; another address
+    /// lets anyone who can reach it start training runs here (a warning is printed).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Open the page in the default browser.
+    #[arg(long)]
+    pub open: bool,
+    /// Most runs open at once (browser tabs); more are refused with a "busy" message.
+    #[arg(long, default_value_t = 4)]
+    pub max_sessions: usize,
+}
+
+/// Formats `nabla graph` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz DOT (`dot -Tsvg graph.dot > graph.svg`).
+    Dot,
+    /// JSON: every node with its op, shape, saved bytes and value/gradient statistics, the
+    /// backward order and the totals (what the playground's inspector shows).
+    Json,
+}
+
+/// `nabla graph`.
+#[derive(Debug, Clone, Args)]
+pub struct GraphArgs {
+    /// A model file written by `nabla train` (model.safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Rows in the batch (the first rows of the model's training data; random inputs when the
+    /// model file names no data set that can be loaded).
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+    pub format: GraphFormat,
+    /// Where to write it.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Formats `nabla export` writes.
@@ -391,4 +441,34 @@ pub struct InfoArgs {
     /// A checkpoint (weights or training state).
     #[arg(long)]
     pub checkpoint: PathBuf,
+}
+
+/// Parses a command line (the program name first) as `nabla` does: the arguments, and for
+/// `train` the ids of the flags given on the command line (not defaults), which `--resume`
+/// and the flag checks need.
+pub fn parse_from<I, S>(argv: I) -> Result<(Cli, Vec<String>), clap::Error>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString> + Clone,
+{
+    use clap::parser::ValueSource;
+    use clap::{CommandFactory, FromArgMatches};
+    let command = Cli::command();
+    let matches = command.clone().try_get_matches_from(argv)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    let is_flag = |id: &str| {
+        command
+            .find_subcommand("train")
+            .is_some_and(|c| c.get_arguments().any(|a| a.get_id() == id))
+    };
+    let given = matches
+        .subcommand_matches("train")
+        .map_or_else(Vec::new, |m| {
+            m.ids()
+                .filter(|id| is_flag(id.as_str()))
+                .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+                .map(|id| id.to_string())
+                .collect()
+        });
+    Ok((cli, given))
 }

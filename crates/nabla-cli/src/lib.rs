@@ -8,6 +8,7 @@ pub mod bench;
 pub mod commands;
 pub mod dataset;
 pub mod experiment;
+pub mod graph;
 pub mod group;
 pub mod interop;
 pub mod metrics;
@@ -16,6 +17,7 @@ pub mod plots;
 pub mod progress;
 pub mod runconfig;
 pub mod rundir;
+pub mod serve;
 pub mod train;
 
 /// The current UTC time as `YYYYMMDD-HHMMSS` (run directory names, run ids).

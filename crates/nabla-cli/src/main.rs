@@ -1,18 +1,13 @@
 //! The `nabla` command-line tool.
 
 use clap::error::ErrorKind;
-use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches};
-
-use nabla_cli::args::{Cli, Command};
+use nabla_cli::args::Command;
 use nabla_cli::{commands, interop, train};
 
 fn main() {
     nabla::alloc::retain_freed_memory();
-    let parsed = Cli::command()
-        .try_get_matches()
-        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
-    let (cli, matches) = match parsed {
+    let parsed = nabla_cli::args::parse_from(std::env::args_os());
+    let (cli, given) = match parsed {
         Ok(c) => c,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             print!("{e}");
@@ -41,25 +36,7 @@ fn main() {
         }
     };
     let result = match &cli.command {
-        Command::Train(a) => {
-            // The flags given on the command line (not defaults): --resume refuses the others,
-            // and flags that do not apply to the run are errors.
-            let sub = matches.subcommand_matches("train");
-            let command = Cli::command();
-            let is_flag = |id: &str| {
-                command
-                    .find_subcommand("train")
-                    .is_some_and(|c| c.get_arguments().any(|a| a.get_id() == id))
-            };
-            let given: Vec<String> = sub.map_or_else(Vec::new, |m| {
-                m.ids()
-                    .filter(|id| is_flag(id.as_str()))
-                    .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
-                    .map(|id| id.to_string())
-                    .collect()
-            });
-            train::run(a, &given)
-        }
+        Command::Train(a) => train::run(a, &given),
         Command::Eval(a) => commands::eval(a),
         Command::Predict(a) => commands::predict(a),
         Command::Gradcheck => commands::gradcheck(),
@@ -67,6 +44,8 @@ fn main() {
         Command::Bench(a) => nabla_cli::bench::run(a),
         Command::Export(a) => interop::export(a),
         Command::Import(a) => interop::import(a),
+        Command::Serve(a) => nabla_cli::serve::run(a),
+        Command::Graph(a) => nabla_cli::graph::run(a),
     };
     if let Err(e) = result {
         if let Some(i) = e.downcast_ref::<train::Interrupted>() {

@@ -1,0 +1,381 @@
+//! `nabla serve` over HTTP: every endpoint with good and bad input, the limits, the busy
+//! answer, and a clean stop on SIGINT. (The page in a real browser: `browser.rs`.)
+
+mod server;
+
+use std::time::Duration;
+
+use serde_json::json;
+use server::{spiral_request, Server};
+
+fn create(s: &Server, body: &str) -> serde_json::Value {
+    let r = s.request("POST", "/api/sessions", Some(body));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+#[test]
+fn page_and_assets_are_served_from_the_binary() {
+    let s = Server::start(&[]);
+    let page = s.request("GET", "/", None);
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(html.contains("/assets/app.js"));
+    for remote in ["src=\"http", "href=\"http", "src=\"//", "href=\"//"] {
+        assert!(
+            !html.contains(remote),
+            "the page loads something remote: {remote}"
+        );
+    }
+    for asset in [
+        "app.js",
+        "style.css",
+        "vendor/uPlot.iife.min.js",
+        "vendor/uPlot.min.css",
+    ] {
+        let r = s.request("GET", &format!("/assets/{asset}"), None);
+        assert_eq!(r.status, 200, "{asset}");
+        assert!(!r.body.is_empty());
+    }
+    let missing = s.request("GET", "/assets/../Cargo.toml", None);
+    assert_eq!(missing.status, 404);
+    assert_eq!(s.request("GET", "/nope", None).status, 404);
+    let o = s.request("GET", "/api/options", None).json();
+    assert_eq!(o["limits"]["max_width"], 1024);
+}
+
+#[test]
+fn a_run_trains_streams_saves_and_inspects() {
+    let s = Server::start(&[]);
+    // 300 steps per second: slow enough to watch, fast enough to learn in seconds.
+    let info = create(&s, &spiral_request(|v| v["steps_per_second"] = json!(300)));
+    let id = info["id"].as_str().unwrap().to_string();
+    assert_eq!(info["task"], "classification");
+    assert_eq!(info["classes"], 3);
+    assert_eq!(info["train"].as_array().unwrap().len(), 300);
+    let cmd = info["command"].as_str().unwrap();
+    assert!(
+        cmd.starts_with("nabla train --dataset spiral --points 100"),
+        "{cmd}"
+    );
+
+    // Paused until told: the first snapshot is step 0 with decision regions.
+    let first = s
+        .events_until(&id, Duration::from_secs(10), |_| true)
+        .unwrap();
+    assert_eq!(first["step"], 0);
+    assert_eq!(first["grid"]["class"].as_array().unwrap().len(), 60 * 60);
+
+    let r = s.request(
+        "POST",
+        &format!("/api/sessions/{id}/control"),
+        Some(r#"{"action":"step"}"#),
+    );
+    assert_eq!(r.json()["state"], "running");
+    let one = s
+        .events_until(&id, Duration::from_secs(10), |v| v["step"] == 1)
+        .expect("one step");
+    assert_eq!(one["state"], "paused");
+    assert!(one["layers"][0]["grad_norm"].as_f64().unwrap() > 0.0);
+
+    s.request(
+        "POST",
+        &format!("/api/sessions/{id}/control"),
+        Some(r#"{"action":"start"}"#),
+    );
+    let (mut frames, started) = (0, std::time::Instant::now());
+    let good = s.events_until(&id, Duration::from_secs(120), |v| {
+        frames += 1;
+        v["test_accuracy"].as_f64().unwrap_or(0.0) > 0.9
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(good.is_some(), "test accuracy never passed 90%");
+    // At least 10 updates per second while training (20 are sent).
+    assert!(
+        frames as f64 >= 10.0 * seconds.floor(),
+        "{frames} frames in {seconds:.1} s"
+    );
+    assert!(frames > 5, "{frames} frames in {seconds:.1} s");
+    let paused = s.request(
+        "POST",
+        &format!("/api/sessions/{id}/control"),
+        Some(r#"{"action":"pause"}"#),
+    );
+    assert_eq!(paused.json()["state"], "paused");
+
+    // The checkpoint is a nabla model file that `nabla info` reads.
+    let ckpt = s.request("GET", &format!("/api/sessions/{id}/checkpoint"), None);
+    assert_eq!(ckpt.status, 200);
+    assert!(ckpt
+        .header("content-disposition")
+        .unwrap()
+        .contains("attachment"));
+    let dir = std::env::temp_dir().join(format!("nabla-serve-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.safetensors");
+    std::fs::write(&path, &ckpt.body).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nabla"))
+        .args(["info", "--checkpoint"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("spiral"));
+
+    // The inspector: the graph of a batch, then backward one op at a time.
+    let step_path = format!("/api/sessions/{id}/inspect/step");
+    let early = s.request("POST", &step_path, Some("{}"));
+    assert_eq!(early.status, 400);
+    assert!(
+        early.error().contains("inspect a batch first"),
+        "{}",
+        early.error()
+    );
+    let g = s
+        .request("POST", &format!("/api/sessions/{id}/inspect"), Some("{}"))
+        .json();
+    assert_eq!(g["batch"], 32);
+    let order: Vec<u64> = g["backward_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(g["totals"]["saved_bytes"].as_u64().unwrap() > 0);
+    let ops = g["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| !n["op"].is_null())
+        .count();
+    assert_eq!(order.len(), ops);
+    let mut ran = Vec::new();
+    loop {
+        let st = s.request("POST", &step_path, Some("{}")).json();
+        ran.push(st["node"].as_u64().unwrap());
+        if st["done"] == true {
+            break;
+        }
+    }
+    assert_eq!(ran, order);
+    let after = s.request("POST", &step_path, Some("{}"));
+    assert_eq!(after.status, 400);
+    assert!(after.error().contains("complete"));
+
+    // Reset: step 0 again.
+    let r = s.request(
+        "POST",
+        &format!("/api/sessions/{id}/control"),
+        Some(r#"{"action":"reset"}"#),
+    );
+    assert_eq!(r.status, 200);
+    assert!(s
+        .events_until(&id, Duration::from_secs(10), |v| v["step"] == 0)
+        .is_some());
+    assert_eq!(
+        s.request("DELETE", &format!("/api/sessions/{id}"), None)
+            .status,
+        204
+    );
+    assert_eq!(
+        s.request("GET", &format!("/api/sessions/{id}/checkpoint"), None)
+            .status,
+        404
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_requests_get_a_4xx_with_a_message() {
+    let s = Server::start(&[]);
+    let cases: Vec<(String, &str)> = vec![
+        ("{not json".into(), "malformed request"),
+        (spiral_request(|v| v["lr"] = json!("abc")), "lr"),
+        (spiral_request(|v| v["lr"] = json!("NaN")), "lr"),
+        (spiral_request(|v| v["lr"] = json!(-1.0)), "lr"),
+        (
+            spiral_request(|v| v["hidden"] = json!([1_000_000_000u64])),
+            "width 1000000000",
+        ),
+        (
+            spiral_request(|v| v["hidden"] = json!(vec![1; 1_000_000])),
+            "1000000 layers",
+        ),
+        (spiral_request(|v| v["hidden"] = json!([])), "hidden"),
+        (
+            spiral_request(|v| v["points"] = json!(10_000_000)),
+            "points",
+        ),
+        (spiral_request(|v| v["batch_size"] = json!(0)), "batch_size"),
+        (spiral_request(|v| v["dataset"] = json!("mnist")), "dataset"),
+        (
+            spiral_request(|v| v["activation"] = json!("swishy")),
+            "swishy",
+        ),
+        (spiral_request(|v| v["loss"] = json!("mse")), "mse"),
+        (spiral_request(|v| v["surprise"] = json!(1)), "surprise"),
+        (spiral_request(|v| v["dataset"] = json!("csv")), "csv"),
+        (
+            spiral_request(|v| {
+                v["dataset"] = json!("csv");
+                v["csv"] = json!("a,b\n1,x\n");
+            }),
+            "csv",
+        ),
+        (
+            spiral_request(|v| v["steps_per_second"] = json!(-5)),
+            "steps_per_second",
+        ),
+    ];
+    for (body, want) in cases {
+        let r = s.request("POST", "/api/sessions", Some(&body));
+        let shown: String = body.chars().take(80).collect();
+        assert_eq!(
+            r.status,
+            400,
+            "{shown}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let e = r.error();
+        assert!(e.contains(want), "{shown}: '{e}' does not name {want}");
+    }
+    // A 50 MB upload is refused from its declared length, without reading it.
+    let big = s.raw(
+        "POST",
+        "/api/sessions",
+        &["Content-Length: 52428800"],
+        Some(b"{\"dataset\":"),
+    );
+    assert_eq!(big.status, 413);
+    assert!(big.error().contains("limit"), "{}", big.error());
+    // A body over the limit without a declared length (chunked) is refused too.
+    let chunk = vec![b' '; 1 << 20];
+    let mut body = Vec::new();
+    for _ in 0..6 {
+        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(&chunk);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let chunked = s.raw(
+        "POST",
+        "/api/sessions",
+        &["Transfer-Encoding: chunked"],
+        Some(&body),
+    );
+    assert_eq!(chunked.status, 413);
+    // Bad controls and unknown runs.
+    let id = create(&s, &spiral_request(|_| {}))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s.request(
+        "POST",
+        &format!("/api/sessions/{id}/control"),
+        Some(r#"{"action":"fly"}"#),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("fly"));
+    for path in ["/api/sessions/999/control", "/api/sessions/abc/inspect"] {
+        let r = s.request("POST", path, Some(r#"{"action":"start"}"#));
+        assert_eq!(r.status, 404, "{path}");
+        assert!(r.error().contains("no run"));
+    }
+    // The server survived all of it.
+    assert_eq!(s.request("GET", "/api/options", None).status, 200);
+}
+
+#[test]
+fn runs_past_the_limit_are_told_busy() {
+    let s = Server::start(&["--max-sessions", "2"]);
+    let body = spiral_request(|_| {});
+    let a = create(&s, &body)["id"].as_str().unwrap().to_string();
+    create(&s, &body);
+    let r = s.request("POST", "/api/sessions", Some(&body));
+    assert_eq!(r.status, 503);
+    assert!(r.error().starts_with("busy"), "{}", r.error());
+    // Both train at once.
+    for id in [a.clone(), "2".into()] {
+        s.request(
+            "POST",
+            &format!("/api/sessions/{id}/control"),
+            Some(r#"{"action":"start"}"#),
+        );
+    }
+    for id in [a.clone(), "2".into()] {
+        assert!(s
+            .events_until(&id, Duration::from_secs(30), |v| v["step"].as_u64()
+                > Some(50))
+            .is_some());
+    }
+    s.request("DELETE", &format!("/api/sessions/{a}"), None);
+    assert_eq!(s.request("POST", "/api/sessions", Some(&body)).status, 201);
+}
+
+#[test]
+fn ctrl_c_stops_the_server_cleanly_even_with_a_stream_open() {
+    let mut s = Server::start(&[]);
+    let id = create(&s, &spiral_request(|_| {}))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.request(
+        "POST",
+        &format!("/api/sessions/{id}/control"),
+        Some(r#"{"action":"start"}"#),
+    );
+    let addr = s.addr.clone();
+    let watcher = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            c,
+            "GET /api/sessions/{id}/events HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .unwrap();
+        let mut sink = Vec::new();
+        let _ = c.read_to_end(&mut sink); // ends when the server closes the stream
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = s.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    watcher.join().unwrap();
+}
+
+#[test]
+fn a_bad_address_is_refused_in_one_line() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nabla"))
+        .args(["serve", "--host", "not-an-address"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--host not-an-address") && err.lines().count() == 1,
+        "{err}"
+    );
+}
