@@ -379,3 +379,62 @@ fn a_bad_address_is_refused_in_one_line() {
         "{err}"
     );
 }
+
+#[test]
+fn csv_uploads_and_regression_runs_draw_what_they_can() {
+    let s = Server::start(&[]);
+    // Two features, three classes: decision regions.
+    let mut csv = String::from("x,y,label\n");
+    for i in 0..90 {
+        let c = i % 3;
+        csv += &format!(
+            "{},{},{c}\n",
+            c as f64 + (i as f64 * 0.37).sin() * 0.2,
+            (i as f64 * 0.11).cos()
+        );
+    }
+    let body = spiral_request(|v| {
+        v["dataset"] = json!("csv");
+        v["csv"] = json!(csv);
+        v["test_fraction"] = json!(0.25);
+    });
+    let info = create(&s, &body);
+    assert_eq!(info["features"], 2);
+    assert_eq!(info["classes"], 3);
+    assert!(info["command"]
+        .as_str()
+        .unwrap()
+        .contains("--csv YOUR_FILE.csv --test-fraction 0.25"));
+    let id = info["id"].as_str().unwrap();
+    let snap = s
+        .events_until(id, Duration::from_secs(10), |_| true)
+        .unwrap();
+    assert_eq!(snap["grid"]["n"], 60);
+
+    // Sine regression: a fitted curve instead of regions, no accuracy.
+    let body = spiral_request(|v| {
+        v["dataset"] = json!("sine");
+        v["loss"] = json!("huber");
+    });
+    let info = create(&s, &body);
+    assert_eq!(info["task"], "regression");
+    let id = info["id"].as_str().unwrap();
+    s.request(
+        "POST",
+        &format!("/api/sessions/{id}/control"),
+        Some(r#"{"action":"step"}"#),
+    );
+    let snap = s
+        .events_until(id, Duration::from_secs(10), |v| v["step"] == 1)
+        .unwrap();
+    assert!(snap["grid"].is_null() && snap["test_accuracy"].is_null());
+    assert_eq!(snap["curve"].as_array().unwrap().len(), 200);
+    let g = s
+        .request("POST", &format!("/api/sessions/{id}/inspect"), Some("{}"))
+        .json();
+    assert!(g["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["group"] == "loss"));
+}
