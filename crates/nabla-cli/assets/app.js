@@ -168,7 +168,8 @@ function onDatasetChange() {
 /** Make sure a session exists for the current settings; recreate it when they changed. */
 async function ensureSession() {
   const settings = await readSettings();
-  const key = JSON.stringify(settings);
+  // The speed is not part of what a run computes: changing it does not start a new run.
+  const key = JSON.stringify(Object.assign({}, settings, { steps_per_second: null }));
   if (session && session.key === key) return session;
   if (session) {
     const old = sessionPath();
@@ -693,7 +694,25 @@ function init() {
   }));
   $('save').addEventListener('click', action(async () => {
     requireSession();
-    window.location = sessionPath('/checkpoint');
+    // Fetch first, so a failure shows its message here instead of replacing the page.
+    const r = await fetch(sessionPath('/checkpoint'));
+    if (!r.ok) {
+      let msg = `${r.status} ${r.statusText}`;
+      try { msg = (await r.json()).error || msg; } catch (_) { /* not JSON */ }
+      throw new Error(msg);
+    }
+    const url = URL.createObjectURL(await r.blob());
+    const a = el('a', { href: url, download: `nabla-${session.dataset || 'run'}.safetensors` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }));
+  $('speed').addEventListener('change', action(async () => {
+    if (!session) return; // applies to the next run
+    const r = await api('POST', sessionPath('/control'),
+      { action: 'speed', steps_per_second: Number($('speed').value) });
+    if (r && r.state) $('state').textContent = r.state;
   }));
   $('copy-command').addEventListener('click', action(copyCommand));
   $('inspect').addEventListener('click', action(inspect));

@@ -115,3 +115,48 @@ fn a_root_without_a_graph_is_an_error() {
     let c = Tensor::<f32>::ones(&[1]).unwrap();
     assert!(Inspection::new(&c, &[]).is_err());
 }
+
+#[test]
+fn a_step_over_a_value_changed_in_place_fails_and_the_pass_stays_failed() {
+    let (model, x, loss) = mlp_loss();
+    let mut ins = Inspection::new(&loss, &names(&model, &x)).unwrap();
+    ins.step().unwrap().unwrap(); // the loss's first op
+                                  // An optimizer step edits the weights in place: the products that read them refuse.
+    for p in model.parameters() {
+        p.update_data(|d| d.iter_mut().for_each(|v| *v += 1.0))
+            .unwrap();
+    }
+    let mut err = None;
+    for _ in 0..20 {
+        match ins.step() {
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(e) => {
+                err = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let err = err.expect("a stale weight was used");
+    assert!(err.contains("modified in place"), "{err}");
+    let again = ins.step().err().unwrap().to_string();
+    assert!(again.contains("earlier step"), "{again}");
+}
+
+#[test]
+fn done_comes_with_the_last_rule_that_runs() {
+    // `done` is the pass's own answer (no op left holding a gradient), reported with the
+    // last rule rather than by a further call.
+    let a = Tensor::<f64>::from_vec(vec![1.0, 2.0], &[2])
+        .unwrap()
+        .requires_grad();
+    let loss = a.mul_scalar(3.0).unwrap().sum_all().unwrap();
+    let mut ins = Inspection::new(&loss, &[("a".into(), a)]).unwrap();
+    let mut last = None;
+    while let Some(s) = ins.step().unwrap() {
+        last = Some(s);
+    }
+    let last = last.unwrap();
+    assert!(last.done && last.remaining == 0);
+    assert_eq!(last.index + 1, ins.report().backward_order.len());
+}

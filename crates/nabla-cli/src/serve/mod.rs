@@ -59,7 +59,8 @@ type ApiResult<T> = std::result::Result<T, ApiError>;
 
 /// One open run, as the handlers see it.
 struct Handle {
-    tx: Mutex<Sender<Msg>>,
+    /// Taken when the run is closed: its thread then ends, and so do its event streams.
+    tx: Mutex<Option<Sender<Msg>>>,
     snapshots: watch::Receiver<Arc<String>>,
     last_seen: Mutex<Instant>,
     streams: AtomicUsize,
@@ -67,21 +68,24 @@ struct Handle {
 
 /// The server's state.
 struct App {
-    sessions: Mutex<HashMap<u64, Arc<Handle>>>,
-    next_id: AtomicU64,
+    /// Open runs by id, and slots reserved by runs being created.
+    sessions: Mutex<(HashMap<String, Arc<Handle>>, usize)>,
+    /// Run ids are unguessable: another page cannot drive a run it did not make.
+    ids: Mutex<nabla::Rng>,
     max_sessions: usize,
     shutdown: watch::Receiver<bool>,
+    /// A private (0700) directory for uploaded CSV files while they are read.
     scratch: std::path::PathBuf,
+    csv_count: AtomicU64,
+    /// The `Host` values a request may carry (loopback only; empty: any).
+    hosts: Vec<String>,
 }
 
 type Shared = Arc<App>;
 
 impl App {
     fn get(&self, id: &str) -> ApiResult<Arc<Handle>> {
-        let found = id
-            .parse::<u64>()
-            .ok()
-            .and_then(|k| lock(&self.sessions).get(&k).cloned());
+        let found = lock(&self.sessions).0.get(id).cloned();
         let h = found.ok_or_else(|| {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -97,9 +101,50 @@ impl App {
 
     /// Closes runs nobody has watched or asked anything of for [`IDLE`].
     fn reap(&self) {
-        lock(&self.sessions).retain(|_, h| {
-            h.streams.load(Ordering::SeqCst) > 0 || lock(&h.last_seen).elapsed() < IDLE
+        lock(&self.sessions).0.retain(|_, h| {
+            let keep = h.streams.load(Ordering::SeqCst) > 0 || lock(&h.last_seen).elapsed() < IDLE;
+            if !keep {
+                h.close();
+            }
+            keep
         });
+    }
+
+    /// Reserves a slot for a new run, or answers busy.
+    fn reserve(&self) -> ApiResult<()> {
+        self.reap();
+        let mut s = lock(&self.sessions);
+        if s.0.len() + s.1 >= self.max_sessions {
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "busy: {} runs are open (the limit of this server, --max-sessions); close a \
+                     tab or wait {} s for an idle run to be closed",
+                    self.max_sessions,
+                    IDLE.as_secs()
+                ),
+            ));
+        }
+        s.1 += 1;
+        Ok(())
+    }
+
+    /// Fills a reserved slot with `handle` (or frees it); returns the run's id.
+    fn settle(&self, handle: Option<Arc<Handle>>) -> String {
+        let id = format!("{:016x}", lock(&self.ids).next_u64());
+        let mut s = lock(&self.sessions);
+        s.1 -= 1;
+        if let Some(h) = handle {
+            s.0.insert(id.clone(), h);
+        }
+        id
+    }
+}
+
+impl Handle {
+    /// Ends the run's thread (it sees its message channel close).
+    fn close(&self) {
+        lock(&self.tx).take();
     }
 }
 
@@ -145,7 +190,39 @@ async fn asset(path: Option<Path<String>>) -> ApiResult<Response> {
     Ok(([(header::CONTENT_TYPE, *mime)], *bytes).into_response())
 }
 
-/// The router of every page and endpoint (for tests: serve it on any listener).
+/// Refuses requests for another host name (DNS rebinding) and requests that another site's
+/// page sends (a foreign `Origin`).
+fn foreign(app: &App, headers: &HeaderMap) -> Option<ApiError> {
+    let get = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let host = get(header::HOST).unwrap_or_default();
+    if !app.hosts.is_empty() && !app.hosts.iter().any(|h| h == host) {
+        let msg = format!(
+            "refused: this server answers only to {}, not to Host '{host}'",
+            app.hosts.join(" or ")
+        );
+        return Some(ApiError(StatusCode::FORBIDDEN, msg));
+    }
+    match get(header::ORIGIN) {
+        Some(origin) if origin != format!("http://{host}") => Some(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("refused: a page from {origin} may not use this server"),
+        )),
+        _ => None,
+    }
+}
+
+async fn same_origin(
+    State(app): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(e) = foreign(&app, req.headers()) {
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+/// The router of every page and endpoint.
 fn router(app: Shared) -> Router {
     Router::new()
         .route("/", get(|| asset(None)))
@@ -159,6 +236,10 @@ fn router(app: Shared) -> Router {
         .route("/api/sessions/{id}/inspect", post(inspect))
         .route("/api/sessions/{id}/inspect/step", post(inspect_step))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such page or endpoint".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            same_origin,
+        ))
         .with_state(app)
 }
 
@@ -176,6 +257,17 @@ async fn json_body<T: serde::de::DeserializeOwned>(
             ),
         )
     };
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if !json_type {
+        // Also keeps other sites' pages out: a cross-site form cannot send this type.
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the request body as JSON with Content-Type: application/json".into(),
+        ));
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
@@ -212,47 +304,47 @@ async fn options() -> Json<Value> {
 
 async fn create(State(app): State<Shared>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     let req: RunRequest = json_body(&headers, body).await?;
-    app.reap();
-    if lock(&app.sessions).len() >= app.max_sessions {
-        return Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "busy: {} runs are open (the limit of this server, --max-sessions); close a tab \
-                 or wait {} s for an idle run to be closed",
-                app.max_sessions,
-                IDLE.as_secs()
-            ),
-        ));
-    }
-    let id = app.next_id.fetch_add(1, Ordering::SeqCst);
-    let csv_path = app.scratch.join(format!("run-{id}.csv"));
-    let rate = req.steps_per_second;
+    app.reserve()?;
+    let made = make_run(&app, req).await;
+    let handle = made.as_ref().ok().map(|(_, h)| h.clone());
+    let id = app.settle(handle);
+    let (mut info, _) = made?;
+    info["id"] = json!(id);
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+/// Loads the data, checks the settings and starts the run's thread.
+async fn make_run(app: &App, req: RunRequest) -> ApiResult<(Value, Arc<Handle>)> {
+    let n = app.csv_count.fetch_add(1, Ordering::SeqCst);
+    let csv_path = app.scratch.join(format!("upload-{n}.csv"));
+    let shown = csv_path.display().to_string();
     // Loading and checking the data is blocking work: off the async workers.
     let made = tokio::task::spawn_blocking(move || -> Result<_> {
-        let resolved = request::resolve(&req, &csv_path)?;
+        let resolved = request::resolve(&req, &csv_path);
         let _ = std::fs::remove_file(&csv_path);
+        let resolved = resolved?;
         let mut info = view::describe(&resolved)?;
         info["command"] = json!(resolved.command);
-        let (tx, rx) = session::spawn(resolved, rate)?;
+        let (tx, rx) = session::spawn(resolved, request::step_time(req.steps_per_second)?)?;
         Ok((info, tx, rx))
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let (mut info, tx, snapshots) = made.map_err(ApiError::bad)?;
-    info["id"] = json!(id.to_string());
+    // Errors about the uploaded file name it as the page does.
+    let (info, tx, snapshots) =
+        made.map_err(|e| ApiError::bad(format!("{e:#}").replace(&shown, "the uploaded CSV")))?;
     let handle = Arc::new(Handle {
-        tx: Mutex::new(tx),
+        tx: Mutex::new(Some(tx)),
         snapshots,
         last_seen: Mutex::new(Instant::now()),
         streams: AtomicUsize::new(0),
     });
-    lock(&app.sessions).insert(id, handle);
-    Ok((StatusCode::CREATED, Json(info)).into_response())
+    Ok((info, handle))
 }
 
 async fn close(State(app): State<Shared>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    app.get(&id)?;
-    lock(&app.sessions).retain(|k, _| k.to_string() != id);
+    app.get(&id)?.close();
+    lock(&app.sessions).0.remove(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -265,14 +357,31 @@ async fn ask<T>(
     let h = app.get(id)?;
     let (tx, rx) = oneshot::channel();
     let gone = || ApiError(StatusCode::GONE, format!("run {id} has stopped"));
-    lock(&h.tx).send(make(tx)).map_err(|_| gone())?;
+    lock(&h.tx)
+        .as_ref()
+        .ok_or_else(gone)?
+        .send(make(tx))
+        .map_err(|_| gone())?;
     rx.await.map_err(|_| gone())?.map_err(ApiError::bad)
+}
+
+/// What `POST …/control` asks.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ControlAction {
+    Start,
+    Pause,
+    Step,
+    Reset,
+    /// Change the step rate (`steps_per_second`) of a run without restarting it.
+    Speed,
 }
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ControlRequest {
-    action: Action,
+    action: ControlAction,
+    steps_per_second: Option<f64>,
 }
 
 async fn control(
@@ -282,7 +391,18 @@ async fn control(
     body: Body,
 ) -> ApiResult<Json<Value>> {
     let req: ControlRequest = json_body(&headers, body).await?;
-    let state = ask(&app, &id, |r| Msg::Control(req.action, r)).await?;
+    let action = match req.action {
+        ControlAction::Start => Action::Start,
+        ControlAction::Pause => Action::Pause,
+        ControlAction::Step => Action::Step,
+        ControlAction::Reset => Action::Reset,
+        ControlAction::Speed => {
+            let t = request::step_time(req.steps_per_second).map_err(ApiError::bad)?;
+            let state = ask(&app, &id, |r| Msg::Speed(t, r)).await?;
+            return Ok(Json(json!({ "state": state })));
+        }
+    };
+    let state = ask(&app, &id, |r| Msg::Control(action, r)).await?;
     Ok(Json(json!({ "state": state })))
 }
 
@@ -366,19 +486,31 @@ async fn serve(addr: SocketAddr, loopback: bool, args: &ServeArgs) -> Result<()>
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
-    let scratch = std::env::temp_dir().join(format!("nabla-serve-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch)
-        .with_context(|| format!("cannot create {}", scratch.display()))?;
+    let scratch = private_dir()?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let port = bound.port();
+    let hosts = if loopback {
+        vec![
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+        ]
+    } else {
+        Vec::new()
+    };
     let app = Arc::new(App {
-        sessions: Mutex::new(HashMap::new()),
-        next_id: AtomicU64::new(1),
+        sessions: Mutex::new((HashMap::new(), 0)),
+        ids: Mutex::new(nabla::Rng::new(random_seed())),
         max_sessions: args.max_sessions,
-        shutdown: stop_rx,
+        shutdown: stop_rx.clone(),
         scratch: scratch.clone(),
+        csv_count: AtomicU64::new(0),
+        hosts,
     });
     let url = format!("http://{bound}/");
-    println!("nabla serve: {url} (Ctrl-C to stop)");
+    // stdout may be a closed pipe: not worth a panic.
+    let _ = writeln!(std::io::stdout(), "nabla serve: {url} (Ctrl-C to stop)");
+    let _ = std::io::stdout().flush();
     if !loopback {
         eprintln!(
             "warning: listening on {bound}, not only this machine: anyone who can reach it can \
@@ -397,17 +529,66 @@ async fn serve(addr: SocketAddr, loopback: bool, args: &ServeArgs) -> Result<()>
     });
     let shutdown = async move {
         stop_signal().await;
-        // stdout may be gone (a closed pipe): not worth a panic.
         let _ = writeln!(std::io::stdout(), "nabla serve: stopping");
         let _ = stop_tx.send(true);
+        // A second Ctrl-C does not wait for anything.
+        tokio::spawn(async {
+            stop_signal().await;
+            std::process::exit(130);
+        });
     };
-    axum::serve(listener, router(app.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the server failed")?;
-    lock(&app.sessions).clear();
+    let server = axum::serve(listener, router(app.clone())).with_graceful_shutdown(shutdown);
+    let mut stopping = stop_rx;
+    // Connections that do not finish within 5 s of the signal are dropped.
+    let deadline = async move {
+        let _ = stopping.wait_for(|&s| s).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    };
+    tokio::select! {
+        r = server => r.context("the server failed")?,
+        _ = deadline => {}
+    }
+    for h in lock(&app.sessions).0.values() {
+        h.close();
+    }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+/// A fresh directory only this user can read, for uploads.
+fn private_dir() -> Result<std::path::PathBuf> {
+    let base = std::env::temp_dir();
+    for k in 0..100u64 {
+        let dir = base.join(format!(
+            "nabla-serve-{}-{:x}",
+            std::process::id(),
+            random_seed() ^ k
+        ));
+        let mut b = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        match b.create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+        }
+    }
+    anyhow::bail!("cannot create a private directory in {}", base.display())
+}
+
+/// 64 random bits from the system (the clock and process id where there is none).
+fn random_seed() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            t ^ (u64::from(std::process::id()) << 32)
+        }
+    }
 }
 
 async fn stop_signal() {

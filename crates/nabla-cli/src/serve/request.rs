@@ -3,6 +3,7 @@
 //! data loading, flag checks, [`runconfig::build`]), so the page and the CLI cannot disagree.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use nabla::data::{Normalizer, TaskData};
@@ -23,6 +24,10 @@ pub const MAX_POINTS: usize = 5000;
 pub const MAX_BATCH: usize = 4096;
 /// Largest uploaded CSV, in bytes.
 pub const MAX_CSV_BYTES: usize = 2 << 20;
+/// Most input features (CSV columns).
+pub const MAX_FEATURES: usize = 1024;
+/// Most parameters of a playground model.
+pub const MAX_PARAMETERS: usize = 20_000_000;
 /// Epochs a playground run trains for at most (the command line says so too).
 pub const EPOCHS: usize = 1000;
 
@@ -107,12 +112,26 @@ fn check_limits(r: &RunRequest) -> Result<()> {
             );
         }
     }
-    if let Some(s) = r.steps_per_second {
-        if !(s.is_finite() && s >= 0.0) {
-            bail!("steps_per_second: {s}; give a rate ≥ 0 (0: unlimited)");
-        }
-    }
+    step_time(r.steps_per_second)?;
     Ok(())
+}
+
+/// Slowest and fastest step rates the playground takes (0: unlimited).
+pub const STEP_RATES: (f64, f64) = (0.1, 1e6);
+
+/// The least time between two steps for a rate in steps per second (0 or none: unlimited).
+pub fn step_time(rate: Option<f64>) -> Result<Option<Duration>> {
+    match rate {
+        None | Some(0.0) => Ok(None),
+        Some(s) if s >= STEP_RATES.0 && s <= STEP_RATES.1 => {
+            Ok(Some(Duration::from_secs_f64(1.0 / s)))
+        }
+        Some(s) => bail!(
+            "steps_per_second: {s}; give 0 (as fast as possible) or {} to {}",
+            STEP_RATES.0,
+            STEP_RATES.1
+        ),
+    }
 }
 
 /// The `nabla train` arguments for `r` (the CSV, if any, at `csv_path`).
@@ -186,8 +205,26 @@ pub fn resolve(r: &RunRequest, csv_path: &Path) -> Result<Resolved> {
     let argv = argv(r, csv_path)?;
     let (args, given) = parse_train(&argv)?;
     let data = dataset::load(&args.data)?;
+    if data.train.features() > MAX_FEATURES {
+        bail!(
+            "the CSV has {} feature columns; the playground takes at most {MAX_FEATURES}",
+            data.train.features()
+        );
+    }
     runconfig::check_relevant(&args, &given, &data)?;
     let config = runconfig::build(&args, &data, data.train.features())?;
+    let params: usize = config
+        .model
+        .sizes
+        .windows(2)
+        .map(|w| w[0].saturating_mul(w[1]).saturating_add(w[1]))
+        .fold(0, usize::saturating_add);
+    if params > MAX_PARAMETERS {
+        bail!(
+            "the model {:?} has {params} parameters; the playground builds at most {MAX_PARAMETERS}",
+            config.model.sizes
+        );
+    }
     if data.task == Task::Classification && data.outputs > 64 {
         bail!("{} classes: the playground draws at most 64", data.outputs);
     }

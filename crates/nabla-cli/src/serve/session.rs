@@ -11,6 +11,7 @@ use anyhow::{anyhow, Context, Result};
 use nabla::autograd::{scope, Inspection};
 use nabla::nn::{Mlp, Module};
 use nabla::train::{batch_loss, Callback, StepView, StopReason, Trainer};
+use nabla::GradStore;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 
@@ -48,6 +49,9 @@ pub enum Msg {
     Inspect(Reply<Value>),
     /// Run the next op of the inspected batch's backward pass.
     InspectStep(Reply<Value>),
+    /// The least time between two steps (`None`: as fast as the machine goes); replies with
+    /// the state.
+    Speed(Option<Duration>, Reply<String>),
 }
 
 /// Where the thread is.
@@ -75,7 +79,10 @@ struct Live {
     stop: Arc<AtomicBool>,
     min_step_time: Option<Duration>,
     last_step: Instant,
+    /// When the last snapshot was published, and what making it cost: the next one is due
+    /// after the larger of [`FRAME`] and twice that cost, so big models keep training.
     last_frame: Option<Instant>,
+    frame_cost: Duration,
     batch: Vec<usize>,
     inspection: Option<Inspection<f32>>,
     state: &'static str,
@@ -87,14 +94,11 @@ struct Live {
 /// snapshots (JSON).
 pub fn spawn(
     resolved: Resolved,
-    steps_per_second: Option<f64>,
+    min_step_time: Option<Duration>,
 ) -> Result<(Sender<Msg>, watch::Receiver<Arc<String>>)> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (snap_tx, snap_rx) = watch::channel(Arc::new(String::from("{}")));
-    let batch = (0..resolved.config.batch_size.min(resolved.train.len())).collect();
-    let min_step_time = steps_per_second
-        .filter(|&s| s > 0.0)
-        .map(|s| Duration::from_secs_f64(1.0 / s.min(1e6)));
+    let batch = first_batch(&resolved);
     let bounds = view::data_bounds(&resolved)?;
     let mut live = Live {
         rx,
@@ -106,6 +110,7 @@ pub fn spawn(
         min_step_time,
         last_step: Instant::now(),
         last_frame: None,
+        frame_cost: Duration::ZERO,
         batch,
         inspection: None,
         state: "paused",
@@ -132,6 +137,11 @@ pub fn spawn(
         .recv()
         .map_err(|_| anyhow!("the training thread failed to start"))??;
     Ok((tx, snap_rx))
+}
+
+/// The rows of the first batch (what the inspector shows before any step).
+fn first_batch(r: &Resolved) -> Vec<usize> {
+    (0..r.config.batch_size.min(r.train.len())).collect()
 }
 
 impl Live {
@@ -172,6 +182,7 @@ impl Live {
             match self.exit.take() {
                 Some(Exit::Reset) | None => {
                     self.error = None;
+                    self.batch = first_batch(&self.resolved);
                     match self.new_trainer() {
                         Ok(t) => trainer = t,
                         Err(_) => return,
@@ -191,7 +202,7 @@ impl Live {
                 self.exit = Some(Exit::Quit);
                 return;
             };
-            self.handle(msg, model, step, epoch);
+            self.handle(msg, model, None, (step, epoch));
             if self.exit.is_some() || (fresh && self.mode != Mode::Paused) {
                 return;
             }
@@ -200,8 +211,14 @@ impl Live {
         }
     }
 
-    /// One message, with the model between two steps.
-    fn handle(&mut self, msg: Msg, model: &Mlp<f32>, step: u64, epoch: usize) {
+    /// One message, with the model (and the last step's gradients) between two steps.
+    fn handle(
+        &mut self,
+        msg: Msg,
+        model: &Mlp<f32>,
+        grads: Option<&GradStore<f32>>,
+        (step, epoch): (u64, usize),
+    ) {
         match msg {
             Msg::Control(action, reply) => {
                 let finished = matches!(self.state, "finished" | "failed");
@@ -222,7 +239,11 @@ impl Live {
                     (None, _) => "running",
                 };
                 let _ = reply.send(Ok(self.state.to_string()));
-                self.publish(model, None, step, epoch);
+                self.publish(model, grads, step, epoch);
+            }
+            Msg::Speed(t, reply) => {
+                self.min_step_time = t;
+                let _ = reply.send(Ok(self.state.to_string()));
             }
             Msg::Save(reply) => {
                 let _ = reply.send(self.save(model));
@@ -299,11 +320,11 @@ impl Live {
     fn publish(
         &mut self,
         model: &Mlp<f32>,
-        grads: Option<&nabla::GradStore<f32>>,
+        grads: Option<&GradStore<f32>>,
         step: u64,
         epoch: usize,
     ) {
-        self.last_frame = Some(Instant::now());
+        let started = Instant::now();
         let r = &self.resolved;
         let snap = view::snapshot(r, model, grads, self.bounds, (step, epoch), self.state)
             .map(|mut v| {
@@ -312,6 +333,8 @@ impl Live {
             })
             .unwrap_or_else(|e| json!({"state": self.state, "step": step, "error": e.to_string()}));
         let _ = self.snapshots.send(Arc::new(snap.to_string()));
+        self.last_frame = Some(Instant::now());
+        self.frame_cost = started.elapsed();
     }
 
     /// Waits out the step-rate limit while answering messages; while paused, waits for one.
@@ -358,6 +381,9 @@ impl Live {
 
 impl Callback for Live {
     fn inspect_step(&mut self, view: &StepView<'_>) {
+        // The parameters changed: an inspected graph's values are stale (backward would refuse
+        // them), so it goes.
+        self.inspection = None;
         self.batch.clear();
         self.batch.extend_from_slice(view.batch);
         let (step, epoch) = (view.progress.step, view.progress.epoch);
@@ -365,15 +391,16 @@ impl Callback for Live {
             self.mode = Mode::Paused;
             self.state = "paused";
         }
-        let due = self.last_frame.is_none_or(|t| t.elapsed() >= FRAME);
+        let every = FRAME.max(self.frame_cost * 2);
+        let due = self.last_frame.is_none_or(|t| t.elapsed() >= every);
         if self.mode == Mode::Paused || due {
-            self.publish(view.model, view.grads, step, epoch);
+            self.publish(view.model, Some(view.grads), step, epoch);
         }
         while self.exit.is_none() {
             let Some(msg) = self.next_message() else {
                 break;
             };
-            self.handle(msg, view.model, step, epoch);
+            self.handle(msg, view.model, Some(view.grads), (step, epoch));
             if self.mode == Mode::StepOnce {
                 break;
             }

@@ -232,6 +232,16 @@ impl<T: Float> ReversePass<T> {
         Ok(())
     }
 
+    /// Whether a later [`ReversePass::step`] has a rule to run: an op not yet visited holds a
+    /// gradient. (An op that receives one later is downstream of such an op.)
+    pub(crate) fn has_pending(&self) -> bool {
+        self.order[..self.next].iter().any(|t| {
+            t.recorded().is_some()
+                && self.grads.contains_key(&t.id())
+                && (self.stop.is_empty() || !self.stop.contains(&t.id()))
+        })
+    }
+
     /// The gradient accumulated so far for `id`.
     pub(crate) fn grad(&self, id: TensorId) -> Option<&Tensor<T>> {
         self.grads.get(&id)

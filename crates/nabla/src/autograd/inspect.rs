@@ -168,6 +168,7 @@ pub struct Inspection<T: Float = f32> {
     pass: ReversePass<T>,
     index: HashMap<TensorId, usize>,
     steps: usize,
+    failed: bool,
 }
 
 impl<T: Float> Inspection<T> {
@@ -221,6 +222,7 @@ impl<T: Float> Inspection<T> {
             pass,
             index,
             steps: 0,
+            failed: false,
         })
     }
 
@@ -229,10 +231,20 @@ impl<T: Float> Inspection<T> {
         &self.report
     }
 
-    /// Runs the next op's rule; `None` once the pass is complete.
+    /// Runs the next op's rule; `None` once the pass is complete. After an error (a value
+    /// modified in place since the forward pass) every later call is an error too: the pass
+    /// cannot be completed.
     pub fn step(&mut self) -> Result<Option<BackwardStep>> {
+        if self.failed {
+            return Err(Error::autograd(
+                "inspect",
+                "an earlier step of this backward pass failed; record the graph again",
+            ));
+        }
         let mut seen = Seen::default();
-        if !self.pass.step(&mut seen)? {
+        let ran = self.pass.step(&mut seen);
+        self.failed = ran.is_err();
+        if !ran? {
             return Ok(None);
         }
         let Some((node, g)) = seen.op else {
@@ -256,7 +268,12 @@ impl<T: Float> Inspection<T> {
         }
         let index = self.steps;
         self.steps += 1;
-        let remaining = self.report.backward_order.len().saturating_sub(self.steps);
+        let done = !self.pass.has_pending();
+        let remaining = if done {
+            0
+        } else {
+            self.report.backward_order.len().saturating_sub(self.steps)
+        };
         Ok(Some(BackwardStep {
             index,
             node,
@@ -264,7 +281,7 @@ impl<T: Float> Inspection<T> {
             grad_in,
             sent,
             remaining,
-            done: remaining == 0,
+            done,
         }))
     }
 

@@ -99,7 +99,7 @@ impl Trainer {
     }
 
     /// One data-parallel optimizer step on the global batch `idx`.
-    pub(super) fn sharded_step(&mut self, idx: &[usize], m: usize) -> Result<()> {
+    pub(super) fn sharded_step(&mut self, idx: &[usize], m: usize) -> Result<GradStore<f32>> {
         let base = self.config.optimizer.lr();
         self.optimizer
             .set_lr(self.config.schedule.lr_at(base, self.state.step));
@@ -166,7 +166,7 @@ impl Trainer {
         st.loss_sum += slice_stats.iter().map(|s| s[0]).sum::<f64>();
         st.correct += slice_stats.iter().map(|s| s[1] as usize).sum::<usize>();
         st.seen += idx.len();
-        Ok(())
+        Ok(store)
     }
 
     /// Ranks in the group (1 without one).

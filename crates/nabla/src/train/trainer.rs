@@ -49,9 +49,9 @@ pub struct StepView<'a> {
     pub model: &'a Mlp<f32>,
     /// The rows of the training set in this step's batch.
     pub batch: &'a [usize],
-    /// The gradients the update used (after clipping), keyed by the parameters; `None` for sliced
-    /// (data-parallel) steps, whose gradients are never gathered into one store.
-    pub grads: Option<&'a GradStore<f32>>,
+    /// The gradients the update used (after clipping; the sum over slices for sliced steps),
+    /// keyed by the parameters.
+    pub grads: &'a GradStore<f32>,
 }
 
 /// Why [`Trainer::fit`] returned.
@@ -80,7 +80,8 @@ pub trait Callback {
     fn step(&mut self, _progress: &StepProgress) {}
     /// After every optimizer step (after [`Callback::step`]), with the model, the batch's rows
     /// and its gradients: for live views of training (weight and gradient norms, decision
-    /// regions). The model is in training mode; run it under [`no_grad`](crate::no_grad).
+    /// regions). Run the model under [`no_grad`](crate::no_grad). It is in training mode: if it
+    /// has dropout, a forward pass here draws masks and so changes the rest of the run.
     fn inspect_step(&mut self, _view: &StepView<'_>) {}
     /// After an epoch's evaluation.
     fn epoch_end(&mut self, _metrics: &EpochMetrics) {}
@@ -366,11 +367,8 @@ impl Trainer {
                 break;
             }
             let grads = match self.config.grad_shards {
-                Some(m) => {
-                    self.sharded_step(idx, m)?;
-                    None
-                }
-                None => Some(self.train_step(idx)?),
+                Some(m) => self.sharded_step(idx, m)?,
+                None => self.train_step(idx)?,
             };
             self.state.batch += 1;
             let progress = self.progress(batches.len(), epoch_clock());
@@ -379,7 +377,7 @@ impl Trainer {
                 progress: &progress,
                 model: &self.model,
                 batch: idx,
-                grads: grads.as_ref(),
+                grads: &grads,
             });
             let due = self
                 .config
