@@ -151,9 +151,12 @@ pub enum Workload {
     Tiny,
     /// 784-512-256-10 on Fashion-MNIST, batch 128, one epoch → seconds, test accuracy.
     Fashion,
-    /// 784-2048-2048-10 on Fashion-MNIST, batch 512, 40 steps → GFLOP/s.
+    /// 784-2048-2048-10 on Fashion-MNIST, batch 512, 40 steps → GFLOP/s (and its fraction of
+    /// the measured peak).
     Wide,
-    /// All three.
+    /// The machine's f32 FMA peak, GFLOP/s, on --threads threads.
+    Peak,
+    /// The peak and the three workloads.
     All,
 }
 

@@ -138,6 +138,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.steps == Some(0) {
         bail!("--steps must be at least 1");
     }
+    // The peak is measured first (and reused by wide for its ratio).
+    let mut peak = None;
+    if all || args.workload == Workload::Peak {
+        let p = crate::peak::peak(threads());
+        println!("{p}");
+        peak = Some(p);
+    }
     if all || args.workload == Workload::Tiny {
         println!("{}", tiny(args.steps.unwrap_or(10_000))?);
     }
@@ -145,7 +152,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("{}", fashion(&dir, args.steps)?);
     }
     if all || args.workload == Workload::Wide {
-        println!("{}", wide(&dir, args.steps.unwrap_or(40))?);
+        let mut w = wide(&dir, args.steps.unwrap_or(40))?;
+        let p = peak.get_or_insert_with(|| crate::peak::peak(threads()));
+        if let (Some(g), Some(top)) = (w["gflops"].as_f64(), p["gflops"].as_f64()) {
+            w["peak_gflops"] = json!(top);
+            w["of_peak"] = json!(g / top);
+        }
+        println!("{w}");
     }
     Ok(())
 }

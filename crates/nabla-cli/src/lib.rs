@@ -13,6 +13,7 @@ pub mod group;
 pub mod interop;
 pub mod metrics;
 pub mod model;
+pub mod peak;
 pub mod plots;
 pub mod progress;
 pub mod runconfig;

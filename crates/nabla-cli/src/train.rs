@@ -40,8 +40,6 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
         if n == 0 {
             bail!("--threads must be at least 1");
         }
-        // matrixmultiply reads this once, at its first product.
-        std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()

@@ -559,6 +559,17 @@ fn bench_smoke_prints_one_json_line_per_workload() {
     assert_eq!(v["steps"], 50);
     assert!(v["steps_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["threads"].as_u64().unwrap() >= 1);
+    // The peak: every kernel this CPU has, the widest first, and a plausible number (a debug
+    // build's vector FMAs still do more than 0.1 GFLOP/s; an optimised-away loop would report
+    // absurd figures).
+    let out = ok(&nabla(&["bench", "--workload", "peak", "--threads", "1"]));
+    let p: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(p["name"], "peak");
+    let g = p["gflops"].as_f64().unwrap();
+    assert!(g > 0.1 && g < 10_000.0, "{g} GFLOP/s on one core");
+    let isa = p["isa"].as_str().unwrap();
+    assert_eq!(p["gflops_by_isa"][isa].as_f64(), Some(g));
+    assert!(p["gflops_by_isa"]["scalar"].as_f64().unwrap() > 0.0);
     fails_with(
         &nabla(&[
             "bench",

@@ -7,14 +7,20 @@ use std::hint::black_box;
 
 fn matmul_shapes(c: &mut Criterion) {
     let mut group = c.benchmark_group("matmul");
-    // (m, k, n, transpose a, transpose b): the forward products of the MLP and the two
-    // backward products of its first layer (dW = Xᵀ·G, dX = G·Wᵀ).
+    // (m, k, n, transpose a, transpose b): the forward products of the fashion MLP and the
+    // two backward products of its first layer (dW = Xᵀ·G, dX = G·Wᵀ); the wide MLP's
+    // (784-2048-2048-10, batch 512) middle layer forward and backward; the tiny MLP's last layer
+    // (2-64-64-3, batch 32).
     let shapes = [
         (128, 784, 512, false, false),
         (128, 512, 256, false, false),
         (128, 256, 10, false, false),
         (784, 128, 512, true, false),
         (128, 512, 784, false, true),
+        (512, 2048, 2048, false, false),
+        (2048, 512, 2048, true, false),
+        (512, 2048, 2048, false, true),
+        (32, 64, 3, false, false),
     ];
     for (m, k, n, ta, tb) in shapes {
         let a_shape = if ta { [k, m] } else { [m, k] };

@@ -342,3 +342,41 @@ fn absurd_sizes_are_errors_not_panics() {
         .broadcast_to(&[1 << 40, 1 << 30])
         .is_err());
 }
+
+/// The products of the wide and fashion MLPs (plain and transposed) give the same bits on 1,
+/// 2 and 3 threads: the GEMM splits the output among threads, never the sum over k.
+#[test]
+fn large_products_are_bit_identical_for_any_thread_count() {
+    let shapes = [
+        (512, 2048, 2048, false, false),
+        (2048, 512, 2048, true, false),
+        (512, 2048, 2048, false, true),
+        (128, 784, 512, false, false),
+        (784, 128, 512, true, false),
+    ];
+    for (m, k, n, ta, tb) in shapes {
+        let a_shape = if ta { [k, m] } else { [m, k] };
+        let b_shape = if tb { [n, k] } else { [k, n] };
+        let a = Tensor::<f32>::randn(&a_shape, 0.0, 1.0, 1).unwrap();
+        let b = Tensor::<f32>::randn(&b_shape, 0.0, 1.0, 2).unwrap();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| a.matmul_t(&b, ta, tb).unwrap().to_vec().unwrap())
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            let got = run(threads);
+            let same = one
+                .iter()
+                .zip(&got)
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(
+                same,
+                "({m},{k},{n}) ta={ta} tb={tb}: {threads} threads differ from 1"
+            );
+        }
+    }
+}

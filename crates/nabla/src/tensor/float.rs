@@ -63,7 +63,9 @@ pub trait Float:
     fn max(self, other: Self) -> Self;
     /// The smaller of two values.
     fn min(self, other: Self) -> Self;
-    /// `C = alpha·A·B + beta·C` over strided matrices (m×k times k×n), via `matrixmultiply`.
+    /// `C = A·B + beta·C` over strided matrices (m×k times k×n), via the `gemm` crate (its
+    /// kernel chosen at run time: AVX-512, AVX2+FMA, NEON or scalar), on rayon's threads.
+    /// Threads split the output, never the k sum, so results do not depend on their number.
     ///
     /// # Safety
     /// The pointers and strides must describe valid matrices of the given sizes.
@@ -86,7 +88,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ident, $gemm:path) => {
+    ($t:ident) => {
         impl Float for $t {
             const DTYPE: &'static str = stringify!($t);
             const ZERO: Self = 0.0;
@@ -167,11 +169,32 @@ macro_rules! impl_float {
                 rsc: isize,
                 csc: isize,
             ) {
-                $gemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+                // gemm computes dst := alpha·dst + beta·lhs·rhs, reading dst only if asked.
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    c,
+                    csc,
+                    rsc,
+                    beta != 0.0,
+                    a,
+                    csa,
+                    rsa,
+                    b,
+                    csb,
+                    rsb,
+                    beta,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                )
             }
         }
     };
 }
 
-impl_float!(f32, matrixmultiply::sgemm);
-impl_float!(f64, matrixmultiply::dgemm);
+impl_float!(f32);
+impl_float!(f64);

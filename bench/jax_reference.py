@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""JAX counterpart of `nabla bench` and bench/pytorch_reference.py: the same three workloads,
+one JSON line each, with `jax.jit` on the whole training step (forward, loss, backward, Adam).
+
+    python3 bench/jax_reference.py --threads 2 [--workload tiny|fashion|wide|all]
+
+tiny:    2-64-64-3 ReLU, 3-class spiral of 1000 points per class, batch 32, Adam 1e-3,
+         10,000 steps -> steps/s
+fashion: 784-512-256-10 ReLU, Fashion-MNIST train (pixels/255), batch 128, Adam 1e-3,
+         one shuffled epoch -> seconds; then test accuracy (not timed)
+wide:    784-2048-2048-10 ReLU, Fashion-MNIST train, batch 512, Adam 1e-3, 40 steps
+         -> GFLOP/s = 6 * weights * 512 * steps / s
+Only the training loop is timed (data in memory; batches gathered inside the loop, as the
+others do); the first step of each workload (compilation) runs before the clock starts.
+Adam is written out (PyTorch's defaults: betas 0.9/0.999, eps 1e-8, bias correction), so no
+optax is needed. `--threads N` below the core count pins the process to N cores.
+Install: `python3 -m venv venv && venv/bin/pip install jax numpy` (never a CI dependency).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def configure_threads(n):
+    """XLA's CPU backend has no thread-count setting: below the machine's core count, pin the
+    process to `n` cores (the others get the same limit from their thread settings)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if n < len(cores):
+        os.sched_setaffinity(0, set(cores[:n]))
+        if n == 1:
+            flags = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+            os.environ["XLA_FLAGS"] = flags.strip()
+
+
+def read_idx(path):
+    import gzip
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    ndims = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndims)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndims).reshape(dims)
+
+
+def fashion_split(data_dir, prefix):
+    def find(stem):
+        for name in (stem + ".gz", stem):
+            if os.path.exists(os.path.join(data_dir, name)):
+                return os.path.join(data_dir, name)
+        raise SystemExit(f"{data_dir}/{stem}[.gz] not found (apt-get install dataset-fashion-mnist)")
+    x = read_idx(find(f"{prefix}-images-idx3-ubyte")).reshape(-1, 784).astype(np.float32) / 255.0
+    y = read_idx(find(f"{prefix}-labels-idx1-ubyte")).astype(np.int32)
+    return x, y
+
+
+def spiral(points, classes, noise, rng):
+    xs, ys = [], []
+    for c in range(classes):
+        r = np.arange(points) / points
+        theta = c * 2 * math.pi / classes + 4 * r + noise * rng.standard_normal(points)
+        xs.append(np.stack([r * np.sin(theta), r * np.cos(theta)], axis=1))
+        ys.append(np.full(points, c))
+    return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int32)
+
+
+def make(sizes, seed):
+    """Parameters like nn.Linear's default init, the Adam state, and the jitted step."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+    params = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        bound = 1 / math.sqrt(a)
+        params.append((jnp.asarray(rng.uniform(-bound, bound, (a, b)).astype(np.float32)),
+                       jnp.asarray(rng.uniform(-bound, bound, (b,)).astype(np.float32))))
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    state = (params, zeros, zeros, jnp.zeros((), jnp.int32))
+
+    def loss_fn(params, x, y):
+        h = x
+        for i, (w, b) in enumerate(params):
+            h = h @ w + b
+            if i + 1 < len(params):
+                h = jax.nn.relu(h)
+        logp = jax.nn.log_softmax(h)
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+    @jax.jit
+    def step(state, x_all, y_all, idx, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
+        # The batch is gathered inside the compiled step (one dispatch per step).
+        x, y = x_all[idx], y_all[idx]
+        params, m, v, t = state
+        loss, g = jax.value_and_grad(loss_fn)(params, x, y)
+        t = t + 1
+        m = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, m, g)
+        v = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, v, g)
+        c1 = 1 - b1 ** t.astype(jnp.float32)
+        c2 = 1 - b2 ** t.astype(jnp.float32)
+        params = jax.tree_util.tree_map(
+            lambda p, m, v: p - lr * (m / c1) / (jnp.sqrt(v / c2) + eps), params, m, v)
+        return (params, m, v, t), loss
+
+    @jax.jit
+    def predict(params, x):
+        h = x
+        for i, (w, b) in enumerate(params):
+            h = h @ w + b
+            if i + 1 < len(params):
+                h = jax.nn.relu(h)
+        return jnp.argmax(h, axis=1)
+
+    return state, step, predict
+
+
+def tiny(steps, threads):
+    import jax
+    x, y = spiral(1000, 3, 0.2, np.random.default_rng(0))
+    x, y = jax.device_put(x), jax.device_put(y)
+    state, step, _ = make([2, 64, 64, 3], 0)
+    rng = np.random.default_rng(0)
+    n = len(y)
+    order, pos = rng.permutation(n), 0
+    state, loss = step(state, x, y, order[:32])  # compile
+    loss.block_until_ready()
+    start = time.perf_counter()
+    for _ in range(steps):
+        if pos + 32 > n:
+            order, pos = rng.permutation(n), 0
+        idx = order[pos:pos + 32]
+        pos += 32
+        state, loss = step(state, x, y, idx)
+    loss.block_until_ready()
+    secs = time.perf_counter() - start
+    return {"name": "tiny", "system": "jax", "threads": threads, "steps": steps,
+            "seconds": secs, "steps_per_s": steps / secs, "final_loss": float(loss)}
+
+
+def fashion(data_dir, threads):
+    import jax
+    x, y = fashion_split(data_dir, "train")
+    xt, yt = fashion_split(data_dir, "t10k")
+    x, y = jax.device_put(x), jax.device_put(y)
+    state, step, predict = make([784, 512, 256, 10], 0)
+    order = np.random.default_rng(0).permutation(len(y))
+    # Compile for the full and the last (short) batch before the clock starts.
+    for size in (128, len(y) % 128):
+        if size:
+            _, l = step(state, x, y, order[:size])
+            l.block_until_ready()
+    start = time.perf_counter()
+    steps = 0
+    for i in range(0, len(y), 128):
+        idx = order[i:i + 128]
+        state, loss = step(state, x, y, idx)
+        steps += 1
+    loss.block_until_ready()
+    secs = time.perf_counter() - start
+    acc = float((np.asarray(predict(state[0], xt)) == yt).mean())
+    return {"name": "fashion", "system": "jax", "threads": threads, "steps": steps,
+            "epoch_seconds": secs, "test_accuracy": acc}
+
+
+def wide(data_dir, steps, threads):
+    import jax
+    x, y = fashion_split(data_dir, "train")
+    x, y = jax.device_put(x), jax.device_put(y)
+    sizes = [784, 2048, 2048, 10]
+    state, step, _ = make(sizes, 0)
+    weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    order = np.random.default_rng(0).permutation(len(y))
+    batches = [order[i:i + 512] for i in range(0, len(y) - 511, 512)]
+    state, loss = step(state, x, y, batches[0])  # compile + warm-up
+    loss.block_until_ready()
+    start = time.perf_counter()
+    for s in range(steps):
+        idx = batches[1 + s % (len(batches) - 1)]
+        state, loss = step(state, x, y, idx)
+    loss.block_until_ready()
+    secs = time.perf_counter() - start
+    return {"name": "wide", "system": "jax", "threads": threads, "steps": steps,
+            "seconds": secs, "gflops": 6 * weights * 512 * steps / secs / 1e9}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--workload", default="all", choices=["tiny", "fashion", "wide", "all"])
+    ap.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
+    args = ap.parse_args()
+    configure_threads(args.threads)
+    import jax
+    jax.config.update("jax_platforms", "cpu")
+    if args.workload in ("tiny", "all"):
+        print(json.dumps(tiny(10_000, args.threads)), flush=True)
+    if args.workload in ("fashion", "all"):
+        print(json.dumps(fashion(args.data_dir, args.threads)), flush=True)
+    if args.workload in ("wide", "all"):
+        print(json.dumps(wide(args.data_dir, 40, args.threads)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
