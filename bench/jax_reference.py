@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_data  # noqa: E402
 
 
 def configure_threads(n):
@@ -39,36 +40,14 @@ def configure_threads(n):
             os.environ["XLA_FLAGS"] = flags.strip()
 
 
-def read_idx(path):
-    import gzip
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    ndims = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndims)]
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndims).reshape(dims)
-
-
 def fashion_split(data_dir, prefix):
-    def find(stem):
-        for name in (stem + ".gz", stem):
-            if os.path.exists(os.path.join(data_dir, name)):
-                return os.path.join(data_dir, name)
-        raise SystemExit(f"{data_dir}/{stem}[.gz] not found (apt-get install dataset-fashion-mnist)")
-    x = read_idx(find(f"{prefix}-images-idx3-ubyte")).reshape(-1, 784).astype(np.float32) / 255.0
-    y = read_idx(find(f"{prefix}-labels-idx1-ubyte")).astype(np.int32)
-    return x, y
+    x, y = bench_data.fashion_split(data_dir, prefix)
+    return x, y.astype(np.int32)
 
 
 def spiral(points, classes, noise, rng):
-    xs, ys = [], []
-    for c in range(classes):
-        r = np.arange(points) / points
-        theta = c * 2 * math.pi / classes + 4 * r + noise * rng.standard_normal(points)
-        xs.append(np.stack([r * np.sin(theta), r * np.cos(theta)], axis=1))
-        ys.append(np.full(points, c))
-    return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int32)
+    x, y = bench_data.spiral(points, classes, noise, rng)
+    return x, y.astype(np.int32)
 
 
 def make(sizes, seed):
