@@ -74,9 +74,11 @@ struct App {
     ids: Mutex<nabla::Rng>,
     max_sessions: usize,
     shutdown: watch::Receiver<bool>,
-    /// A private (0700) directory for uploaded CSV files while they are read.
+    /// A private (0700) directory for uploaded CSV files while they are read and models while
+    /// they are downloaded.
     scratch: std::path::PathBuf,
-    csv_count: AtomicU64,
+    /// Numbers the files written there.
+    files: AtomicU64,
     /// The `Host` values a request may carry (loopback only; empty: any).
     hosts: Vec<String>,
 }
@@ -315,8 +317,9 @@ async fn create(State(app): State<Shared>, headers: HeaderMap, body: Body) -> Ap
 
 /// Loads the data, checks the settings and starts the run's thread.
 async fn make_run(app: &App, req: RunRequest) -> ApiResult<(Value, Arc<Handle>)> {
-    let n = app.csv_count.fetch_add(1, Ordering::SeqCst);
+    let n = app.files.fetch_add(1, Ordering::SeqCst);
     let csv_path = app.scratch.join(format!("upload-{n}.csv"));
+    let save_path = app.scratch.join(format!("model-{n}.safetensors"));
     let shown = csv_path.display().to_string();
     // Loading and checking the data is blocking work: off the async workers.
     let made = tokio::task::spawn_blocking(move || -> Result<_> {
@@ -325,7 +328,8 @@ async fn make_run(app: &App, req: RunRequest) -> ApiResult<(Value, Arc<Handle>)>
         let resolved = resolved?;
         let mut info = view::describe(&resolved)?;
         info["command"] = json!(resolved.command);
-        let (tx, rx) = session::spawn(resolved, request::step_time(req.steps_per_second)?)?;
+        let rate = request::step_time(req.steps_per_second)?;
+        let (tx, rx) = session::spawn(resolved, rate, save_path)?;
         Ok((info, tx, rx))
     })
     .await
@@ -504,7 +508,7 @@ async fn serve(addr: SocketAddr, loopback: bool, args: &ServeArgs) -> Result<()>
         max_sessions: args.max_sessions,
         shutdown: stop_rx.clone(),
         scratch: scratch.clone(),
-        csv_count: AtomicU64::new(0),
+        files: AtomicU64::new(0),
         hosts,
     });
     let url = format!("http://{bound}/");

@@ -213,12 +213,7 @@ pub fn resolve(r: &RunRequest, csv_path: &Path) -> Result<Resolved> {
     }
     runconfig::check_relevant(&args, &given, &data)?;
     let config = runconfig::build(&args, &data, data.train.features())?;
-    let params: usize = config
-        .model
-        .sizes
-        .windows(2)
-        .map(|w| w[0].saturating_mul(w[1]).saturating_add(w[1]))
-        .fold(0, usize::saturating_add);
+    let params = config.model.parameter_count();
     if params > MAX_PARAMETERS {
         bail!(
             "the model {:?} has {params} parameters; the playground builds at most {MAX_PARAMETERS}",

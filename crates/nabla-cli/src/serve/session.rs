@@ -88,13 +88,17 @@ struct Live {
     state: &'static str,
     error: Option<String>,
     bounds: Option<[f64; 4]>,
+    save_path: std::path::PathBuf,
 }
 
 /// Starts a run's thread; returns the sender of its messages and the receiver of its
 /// snapshots (JSON).
+/// `save_path` is where the thread writes the model for a download (in the server's private
+/// directory).
 pub fn spawn(
     resolved: Resolved,
     min_step_time: Option<Duration>,
+    save_path: std::path::PathBuf,
 ) -> Result<(Sender<Msg>, watch::Receiver<Arc<String>>)> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (snap_tx, snap_rx) = watch::channel(Arc::new(String::from("{}")));
@@ -116,6 +120,7 @@ pub fn spawn(
         state: "paused",
         error: None,
         bounds,
+        save_path,
     };
     // A trainer stays on the thread that made it; the thread reports whether it could.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -267,15 +272,10 @@ impl Live {
             dataset: r.data.name.clone(),
             data: (r.data.kind != crate::args::DatasetName::Csv).then(|| r.args.data.clone()),
         };
-        let dir = std::env::temp_dir();
-        let path = dir.join(format!(
-            "nabla-playground-{}-{:?}.safetensors",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        save_model(&path, model, &meta)?;
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()));
-        let _ = std::fs::remove_file(&path);
+        let path = &self.save_path;
+        save_model(path, model, &meta)?;
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
+        let _ = std::fs::remove_file(path);
         bytes
     }
 

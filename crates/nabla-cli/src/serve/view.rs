@@ -76,6 +76,7 @@ fn bounds(pts: &[[f64; 3]]) -> Option<[f64; 4]> {
 pub fn describe(r: &Resolved) -> Result<Value> {
     let d = &r.data;
     let (train, test) = (points(&d.train)?, points(&d.test)?);
+    let all: Vec<[f64; 3]> = train.iter().chain(&test).copied().collect();
     Ok(json!({
         "task": crate::runconfig::spelled(&d.task),
         "dataset": d.name,
@@ -84,10 +85,10 @@ pub fn describe(r: &Resolved) -> Result<Value> {
         "features": d.train.features(),
         "train_rows": d.train.len(),
         "test_rows": d.test.len(),
-        "bounds": data_bounds(r)?,
+        "bounds": bounds(&all),
         "train": train,
         "test": test,
-        "parameters": r.config.model.sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum::<usize>(),
+        "parameters": r.config.model.parameter_count(),
     }))
 }
 

@@ -39,6 +39,15 @@ impl MlpConfig {
         }
     }
 
+    /// Parameters of the network (weights and biases), saturating instead of overflowing:
+    /// what a request for an absurd model can be refused by before anything is allocated.
+    pub fn parameter_count(&self) -> usize {
+        self.sizes
+            .windows(2)
+            .map(|w| w[0].saturating_mul(w[1]).saturating_add(w[1]))
+            .fold(0, usize::saturating_add)
+    }
+
     /// The config as JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("internal: MlpConfig serialises")
