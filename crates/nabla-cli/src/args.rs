@@ -393,6 +393,11 @@ pub struct TrainArgs {
     /// gradient per batch otherwise].
     #[arg(long)]
     pub grad_shards: Option<usize>,
+    /// Sliced gradients travel in buckets of about this many values, last layers first, each
+    /// sent as soon as backward has finished it (overlapping the exchange with the rest of
+    /// backward); the result does not depend on it [default: 65536].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 40))]
+    pub bucket_values: Option<u64>,
     /// No progress output; only the final summary line.
     #[arg(long)]
     pub quiet: bool,

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use anyhow::Result;
-use nabla::train::Collective;
+use nabla::train::{BucketSink, Collective};
 
 /// This process's place in the run: rank 0 of 1 unless distributed.
 pub struct Group {
@@ -22,7 +22,8 @@ pub struct Group {
 /// Time in collectives, bytes received and calls.
 #[derive(Default)]
 pub struct Traffic {
-    /// Seconds inside collective calls.
+    /// Seconds spent on collectives and not hidden behind computation: the calls, and for
+    /// the gradient exchange (which overlaps backward) its time minus the producer's compute.
     pub seconds: Cell<f64>,
     /// Bytes received from the other ranks.
     pub bytes: Cell<u64>,
@@ -60,13 +61,64 @@ impl Collective for Timed {
         self.count(local.len(), 8, || self.inner.all_gather(local))
     }
     fn all_gather_f32(&self, local: &[f32]) -> nabla::Result<Vec<f32>> {
-        let t = &self.traffic;
-        t.gradient_calls.set(t.gradient_calls.get() + 1);
         self.count(local.len(), 4, || self.inner.all_gather_f32(local))
     }
     fn broadcast(&self, buf: &mut [f64]) -> nabla::Result<()> {
         let n = if self.rank() == 0 { 0 } else { buf.len() };
         self.count(n, 8, || self.inner.broadcast(buf))
+    }
+    fn all_gather_buckets(
+        &self,
+        sizes: &[usize],
+        produce: &mut dyn FnMut(&mut dyn BucketSink) -> nabla::Result<()>,
+        into: &mut Vec<f32>,
+    ) -> nabla::Result<()> {
+        let t = &self.traffic;
+        t.gradient_calls.set(t.gradient_calls.get() + 1);
+        let mut compute = 0.0;
+        let total: usize = sizes.iter().sum();
+        let start = Instant::now();
+        let all = self.count(total, 4, || {
+            self.inner.all_gather_buckets(
+                sizes,
+                &mut |sink| {
+                    let began = Instant::now();
+                    let mut timed = TimedSink {
+                        inner: sink,
+                        seconds: 0.0,
+                    };
+                    let r = produce(&mut timed);
+                    compute += began.elapsed().as_secs_f64() - timed.seconds;
+                    r
+                },
+                into,
+            )
+        });
+        // `count` added the whole call; the producer's own compute was not communication.
+        let whole = start.elapsed().as_secs_f64();
+        t.seconds.set(t.seconds.get() - compute.min(whole));
+        all
+    }
+}
+
+/// Times the calls into a [`BucketSink`] (starting exchanges, letting them progress).
+struct TimedSink<'a> {
+    inner: &'a mut dyn BucketSink,
+    seconds: f64,
+}
+
+impl BucketSink for TimedSink<'_> {
+    fn send(&mut self, values: &[f32]) -> nabla::Result<()> {
+        let t = Instant::now();
+        let r = self.inner.send(values);
+        self.seconds += t.elapsed().as_secs_f64();
+        r
+    }
+    fn progress(&mut self) -> nabla::Result<()> {
+        let t = Instant::now();
+        let r = self.inner.progress();
+        self.seconds += t.elapsed().as_secs_f64();
+        r
     }
 }
 

@@ -118,6 +118,9 @@ pub fn check_relevant(args: &TrainArgs, given: &[String], data: &Loaded) -> Resu
             describe_run(args, data)
         );
     }
+    if has("bucket_values") && args.grad_shards.is_none() && !args.distributed {
+        bail!("--bucket-values applies only to sliced gradients (--distributed or --grad-shards)");
+    }
     if has("label_smoothing") && data.task != Task::Classification {
         bail!("--label-smoothing applies only to classification (cross-entropy); {} is a regression data set", data.name);
     }

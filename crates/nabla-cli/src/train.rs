@@ -229,6 +229,9 @@ fn execute(args: &TrainArgs, s: Setup, group: &mut Group) -> Result<()> {
     if s.config.checkpoint_every.is_some() {
         trainer = trainer.with_checkpoint(s.path.join(CHECKPOINT));
     }
+    if let Some(values) = args.bucket_values {
+        trainer = trainer.with_bucket_values(usize::try_from(values)?)?;
+    }
     if let Some(c) = group.take() {
         trainer = trainer.with_collective(c)?;
     }

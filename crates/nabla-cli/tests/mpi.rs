@@ -52,6 +52,8 @@ const TRAIN: &[&str] = &[
     "0.1",
     "--batch-size",
     "64",
+    "--bucket-values", // several buckets in flight at once
+    "100",
     "--threads",
     "1",
     "--no-plots",

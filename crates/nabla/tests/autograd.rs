@@ -234,3 +234,71 @@ fn anomaly_detection_names_the_first_non_finite_op_in_forward_order() {
     assert!(none.is_none());
     assert!(!nabla::autograd::anomaly::is_detecting());
 }
+
+/// Records what `backward_hooked` hands over, with how many ops had run by then.
+#[derive(Default)]
+struct Handed {
+    ops: usize,
+    ready: Vec<(usize, usize, Option<Vec<f64>>)>,
+}
+
+impl nabla::autograd::BackwardHook<f64> for Handed {
+    fn ready(&mut self, i: usize, g: Option<&Tensor<f64>>) -> nabla::Result<()> {
+        let g = g.map(|g| g.to_vec()).transpose()?;
+        self.ready.push((i, self.ops, g));
+        Ok(())
+    }
+    fn after_op(&mut self) -> nabla::Result<()> {
+        self.ops += 1;
+        Ok(())
+    }
+}
+
+#[test]
+fn hooked_backward_hands_each_gradient_over_once_final_and_early() {
+    let x = Tensor::<f64>::randn(&[5, 3], 0.0, 1.0, 1).unwrap();
+    let shared = Tensor::<f64>::randn(&[3, 3], 0.0, 1.0, 2)
+        .unwrap()
+        .requires_grad();
+    let w = Tensor::<f64>::randn(&[3, 2], 0.0, 1.0, 3)
+        .unwrap()
+        .requires_grad();
+    let b = Tensor::<f64>::randn(&[2], 0.0, 1.0, 4)
+        .unwrap()
+        .requires_grad();
+    let unused = Tensor::<f64>::zeros(&[4]).unwrap().requires_grad();
+    // `shared` is used twice: its gradient is final only after the first use's rule ran.
+    let h = x.matmul(&shared).unwrap().tanh().unwrap();
+    let h = h.matmul(&shared).unwrap().relu().unwrap();
+    let loss = h.matmul(&w).unwrap().add(&b).unwrap().sum_all().unwrap();
+    let watch = [
+        shared.clone(),
+        w.clone(),
+        b.clone(),
+        unused.clone(),
+        x.clone(),
+    ];
+    let mut hook = Handed::default();
+    let grads = loss.backward_hooked(&watch, &mut hook).unwrap();
+    let plain = loss.backward().unwrap();
+
+    let order: Vec<usize> = hook.ready.iter().map(|r| r.0).collect();
+    // Not in the graph (unused, and x which needs no gradient) at once; then b, w, shared.
+    assert_eq!(order, vec![3, 4, 2, 1, 0]);
+    for (i, _, g) in &hook.ready {
+        let want = plain.get(&watch[*i]).map(|g| g.to_vec().unwrap());
+        assert_eq!(g, &want, "tensor {i}: handed over before it was final");
+        assert_eq!(grads.get(&watch[*i]).map(|g| g.to_vec().unwrap()), want);
+    }
+    let at = |i: usize| hook.ready.iter().find(|r| r.0 == i).unwrap().1;
+    assert!(at(2) < at(1) && at(1) < at(0), "{:?}", hook.ready);
+    assert!(at(2) <= 2, "b is final right after its add rule: {}", at(2));
+
+    let err = x.sum_all().unwrap().backward_hooked(&watch, &mut hook);
+    assert!(err
+        .unwrap_err()
+        .to_string()
+        .contains("does not require a gradient"));
+    let err = h.backward_hooked(&watch, &mut hook);
+    assert!(err.unwrap_err().to_string().contains("one element"));
+}

@@ -24,6 +24,11 @@ impl<T: Float> GradStore<T> {
         }
     }
 
+    /// A store holding `grads`.
+    pub(crate) fn from_map(grads: HashMap<TensorId, Tensor<T>>) -> Self {
+        GradStore { grads }
+    }
+
     /// The gradient of `t`, if the loss depends on it.
     pub fn get(&self, t: &Tensor<T>) -> Option<&Tensor<T>> {
         self.grads.get(&t.id())
@@ -242,6 +247,11 @@ impl<T: Float> ReversePass<T> {
         })
     }
 
+    /// How many nodes of [`ReversePass::order`] are not yet visited (`order[..position]`).
+    pub(crate) fn position(&self) -> usize {
+        self.next
+    }
+
     /// The gradient accumulated so far for `id`.
     pub(crate) fn grad(&self, id: TensorId) -> Option<&Tensor<T>> {
         self.grads.get(&id)
@@ -296,16 +306,22 @@ impl<T: Float> Tensor<T> {
                 ),
             ));
         }
-        if !self.requires_grad_flag() {
-            return Err(Error::autograd(
-                "backward",
-                "this tensor does not require a gradient: no input had requires_grad, \
-                 or it was computed under no_grad",
-            ));
-        }
+        self.check_requires_grad("backward")?;
         let none = HashSet::new();
         let grads = reverse_pass(&[(self.clone(), seed.clone())], false, &none, &none)?;
         Ok(GradStore { grads })
+    }
+
+    /// An error naming `op` unless a reverse pass can start from this tensor.
+    pub(crate) fn check_requires_grad(&self, op: &'static str) -> Result<()> {
+        if self.requires_grad_flag() {
+            return Ok(());
+        }
+        Err(Error::autograd(
+            op,
+            "this tensor does not require a gradient: no input had requires_grad, \
+             or it was computed under no_grad",
+        ))
     }
 
     /// The size of the recorded graph behind this tensor and the bytes it keeps alive.

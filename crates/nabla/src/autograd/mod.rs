@@ -14,6 +14,7 @@ mod backward;
 mod checkpoint;
 mod functional;
 mod graph;
+mod hooked;
 mod inspect;
 mod op;
 
@@ -21,6 +22,7 @@ pub use anomaly::{detect_anomaly, Anomaly};
 pub use checkpoint::{checkpoint, replayable_seed};
 pub use functional::{grad, hessian, hvp, jacobian, jvp, GradOptions};
 pub use graph::{GradStore, GraphStats};
+pub use hooked::BackwardHook;
 pub use inspect::{
     BackwardStep, GraphReport, GraphTotals, Inspection, NodeReport, SentGrad, TensorSummary,
 };

@@ -10,16 +10,22 @@
 //! # Ok(()) }
 //! ```
 
+use std::cell::RefCell;
+
 use mpi::environment::Universe;
+use mpi::request::{LocalScope, Request};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 
 use crate::error::{Error, Result};
-use crate::train::Collective;
+use crate::train::collective::Cursor;
+use crate::train::{BucketSink, Collective};
 
 /// The world communicator of an MPI job.
 pub struct MpiWorld {
     world: SimpleCommunicator,
+    /// The send buffer of the last bucketed exchange, kept for the next.
+    send_cache: RefCell<Vec<f32>>,
     // Finalizes MPI when dropped, after the communicator.
     _universe: Universe,
 }
@@ -35,6 +41,7 @@ impl MpiWorld {
         })?;
         Ok(MpiWorld {
             world: universe.world(),
+            send_cache: RefCell::default(),
             _universe: universe,
         })
     }
@@ -73,6 +80,89 @@ impl Collective for MpiWorld {
 
     fn broadcast(&self, buf: &mut [f64]) -> Result<()> {
         self.world.process_at_rank(0).broadcast_into(buf);
+        Ok(())
+    }
+
+    /// One non-blocking all-gather (`MPI_Iallgather`) per bucket, started when the bucket is
+    /// sent; every `send`/`progress` tests the ones in flight so they advance while the
+    /// producer computes (MPI progresses only inside its calls); all are awaited at the end.
+    /// The send buffer is kept from one call to the next.
+    fn all_gather_buckets(
+        &self,
+        sizes: &[usize],
+        produce: &mut dyn FnMut(&mut dyn BucketSink) -> Result<()>,
+        into: &mut Vec<f32>,
+    ) -> Result<()> {
+        let total: usize = sizes.iter().sum();
+        let mut send = self.send_cache.take();
+        send.resize(total, 0.0);
+        into.resize(total * self.size(), 0.0);
+        let outcome = mpi::request::scope(|scope| {
+            let mut sink = Streams {
+                world: &self.world,
+                scope,
+                cursor: Cursor::new(sizes),
+                send: &mut send[..],
+                recv: &mut into[..],
+                ranks: self.size(),
+                flying: Vec::new(),
+            };
+            let outcome = produce(&mut sink);
+            // Buckets not sent go out as zeros.
+            for k in sink.cursor.rest() {
+                sink.send[..sizes[k]].fill(0.0);
+                sink.start(sizes[k]);
+            }
+            for request in sink.flying {
+                request.wait();
+            }
+            outcome
+        });
+        *self.send_cache.borrow_mut() = send;
+        outcome
+    }
+}
+
+/// The buckets of one [`MpiWorld::all_gather_buckets`]: the parts of the send and receive
+/// buffers not yet used, and the exchanges in flight.
+struct Streams<'a, 's> {
+    world: &'a SimpleCommunicator,
+    scope: &'s LocalScope<'a>,
+    cursor: Cursor<'a>,
+    send: &'a mut [f32],
+    recv: &'a mut [f32],
+    ranks: usize,
+    flying: Vec<Request<'a, [f32], &'s LocalScope<'a>>>,
+}
+
+impl<'a> Streams<'a, '_> {
+    /// Starts the all-gather of the next `len` values of the send buffer.
+    fn start(&mut self, len: usize) {
+        let (out, rest) = std::mem::take(&mut self.send).split_at_mut(len);
+        self.send = rest;
+        let (into, rest) = std::mem::take(&mut self.recv).split_at_mut(len * self.ranks);
+        self.recv = rest;
+        let out: &'a [f32] = out;
+        let request = self.world.immediate_all_gather_into(self.scope, out, into);
+        self.flying.push(request);
+    }
+}
+
+impl BucketSink for Streams<'_, '_> {
+    fn send(&mut self, values: &[f32]) -> Result<()> {
+        self.cursor.accept(values.len())?;
+        self.send[..values.len()].copy_from_slice(values);
+        self.start(values.len());
+        self.progress()
+    }
+
+    fn progress(&mut self) -> Result<()> {
+        let flying = std::mem::take(&mut self.flying);
+        for request in flying {
+            if let Err(still) = request.test() {
+                self.flying.push(still);
+            }
+        }
         Ok(())
     }
 }

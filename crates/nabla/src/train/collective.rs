@@ -18,6 +18,109 @@ pub trait Collective {
     fn all_gather_f32(&self, local: &[f32]) -> Result<Vec<f32>>;
     /// Rank 0's `buf` on every rank.
     fn broadcast(&self, buf: &mut [f64]) -> Result<()>;
+
+    /// All-gathers of buckets that `produce` hands to its sink one at a time, so that an
+    /// implementation can exchange a bucket while `produce` computes the next (overlap of
+    /// communication with backward). `sizes`: the length of each bucket, in the order they are
+    /// sent, the same on every rank. Writes to `into` (resized; reuse it across calls to save
+    /// the allocation) bucket by bucket every rank's values in rank order (bucket k takes
+    /// `size() · sizes[k]` values). If `produce` fails or sends fewer buckets, the rest go out
+    /// as zeros — no rank is left waiting — and its error is returned after the exchange. The
+    /// default exchanges everything after `produce` returns.
+    fn all_gather_buckets(
+        &self,
+        sizes: &[usize],
+        produce: &mut dyn FnMut(&mut dyn BucketSink) -> Result<()>,
+        into: &mut Vec<f32>,
+    ) -> Result<()> {
+        let mut sink = Collect {
+            cursor: Cursor::new(sizes),
+            values: Vec::new(),
+        };
+        let outcome = produce(&mut sink);
+        let missing = sink.cursor.missing();
+        sink.values.extend(std::iter::repeat_n(0.0, missing));
+        let all = self.all_gather_f32(&sink.values)?;
+        outcome?;
+        // Rank-major (every rank's buckets) to bucket-major (every rank's bucket k).
+        let (n, total) = (self.size(), sink.values.len());
+        into.clear();
+        let mut at = 0;
+        for &len in sizes {
+            for r in 0..n {
+                into.extend_from_slice(&all[r * total + at..r * total + at + len]);
+            }
+            at += len;
+        }
+        Ok(())
+    }
+}
+
+/// Where [`Collective::all_gather_buckets`]' producer sends its buckets.
+pub trait BucketSink {
+    /// Hands over the next bucket (exactly its announced length).
+    fn send(&mut self, values: &[f32]) -> Result<()>;
+    /// Lets exchanges already started make progress (MPI progresses only inside its calls).
+    fn progress(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks the buckets a producer sends against the announced sizes.
+pub(crate) struct Cursor<'s> {
+    sizes: &'s [usize],
+    next: usize,
+}
+
+impl<'s> Cursor<'s> {
+    pub(crate) fn new(sizes: &'s [usize]) -> Self {
+        Cursor { sizes, next: 0 }
+    }
+
+    /// Accepts a bucket of `len` values (the next one's length) and returns its index.
+    pub(crate) fn accept(&mut self, len: usize) -> Result<usize> {
+        let k = self.next;
+        match self.sizes.get(k) {
+            Some(&want) if want == len => {
+                self.next += 1;
+                Ok(k)
+            }
+            Some(&want) => Err(Error::arg(
+                "all_gather_buckets",
+                format!("bucket {k} has {len} values; {want} were announced"),
+            )),
+            None => Err(Error::arg(
+                "all_gather_buckets",
+                format!(
+                    "{} buckets were announced; a bucket more was sent",
+                    self.sizes.len()
+                ),
+            )),
+        }
+    }
+
+    /// The indices of the buckets not sent (they go out as zeros).
+    pub(crate) fn rest(&self) -> std::ops::Range<usize> {
+        self.next..self.sizes.len()
+    }
+
+    /// How many values the buckets not sent hold.
+    fn missing(&self) -> usize {
+        self.sizes[self.next..].iter().sum()
+    }
+}
+
+struct Collect<'s> {
+    cursor: Cursor<'s>,
+    values: Vec<f32>,
+}
+
+impl BucketSink for Collect<'_> {
+    fn send(&mut self, values: &[f32]) -> Result<()> {
+        self.cursor.accept(values.len())?;
+        self.values.extend_from_slice(values);
+        Ok(())
+    }
 }
 
 /// Ranks as threads of one process.
@@ -108,5 +211,40 @@ impl Collective for ThreadRank {
         let all = self.exchange(buf)?;
         buf.copy_from_slice(&all[..buf.len()]);
         Ok(())
+    }
+
+    /// Exchanges each bucket as soon as it is sent (the ranks are threads: nothing to overlap,
+    /// but the buckets travel one by one, as over MPI).
+    fn all_gather_buckets(
+        &self,
+        sizes: &[usize],
+        produce: &mut dyn FnMut(&mut dyn BucketSink) -> Result<()>,
+        into: &mut Vec<f32>,
+    ) -> Result<()> {
+        struct Each<'r, 's, 'o> {
+            rank: &'r ThreadRank,
+            cursor: Cursor<'s>,
+            out: &'o mut Vec<f32>,
+        }
+        impl BucketSink for Each<'_, '_, '_> {
+            fn send(&mut self, values: &[f32]) -> Result<()> {
+                self.cursor.accept(values.len())?;
+                let all = self.rank.all_gather_f32(values)?;
+                self.out.extend(all);
+                Ok(())
+            }
+        }
+        into.clear();
+        let mut sink = Each {
+            rank: self,
+            cursor: Cursor::new(sizes),
+            out: into,
+        };
+        let outcome = produce(&mut sink);
+        for k in sink.cursor.rest() {
+            let all = self.all_gather_f32(&vec![0.0; sizes[k]])?;
+            sink.out.extend(all);
+        }
+        outcome
     }
 }

@@ -8,13 +8,13 @@
 //! [`DataFingerprint`](crate::data::DataFingerprint) of the training data, and the caller's
 //! metadata, next to the model's and optimizer's tensors.
 
-mod collective;
+pub(crate) mod collective;
 mod config;
 pub mod metrics;
 mod state;
 mod trainer;
 
-pub use collective::{Collective, ThreadGroup, ThreadRank};
+pub use collective::{BucketSink, Collective, ThreadGroup, ThreadRank};
 pub use config::{EarlyStopping, LossKind, OptimizerConfig, TrainConfig, TRAIN_CONFIG_VERSION};
 pub use metrics::{batch_loss, evaluate, Confusion, EpochMetrics, Evaluation};
 pub use state::{read_checkpoint, CheckpointInfo, LoopState};

@@ -8,7 +8,8 @@ use std::ops::Range;
 use std::sync::atomic::Ordering;
 
 use super::*;
-use crate::autograd::GradStore;
+use crate::autograd::{BackwardHook, GradStore};
+use crate::train::BucketSink;
 
 /// What each slice reports besides its gradient: loss × rows, correct predictions, finite?
 const STATS: usize = 3;
@@ -40,48 +41,43 @@ impl Trainer {
         self.model.load_extra_state(&fresh)
     }
 
-    /// This rank's slices of `idx`: flat gradients (parameter order) and stats per slice.
-    fn local_slices(&mut self, idx: &[usize], m: usize) -> Result<(Vec<f32>, Vec<f64>)> {
-        let (rank, size) = self
-            .collective
-            .as_ref()
-            .map_or((0, 1), |c| (c.rank(), c.size()));
-        let per = m / size;
+    /// Computes this rank's slices of `idx` and sends their gradients to `sink` bucket by
+    /// bucket as backward finishes them (slice after slice); returns the stats per slice.
+    /// (`mine`: this rank's slice indices.)
+    fn local_slices(
+        &mut self,
+        idx: &[usize],
+        m: usize,
+        mine: Range<usize>,
+        layout: &Buckets,
+        sink: &mut dyn BucketSink,
+    ) -> Result<Vec<f64>> {
         let params: Vec<Tensor<f32>> = self
             .optimizer
             .params()
             .iter()
             .map(|(_, p)| p.clone())
             .collect();
-        let (mut grads, mut stats) = (Vec::new(), Vec::new());
-        for s in rank * per..(rank + 1) * per {
+        let mut stats = Vec::new();
+        for s in mine {
             let rows = &idx[slice(idx.len(), m, s)];
+            let mut out = Outbox::new(layout, sink);
             if rows.is_empty() {
-                for p in &params {
-                    grads.extend(std::iter::repeat_n(0.0, p.numel()));
-                }
+                out.flush()?;
                 stats.extend([0.0, 0.0, 1.0]);
                 continue;
             }
             self.reseed_dropout(s)?;
-            let (out, loss) = self.forward(rows)?;
+            let (pred, loss) = self.forward(rows)?;
             // The slice's share of the batch mean: Σ over its rows / batch rows.
             let loss = loss.mul_scalar(rows.len() as f64 / idx.len() as f64)?;
             let lv = loss.item()? as f64;
-            let g = loss.backward()?;
-            let mut finite = lv.is_finite();
-            for p in &params {
-                match g.get(p) {
-                    Some(t) => {
-                        finite &= t.all_finite();
-                        grads.extend(t.to_vec()?);
-                    }
-                    None => grads.extend(std::iter::repeat_n(0.0, p.numel())),
-                }
-            }
+            loss.backward_hooked(&params, &mut out)?;
+            out.flush()?;
+            let finite = lv.is_finite() && out.finite;
             let correct = match &self.train {
                 TaskData::Class(c) => {
-                    let pred = predict_class(&out.detach())?;
+                    let pred = predict_class(&pred.detach())?;
                     pred.iter()
                         .zip(rows)
                         .filter(|(p, &i)| **p == c.labels[i])
@@ -95,7 +91,7 @@ impl Trainer {
                 f64::from(u8::from(finite)),
             ]);
         }
-        Ok((grads, stats))
+        Ok(stats)
     }
 
     /// One data-parallel optimizer step on the global batch `idx`.
@@ -104,23 +100,36 @@ impl Trainer {
         self.optimizer
             .set_lr(self.config.schedule.lr_at(base, self.state.step));
         let params: Vec<(String, Tensor<f32>)> = self.optimizer.params().to_vec();
-        let n: usize = params.iter().map(|(_, p)| p.numel()).sum();
-        // A local failure must not leave the other ranks waiting: it travels as a flag.
-        let local = self.local_slices(idx, m);
-        let own_error = local.as_ref().err().cloned();
-        let failed = own_error.is_some();
-        let (grads, mut stats) = local.unwrap_or_else(|_| {
-            let per = m / self.ranks();
-            (vec![0.0; n * per], vec![0.0; STATS * per])
-        });
-        stats.push(f64::from(u8::from(failed)));
+        let (ranks, per) = (self.ranks(), m / self.ranks());
+        let layout = Buckets::new(&params, self.bucket_values);
+        let sizes: Vec<usize> = (0..per)
+            .flat_map(|_| layout.sizes.iter().copied())
+            .collect();
+        // A local failure must not leave the other ranks waiting: the buckets it did not send
+        // go out as zeros and the failure travels as a flag with the stats.
+        let mine = self.rank() * per..(self.rank() + 1) * per;
+        let group = self.collective.take(); // (put back below, whatever the outcome)
+        let mut local_stats = None;
+        let mut gathered = std::mem::take(&mut self.exchange_buf);
+        let exchanged = group.as_deref().unwrap_or(&Solo).all_gather_buckets(
+            &sizes,
+            &mut |sink| {
+                local_stats = Some(self.local_slices(idx, m, mine.clone(), &layout, sink)?);
+                Ok(())
+            },
+            &mut gathered,
+        );
+        self.collective = group;
+        let gathered = exchanged.map(|()| gathered);
+        let own_error = gathered.as_ref().err().cloned();
+        let mut stats = local_stats.unwrap_or_else(|| vec![0.0; STATS * per]);
+        stats.push(f64::from(u8::from(own_error.is_some())));
         stats.push(f64::from(u8::from(self.stop.load(Ordering::SeqCst))));
-        let (all_grads, all_stats) = match &self.collective {
-            Some(c) => (c.all_gather_f32(&grads)?, c.all_gather(&stats)?),
-            None => (grads, stats),
+        let all_stats = match &self.collective {
+            Some(c) => c.all_gather(&stats)?,
+            None => stats,
         };
-        let per_rank = STATS * m / self.ranks() + 2;
-        let ranks = self.ranks();
+        let per_rank = STATS * per + 2;
         let flagged = |k: usize| -> Option<usize> {
             (0..ranks).find(|r| all_stats[r * per_rank + per_rank - 2 + k] != 0.0)
         };
@@ -133,30 +142,19 @@ impl Trainer {
             });
         }
         self.stop_agreed = flagged(1).is_some();
-        let slice_stats: Vec<&[f64]> = (0..self.ranks())
+        let slice_stats: Vec<&[f64]> = (0..ranks)
             .flat_map(|r| all_stats[r * per_rank..r * per_rank + per_rank - 2].chunks(STATS))
             .collect();
         if let Some(s) = slice_stats.iter().position(|st| st[2] == 0.0) {
             let what = format!(
                 "slice {s} of the batch (rank {}) has a non-finite loss or gradient",
-                s / (m / self.ranks())
+                s / per
             );
             return Err(self.diverged(&what, None));
         }
-        // Σ over slices, in slice order: the same on every rank and for every rank count.
-        let mut sum = all_grads[..n].to_vec();
-        for s in 1..m {
-            for (a, b) in sum.iter_mut().zip(&all_grads[s * n..(s + 1) * n]) {
-                *a += b;
-            }
-        }
-        let mut store = GradStore::new();
-        let mut at = 0;
-        for (_, p) in &params {
-            let g = Tensor::from_vec(sum[at..at + p.numel()].to_vec(), p.shape())?;
-            at += p.numel();
-            store.insert(p, g);
-        }
+        let gathered = gathered?;
+        let mut store = layout.sum_slices(&gathered, &params, m, ranks)?;
+        self.exchange_buf = gathered; // kept for the next step: no fresh pages to fault in
         if let Some(c) = self.config.clip {
             clip_grad_norm(&mut store, &self.model.parameters(), c)?;
         }
@@ -167,6 +165,11 @@ impl Trainer {
         st.correct += slice_stats.iter().map(|s| s[1] as usize).sum::<usize>();
         st.seen += idx.len();
         Ok(store)
+    }
+
+    /// This process's rank (0 without a group).
+    fn rank(&self) -> usize {
+        self.collective.as_ref().map_or(0, |c| c.rank())
     }
 
     /// Ranks in the group (1 without one).
@@ -184,6 +187,191 @@ impl Trainer {
             c.broadcast(&mut buf)?;
             p.update_data(|d| d.iter_mut().zip(&buf).for_each(|(a, &b)| *a = b as f32))?;
         }
+        Ok(())
+    }
+}
+
+/// Gradients travel in buckets of about this many values (256 KiB of f32), last layers first.
+pub(super) const BUCKET_VALUES: usize = 1 << 16;
+
+/// The parameters (indices in optimizer order) grouped into buckets in the order backward
+/// finishes them — reverse parameter order — each closed before it would pass `cap` values
+/// (a larger parameter is a bucket of its own).
+struct Buckets {
+    members: Vec<Vec<usize>>,
+    sizes: Vec<usize>,
+    /// Where each parameter starts in the flat gradient (parameter order).
+    offsets: Vec<usize>,
+    numels: Vec<usize>,
+}
+
+impl Buckets {
+    fn new(params: &[(String, Tensor<f32>)], cap: usize) -> Self {
+        let numels: Vec<usize> = params.iter().map(|(_, p)| p.numel()).collect();
+        let offsets = numels
+            .iter()
+            .scan(0, |at, &n| {
+                *at += n;
+                Some(*at - n)
+            })
+            .collect();
+        let (mut members, mut sizes) = (Vec::new(), Vec::new());
+        let (mut bucket, mut size) = (Vec::new(), 0);
+        for i in (0..params.len()).rev() {
+            if !bucket.is_empty() && size + numels[i] > cap {
+                members.push(std::mem::take(&mut bucket));
+                sizes.push(std::mem::take(&mut size));
+            }
+            bucket.push(i);
+            size += numels[i];
+        }
+        if !bucket.is_empty() {
+            members.push(bucket);
+            sizes.push(size);
+        }
+        Buckets {
+            members,
+            sizes,
+            offsets,
+            numels,
+        }
+    }
+
+    /// Σ over the `m` slices, in slice order, of the gathered buckets (bucket-major: for each
+    /// of a rank's slices, each bucket, every rank's values): the same on every rank and for
+    /// every rank count.
+    fn sum_slices(
+        &self,
+        gathered: &[f32],
+        params: &[(String, Tensor<f32>)],
+        m: usize,
+        ranks: usize,
+    ) -> Result<GradStore<f32>> {
+        let per = m / ranks;
+        let total: usize = self.sizes.iter().sum();
+        let mut sum = vec![0.0f32; total];
+        for s in 0..m {
+            let (r, j) = (s / per, s % per);
+            let mut base = j * total * ranks;
+            for (members, &size) in self.members.iter().zip(&self.sizes) {
+                let mut src = &gathered[base + r * size..base + (r + 1) * size];
+                for &p in members {
+                    let (from, rest) = src.split_at(self.numels[p]);
+                    src = rest;
+                    let to = &mut sum[self.offsets[p]..self.offsets[p] + self.numels[p]];
+                    if s == 0 {
+                        to.copy_from_slice(from);
+                    } else {
+                        to.iter_mut().zip(from).for_each(|(a, b)| *a += b);
+                    }
+                }
+                base += size * ranks;
+            }
+        }
+        let mut store = GradStore::new();
+        for (i, (_, p)) in params.iter().enumerate() {
+            let g = &sum[self.offsets[i]..self.offsets[i] + self.numels[i]];
+            store.insert(p, Tensor::from_vec(g.to_vec(), p.shape())?);
+        }
+        Ok(store)
+    }
+}
+
+/// One slice's gradients on their way out: each parameter's gradient is kept (not copied)
+/// when backward finishes it, and each bucket is sent as soon as all of its parameters are in.
+struct Outbox<'l, 's> {
+    layout: &'l Buckets,
+    sink: &'s mut dyn BucketSink,
+    /// `Some(None)`: final without a gradient (sent as zeros).
+    staged: Vec<Option<Option<Tensor<f32>>>>,
+    next: usize,
+    buf: Vec<f32>,
+    finite: bool,
+}
+
+impl<'l, 's> Outbox<'l, 's> {
+    fn new(layout: &'l Buckets, sink: &'s mut dyn BucketSink) -> Self {
+        Outbox {
+            layout,
+            sink,
+            staged: vec![None; layout.numels.len()],
+            next: 0,
+            buf: Vec::new(),
+            finite: true,
+        }
+    }
+
+    /// Sends the buckets whose parameters are all in, in bucket order.
+    fn send_ready(&mut self) -> Result<()> {
+        while let Some(members) = self.layout.members.get(self.next) {
+            if members.iter().any(|&p| self.staged[p].is_none()) {
+                return Ok(());
+            }
+            if let [p] = members[..] {
+                if let Some(Some(g)) = self.staged[p].take() {
+                    self.sink.send(&g.data()?)?; // one parameter: straight from its storage
+                    self.next += 1;
+                    continue;
+                }
+            }
+            self.buf.clear();
+            for &p in members {
+                match self.staged[p].take().flatten() {
+                    Some(g) => self.buf.extend_from_slice(&g.data()?),
+                    None => self.buf.resize(self.buf.len() + self.layout.numels[p], 0.0),
+                }
+            }
+            self.sink.send(&self.buf)?;
+            self.next += 1;
+        }
+        Ok(())
+    }
+
+    /// Sends everything not sent yet (parameters without a gradient as zeros).
+    fn flush(&mut self) -> Result<()> {
+        let rest = self.layout.members.get(self.next..).unwrap_or_default();
+        for &p in rest.iter().flatten() {
+            self.staged[p].get_or_insert(None);
+        }
+        self.send_ready()
+    }
+}
+
+impl BackwardHook<f32> for Outbox<'_, '_> {
+    fn ready(&mut self, index: usize, grad: Option<&Tensor<f32>>) -> Result<()> {
+        if let Some(g) = grad {
+            self.finite &= g.all_finite();
+        }
+        self.staged[index] = Some(grad.cloned());
+        self.send_ready()
+    }
+
+    fn after_op(&mut self) -> Result<()> {
+        self.sink.progress()
+    }
+}
+
+/// A group of one: what a single process with `grad_shards` exchanges with.
+struct Solo;
+
+impl Collective for Solo {
+    fn rank(&self) -> usize {
+        0
+    }
+
+    fn size(&self) -> usize {
+        1
+    }
+
+    fn all_gather(&self, local: &[f64]) -> Result<Vec<f64>> {
+        Ok(local.to_vec())
+    }
+
+    fn all_gather_f32(&self, local: &[f32]) -> Result<Vec<f32>> {
+        Ok(local.to_vec())
+    }
+
+    fn broadcast(&self, _buf: &mut [f64]) -> Result<()> {
         Ok(())
     }
 }

@@ -143,6 +143,10 @@ pub struct Trainer {
     collective: Option<Box<dyn Collective>>,
     /// The stop flag as every rank agreed at the last step (data-parallel runs).
     stop_agreed: bool,
+    /// Values per gradient bucket of a data-parallel exchange.
+    bucket_values: usize,
+    /// The receive buffer of the last data-parallel exchange, reused.
+    exchange_buf: Vec<f32>,
 }
 
 impl Trainer {
@@ -173,6 +177,8 @@ impl Trainer {
             last_checkpoint: None,
             collective: None,
             stop_agreed: false,
+            bucket_values: sharded::BUCKET_VALUES,
+            exchange_buf: Vec::new(),
         })
     }
 
@@ -231,6 +237,23 @@ impl Trainer {
         }
         self.collective = Some(group);
         self.broadcast_weights()?;
+        Ok(self)
+    }
+
+    /// Data-parallel runs send each slice's gradients in buckets of about `values` numbers
+    /// (default 65,536, i.e. 256 KiB), last layers first, each as soon as backward has
+    /// finished its parameters, so the exchange overlaps the rest of backward. Smaller buckets
+    /// start sooner, larger ones cost fewer messages; a parameter larger than `values` is a
+    /// bucket of its own. The bucket size does not change the result (the slices are still
+    /// added in slice order), only when the values travel. Errors when `values` is 0.
+    pub fn with_bucket_values(mut self, values: usize) -> Result<Self> {
+        if values == 0 {
+            return Err(Error::arg(
+                "train",
+                "a gradient bucket needs at least one value",
+            ));
+        }
+        self.bucket_values = values;
         Ok(self)
     }
 
