@@ -46,13 +46,13 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             data.name
         );
     }
-    let split = if args.train_split {
-        &data.train
+    let mut normalized = if args.train_split {
+        data.train
     } else {
-        &data.test
+        data.test
     };
-    check_width(&model, split.features(), &data.name)?;
-    let normalized = split.normalized(&meta.normalizer)?;
+    check_width(&model, normalized.features(), &data.name)?;
+    normalized.normalize_in_place(&meta.normalizer)?; // (the raw features are not needed)
     let kind = match meta.task {
         Task::Classification => LossName::CrossEntropy,
         Task::Regression => LossName::Mse,

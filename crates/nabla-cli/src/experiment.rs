@@ -53,7 +53,6 @@ pub fn fit_warmup(
     lr: f64,
     loss: impl Fn(&Tensor<f32>) -> nabla::Result<Tensor<f32>>,
 ) -> Result<f64> {
-    nabla::alloc::retain_freed_memory();
     let mut opt = Adam::new(model.named_parameters(), AdamConfig::adam(lr))?;
     let cosine = LrSchedule::Cosine {
         total: steps.saturating_sub(warmup).max(1),

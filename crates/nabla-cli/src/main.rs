@@ -5,7 +5,6 @@ use nabla_cli::args::Command;
 use nabla_cli::{commands, interop, train};
 
 fn main() {
-    nabla::alloc::retain_freed_memory();
     let parsed = nabla_cli::args::parse_from(std::env::args_os());
     let (cli, given) = match parsed {
         Ok(c) => c,

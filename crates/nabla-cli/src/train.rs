@@ -199,13 +199,13 @@ fn fresh_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn execute(args: &TrainArgs, s: Setup, group: &mut Group) -> Result<()> {
+fn execute(args: &TrainArgs, mut s: Setup, group: &mut Group) -> Result<()> {
+    let normalizer = Normalizer::fit(s.data.train.x(), s.data.defaults.normalization)?;
+    // In place: the raw features are not needed again (one copy of the data set, not two).
+    s.data.train.normalize_in_place(&normalizer)?;
+    s.data.test.normalize_in_place(&normalizer)?;
     let d = &s.data;
-    let normalizer = Normalizer::fit(d.train.x(), d.defaults.normalization)?;
-    let (train, test) = (
-        d.train.normalized(&normalizer)?,
-        d.test.normalized(&normalizer)?,
-    );
+    let (train, test) = (d.train.clone(), d.test.clone());
     let (train, val) = if s.val_fraction == 0.0 {
         (train, None)
     } else {

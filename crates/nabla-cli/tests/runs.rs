@@ -291,7 +291,7 @@ fn eval_defaults_to_the_data_the_model_was_trained_on() {
 fn flags_that_do_not_apply_are_errors_in_the_clis_words() {
     let dir = tmpdir("flags");
     let out = |name: &str| dir.join(name).display().to_string();
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 12] = [
         (
             &["--task", "regression"],
             "--task applies only to --csv data (the task of spiral is classification)",
@@ -331,6 +331,14 @@ fn flags_that_do_not_apply_are_errors_in_the_clis_words() {
         (
             &["--val-fraction", "-0.5"],
             "--val-fraction -0.5 is not in [0, 1)",
+        ),
+        (
+            &["--bucket-values", "1000"],
+            "--bucket-values applies only to sliced gradients (--distributed or --grad-shards)",
+        ),
+        (
+            &["--grad-shards", "2", "--bucket-values", "0"],
+            "invalid value '0' for '--bucket-values <BUCKET_VALUES>'",
         ),
     ];
     for (i, (flags, message)) in cases.iter().enumerate() {

@@ -113,34 +113,64 @@ impl Normalizer {
         Ok(Normalizer { mode, mean, std })
     }
 
-    /// Applies the normalisation to `x` (`[n, d]` with the fitted `d`).
+    /// Applies the normalisation to `x` (`[n, d]` with the fitted `d`), into a new tensor.
     pub fn apply(&self, x: &Tensor<f32>) -> Result<Tensor<f32>> {
+        self.check(x)?;
+        let mut data = x.to_vec()?;
+        self.normalize(&mut data, x.shape().get(1).copied().unwrap_or(0));
+        Tensor::from_vec(data, x.shape())
+    }
+
+    /// [`Normalizer::apply`] in place: rewrites `x`'s storage instead of allocating a second
+    /// copy of the data (for Fashion-MNIST, 188 MB less at peak). Every tensor sharing that
+    /// storage sees the change, as with any in-place write.
+    ///
+    /// ```
+    /// use nabla::data::{Normalization, Normalizer};
+    /// use nabla::Tensor;
+    /// let x = Tensor::from_vec(vec![0.0f32, 2.0, 4.0, 6.0], &[2, 2])?;
+    /// let n = Normalizer::fit(&x, Normalization::Global)?;
+    /// let copy = n.apply(&x)?;
+    /// n.apply_in_place(&x)?;
+    /// assert_eq!(x.to_vec()?, copy.to_vec()?);
+    /// # Ok::<(), nabla::Error>(())
+    /// ```
+    pub fn apply_in_place(&self, x: &Tensor<f32>) -> Result<()> {
+        self.check(x)?;
         let d = x.shape().get(1).copied().unwrap_or(0);
+        x.update_data(|data| self.normalize(data, d))
+    }
+
+    /// An error unless `x` has the features the normalisation was fitted on.
+    fn check(&self, x: &Tensor<f32>) -> Result<()> {
+        let d = x.shape().get(1).copied().unwrap_or(0);
+        if self.mode == Normalization::PerFeature && (d != self.mean.len() || x.rank() != 2) {
+            return Err(Error::shape(
+                "normalize",
+                format!(
+                    "input {:?} does not have the {} features the normalisation was fitted on",
+                    x.shape(),
+                    self.mean.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Normalises row-major rows of `d` features.
+    fn normalize(&self, data: &mut [f32], d: usize) {
         match self.mode {
-            Normalization::None => Ok(x.clone()),
+            Normalization::None => {}
             Normalization::Global => {
                 let (m, s) = (self.mean[0], self.std[0]);
-                let data = x.data()?.iter().map(|&v| (v - m) / s).collect();
-                Tensor::from_vec(data, x.shape())
+                data.iter_mut().for_each(|v| *v = (*v - m) / s);
             }
             Normalization::PerFeature => {
-                if d != self.mean.len() || x.rank() != 2 {
-                    return Err(Error::shape(
-                        "normalize",
-                        format!(
-                            "input {:?} does not have the {} features the normalisation was fitted on",
-                            x.shape(),
-                            self.mean.len()
-                        ),
-                    ));
+                for row in data.chunks_mut(d.max(1)) {
+                    for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
+                        *v = (*v - m) / s;
+                    }
                 }
-                let data = x
-                    .data()?
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &v)| (v - self.mean[i % d]) / self.std[i % d])
-                    .collect();
-                Tensor::from_vec(data, x.shape())
             }
         }
     }

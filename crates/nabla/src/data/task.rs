@@ -67,6 +67,12 @@ impl TaskData {
         })
     }
 
+    /// [`TaskData::normalized`] in place (no second copy of the features; see
+    /// [`Normalizer::apply_in_place`]).
+    pub fn normalize_in_place(&mut self, n: &Normalizer) -> Result<()> {
+        n.apply_in_place(self.x())
+    }
+
     /// The rows `idx`, in that order.
     pub fn subset(&self, idx: &[usize]) -> Result<TaskData> {
         Ok(match self {
