@@ -234,3 +234,39 @@ fn clipping_by_global_norm() {
     assert!((norm2 - 1.0).abs() < 1e-5);
     assert!(clip_grad_norm(&mut g, &[], 0.0).is_err());
 }
+
+#[test]
+fn adam_flushes_what_would_be_subnormal_and_nothing_else() {
+    let w = Tensor::from_vec(vec![1.0f32, 1.0, -2.0, 1e-20], &[4])
+        .unwrap()
+        .requires_grad();
+    let mut opt = Adam::new(vec![("w".into(), w.clone())], AdamConfig::adam(1e-3)).unwrap();
+    // g² · (1 − β₂) is subnormal for the first (flushed: v stays 0); the others are normal.
+    let g = [1e-30f32, 1e-3, 0.5, 1e-3];
+    let mut store = GradStore::new();
+    store.insert(&w, Tensor::from_vec(g.to_vec(), &[4]).unwrap());
+    opt.step(&store).unwrap();
+    let state = opt.state();
+    let buf = |name: &str| {
+        let t = &state.buffers.iter().find(|(n, _)| n == name).unwrap().1;
+        t.to_vec().unwrap()
+    };
+    let (m, v) = (buf("exp_avg.w"), buf("exp_avg_sq.w"));
+    let (one_b1, one_b2) = ((1.0f64 - 0.9) as f32, (1.0f64 - 0.999) as f32);
+    for i in 0..4 {
+        assert_eq!(m[i], one_b1 * g[i], "m[{i}]: normal, exact");
+    }
+    assert_eq!(v[0], 0.0, "(1 − β₂)·g² = 1e-63 flushed, not a subnormal");
+    for i in 1..4 {
+        assert_eq!(v[i], one_b2 * g[i] * g[i], "v[{i}]: normal, exact");
+    }
+    assert!(v.iter().chain(&m).all(|x| *x == 0.0 || x.is_normal()));
+    // The step is the published rule wherever nothing was flushed.
+    let got = w.to_vec().unwrap();
+    for i in 1..4 {
+        let (mh, vh) = (m[i] / (1.0 - 0.9), v[i] / (1.0 - 0.999));
+        let want = [1.0f32, 1.0, -2.0, 1e-20][i] - 1e-3 * mh / (vh.sqrt() + 1e-8);
+        let tol = 2e-5 * want.abs().max(1e-3); // f32, bias corrections folded differently
+        assert!((got[i] - want).abs() <= tol, "w[{i}] {} vs {want}", got[i]);
+    }
+}

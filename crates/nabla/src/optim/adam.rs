@@ -119,6 +119,16 @@ impl<T: Float> Optimizer<T> for Adam<T> {
         let wd = T::from_f64(c.weight_decay);
         let decay = T::from_f64(1.0 - c.lr * c.weight_decay);
         let decoupled = c.decoupled;
+        // Inputs whose products would be subnormal are flushed to zero first (what a CPU's
+        // flush-to-zero mode does, but in the arithmetic, so the same on every machine and
+        // thread count): a subnormal operand or result costs ~100 cycles of microcode on x86,
+        // which made this loop 18× slower once gradients fell below ~1e-18. Only values
+        // within a factor of 1/(1−β) of the subnormal range are affected.
+        let flush = |x: T, below: T| if x.abs() < below { T::ZERO } else { x };
+        let g_sq_min = (T::MIN_POSITIVE / one_b2).sqrt();
+        let g_m_min = T::MIN_POSITIVE / one_b1;
+        let (m_min, v_min) = (T::MIN_POSITIVE / b1, T::MIN_POSITIVE / b2);
+        let step_m_min = T::MIN_POSITIVE / step_size;
         for (((name, p), m), v) in self.params.iter().zip(&mut self.m).zip(&mut self.v) {
             let Some(g) = grad_of("adam", grads, name, p)? else {
                 continue;
@@ -136,9 +146,10 @@ impl<T: Float> Optimizer<T> for Adam<T> {
                         } else {
                             g + wd * *w
                         };
-                        *m = b1 * *m + one_b1 * g;
-                        *v = b2 * *v + one_b2 * g * g;
-                        *w -= step_size * *m / (v.sqrt() * inv_bc2_sqrt + eps);
+                        let gv = flush(g, g_sq_min);
+                        *m = b1 * flush(*m, m_min) + one_b1 * flush(g, g_m_min);
+                        *v = b2 * flush(*v, v_min) + one_b2 * gv * gv;
+                        *w -= step_size * flush(*m, step_m_min) / (v.sqrt() * inv_bc2_sqrt + eps);
                     }
                 };
                 par_update4(w, &g, m, v, update);

@@ -37,6 +37,8 @@ pub trait Float:
     const ONE: Self;
     /// -∞.
     const NEG_INFINITY: Self;
+    /// The smallest positive normal value (below it numbers are subnormal).
+    const MIN_POSITIVE: Self;
     /// Converts from f64 (rounding for f32).
     fn from_f64(v: f64) -> Self;
     /// Converts to f64 (exact).
@@ -94,6 +96,7 @@ macro_rules! impl_float {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const NEG_INFINITY: Self = $t::NEG_INFINITY;
+            const MIN_POSITIVE: Self = $t::MIN_POSITIVE;
             #[inline(always)]
             fn from_f64(v: f64) -> Self {
                 v as $t
