@@ -67,37 +67,43 @@ impl Collective for Timed {
         let n = if self.rank() == 0 { 0 } else { buf.len() };
         self.count(n, 8, || self.inner.broadcast(buf))
     }
-    fn all_gather_buckets(
+    fn sum_slices(
         &self,
         sizes: &[usize],
+        per: usize,
         produce: &mut dyn FnMut(&mut dyn BucketSink) -> nabla::Result<()>,
         into: &mut Vec<f32>,
     ) -> nabla::Result<()> {
         let t = &self.traffic;
         t.gradient_calls.set(t.gradient_calls.get() + 1);
         let mut compute = 0.0;
-        let total: usize = sizes.iter().sum();
         let start = Instant::now();
-        let all = self.count(total, 4, || {
-            self.inner.all_gather_buckets(
-                sizes,
-                &mut |sink| {
-                    let began = Instant::now();
-                    let mut timed = TimedSink {
-                        inner: sink,
-                        seconds: 0.0,
-                    };
-                    let r = produce(&mut timed);
-                    compute += began.elapsed().as_secs_f64() - timed.seconds;
-                    r
-                },
-                into,
-            )
-        });
-        // `count` added the whole call; the producer's own compute was not communication.
-        let whole = start.elapsed().as_secs_f64();
-        t.seconds.set(t.seconds.get() - compute.min(whole));
-        all
+        let done = self.inner.sum_slices(
+            sizes,
+            per,
+            &mut |sink| {
+                let began = Instant::now();
+                let mut timed = TimedSink {
+                    inner: sink,
+                    seconds: 0.0,
+                };
+                let r = produce(&mut timed);
+                compute += began.elapsed().as_secs_f64() - timed.seconds;
+                r
+            },
+            into,
+        );
+        // The producer's own compute (backward) was not communication.
+        let exposed = (start.elapsed().as_secs_f64() - compute).max(0.0);
+        t.seconds.set(t.seconds.get() + exposed);
+        // MpiWorld reduce-scatters ((N−1)/N of the values, per + 1 times) or, where that is
+        // no fewer bytes, all-gathers ((N−1)·per times).
+        let n = self.inner.size();
+        let total: usize = sizes.iter().sum();
+        let others = n.saturating_sub(1);
+        let received = (4 * total * (per + 1) * others / n.max(1)).min(4 * total * per * others);
+        t.bytes.set(t.bytes.get() + received as u64);
+        done
     }
 }
 

@@ -220,3 +220,34 @@ fn a_slice_count_the_ranks_do_not_divide_is_refused() {
         .unwrap();
     assert!(err.to_string().contains("multiple of 2"), "{err}");
 }
+
+#[test]
+fn sum_slices_adds_every_slice_of_every_rank_in_slice_order() {
+    // 2 ranks × 2 slices, buckets of 3 and 2 values; slice s sends 10·s + position.
+    let handles: Vec<_> = ThreadGroup::ranks(2)
+        .into_iter()
+        .map(|rank| {
+            std::thread::spawn(move || {
+                let r = rank.rank();
+                let mut out = Vec::new();
+                let mut send = |sink: &mut dyn BucketSink| {
+                    for j in 0..2 {
+                        let s = (2 * r + j) as f32;
+                        sink.send(&[10.0 * s, 10.0 * s + 1.0, 10.0 * s + 2.0])?;
+                        sink.send(&[10.0 * s + 3.0, 10.0 * s + 4.0])?;
+                    }
+                    Ok(())
+                };
+                rank.sum_slices(&[3, 2], 2, &mut send, &mut out)
+                    .map(|()| out)
+            })
+        })
+        .collect();
+    for h in handles {
+        // Σ over s = 0..4 of (10·s + p) = 60 + 4·p.
+        assert_eq!(
+            h.join().unwrap().unwrap(),
+            vec![60.0, 64.0, 68.0, 72.0, 76.0]
+        );
+    }
+}

@@ -18,7 +18,7 @@ use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 
 use crate::error::{Error, Result};
-use crate::train::collective::Cursor;
+use crate::train::collective::{gather_then_sum, Cursor};
 use crate::train::{BucketSink, Collective};
 
 /// The world communicator of an MPI job.
@@ -55,7 +55,41 @@ impl MpiWorld {
     pub fn size(&self) -> usize {
         self.world.size() as usize
     }
+
+    /// Every rank's chunk of each bucket (`summed`: this rank's chunks, bucket after bucket)
+    /// into `into` (Σ sizes values), by point-to-point messages.
+    fn gather_chunks(&self, sizes: &[usize], summed: &[f32], into: &mut [f32]) {
+        let (n, me) = (self.size(), self.rank());
+        mpi::request::scope(|scope| {
+            let mut flying = Vec::new();
+            let (mut rest, mut mine) = (into, summed);
+            for (k, &len) in sizes.iter().enumerate() {
+                let (ours, tail) = mine.split_at(chunk(len, n, me).len());
+                mine = tail;
+                let tag = (PHASE2 + k % PHASE2) as mpi::Tag;
+                for c in 0..n {
+                    let (part, tail) =
+                        std::mem::take(&mut rest).split_at_mut(chunk(len, n, c).len());
+                    rest = tail;
+                    let peer = self.world.process_at_rank(c as mpi::Rank);
+                    if c == me {
+                        part.copy_from_slice(ours);
+                        continue;
+                    }
+                    flying.push(peer.immediate_receive_into_with_tag(scope, part, tag));
+                    flying.push(peer.immediate_send_with_tag(scope, ours, tag));
+                }
+            }
+            for request in flying {
+                request.wait();
+            }
+        });
+    }
 }
+
+/// Tags: the scatter's messages use `0..PHASE2`, the gather's `PHASE2..2·PHASE2` (MPI
+/// guarantees tags up to 32767).
+const PHASE2: usize = 16_384;
 
 impl Collective for MpiWorld {
     fn rank(&self) -> usize {
@@ -121,6 +155,78 @@ impl Collective for MpiWorld {
         *self.send_cache.borrow_mut() = send;
         outcome
     }
+
+    /// A reduce-scatter in fixed order, then an all-gather, overlapping backward: bucket k is
+    /// cut into `size()` chunks; when a rank sends a bucket, chunk c goes to rank c
+    /// (`MPI_Isend`/`MPI_Irecv`, tested for progress after every backward op). Once all are in,
+    /// rank c adds its chunk over all slices in slice order — the same additions, in the same
+    /// order, as adding whole gathered slices — and the summed chunks are exchanged. Each rank
+    /// receives (N−1)/N·(per + 1) times the gradient's bytes: 2·(N−1)/N with one slice per
+    /// rank, like a ring all-reduce, instead of the all-gather's (N−1)·per. Where that is no
+    /// fewer bytes (2 ranks with one slice each, or 1 rank) the slices are all-gathered
+    /// instead: one phase instead of two. Both add the same values in the same order.
+    fn sum_slices(
+        &self,
+        sizes: &[usize],
+        per: usize,
+        produce: &mut dyn FnMut(&mut dyn BucketSink) -> Result<()>,
+        into: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (n, me) = (self.size(), self.rank());
+        if per + 1 >= per * n {
+            return gather_then_sum(self, sizes, per, produce, into);
+        }
+        let total: usize = sizes.iter().sum();
+        let own: usize = sizes.iter().map(|&len| chunk(len, n, me).len()).sum();
+        let order: Vec<usize> = (0..per).flat_map(|_| sizes.iter().copied()).collect();
+        let mut send = self.send_cache.take();
+        send.resize(per * total, 0.0);
+        let mut parts = vec![0.0f32; per * own * n];
+        let outcome = mpi::request::scope(|scope| {
+            let mut sink = Scatter {
+                world: &self.world,
+                scope,
+                cursor: Cursor::new(&order),
+                send: &mut send[..],
+                parts: &mut parts[..],
+                ranks: n,
+                rank: me,
+                flying: Vec::new(),
+            };
+            let outcome = produce(&mut sink);
+            for q in sink.cursor.rest() {
+                sink.send[..order[q]].fill(0.0); // not sent: zeros, so no rank waits
+                sink.start(q, order[q]);
+            }
+            for request in sink.flying {
+                request.wait();
+            }
+            outcome
+        });
+        *self.send_cache.borrow_mut() = send;
+        // Every rank takes part in the second half even after a local failure.
+        let mut summed = Vec::with_capacity(own);
+        let mut at = 0;
+        for &len in sizes {
+            let c = chunk(len, n, me).len();
+            // Slice s = r·per + j; its part of this chunk, added in slice order.
+            let part = |s: usize| {
+                let start = n * ((s % per) * own + at) + (s / per) * c;
+                &parts[start..start + c]
+            };
+            let first = summed.len();
+            summed.extend_from_slice(part(0));
+            for s in 1..per * n {
+                let acc = &mut summed[first..];
+                acc.iter_mut().zip(part(s)).for_each(|(a, b)| *a += b);
+            }
+            at += c;
+        }
+        into.clear();
+        into.resize(total, 0.0);
+        self.gather_chunks(sizes, &summed, into);
+        outcome
+    }
 }
 
 /// The buckets of one [`MpiWorld::all_gather_buckets`]: the parts of the send and receive
@@ -157,12 +263,81 @@ impl BucketSink for Streams<'_, '_> {
     }
 
     fn progress(&mut self) -> Result<()> {
-        let flying = std::mem::take(&mut self.flying);
-        for request in flying {
-            if let Err(still) = request.test() {
-                self.flying.push(still);
-            }
-        }
+        test_all(&mut self.flying);
         Ok(())
     }
+}
+
+/// The first half of one [`MpiWorld::sum_slices`]: the parts of the send buffer and of the
+/// buffer for the chunks this rank owns not yet used, and the messages in flight.
+struct Scatter<'a, 's> {
+    world: &'a SimpleCommunicator,
+    scope: &'s LocalScope<'a>,
+    cursor: Cursor<'a>,
+    send: &'a mut [f32],
+    /// For each bucket sent, every rank's part of this rank's chunk, in rank order.
+    parts: &'a mut [f32],
+    ranks: usize,
+    rank: usize,
+    flying: Vec<Request<'a, [f32], &'s LocalScope<'a>>>,
+}
+
+impl<'a> Scatter<'a, '_> {
+    /// Sends bucket `q` (the next `len` values of the send buffer): chunk c to rank c; this
+    /// rank's chunk from every rank into the next slots.
+    fn start(&mut self, q: usize, len: usize) {
+        let (out, rest) = std::mem::take(&mut self.send).split_at_mut(len);
+        self.send = rest;
+        let out: &'a [f32] = out;
+        let mine = chunk(len, self.ranks, self.rank);
+        let (mut slots, rest) =
+            std::mem::take(&mut self.parts).split_at_mut(mine.len() * self.ranks);
+        self.parts = rest;
+        let tag = (q % PHASE2) as mpi::Tag;
+        for c in 0..self.ranks {
+            let (slot, tail) = std::mem::take(&mut slots).split_at_mut(mine.len());
+            slots = tail;
+            if c == self.rank {
+                slot.copy_from_slice(&out[mine.clone()]);
+                continue;
+            }
+            let peer = self.world.process_at_rank(c as mpi::Rank);
+            self.flying
+                .push(peer.immediate_receive_into_with_tag(self.scope, slot, tag));
+            let theirs = &out[chunk(len, self.ranks, c)];
+            self.flying
+                .push(peer.immediate_send_with_tag(self.scope, theirs, tag));
+        }
+    }
+}
+
+impl BucketSink for Scatter<'_, '_> {
+    fn send(&mut self, values: &[f32]) -> Result<()> {
+        let q = self.cursor.accept(values.len())?;
+        self.send[..values.len()].copy_from_slice(values);
+        self.start(q, values.len());
+        self.progress()
+    }
+
+    fn progress(&mut self) -> Result<()> {
+        test_all(&mut self.flying);
+        Ok(())
+    }
+}
+
+/// Tests every request in flight (letting MPI progress them); keeps those not complete.
+fn test_all<'a>(flying: &mut Vec<Request<'a, [f32], &LocalScope<'a>>>) {
+    for request in std::mem::take(flying) {
+        if let Err(still) = request.test() {
+            flying.push(still);
+        }
+    }
+}
+
+/// The chunk of a bucket of `len` values that rank `c` of `n` owns in a reduce-scatter: the
+/// first `len % n` chunks get one value more.
+fn chunk(len: usize, n: usize, c: usize) -> std::ops::Range<usize> {
+    let (q, r) = (len / n, len % n);
+    let start = c * q + c.min(r);
+    start..start + q + usize::from(c < r)
 }

@@ -54,6 +54,65 @@ pub trait Collective {
         }
         Ok(())
     }
+
+    /// The data-parallel gradient: Σ over all `per · size()` slices, in slice order, of values
+    /// sent in buckets. Each rank's `produce` sends its `per` slices' buckets (slice after
+    /// slice; each slice's buckets in the order of `sizes`, which is the same on every rank);
+    /// rank r's j-th slice is slice `r·per + j`. Writes to `into`, bucket after bucket, the
+    /// sums: the same values on every rank and for every rank count. Failures as in
+    /// [`Collective::all_gather_buckets`]. The default gathers every slice and adds them
+    /// locally ((N−1)·per times the gradient's bytes received per rank); `MpiWorld` (feature
+    /// `mpi`) reduces in fixed order across ranks instead (2·(N−1)/N times for one slice per
+    /// rank).
+    fn sum_slices(
+        &self,
+        sizes: &[usize],
+        per: usize,
+        produce: &mut dyn FnMut(&mut dyn BucketSink) -> Result<()>,
+        into: &mut Vec<f32>,
+    ) -> Result<()> {
+        gather_then_sum(self, sizes, per, produce, into)
+    }
+}
+
+/// [`Collective::sum_slices`] by gathering every slice ([`Collective::all_gather_buckets`])
+/// and adding them here.
+pub(crate) fn gather_then_sum<C: Collective + ?Sized>(
+    group: &C,
+    sizes: &[usize],
+    per: usize,
+    produce: &mut dyn FnMut(&mut dyn BucketSink) -> Result<()>,
+    into: &mut Vec<f32>,
+) -> Result<()> {
+    let all: Vec<usize> = (0..per).flat_map(|_| sizes.iter().copied()).collect();
+    group.all_gather_buckets(&all, produce, into)?;
+    sum_gathered(into, sizes, per, group.size());
+    Ok(())
+}
+
+/// In place: `into` holds what [`Collective::all_gather_buckets`] wrote for `per` slices per
+/// rank of buckets `sizes` on `n` ranks; afterwards its first `Σ sizes` values are, bucket
+/// after bucket, the sum over the `per · n` slices in slice order (slice `r·per + j` is rank
+/// r's j-th). Every destination lies at or before the values it still has to read.
+pub(crate) fn sum_gathered(into: &mut Vec<f32>, sizes: &[usize], per: usize, n: usize) {
+    let total: usize = sizes.iter().sum();
+    let mut prefix = 0;
+    for &len in sizes {
+        // Slice s = r·per + j starts at `start(s)`; slice 0 is copied down first (its values
+        // lie at or after the destination), the others are added in slice order.
+        let start = |s: usize| n * ((s % per) * total + prefix) + (s / per) * len;
+        into.copy_within(start(0)..start(0) + len, prefix);
+        let (dest, rest) = into.split_at_mut(prefix + len);
+        let dest = &mut dest[prefix..];
+        for s in 1..per * n {
+            let from = start(s) - (prefix + len);
+            dest.iter_mut()
+                .zip(&rest[from..from + len])
+                .for_each(|(a, b)| *a += b);
+        }
+        prefix += len;
+    }
+    into.truncate(total);
 }
 
 /// Where [`Collective::all_gather_buckets`]' producer sends its buckets.

@@ -1,6 +1,6 @@
 //! The data-parallel step: the global batch is cut into `grad_shards` fixed slices; each rank
-//! computes the gradients of its slices, every rank gathers all of them and adds them in slice
-//! order. The sum is therefore the same whatever the number of ranks (1, 2, 4… dividing the
+//! computes the gradients of its slices and sends them in buckets while backward runs, and the
+//! group adds all slices in slice order ([`Collective::sum_slices`]). The sum is therefore the same whatever the number of ranks (1, 2, 4… dividing the
 //! slice count): training on N ranks is bit-for-bit the computation of one. Dropout masks are
 //! drawn from generators reseeded per (step, slice), so they do not depend on the rank either.
 
@@ -102,17 +102,15 @@ impl Trainer {
         let params: Vec<(String, Tensor<f32>)> = self.optimizer.params().to_vec();
         let (ranks, per) = (self.ranks(), m / self.ranks());
         let layout = Buckets::new(&params, self.bucket_values);
-        let sizes: Vec<usize> = (0..per)
-            .flat_map(|_| layout.sizes.iter().copied())
-            .collect();
         // A local failure must not leave the other ranks waiting: the buckets it did not send
         // go out as zeros and the failure travels as a flag with the stats.
         let mine = self.rank() * per..(self.rank() + 1) * per;
         let group = self.collective.take(); // (put back below, whatever the outcome)
         let mut local_stats = None;
         let mut gathered = std::mem::take(&mut self.exchange_buf);
-        let exchanged = group.as_deref().unwrap_or(&Solo).all_gather_buckets(
-            &sizes,
+        let exchanged = group.as_deref().unwrap_or(&Solo).sum_slices(
+            &layout.sizes,
+            per,
             &mut |sink| {
                 local_stats = Some(self.local_slices(idx, m, mine.clone(), &layout, sink)?);
                 Ok(())
@@ -153,7 +151,7 @@ impl Trainer {
             return Err(self.diverged(&what, None));
         }
         let gathered = gathered?;
-        let mut store = layout.sum_slices(&gathered, &params, m, ranks)?;
+        let mut store = layout.unpack(&gathered, &params)?;
         self.exchange_buf = gathered; // kept for the next step: no fresh pages to fault in
         if let Some(c) = self.config.clip {
             clip_grad_norm(&mut store, &self.model.parameters(), c)?;
@@ -200,21 +198,12 @@ pub(super) const BUCKET_VALUES: usize = 1 << 16;
 struct Buckets {
     members: Vec<Vec<usize>>,
     sizes: Vec<usize>,
-    /// Where each parameter starts in the flat gradient (parameter order).
-    offsets: Vec<usize>,
     numels: Vec<usize>,
 }
 
 impl Buckets {
     fn new(params: &[(String, Tensor<f32>)], cap: usize) -> Self {
         let numels: Vec<usize> = params.iter().map(|(_, p)| p.numel()).collect();
-        let offsets = numels
-            .iter()
-            .scan(0, |at, &n| {
-                *at += n;
-                Some(*at - n)
-            })
-            .collect();
         let (mut members, mut sizes) = (Vec::new(), Vec::new());
         let (mut bucket, mut size) = (Vec::new(), 0);
         for i in (0..params.len()).rev() {
@@ -232,46 +221,21 @@ impl Buckets {
         Buckets {
             members,
             sizes,
-            offsets,
             numels,
         }
     }
 
-    /// Σ over the `m` slices, in slice order, of the gathered buckets (bucket-major: for each
-    /// of a rank's slices, each bucket, every rank's values): the same on every rank and for
-    /// every rank count.
-    fn sum_slices(
-        &self,
-        gathered: &[f32],
-        params: &[(String, Tensor<f32>)],
-        m: usize,
-        ranks: usize,
-    ) -> Result<GradStore<f32>> {
-        let per = m / ranks;
-        let total: usize = self.sizes.iter().sum();
-        let mut sum = vec![0.0f32; total];
-        for s in 0..m {
-            let (r, j) = (s / per, s % per);
-            let mut base = j * total * ranks;
-            for (members, &size) in self.members.iter().zip(&self.sizes) {
-                let mut src = &gathered[base + r * size..base + (r + 1) * size];
-                for &p in members {
-                    let (from, rest) = src.split_at(self.numels[p]);
-                    src = rest;
-                    let to = &mut sum[self.offsets[p]..self.offsets[p] + self.numels[p]];
-                    if s == 0 {
-                        to.copy_from_slice(from);
-                    } else {
-                        to.iter_mut().zip(from).for_each(|(a, b)| *a += b);
-                    }
-                }
-                base += size * ranks;
-            }
-        }
+    /// The gradients of `params` from the summed buckets (bucket after bucket, each holding
+    /// its members in order).
+    fn unpack(&self, summed: &[f32], params: &[(String, Tensor<f32>)]) -> Result<GradStore<f32>> {
         let mut store = GradStore::new();
-        for (i, (_, p)) in params.iter().enumerate() {
-            let g = &sum[self.offsets[i]..self.offsets[i] + self.numels[i]];
-            store.insert(p, Tensor::from_vec(g.to_vec(), p.shape())?);
+        let mut at = 0;
+        for members in &self.members {
+            for &p in members {
+                let g = summed[at..at + self.numels[p]].to_vec();
+                at += self.numels[p];
+                store.insert(&params[p].1, Tensor::from_vec(g, params[p].1.shape())?);
+            }
         }
         Ok(store)
     }
