@@ -26,6 +26,8 @@ pub struct MpiWorld {
     world: SimpleCommunicator,
     /// The send buffer of the last bucketed exchange, kept for the next.
     send_cache: RefCell<Vec<f32>>,
+    /// The reduce-scatter's receive and sum buffers, kept likewise (no fresh pages per step).
+    scatter_cache: RefCell<(Vec<f32>, Vec<f32>)>,
     // Finalizes MPI when dropped, after the communicator.
     _universe: Universe,
 }
@@ -42,6 +44,7 @@ impl MpiWorld {
         Ok(MpiWorld {
             world: universe.world(),
             send_cache: RefCell::default(),
+            scatter_cache: RefCell::default(),
             _universe: universe,
         })
     }
@@ -181,7 +184,8 @@ impl Collective for MpiWorld {
         let order: Vec<usize> = (0..per).flat_map(|_| sizes.iter().copied()).collect();
         let mut send = self.send_cache.take();
         send.resize(per * total, 0.0);
-        let mut parts = vec![0.0f32; per * own * n];
+        let (mut parts, mut summed) = self.scatter_cache.take();
+        parts.resize(per * own * n, 0.0); // every slot is written before it is read
         let outcome = mpi::request::scope(|scope| {
             let mut sink = Scatter {
                 world: &self.world,
@@ -205,7 +209,7 @@ impl Collective for MpiWorld {
         });
         *self.send_cache.borrow_mut() = send;
         // Every rank takes part in the second half even after a local failure.
-        let mut summed = Vec::with_capacity(own);
+        summed.clear();
         let mut at = 0;
         for &len in sizes {
             let c = chunk(len, n, me).len();
@@ -222,9 +226,9 @@ impl Collective for MpiWorld {
             }
             at += c;
         }
-        into.clear();
-        into.resize(total, 0.0);
+        into.resize(total, 0.0); // every value is written by the gather
         self.gather_chunks(sizes, &summed, into);
+        *self.scatter_cache.borrow_mut() = (parts, summed);
         outcome
     }
 }
