@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod common;
-use common::{fails_with, nabla};
+use common::{fails_with, nabla, tmpdir, Scratch};
 
 use nabla::data::csv::{read_csv, Header, TargetColumn};
 use nabla::data::idx::read_idx;
@@ -28,9 +28,9 @@ fn fails_naming(out: &Output, file: &Path) {
     fails_with(out, &file.file_name().unwrap().to_string_lossy());
 }
 
-/// A small trained model for `predict`.
-fn model() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nabla-corpus-model-{}", std::process::id()));
+/// A small trained model for `predict`: its directory (removed when dropped) and file.
+fn model() -> (Scratch, PathBuf) {
+    let dir = tmpdir("corpus-model");
     let out = nabla(&[
         "train",
         "--epochs",
@@ -41,7 +41,8 @@ fn model() -> PathBuf {
         dir.to_str().unwrap(),
     ]);
     assert!(out.status.success());
-    dir.join("model.safetensors")
+    let file = dir.join("model.safetensors");
+    (dir, file)
 }
 
 #[test]
@@ -55,7 +56,7 @@ fn the_corpus_has_at_least_twenty_cases() {
 
 #[test]
 fn malformed_idx_files_are_rejected() {
-    let model = model();
+    let (_dir, model) = model();
     for f in corpus("idx") {
         let e = read_idx(&f).expect_err(&format!("{} was accepted", f.display()));
         assert!(e.to_string().contains(&f.display().to_string()), "{e}");
@@ -74,7 +75,7 @@ fn malformed_idx_files_are_rejected() {
 
 #[test]
 fn malformed_csv_files_are_rejected() {
-    let out_dir = std::env::temp_dir().join(format!("nabla-corpus-csv-{}", std::process::id()));
+    let out_dir = tmpdir("corpus-csv");
     for f in corpus("csv") {
         let lib =
             read_csv(&f, &TargetColumn::Last, Header::Auto).and_then(|t| t.into_classification(&f));

@@ -15,13 +15,12 @@ use nabla::optim::{Adam, AdamConfig, LrSchedule, Optimizer};
 use nabla::{no_grad, Rng, Tensor};
 
 mod pyenv;
+mod scratch;
 use pyenv::python_available;
+use scratch::Scratch;
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nabla-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(name: &str) -> Scratch {
+    Scratch::new(name)
 }
 
 fn meta(cfg: &MlpConfig) -> BTreeMap<String, String> {

@@ -12,12 +12,11 @@ use nabla::nn::{Activation, Mlp, MlpConfig, Module};
 use nabla::{no_grad, Tensor};
 
 mod pyenv;
+mod scratch;
+use scratch::Scratch;
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nabla-onnx-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(name: &str) -> Scratch {
+    Scratch::new(name)
 }
 
 /// Exports `model`, writes `x` and nabla's outputs (each `+ shift`), and has ONNX Runtime

@@ -14,11 +14,11 @@ use nabla::train::{
     Callback, EarlyStopping, OptimizerConfig, StepProgress, StopReason, TrainConfig, Trainer,
 };
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nabla-trainer-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+mod scratch;
+use scratch::Scratch;
+
+fn tmp(name: &str) -> Scratch {
+    Scratch::new(name)
 }
 
 fn data(seed: u64) -> (TaskData, TaskData) {

@@ -6,6 +6,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "../../../nabla/tests/scratch/mod.rs"]
+mod scratch;
+pub use scratch::Scratch;
+
 /// The `nabla` binary, without the debug-build warning.
 pub fn command() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_nabla"));
@@ -26,12 +30,9 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_string()
 }
 
-/// A fresh, empty directory for one test.
-pub fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nabla-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh, empty directory for one test, removed when the test passes.
+pub fn tmpdir(name: &str) -> Scratch {
+    Scratch::new(name)
 }
 
 /// A failed run: non-zero exit, exactly one line on stderr containing `needle`, no panic.
