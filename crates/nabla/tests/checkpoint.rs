@@ -2,7 +2,6 @@
 //! exact resume from full training state, and interop with Python's safetensors.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use nabla::data::synthetic::spiral;
 use nabla::io::{

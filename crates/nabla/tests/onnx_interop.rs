@@ -4,7 +4,6 @@
 //! onnxruntime, unless `NABLA_REQUIRE_PYTHON=1` (CI).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use nabla::data::{Normalization, Normalizer};
 use nabla::io::{export_onnx, write_tensor_file, OnnxHead, OnnxOptions};

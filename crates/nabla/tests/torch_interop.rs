@@ -2,7 +2,6 @@
 //! checked against numpy following `nn.Linear`'s convention (`x @ W.T + b`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use nabla::io::{export_torch, import_torch, read_tensor_file, write_tensor_file};
 use nabla::nn::{Activation, Mlp, MlpConfig, Module};

@@ -2,7 +2,7 @@
 //! or data, early stopping, divergence, and all-or-nothing checkpoint loading.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -76,7 +76,8 @@ fn an_interrupted_run_resumes_to_bit_identical_weights_and_metrics() {
     // 135 training rows in batches of 16: 9 steps per epoch, 54 in all; stopping at the last
     // step leaves the last epoch's evaluation to the resumed run.
     for at in [1, 7, 23, 54] {
-        let ckpt = tmp(&format!("stop{at}")).join("ckpt.safetensors");
+        let dir = tmp(&format!("stop{at}"));
+        let ckpt = dir.join("ckpt.safetensors");
         let mut first = Trainer::new(config(), train.clone())
             .unwrap()
             .with_test(test.clone())
@@ -161,7 +162,8 @@ fn early_stopping_stops_when_the_loss_stops_improving() {
         min_delta: 0.0,
     });
     let (val, test2) = test.split(0.5, 3).unwrap();
-    let ckpt = tmp("early").join("ckpt.safetensors");
+    let dir = tmp("early");
+    let ckpt = dir.join("ckpt.safetensors");
     let mut t = Trainer::new(c.clone(), train.clone())
         .unwrap()
         .with_validation(val.clone())
