@@ -40,6 +40,77 @@ fn matmul_shapes(c: &mut Criterion) {
     group.finish();
 }
 
+/// The products of the tiny workload (2-64-64-3, batch 32; forward and backward) and the thin
+/// ones of the fashion and wide workloads, each through `nabla` (which sends them to its own
+/// small-product kernel where the CPU has AVX-512F) and through the `gemm` crate alone, on the
+/// same operands: the side-by-side behind `kernels/sgemm.rs`.
+fn small_products(c: &mut Criterion) {
+    let mut group = c.benchmark_group("small_products");
+    let shapes = [
+        (32, 2, 64, false, false),
+        (32, 64, 64, false, false),
+        (32, 64, 3, false, false),
+        (64, 32, 3, true, false),
+        (32, 3, 64, false, true),
+        (64, 32, 64, true, false),
+        (32, 64, 64, false, true),
+        (128, 256, 10, false, false),
+        (256, 128, 10, true, false),
+        (512, 2048, 10, false, false),
+        (2048, 512, 10, true, false),
+    ];
+    for (m, k, n, ta, tb) in shapes {
+        let a_shape = if ta { [k, m] } else { [m, k] };
+        let b_shape = if tb { [n, k] } else { [k, n] };
+        let a = Tensor::<f32>::randn(&a_shape, 0.0, 1.0, 1).unwrap();
+        let b = Tensor::<f32>::randn(&b_shape, 0.0, 1.0, 2).unwrap();
+        let (av, bv) = (a.to_vec().unwrap(), b.to_vec().unwrap());
+        // Row and column strides of the operands as the product reads them.
+        let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
+        let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        let name = format!(
+            "{m}x{k}{} * {k}x{n}{}",
+            if ta { "(T)" } else { "" },
+            if tb { "(T)" } else { "" }
+        );
+        group.bench_function(format!("nabla {name}"), |bench| {
+            bench.iter(|| black_box(a.matmul_t(&b, ta, tb).unwrap()))
+        });
+        group.bench_function(format!("gemm crate {name}"), |bench| {
+            bench.iter(|| {
+                let mut out = vec![0f32; m * n];
+                // SAFETY: the strides describe av (m×k) and bv (k×n) exactly; out is m×n.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        k,
+                        out.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        av.as_ptr(),
+                        csa,
+                        rsa,
+                        bv.as_ptr(),
+                        csb,
+                        rsb,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                    )
+                };
+                black_box(out)
+            })
+        });
+    }
+    group.finish();
+}
+
 struct Mlp {
     layers: Vec<(Tensor<f32>, Tensor<f32>)>,
 }
@@ -100,5 +171,5 @@ fn mlp_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matmul_shapes, mlp_step);
+criterion_group!(benches, matmul_shapes, small_products, mlp_step);
 criterion_main!(benches);

@@ -65,6 +65,12 @@ pub trait Float:
     fn max(self, other: Self) -> Self;
     /// The smaller of two values.
     fn min(self, other: Self) -> Self;
+    /// The slice as `f32`s when `Self` is `f32` (for kernels written for one type).
+    #[doc(hidden)]
+    fn as_f32(s: &[Self]) -> Option<&[f32]>;
+    /// The slice as `f32`s when `Self` is `f32`.
+    #[doc(hidden)]
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
     /// `C = A·B + beta·C` over strided matrices (m×k times k×n), via the `gemm` crate (its
     /// kernel chosen at run time: AVX-512, AVX2+FMA, NEON or scalar), on rayon's threads.
     /// Threads split the output, never the k sum, so results do not depend on their number.
@@ -89,8 +95,13 @@ pub trait Float:
     );
 }
 
+/// For `impl_float!(f64, …)`: not an `f32` slice.
+fn not_f32<T, U>(_: T) -> Option<U> {
+    None
+}
+
 macro_rules! impl_float {
-    ($t:ident) => {
+    ($t:ident, $as_f32:path) => {
         impl Float for $t {
             const DTYPE: &'static str = stringify!($t);
             const ZERO: Self = 0.0;
@@ -157,6 +168,12 @@ macro_rules! impl_float {
                     other
                 }
             }
+            fn as_f32(s: &[Self]) -> Option<&[f32]> {
+                $as_f32(s)
+            }
+            fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+                $as_f32(s)
+            }
             unsafe fn gemm(
                 m: usize,
                 k: usize,
@@ -199,5 +216,5 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32);
-impl_float!(f64);
+impl_float!(f32, Some);
+impl_float!(f64, not_f32);

@@ -1,4 +1,5 @@
-//! The one entry point to the GEMM crate. Operands are strided matrices inside a storage
+//! The one entry point to the GEMM kernels: our own (`sgemm`, f32 on AVX-512 CPUs, for all but
+//! small or thin products) and the `gemm` crate's for everything else. Operands are strided matrices inside a storage
 //! slice: transposes and other views are passed as strides, never copied.
 
 use crate::tensor::Float;
@@ -32,8 +33,28 @@ impl<T> MatRef<'_, T> {
         }
     }
 
+    /// The same matrix over `data` (the same storage seen as another type).
+    fn with_data<'b, U>(&self, data: &'b [U]) -> MatRef<'b, U> {
+        let MatRef {
+            offset,
+            rows,
+            cols,
+            rs,
+            cs,
+            ..
+        } = *self;
+        MatRef {
+            data,
+            offset,
+            rows,
+            cols,
+            rs,
+            cs,
+        }
+    }
+
     /// True when every element lies inside `data` (the condition for the unsafe call).
-    fn in_bounds(&self) -> bool {
+    pub(crate) fn in_bounds(&self) -> bool {
         if self.rows == 0 || self.cols == 0 {
             return true;
         }
@@ -65,6 +86,15 @@ pub fn gemm_into<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: &mu
             *o = if beta == T::ZERO { T::ZERO } else { *o * beta };
         }
         return;
+    }
+    if let (Some(ad), Some(bd), Some(o)) =
+        (T::as_f32(a.data), T::as_f32(b.data), T::as_f32_mut(out))
+    {
+        if super::sgemm::suits(m, k, n) {
+            let (a, b) = (a.with_data(ad), b.with_data(bd));
+            super::sgemm::sgemm(a, b, beta.to_f64() as f32, o, rayon::current_num_threads());
+            return;
+        }
     }
     // A stride along an axis of length 1 is never multiplied by a non-zero index; make it 0 so
     // that the cast below cannot wrap.

@@ -6,6 +6,7 @@ pub mod elementwise;
 pub mod layout;
 pub mod matmul;
 pub mod reduce;
+pub mod sgemm;
 
 use crate::tensor::shape::numel;
 
