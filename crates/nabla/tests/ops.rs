@@ -343,8 +343,9 @@ fn absurd_sizes_are_errors_not_panics() {
         .is_err());
 }
 
-/// The products of the wide and fashion MLPs (plain and transposed) give the same bits on 1,
-/// 2 and 3 threads: the GEMM splits the output among threads, never the sum over k.
+/// The products of the wide and fashion MLPs (plain and transposed), and small and thin ones,
+/// give the same bits on 1, 2 and 3 threads: the kernels split the output among threads, never
+/// the sum over k.
 #[test]
 fn large_products_are_bit_identical_for_any_thread_count() {
     let shapes = [
@@ -353,6 +354,13 @@ fn large_products_are_bit_identical_for_any_thread_count() {
         (512, 2048, 2048, false, true),
         (128, 784, 512, false, false),
         (784, 128, 512, true, false),
+        // Small and thin products (nabla's own kernel where the CPU has AVX-512F; the thin
+        // ones large enough to be split between threads).
+        (32, 64, 64, false, true),
+        (64, 32, 3, true, false),
+        (512, 2048, 10, false, false),
+        (2048, 512, 10, true, false),
+        (300, 700, 13, false, true),
     ];
     for (m, k, n, ta, tb) in shapes {
         let a_shape = if ta { [k, m] } else { [m, k] };

@@ -90,7 +90,7 @@ pub fn gemm_into<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: &mu
     if let (Some(ad), Some(bd), Some(o)) =
         (T::as_f32(a.data), T::as_f32(b.data), T::as_f32_mut(out))
     {
-        if super::sgemm::suits(m, k, n) {
+        if super::sgemm::suits(m, k, n, b.cs == 1 || n == 1) {
             let (a, b) = (a.with_data(ad), b.with_data(bd));
             super::sgemm::sgemm(a, b, beta.to_f64() as f32, o, rayon::current_num_threads());
             return;

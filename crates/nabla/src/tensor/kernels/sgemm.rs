@@ -32,9 +32,14 @@ pub fn available() -> bool {
 }
 
 /// Whether a product of these sizes goes to this kernel: AVX-512F is here and the product is
-/// small (at most 2¹⁸ multiply-adds) or thin (at most 16 columns); measured in `benches/core.rs` (`small_products`).
-pub fn suits(m: usize, k: usize, n: usize) -> bool {
-    (m.saturating_mul(n).saturating_mul(k) <= SMALL_MAX || n <= 16) && available()
+/// small (at most 2¹⁸ multiply-adds) or thin (at most 16 columns), and B's rows are contiguous
+/// or B is small enough (at most 2,048 values) that copying it costs less than `gemm`'s packing
+/// (a 64×64 transposed B did not: 6.1 vs 5.0 µs). Measured in `benches/core.rs`
+/// (`small_products`).
+pub fn suits(m: usize, k: usize, n: usize, b_rows_contiguous: bool) -> bool {
+    (m.saturating_mul(n).saturating_mul(k) <= SMALL_MAX || n <= 16)
+        && (b_rows_contiguous || k.saturating_mul(n) <= 2048)
+        && available()
 }
 
 thread_local! {
@@ -85,11 +90,19 @@ pub fn sgemm(a: MatRef<'_, f32>, b: MatRef<'_, f32>, beta: f32, out: &mut [f32],
     } else {
         copy.clear();
         copy.resize(k * n, 0.0);
-        for j in 0..n {
-            // Column j of B (contiguous when B is a transposed row-major matrix).
-            let col = b.offset + j * b.cs;
-            for (p, d) in copy[j..].iter_mut().step_by(n).enumerate() {
-                *d = b.data[col + p * b.rs];
+        if b.rs == 1 {
+            // B is a transposed row-major matrix: its columns are contiguous.
+            for j in 0..n {
+                let col = &b.data[b.offset + j * b.cs..][..k];
+                for (row, &v) in copy.chunks_exact_mut(n).zip(col) {
+                    row[j] = v;
+                }
+            }
+        } else {
+            for (p, row) in copy.chunks_exact_mut(n).enumerate() {
+                for (j, d) in row.iter_mut().enumerate() {
+                    *d = b.data[b.offset + p * b.rs + j * b.cs];
+                }
             }
         }
         MatRef {
