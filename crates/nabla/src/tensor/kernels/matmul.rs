@@ -1,6 +1,6 @@
-//! The one entry point to the GEMM kernels: our own (`sgemm`, f32 on AVX-512 CPUs, for all but
-//! small or thin products) and the `gemm` crate's for everything else. Operands are strided matrices inside a storage
-//! slice: transposes and other views are passed as strides, never copied.
+//! The one entry point to the GEMM kernels: our own (`sgemm`: small and thin f32 products on
+//! CPUs with AVX-512F) and the `gemm` crate's (everything else). Operands are strided matrices
+//! inside a storage slice: transposes and other views are passed as strides, never copied.
 
 use crate::tensor::Float;
 
