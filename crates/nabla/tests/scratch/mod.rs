@@ -19,11 +19,6 @@ impl Scratch {
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
         Scratch(d)
     }
-
-    /// The path, owned.
-    pub fn path_buf(&self) -> PathBuf {
-        self.0.clone()
-    }
 }
 
 impl Deref for Scratch {

@@ -57,8 +57,8 @@ struct Out {
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
-/// `out = a·b + beta·out`, `out` row-major m×n. Callers check `available()`, the shapes and
-/// that every element of `a` and `b` lies inside its slice (as `gemm_into` does).
+/// `out = a·b + beta·out`, `out` row-major m×n. The CPU, the shapes and the operands' bounds
+/// are asserted here (an internal error: `gemm_into` checks them before calling).
 pub fn sgemm(a: MatRef<'_, f32>, b: MatRef<'_, f32>, beta: f32, out: &mut [f32], threads: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(
@@ -81,38 +81,37 @@ pub fn sgemm(a: MatRef<'_, f32>, b: MatRef<'_, f32>, beta: f32, out: &mut [f32],
     } else {
         threads.max(1)
     };
-    // B as rows of contiguous floats: in place, or copied (taken out of the thread-local slot
-    // for the call, so that a rayon thread stealing another product's work while this one
-    // waits finds the slot free).
+    if b.cs == 1 {
+        return split(m, n, t, |r, c| tiles(&a, &b, beta, o, r, c));
+    }
+    // B's rows are not contiguous: copy it row-major into this thread's buffer (taken out of
+    // the slot for the call, so that a rayon thread stealing another product's work while
+    // this one waits finds the slot free).
     let mut copy = B_COPY.with(|c| std::mem::take(&mut *c.borrow_mut()));
-    let b = if b.cs == 1 {
-        b
+    copy.clear();
+    copy.resize(k * n, 0.0);
+    if b.rs == 1 {
+        // B is a transposed row-major matrix: its columns are contiguous.
+        for j in 0..n {
+            let col = &b.data[b.offset + j * b.cs..][..k];
+            for (row, &v) in copy.chunks_exact_mut(n).zip(col) {
+                row[j] = v;
+            }
+        }
     } else {
-        copy.clear();
-        copy.resize(k * n, 0.0);
-        if b.rs == 1 {
-            // B is a transposed row-major matrix: its columns are contiguous.
-            for j in 0..n {
-                let col = &b.data[b.offset + j * b.cs..][..k];
-                for (row, &v) in copy.chunks_exact_mut(n).zip(col) {
-                    row[j] = v;
-                }
-            }
-        } else {
-            for (p, row) in copy.chunks_exact_mut(n).enumerate() {
-                for (j, d) in row.iter_mut().enumerate() {
-                    *d = b.data[b.offset + p * b.rs + j * b.cs];
-                }
+        for (p, row) in copy.chunks_exact_mut(n).enumerate() {
+            for (j, d) in row.iter_mut().enumerate() {
+                *d = b.data[b.offset + p * b.rs + j * b.cs];
             }
         }
-        MatRef {
-            data: &copy[..],
-            offset: 0,
-            rows: k,
-            cols: n,
-            rs: n,
-            cs: 1,
-        }
+    }
+    let b = MatRef {
+        data: &copy[..],
+        offset: 0,
+        rows: k,
+        cols: n,
+        rs: n,
+        cs: 1,
     };
     split(m, n, t, |r, c| tiles(&a, &b, beta, o, r, c));
     B_COPY.with(|c| *c.borrow_mut() = copy);
