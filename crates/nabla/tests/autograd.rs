@@ -302,3 +302,80 @@ fn hooked_backward_hands_each_gradient_over_once_final_and_early() {
     let err = h.backward_hooked(&watch, &mut hook);
     assert!(err.unwrap_err().to_string().contains("one element"));
 }
+
+/// x·w and a linear layer whose two gradients (each 96·200·150 = 2.9M multiply-adds, above the
+/// threshold at which backward runs them side by side) both count.
+fn product_loss(x: &Tensor<f32>, w: &Tensor<f32>, b: &Tensor<f32>) -> Tensor<f32> {
+    let lin = x.linear(w, b).unwrap().tanh().unwrap();
+    let mm = x.matmul(w).unwrap();
+    lin.mul(&mm).unwrap().sum_all().unwrap()
+}
+
+fn product_leaves() -> [Tensor<f32>; 3] {
+    [
+        Tensor::randn(&[96, 200], 0.0, 1.0, 3).unwrap(),
+        Tensor::randn(&[200, 150], 0.0, 0.1, 4).unwrap(),
+        Tensor::randn(&[150], 0.0, 1.0, 5).unwrap(),
+    ]
+    .map(|t| t.requires_grad())
+}
+
+#[test]
+fn side_by_side_product_gradients_equal_one_threads_bit_for_bit() {
+    let [x, w, b] = product_leaves();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let g = product_loss(&x, &w, &b).backward().unwrap();
+            [&x, &w, &b].map(|t| g.get(t).unwrap().to_vec().unwrap())
+        })
+    };
+    let one = run(1);
+    for threads in [2, 3, 4] {
+        for (i, (a, b)) in one.iter().zip(run(threads)).enumerate() {
+            assert!(
+                a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "gradient {i} differs on {threads} threads"
+            );
+        }
+    }
+    // The recorded (create_graph) path runs the products one after the other: same values.
+    let loss = product_loss(&x, &w, &b);
+    let opts = nabla::autograd::GradOptions {
+        create_graph: true,
+        ..Default::default()
+    };
+    let g = nabla::autograd::grad(&[loss], &[x.clone(), w.clone()], opts).unwrap();
+    assert_eq!(g[0].to_vec().unwrap(), one[0]);
+    assert_eq!(g[1].to_vec().unwrap(), one[1]);
+}
+
+#[test]
+fn an_allocation_limit_holds_for_products_run_on_another_thread() {
+    // Large enough (123M multiply-adds per product) that the idle thread wakes up and takes
+    // the second gradient while this one computes the first.
+    let x = Tensor::<f32>::randn(&[256, 800], 0.0, 1.0, 3)
+        .unwrap()
+        .requires_grad();
+    let w = Tensor::<f32>::randn(&[800, 600], 0.0, 0.1, 4)
+        .unwrap()
+        .requires_grad();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    // Forward values (614,400 bytes) and x's gradient (819,200) fit; w's (1,920,000 bytes),
+    // computed beside it, does not, whichever thread computes it.
+    for _ in 0..5 {
+        let r = pool.install(|| {
+            nabla::tensor::with_allocation_limit(1_500_000, || {
+                x.matmul(&w)?.sum_all()?.backward().map(|_| ())
+            })
+        });
+        let e = r.expect_err("the limit must hold on every thread backward uses");
+        assert!(e.to_string().contains("1920000 bytes"), "{e}");
+    }
+}

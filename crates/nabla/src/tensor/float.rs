@@ -209,7 +209,7 @@ macro_rules! impl_float {
                     false,
                     false,
                     false,
-                    gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                    gemm::Parallelism::Rayon(crate::tensor::kernels::threads()),
                 )
             }
         }

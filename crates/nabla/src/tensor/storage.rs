@@ -70,6 +70,11 @@ pub fn with_allocation_limit<R>(bytes: usize, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// The allocation limit in force on this thread (`usize::MAX`: none).
+pub(crate) fn allocation_limit() -> usize {
+    LIMIT.with(|l| l.get())
+}
+
 fn alloc_error<T>(op: &'static str, shape: &[usize], n: usize) -> Error {
     Error::alloc(
         op,

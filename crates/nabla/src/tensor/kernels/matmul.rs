@@ -92,7 +92,7 @@ pub fn gemm_into<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: &mu
     {
         if super::sgemm::suits(m, k, n, b.cs == 1 || n == 1) {
             let (a, b) = (a.with_data(ad), b.with_data(bd));
-            super::sgemm::sgemm(a, b, beta.to_f64() as f32, o, rayon::current_num_threads());
+            super::sgemm::sgemm(a, b, beta.to_f64() as f32, o, super::threads());
             return;
         }
     }

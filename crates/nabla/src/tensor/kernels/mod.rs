@@ -9,6 +9,35 @@ pub mod reduce;
 pub mod sgemm;
 
 use crate::tensor::shape::numel;
+use std::cell::Cell;
+
+thread_local! {
+    /// Threads a product on this thread may use; 0: all of rayon's.
+    static BUDGET: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The threads a matrix product started on this thread may split into: rayon's count, or
+/// less inside [`with_threads`].
+pub fn threads() -> usize {
+    match BUDGET.with(|b| b.get()) {
+        0 => rayon::current_num_threads(),
+        n => n,
+    }
+}
+
+/// Runs `f` with the products it starts on this thread limited to `n` threads (at least 1);
+/// the previous limit is restored afterwards. Results do not depend on it: every product is
+/// bit-identical for any thread count.
+pub fn with_threads<R>(n: usize, f: impl FnOnce() -> R) -> R {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BUDGET.with(|b| b.set(self.0));
+        }
+    }
+    let _restore = Restore(BUDGET.with(|b| b.replace(n.max(1))));
+    f()
+}
 
 /// Element count above which element-wise kernels split work across threads.
 pub const PAR_THRESHOLD: usize = 1 << 18;
