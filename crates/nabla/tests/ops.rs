@@ -343,9 +343,10 @@ fn absurd_sizes_are_errors_not_panics() {
         .is_err());
 }
 
-/// The products of the wide and fashion MLPs (plain and transposed), and small and thin ones,
-/// give the same bits on 1, 2 and 3 threads: the kernels split the output among threads, never
-/// the sum over k.
+/// The products of the wide and fashion MLPs (plain and transposed), odd sizes, and small and
+/// thin ones, in f32 and f64, give the same bits on 1, 2, 3 and 4 threads: the kernels split
+/// the output among threads (large products into column ranges of one `gemm` call each),
+/// never the sum over k.
 #[test]
 fn large_products_are_bit_identical_for_any_thread_count() {
     let shapes = [
@@ -354,6 +355,10 @@ fn large_products_are_bit_identical_for_any_thread_count() {
         (512, 2048, 2048, false, true),
         (128, 784, 512, false, false),
         (784, 128, 512, true, false),
+        (128, 256, 512, false, true),
+        // Odd sizes: column ranges that do not fall on a tile.
+        (131, 300, 203, true, true),
+        (77, 1000, 1001, false, false),
         // Small and thin products (nabla's own kernel where the CPU has AVX-512F; the thin
         // ones large enough to be split between threads).
         (32, 64, 64, false, true),
@@ -363,28 +368,41 @@ fn large_products_are_bit_identical_for_any_thread_count() {
         (300, 700, 13, false, true),
     ];
     for (m, k, n, ta, tb) in shapes {
-        let a_shape = if ta { [k, m] } else { [m, k] };
-        let b_shape = if tb { [n, k] } else { [k, n] };
-        let a = Tensor::<f32>::randn(&a_shape, 0.0, 1.0, 1).unwrap();
-        let b = Tensor::<f32>::randn(&b_shape, 0.0, 1.0, 2).unwrap();
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| a.matmul_t(&b, ta, tb).unwrap().to_vec().unwrap())
-        };
-        let one = run(1);
-        for threads in [2, 3] {
-            let got = run(threads);
-            let same = one
-                .iter()
-                .zip(&got)
-                .all(|(x, y)| x.to_bits() == y.to_bits());
-            assert!(
-                same,
-                "({m},{k},{n}) ta={ta} tb={tb}: {threads} threads differ from 1"
-            );
+        same_bits_on_any_thread_count::<f32>(m, k, n, ta, tb);
+        if m * k * n < 1 << 28 {
+            same_bits_on_any_thread_count::<f64>(m, k, n, ta, tb);
         }
+    }
+}
+
+fn same_bits_on_any_thread_count<T: nabla::Float>(
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: bool,
+    tb: bool,
+) {
+    let a_shape = if ta { [k, m] } else { [m, k] };
+    let b_shape = if tb { [n, k] } else { [k, n] };
+    let a = Tensor::<T>::randn(&a_shape, 0.0, 1.0, 1).unwrap();
+    let b = Tensor::<T>::randn(&b_shape, 0.0, 1.0, 2).unwrap();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| a.matmul_t(&b, ta, tb).unwrap().to_vec().unwrap())
+    };
+    let one = run(1);
+    for threads in [2, 3, 4] {
+        let same = one
+            .iter()
+            .zip(run(threads))
+            .all(|(x, y)| x.to_f64().to_bits() == y.to_f64().to_bits());
+        assert!(
+            same,
+            "({m},{k},{n}) ta={ta} tb={tb} {}: {threads} threads differ from 1",
+            std::any::type_name::<T>()
+        );
     }
 }

@@ -72,8 +72,9 @@ pub trait Float:
     #[doc(hidden)]
     fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
     /// `C = A·B + beta·C` over strided matrices (m×k times k×n), via the `gemm` crate (its
-    /// kernel chosen at run time: AVX-512, AVX2+FMA, NEON or scalar), on rayon's threads.
-    /// Threads split the output, never the k sum, so results do not depend on their number.
+    /// kernel chosen at run time: AVX-512, AVX2+FMA, NEON or scalar), on up to `threads` of
+    /// rayon's threads. Threads split the output, never the k sum, so results do not depend
+    /// on their number.
     ///
     /// # Safety
     /// The pointers and strides must describe valid matrices of the given sizes.
@@ -92,6 +93,7 @@ pub trait Float:
         c: *mut Self,
         rsc: isize,
         csc: isize,
+        threads: usize,
     );
 }
 
@@ -188,6 +190,7 @@ macro_rules! impl_float {
                 c: *mut Self,
                 rsc: isize,
                 csc: isize,
+                threads: usize,
             ) {
                 // gemm computes dst := alpha·dst + beta·lhs·rhs, reading dst only if asked.
                 gemm::gemm(
@@ -209,7 +212,11 @@ macro_rules! impl_float {
                     false,
                     false,
                     false,
-                    gemm::Parallelism::Rayon(crate::tensor::kernels::threads()),
+                    if threads > 1 {
+                        gemm::Parallelism::Rayon(threads)
+                    } else {
+                        gemm::Parallelism::None
+                    },
                 )
             }
         }
