@@ -175,6 +175,10 @@ pub struct BenchArgs {
     /// MNIST-format directory for fashion and wide (default: /usr/share/datasets/fashion-mnist).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Let the other threads sleep between the parallel parts of a step, as before
+    /// `nabla::threads::warm` (which `nabla train` and the default bench use): for comparison.
+    #[arg(long)]
+    pub cold: bool,
 }
 
 /// Built-in data sets.

@@ -32,40 +32,53 @@ fn model(sizes: &[usize]) -> Result<(Mlp, Adam)> {
     Ok((m, opt))
 }
 
+/// Runs a workload's timed loop with the other threads kept awake (`nabla::threads::warm`, as
+/// `nabla train` does), or, with `--cold`, letting them sleep between parallel parts.
+fn hot(cold: bool, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    if cold {
+        f()
+    } else {
+        nabla::threads::warm(f)
+    }
+}
+
 fn threads() -> usize {
     rayon::current_num_threads()
 }
 
 /// tiny: 2-64-64-3 on a 3-class spiral of 1000 points per class, batch 32, `steps` steps.
-fn tiny(steps: u64) -> Result<serde_json::Value> {
+fn tiny(steps: u64, cold: bool) -> Result<serde_json::Value> {
     let data = spiral(1000, 3, 0.2, 0)?;
     let (m, mut opt) = model(&[2, 64, 64, 3])?;
     let mut rng = Rng::new(1);
     let mut batches = Vec::new();
     let start = Instant::now();
     let mut last = 0.0;
-    for _ in 0..steps {
-        if batches.is_empty() {
-            batches = batch_indices(data.len(), 32, Some(&mut rng), true)?;
-            batches.reverse();
+    hot(cold, || -> Result<()> {
+        for _ in 0..steps {
+            if batches.is_empty() {
+                batches = batch_indices(data.len(), 32, Some(&mut rng), true)?;
+                batches.reverse();
+            }
+            let Some(idx) = batches.pop() else {
+                bail!("internal: no batch of 32 in the spiral");
+            };
+            let x = data.x.index_select(0, &idx)?;
+            let y: Vec<usize> = idx.iter().map(|&i| data.labels[i]).collect();
+            last = step(&m, &mut opt, &x, &y)?;
         }
-        let Some(idx) = batches.pop() else {
-            bail!("internal: no batch of 32 in the spiral");
-        };
-        let x = data.x.index_select(0, &idx)?;
-        let y: Vec<usize> = idx.iter().map(|&i| data.labels[i]).collect();
-        last = step(&m, &mut opt, &x, &y)?;
-    }
+        Ok(())
+    })?;
     let secs = start.elapsed().as_secs_f64();
     Ok(
-        json!({"name": "tiny", "system": "nabla", "threads": threads(), "steps": steps,
+        json!({"name": "tiny", "system": "nabla", "threads": threads(), "warm": !cold, "steps": steps,
               "seconds": secs, "steps_per_s": steps as f64 / secs, "final_loss": last}),
     )
 }
 
 /// fashion: 784-512-256-10 on Fashion-MNIST (pixels/255), batch 128, one shuffled epoch
 /// (or `max_steps`), then test accuracy (not timed).
-fn fashion(dir: &PathBuf, max_steps: Option<u64>) -> Result<serde_json::Value> {
+fn fashion(dir: &PathBuf, max_steps: Option<u64>, cold: bool) -> Result<serde_json::Value> {
     let train = load_mnist_dir(dir, Split::Train)?;
     let test = load_mnist_dir(dir, Split::Test)?;
     let (m, mut opt) = model(&[784, 512, 256, 10])?;
@@ -74,24 +87,27 @@ fn fashion(dir: &PathBuf, max_steps: Option<u64>) -> Result<serde_json::Value> {
     let limit = max_steps.unwrap_or(u64::MAX) as usize;
     let start = Instant::now();
     let mut steps = 0;
-    for idx in batches.iter().take(limit) {
-        let x = train.x.index_select(0, idx)?;
-        let y: Vec<usize> = idx.iter().map(|&i| train.labels[i]).collect();
-        step(&m, &mut opt, &x, &y)?;
-        steps += 1;
-    }
+    hot(cold, || -> Result<()> {
+        for idx in batches.iter().take(limit) {
+            let x = train.x.index_select(0, idx)?;
+            let y: Vec<usize> = idx.iter().map(|&i| train.labels[i]).collect();
+            step(&m, &mut opt, &x, &y)?;
+            steps += 1;
+        }
+        Ok(())
+    })?;
     let secs = start.elapsed().as_secs_f64();
     let out = no_grad(|| m.forward(&test.x))?;
     let acc = loss::accuracy(&loss::predict_class(&out)?, &test.labels);
     Ok(
-        json!({"name": "fashion", "system": "nabla", "threads": threads(), "steps": steps,
+        json!({"name": "fashion", "system": "nabla", "threads": threads(), "warm": !cold, "steps": steps,
               "epoch_seconds": secs, "test_accuracy": acc}),
     )
 }
 
 /// wide: 784-2048-2048-10 on Fashion-MNIST, batch 512, `steps` steps; GFLOP/s counts
 /// 6 · weights · batch per step (forward 2, backward 4 multiply-adds per weight and sample).
-fn wide(dir: &PathBuf, steps: u64) -> Result<serde_json::Value> {
+fn wide(dir: &PathBuf, steps: u64, cold: bool) -> Result<serde_json::Value> {
     let train = load_mnist_dir(dir, Split::Train)?;
     let sizes = [784, 2048, 2048, 10];
     let (m, mut opt) = model(&sizes)?;
@@ -110,16 +126,19 @@ fn wide(dir: &PathBuf, steps: u64) -> Result<serde_json::Value> {
     let y0: Vec<usize> = warm.iter().map(|&i| train.labels[i]).collect();
     step(&m, &mut opt, &train.x.index_select(0, warm)?, &y0)?;
     let start = Instant::now();
-    for s in 0..steps as usize {
-        let idx = &batches[1 + s % (batches.len() - 1)];
-        let x = train.x.index_select(0, idx)?;
-        let y: Vec<usize> = idx.iter().map(|&i| train.labels[i]).collect();
-        step(&m, &mut opt, &x, &y)?;
-    }
+    hot(cold, || -> Result<()> {
+        for s in 0..steps as usize {
+            let idx = &batches[1 + s % (batches.len() - 1)];
+            let x = train.x.index_select(0, idx)?;
+            let y: Vec<usize> = idx.iter().map(|&i| train.labels[i]).collect();
+            step(&m, &mut opt, &x, &y)?;
+        }
+        Ok(())
+    })?;
     let secs = start.elapsed().as_secs_f64();
     let gflops = 6.0 * weights as f64 * 512.0 * steps as f64 / secs / 1e9;
     Ok(
-        json!({"name": "wide", "system": "nabla", "threads": threads(), "steps": steps,
+        json!({"name": "wide", "system": "nabla", "threads": threads(), "warm": !cold, "steps": steps,
               "seconds": secs, "gflops": gflops}),
     )
 }
@@ -146,13 +165,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         peak = Some(p);
     }
     if all || args.workload == Workload::Tiny {
-        println!("{}", tiny(args.steps.unwrap_or(10_000))?);
+        println!("{}", tiny(args.steps.unwrap_or(10_000), args.cold)?);
     }
     if all || args.workload == Workload::Fashion {
-        println!("{}", fashion(&dir, args.steps)?);
+        println!("{}", fashion(&dir, args.steps, args.cold)?);
     }
     if all || args.workload == Workload::Wide {
-        let mut w = wide(&dir, args.steps.unwrap_or(40))?;
+        let mut w = wide(&dir, args.steps.unwrap_or(40), args.cold)?;
         let p = peak.get_or_insert_with(|| crate::peak::peak(threads()));
         if let (Some(g), Some(top)) = (w["gflops"].as_f64(), p["gflops"].as_f64()) {
             w["peak_gflops"] = json!(top);

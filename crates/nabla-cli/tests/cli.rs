@@ -559,6 +559,23 @@ fn bench_smoke_prints_one_json_line_per_workload() {
     assert_eq!(v["steps"], 50);
     assert!(v["steps_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["threads"].as_u64().unwrap() >= 1);
+    assert_eq!(v["warm"], true);
+    // Threads kept awake or not, the same training: the same final loss, bit for bit.
+    let args = [
+        "bench",
+        "--workload",
+        "tiny",
+        "--steps",
+        "50",
+        "--threads",
+        "2",
+    ];
+    let warm: serde_json::Value = serde_json::from_str(ok(&nabla(&args)).trim()).unwrap();
+    let cold = ok(&nabla(&[&args[..], &["--cold"]].concat()));
+    let cold: serde_json::Value = serde_json::from_str(cold.trim()).unwrap();
+    assert_eq!(cold["warm"], false);
+    assert_eq!(warm["final_loss"], cold["final_loss"]);
+    assert_eq!(warm["final_loss"], v["final_loss"]);
     // The peak: every kernel this CPU has, the widest first, and a plausible number (a debug
     // build's vector FMAs still do more than 0.1 GFLOP/s; an optimised-away loop would report
     // absurd figures).

@@ -122,6 +122,7 @@ pub mod optim;
 pub mod rng;
 pub mod tensor;
 pub mod testing;
+pub mod threads;
 pub mod train;
 
 /// The README's code examples, compiled and run as doctests.

@@ -1,0 +1,68 @@
+//! Keeping rayon's threads awake through a training loop.
+//!
+//! Each product, optimizer update or large element-wise op splits its work over rayon's
+//! threads. Between two of them the other threads run out of work and, after a short spin, go
+//! to sleep on a futex; the next split wakes them with a system call. A training step of a
+//! small MLP has a dozen such splits, each worth tens to hundreds of microseconds, and a wake-up
+//! in a virtual machine costs tens of microseconds (an inter-processor interrupt through the
+//! hypervisor): [`warm`] keeps the other threads looking for work instead of sleeping.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Runs `f` while the other threads of the current rayon pool keep looking for work instead of
+/// going to sleep between the parallel parts of `f` (each runs a job that executes whatever work
+/// appears, until `f` returns). Results do not change — only who waits how: the other cores
+/// stay busy (spinning) for as long as `f` runs, so use it around a loop that keeps them busy
+/// anyway, such as an epoch of training. With one thread it just runs `f`.
+///
+/// ```
+/// use nabla::Tensor;
+/// let a = Tensor::<f32>::ones(&[256, 256]).unwrap();
+/// let s = nabla::threads::warm(|| {
+///     (0..3).map(|_| a.matmul(&a).unwrap().sum_all().unwrap().item().unwrap()).sum::<f32>()
+/// });
+/// assert_eq!(s, 3.0 * 256.0f32.powi(3));
+/// ```
+pub fn warm<R>(f: impl FnOnce() -> R) -> R {
+    let threads = rayon::current_num_threads();
+    if threads < 2 {
+        return f();
+    }
+    /// Tells the spinners to stop when dropped (also if `f` panics).
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    let stop = Stop(Arc::new(AtomicBool::new(false)));
+    let caller = rayon::current_thread_index();
+    for _ in 1..threads {
+        let done = Arc::clone(&stop.0);
+        rayon::spawn(move || {
+            // On the calling thread (it can pick this job up while it waits inside `f`) a
+            // spinner would hold that thread until `f` returns, which it then never does.
+            if caller.is_some() && rayon::current_thread_index() == caller {
+                return;
+            }
+            spin(&done);
+        });
+    }
+    f()
+}
+
+/// Runs the pool's pending jobs until `done`, pausing briefly whenever there are none.
+fn spin(done: &AtomicBool) {
+    while !done.load(Ordering::Acquire) {
+        match rayon::yield_now() {
+            Some(rayon::Yield::Executed) => {}
+            Some(rayon::Yield::Idle) => {
+                for _ in 0..32 {
+                    std::hint::spin_loop();
+                }
+            }
+            None => return,
+        }
+    }
+}
