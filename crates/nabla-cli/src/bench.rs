@@ -17,29 +17,22 @@ use serde_json::json;
 use crate::args::{BenchArgs, Workload};
 use crate::train::set_threads;
 
-/// One optimizer step on a batch: forward, cross-entropy, backward, Adam.
-fn step(model: &Mlp, opt: &mut Adam, x: &Tensor<f32>, labels: &[usize]) -> Result<f32> {
-    let out = model.forward(x)?;
-    let l = loss::cross_entropy(&out, Target::Classes(labels), 0.0, Reduction::Mean)?;
-    let v = l.item()?;
-    opt.step(&l.backward()?)?;
-    Ok(v)
+/// One optimizer step on a batch: forward, cross-entropy, backward, Adam; with the other
+/// threads kept awake through it (`nabla::threads::warm`, as `nabla train` does) unless `cold`.
+fn step(model: &Mlp, opt: &mut Adam, x: &Tensor<f32>, labels: &[usize], cold: bool) -> Result<f32> {
+    nabla::threads::warm_if(!cold, || {
+        let out = model.forward(x)?;
+        let l = loss::cross_entropy(&out, Target::Classes(labels), 0.0, Reduction::Mean)?;
+        let v = l.item()?;
+        opt.step(&l.backward()?)?;
+        Ok(v)
+    })
 }
 
 fn model(sizes: &[usize]) -> Result<(Mlp, Adam)> {
     let m = Mlp::<f32>::new(&MlpConfig::new(sizes))?;
     let opt = Adam::new(m.named_parameters(), AdamConfig::adam(1e-3))?;
     Ok((m, opt))
-}
-
-/// Runs a workload's timed loop with the other threads kept awake (`nabla::threads::warm`, as
-/// `nabla train` does), or, with `--cold`, letting them sleep between parallel parts.
-fn hot(cold: bool, f: impl FnOnce() -> Result<()>) -> Result<()> {
-    if cold {
-        f()
-    } else {
-        nabla::threads::warm(f)
-    }
 }
 
 fn threads() -> usize {
@@ -54,21 +47,18 @@ fn tiny(steps: u64, cold: bool) -> Result<serde_json::Value> {
     let mut batches = Vec::new();
     let start = Instant::now();
     let mut last = 0.0;
-    hot(cold, || -> Result<()> {
-        for _ in 0..steps {
-            if batches.is_empty() {
-                batches = batch_indices(data.len(), 32, Some(&mut rng), true)?;
-                batches.reverse();
-            }
-            let Some(idx) = batches.pop() else {
-                bail!("internal: no batch of 32 in the spiral");
-            };
-            let x = data.x.index_select(0, &idx)?;
-            let y: Vec<usize> = idx.iter().map(|&i| data.labels[i]).collect();
-            last = step(&m, &mut opt, &x, &y)?;
+    for _ in 0..steps {
+        if batches.is_empty() {
+            batches = batch_indices(data.len(), 32, Some(&mut rng), true)?;
+            batches.reverse();
         }
-        Ok(())
-    })?;
+        let Some(idx) = batches.pop() else {
+            bail!("internal: no batch of 32 in the spiral");
+        };
+        let x = data.x.index_select(0, &idx)?;
+        let y: Vec<usize> = idx.iter().map(|&i| data.labels[i]).collect();
+        last = step(&m, &mut opt, &x, &y, cold)?;
+    }
     let secs = start.elapsed().as_secs_f64();
     Ok(
         json!({"name": "tiny", "system": "nabla", "threads": threads(), "warm": !cold, "steps": steps,
@@ -87,15 +77,12 @@ fn fashion(dir: &PathBuf, max_steps: Option<u64>, cold: bool) -> Result<serde_js
     let limit = max_steps.unwrap_or(u64::MAX) as usize;
     let start = Instant::now();
     let mut steps = 0;
-    hot(cold, || -> Result<()> {
-        for idx in batches.iter().take(limit) {
-            let x = train.x.index_select(0, idx)?;
-            let y: Vec<usize> = idx.iter().map(|&i| train.labels[i]).collect();
-            step(&m, &mut opt, &x, &y)?;
-            steps += 1;
-        }
-        Ok(())
-    })?;
+    for idx in batches.iter().take(limit) {
+        let x = train.x.index_select(0, idx)?;
+        let y: Vec<usize> = idx.iter().map(|&i| train.labels[i]).collect();
+        step(&m, &mut opt, &x, &y, cold)?;
+        steps += 1;
+    }
     let secs = start.elapsed().as_secs_f64();
     let out = no_grad(|| m.forward(&test.x))?;
     let acc = loss::accuracy(&loss::predict_class(&out)?, &test.labels);
@@ -124,17 +111,14 @@ fn wide(dir: &PathBuf, steps: u64, cold: bool) -> Result<serde_json::Value> {
     // one untimed warm-up step (first-touch of all buffers)
     let warm = &batches[0];
     let y0: Vec<usize> = warm.iter().map(|&i| train.labels[i]).collect();
-    step(&m, &mut opt, &train.x.index_select(0, warm)?, &y0)?;
+    step(&m, &mut opt, &train.x.index_select(0, warm)?, &y0, cold)?;
     let start = Instant::now();
-    hot(cold, || -> Result<()> {
-        for s in 0..steps as usize {
-            let idx = &batches[1 + s % (batches.len() - 1)];
-            let x = train.x.index_select(0, idx)?;
-            let y: Vec<usize> = idx.iter().map(|&i| train.labels[i]).collect();
-            step(&m, &mut opt, &x, &y)?;
-        }
-        Ok(())
-    })?;
+    for s in 0..steps as usize {
+        let idx = &batches[1 + s % (batches.len() - 1)];
+        let x = train.x.index_select(0, idx)?;
+        let y: Vec<usize> = idx.iter().map(|&i| train.labels[i]).collect();
+        step(&m, &mut opt, &x, &y, cold)?;
+    }
     let secs = start.elapsed().as_secs_f64();
     let gflops = 6.0 * weights as f64 * 512.0 * steps as f64 / secs / 1e9;
     Ok(

@@ -9,12 +9,18 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A spinner that found no work for this long goes back to sleep (the thread is then woken by
+/// the next parallel part, as without [`warm`]): a long serial stretch inside the closure costs
+/// at most this much spinning.
+const IDLE_LIMIT: Duration = Duration::from_millis(2);
 
 /// Runs `f` while the other threads of the current rayon pool keep looking for work instead of
 /// going to sleep between the parallel parts of `f` (each runs a job that executes whatever work
-/// appears, until `f` returns). Results do not change — only who waits how: the other cores
-/// stay busy (spinning) for as long as `f` runs, so use it around a loop that keeps them busy
-/// anyway, such as an epoch of training. With one thread it just runs `f`.
+/// appears, until `f` returns or no work has come for 2 ms). Results do not change — only who
+/// waits how: the other cores spin while they wait, so wrap work that keeps them busy, such as
+/// a training step, not code that waits for input. With one thread it just runs `f`.
 ///
 /// ```
 /// use nabla::Tensor;
@@ -52,12 +58,26 @@ pub fn warm<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Runs the pool's pending jobs until `done`, pausing briefly whenever there are none.
+/// [`warm`] when `on`, else just `f()`.
+pub fn warm_if<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    if on {
+        warm(f)
+    } else {
+        f()
+    }
+}
+
+/// Runs the pool's pending jobs until `done` or until none came for [`IDLE_LIMIT`], pausing
+/// briefly whenever there are none.
 fn spin(done: &AtomicBool) {
+    let mut last_work = Instant::now();
     while !done.load(Ordering::Acquire) {
         match rayon::yield_now() {
-            Some(rayon::Yield::Executed) => {}
+            Some(rayon::Yield::Executed) => last_work = Instant::now(),
             Some(rayon::Yield::Idle) => {
+                if last_work.elapsed() > IDLE_LIMIT {
+                    return;
+                }
                 for _ in 0..32 {
                     std::hint::spin_loop();
                 }

@@ -385,49 +385,18 @@ impl Trainer {
         let started = Instant::now();
         let epoch_before = self.state.epoch_seconds;
         let epoch_clock = || epoch_before + started.elapsed().as_secs_f64();
-        // The other threads stay awake between the steps' parallel parts (no futex wake-up per
-        // product); not where ranks share the cores with the collective's transfers.
-        let stop = if self.collective.is_none() {
-            crate::threads::warm(|| self.run_batches(&batches, total, &epoch_clock, clock, cb))?
-        } else {
-            self.run_batches(&batches, total, &epoch_clock, clock, cb)?
-        };
-        if stop.is_some() {
-            return Ok(stop);
-        }
-        if self.state.seen == 0 {
-            return Ok(Some(StopReason::Finished));
-        }
-        let epoch_seconds = epoch_clock();
-        self.model.set_training(false);
-        let row = self.end_epoch(total, epoch_seconds, clock)?;
-        cb.epoch_end(&row);
-        self.state.history.push(row);
-        self.state.next_epoch(rng.state());
-        let stop = self.early_stop();
-        if stop.is_some() {
-            self.test_after_early_stop()?;
-        }
-        Ok(stop)
-    }
-
-    /// The steps of this epoch's batches not yet run; `Some` when the loop must stop.
-    fn run_batches(
-        &mut self,
-        batches: &[Vec<usize>],
-        total: u64,
-        epoch_clock: &dyn Fn() -> f64,
-        clock: &dyn Fn() -> f64,
-        cb: &mut dyn Callback,
-    ) -> Result<Option<StopReason>> {
         for idx in batches.iter().skip(self.state.batch) {
             if self.state.step >= total {
                 break;
             }
-            let grads = match self.config.grad_shards {
-                Some(m) => self.sharded_step(idx, m)?,
-                None => self.train_step(idx)?,
-            };
+            // The other threads stay awake through the step's parallel parts (no futex wake-up
+            // per product), but not through callbacks, which may wait for a person; nor where
+            // ranks share the cores with the collective's transfers.
+            let warm = self.collective.is_none();
+            let grads = crate::threads::warm_if(warm, || match self.config.grad_shards {
+                Some(m) => self.sharded_step(idx, m),
+                None => self.train_step(idx),
+            })?;
             self.state.batch += 1;
             let progress = self.progress(batches.len(), epoch_clock());
             cb.step(&progress);
@@ -454,7 +423,20 @@ impl Trainer {
                 return Ok(Some(StopReason::Interrupted));
             }
         }
-        Ok(None)
+        if self.state.seen == 0 {
+            return Ok(Some(StopReason::Finished));
+        }
+        let epoch_seconds = epoch_clock();
+        self.model.set_training(false);
+        let row = self.end_epoch(total, epoch_seconds, clock)?;
+        cb.epoch_end(&row);
+        self.state.history.push(row);
+        self.state.next_epoch(rng.state());
+        let stop = self.early_stop();
+        if stop.is_some() {
+            self.test_after_early_stop()?;
+        }
+        Ok(stop)
     }
 
     fn progress(&self, batches: usize, seconds: f64) -> StepProgress {
