@@ -7,20 +7,29 @@
 //! in a virtual machine costs tens of microseconds (an inter-processor interrupt through the
 //! hypervisor): [`warm`] keeps the other threads looking for work instead of sleeping.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A spinner that found no work for this long goes back to sleep (the thread is then woken by
-/// the next parallel part, as without [`warm`]): a long serial stretch inside the closure costs
-/// at most this much spinning.
+/// the next parallel part, as without [`warm`]): a long serial stretch, or the time after the
+/// closure returned, costs at most this much spinning.
 const IDLE_LIMIT: Duration = Duration::from_millis(2);
 
+thread_local! {
+    /// How many spinners started by this thread's [`warm`] calls are still running: the next
+    /// call (the next training step) reuses them instead of starting new ones, which would wake
+    /// the sleeping threads again.
+    static SPINNING: RefCell<Option<(usize, Arc<AtomicUsize>)>> = const { RefCell::new(None) };
+}
+
 /// Runs `f` while the other threads of the current rayon pool keep looking for work instead of
-/// going to sleep between the parallel parts of `f` (each runs a job that executes whatever work
-/// appears, until `f` returns or no work has come for 2 ms). Results do not change — only who
-/// waits how: the other cores spin while they wait, so wrap work that keeps them busy, such as
-/// a training step, not code that waits for input. With one thread it just runs `f`.
+/// going to sleep between the parallel parts of `f`: each runs a job that executes whatever
+/// work appears, until none has come for 2 ms (so they also stay awake from one call to the
+/// next, such as from one training step to the next). Results do not change — only who waits
+/// how: the other cores spin while they wait, so wrap work that keeps them busy, such as a
+/// training step, not code that waits for input. With one thread it just runs `f`.
 ///
 /// ```
 /// use nabla::Tensor;
@@ -32,28 +41,33 @@ const IDLE_LIMIT: Duration = Duration::from_millis(2);
 /// ```
 pub fn warm<R>(f: impl FnOnce() -> R) -> R {
     let threads = rayon::current_num_threads();
-    if threads < 2 {
-        return f();
-    }
-    /// Tells the spinners to stop when dropped (also if `f` panics).
-    struct Stop(Arc<AtomicBool>);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Release);
-        }
-    }
-    let stop = Stop(Arc::new(AtomicBool::new(false)));
-    let caller = rayon::current_thread_index();
-    for _ in 1..threads {
-        let done = Arc::clone(&stop.0);
-        rayon::spawn(move || {
-            // On the calling thread (it can pick this job up while it waits inside `f`) a
-            // spinner would hold that thread until `f` returns, which it then never does.
-            if caller.is_some() && rayon::current_thread_index() == caller {
-                return;
+    if threads >= 2 {
+        let running = SPINNING.with(|s| {
+            let mut s = s.borrow_mut();
+            match &*s {
+                // Spinners of a pool of this size (the same pool, unless the caller moved to
+                // another one of the same size: then only the speed-up is lost).
+                Some((n, count)) if *n == threads => Arc::clone(count),
+                _ => {
+                    let count = Arc::new(AtomicUsize::new(0));
+                    *s = Some((threads, Arc::clone(&count)));
+                    count
+                }
             }
-            spin(&done);
         });
+        let caller = rayon::current_thread_index();
+        for _ in running.load(Ordering::Acquire)..threads - 1 {
+            running.fetch_add(1, Ordering::AcqRel);
+            let running = Arc::clone(&running);
+            rayon::spawn(move || {
+                // On the calling thread (it can pick this job up while it waits inside `f`) a
+                // spinner would hold that thread until it goes idle: not there.
+                if caller.is_none() || rayon::current_thread_index() != caller {
+                    spin();
+                }
+                running.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
     }
     f()
 }
@@ -67,22 +81,19 @@ pub fn warm_if<R>(on: bool, f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// Runs the pool's pending jobs until `done` or until none came for [`IDLE_LIMIT`], pausing
-/// briefly whenever there are none.
-fn spin(done: &AtomicBool) {
+/// Runs the pool's pending jobs until none came for [`IDLE_LIMIT`], pausing briefly whenever
+/// there are none.
+fn spin() {
     let mut last_work = Instant::now();
-    while !done.load(Ordering::Acquire) {
+    loop {
         match rayon::yield_now() {
             Some(rayon::Yield::Executed) => last_work = Instant::now(),
-            Some(rayon::Yield::Idle) => {
-                if last_work.elapsed() > IDLE_LIMIT {
-                    return;
-                }
+            Some(rayon::Yield::Idle) if last_work.elapsed() <= IDLE_LIMIT => {
                 for _ in 0..32 {
                     std::hint::spin_loop();
                 }
             }
-            None => return,
+            _ => return,
         }
     }
 }
