@@ -17,11 +17,27 @@ use std::time::{Duration, Instant};
 /// closure returned, costs at most this much spinning.
 const IDLE_LIMIT: Duration = Duration::from_millis(2);
 
+/// Calls that start no spinner after one that found no work at all (a model whose steps have no
+/// parallel part, such as a 2-64-64-3 MLP: spinning would only burn the other cores).
+const SKIP_AFTER_USELESS: usize = 256;
+
+/// The spinners started from one thread, shared with them.
+struct Spinners {
+    /// The pool size they were started for.
+    threads: usize,
+    /// How many are still running.
+    running: Arc<AtomicUsize>,
+    /// How many ended without having run a single job since the last call looked.
+    useless: Arc<AtomicUsize>,
+    /// Calls left that start none.
+    skip: usize,
+}
+
 thread_local! {
-    /// How many spinners started by this thread's [`warm`] calls are still running: the next
-    /// call (the next training step) reuses them instead of starting new ones, which would wake
-    /// the sleeping threads again.
-    static SPINNING: RefCell<Option<(usize, Arc<AtomicUsize>)>> = const { RefCell::new(None) };
+    /// The spinners started by this thread's [`warm`] calls: the next call (the next training
+    /// step) reuses those still running instead of starting new ones, which would wake the
+    /// sleeping threads again.
+    static SPINNING: RefCell<Option<Spinners>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` while the other threads of the current rayon pool keep looking for work instead of
@@ -29,7 +45,9 @@ thread_local! {
 /// work appears, until none has come for 2 ms (so they also stay awake from one call to the
 /// next, such as from one training step to the next). Results do not change — only who waits
 /// how: the other cores spin while they wait, so wrap work that keeps them busy, such as a
-/// training step, not code that waits for input. With one thread it just runs `f`.
+/// training step, not code that waits for input. Where a spinner found no work at all (the
+/// steps have no parallel part), the next 256 calls start none. With one thread it just runs
+/// `f`.
 ///
 /// ```
 /// use nabla::Tensor;
@@ -42,31 +60,42 @@ thread_local! {
 pub fn warm<R>(f: impl FnOnce() -> R) -> R {
     let threads = rayon::current_num_threads();
     if threads >= 2 {
-        let running = SPINNING.with(|s| {
+        let started = SPINNING.with(|s| {
             let mut s = s.borrow_mut();
-            match &*s {
-                // Spinners of a pool of this size (the same pool, unless the caller moved to
-                // another one of the same size: then only the speed-up is lost).
-                Some((n, count)) if *n == threads => Arc::clone(count),
-                _ => {
-                    let count = Arc::new(AtomicUsize::new(0));
-                    *s = Some((threads, Arc::clone(&count)));
-                    count
-                }
+            // Spinners of a pool of this size (the same pool, unless the caller moved to another
+            // one of the same size: then only the speed-up is lost).
+            let sp = match &mut *s {
+                Some(sp) if sp.threads == threads => sp,
+                other => other.insert(Spinners {
+                    threads,
+                    running: Arc::new(AtomicUsize::new(0)),
+                    useless: Arc::new(AtomicUsize::new(0)),
+                    skip: 0,
+                }),
+            };
+            if sp.useless.swap(0, Ordering::AcqRel) > 0 {
+                sp.skip = SKIP_AFTER_USELESS;
             }
+            if sp.skip > 0 {
+                sp.skip -= 1;
+                return None;
+            }
+            Some((Arc::clone(&sp.running), Arc::clone(&sp.useless)))
         });
-        let caller = rayon::current_thread_index();
-        for _ in running.load(Ordering::Acquire)..threads - 1 {
-            running.fetch_add(1, Ordering::AcqRel);
-            let running = Arc::clone(&running);
-            rayon::spawn(move || {
-                // On the calling thread (it can pick this job up while it waits inside `f`) a
-                // spinner would hold that thread until it goes idle: not there.
-                if caller.is_none() || rayon::current_thread_index() != caller {
-                    spin();
-                }
-                running.fetch_sub(1, Ordering::AcqRel);
-            });
+        if let Some((running, useless)) = started {
+            let caller = rayon::current_thread_index();
+            for _ in running.load(Ordering::Acquire)..threads - 1 {
+                running.fetch_add(1, Ordering::AcqRel);
+                let (running, useless) = (Arc::clone(&running), Arc::clone(&useless));
+                rayon::spawn(move || {
+                    // On the calling thread (it can pick this job up while it waits inside `f`)
+                    // a spinner would hold that thread until it goes idle: not there.
+                    if (caller.is_none() || rayon::current_thread_index() != caller) && !spin() {
+                        useless.fetch_add(1, Ordering::AcqRel);
+                    }
+                    running.fetch_sub(1, Ordering::AcqRel);
+                });
+            }
         }
     }
     f()
@@ -82,18 +111,18 @@ pub fn warm_if<R>(on: bool, f: impl FnOnce() -> R) -> R {
 }
 
 /// Runs the pool's pending jobs until none came for [`IDLE_LIMIT`], pausing briefly whenever
-/// there are none.
-fn spin() {
-    let mut last_work = Instant::now();
+/// there are none; whether it ran any.
+fn spin() -> bool {
+    let (mut last_work, mut ran) = (Instant::now(), false);
     loop {
         match rayon::yield_now() {
-            Some(rayon::Yield::Executed) => last_work = Instant::now(),
+            Some(rayon::Yield::Executed) => (last_work, ran) = (Instant::now(), true),
             Some(rayon::Yield::Idle) if last_work.elapsed() <= IDLE_LIMIT => {
                 for _ in 0..32 {
                     std::hint::spin_loop();
                 }
             }
-            _ => return,
+            _ => return ran,
         }
     }
 }
