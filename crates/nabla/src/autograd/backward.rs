@@ -121,45 +121,54 @@ pub(crate) fn saved<T: Float>(op: &Op<T>, need: &[bool]) -> Saved {
     }
 }
 
-/// The gradients of `op`'s inputs (in `op.inputs()` order) given `g = ∂L/∂y` and the output
-/// `y`. An entry is `None` where `need` says the input does not require a gradient, or where
-/// the gradient is zero by construction (the `x` of `step_mul`).
 /// Products of at least this many multiply-adds make the two gradients of a product worth
 /// computing side by side (below it, waking a second thread costs more than it saves).
 const PAIR_MIN_MACS: usize = 1 << 21;
 
-/// Whether the first two inputs both need a gradient.
-fn need_both(need: &[bool]) -> bool {
-    need.len() >= 2 && need[0] && need[1]
-}
-
-/// The two gradients of a product, `a()` and `b()`: side by side, each on half of the threads
-/// products may use, when `worth` it, nothing is being recorded (plain backward; a recorded
-/// rule keeps one order of recording), anomaly detection is off and two threads are there;
-/// one after the other otherwise. Side by side, a product of the m=128 size of a small MLP
-/// runs on one thread instead of two, where it scales poorly (`bench/README.md`). Results
-/// are the same either way: every product is bit-identical for any thread count. Each side
-/// runs with this thread's allocation limit and recording off, wherever rayon runs it.
-#[allow(clippy::type_complexity)]
-fn pair<T: Float>(
-    worth: bool,
-    a: impl Fn() -> Result<Option<Tensor<T>>> + Send + Sync,
-    b: impl Fn() -> Result<Option<Tensor<T>>> + Send + Sync,
-) -> Result<(Option<Tensor<T>>, Option<Tensor<T>>)> {
+/// The gradients of a product's two factors, `da()` and `db()` (each computed only where `need`
+/// asks for it), each costing `macs` multiply-adds. Side by side, each on half of the threads
+/// products may use, when both are needed and large, nothing is being recorded (plain
+/// backward; a recorded rule keeps one order of recording), anomaly detection is off and two
+/// threads are there; one after the other otherwise. Side by side, a product of the m = 128
+/// size of a small MLP runs on one thread instead of two, where it scales poorly
+/// (`bench/README.md`). Results are the same either way: every product is bit-identical for any
+/// thread count. Each side runs with this thread's allocation limit and recording off, wherever
+/// rayon runs it.
+fn product_grads<T: Float>(
+    need: &[bool],
+    macs: usize,
+    da: impl Fn() -> Result<Tensor<T>> + Send + Sync,
+    db: impl Fn() -> Result<Tensor<T>> + Send + Sync,
+) -> Result<[Option<Tensor<T>>; 2]> {
+    let needs = |i: usize| need.get(i).copied().unwrap_or(false);
     let threads = kernels::threads();
-    if !worth || threads < 2 || super::is_grad_enabled() || super::anomaly::is_detecting() {
-        return Ok((a()?, b()?));
+    if !(needs(0) && needs(1))
+        || macs < PAIR_MIN_MACS
+        || threads < 2
+        || super::is_grad_enabled()
+        || super::anomaly::is_detecting()
+    {
+        return Ok([
+            needs(0).then(&da).transpose()?,
+            needs(1).then(&db).transpose()?,
+        ]);
     }
     let limit = crate::tensor::storage::allocation_limit();
-    let side = move |t: usize, f: &dyn Fn() -> Result<Option<Tensor<T>>>| {
+    let side = move |t: usize, f: &dyn Fn() -> Result<Tensor<T>>| {
         super::no_grad(|| {
             crate::tensor::with_allocation_limit(limit, || kernels::with_threads(t, f))
         })
     };
-    let (ra, rb) = rayon::join(|| side(threads - threads / 2, &a), || side(threads / 2, &b));
-    Ok((ra?, rb?))
+    let (ra, rb) = rayon::join(
+        || side(threads - threads / 2, &da),
+        || side(threads / 2, &db),
+    );
+    Ok([Some(ra?), Some(rb?)])
 }
 
+/// The gradients of `op`'s inputs (in `op.inputs()` order) given `g = ∂L/∂y` and the output
+/// `y`. An entry is `None` where `need` says the input does not require a gradient, or where
+/// the gradient is zero by construction (the `x` of `step_mul`).
 pub(crate) fn backward_op<T: Float>(
     op: &Op<T>,
     y: &Tensor<T>,
@@ -256,35 +265,29 @@ pub(crate) fn backward_op<T: Float>(
             let macs = a
                 .numel()
                 .saturating_mul(y.shape().last().copied().unwrap_or(0));
-            let (da, db) = pair(
-                need_both(need) && macs >= PAIR_MIN_MACS,
-                || {
-                    when(0, &|| {
-                        if ta {
-                            b.matmul_t(g, tb, true)
-                        } else {
-                            g.matmul_t(b, false, !tb)
-                        }
-                    })
-                },
-                || {
-                    when(1, &|| match (shared_b, tb) {
-                        (true, false) => flat2(a)?.matmul_t(&flat2(g)?, true, false),
-                        (true, true) => flat2(g)?.matmul_t(&flat2(a)?, true, false),
-                        (false, false) => a.matmul_t(g, !ta, false),
-                        (false, true) => g.matmul_t(a, true, ta),
-                    })
-                },
-            )?;
-            vec![da, db]
+            let da = || {
+                if ta {
+                    b.matmul_t(g, tb, true)
+                } else {
+                    g.matmul_t(b, false, !tb)
+                }
+            };
+            let db = || match (shared_b, tb) {
+                (true, false) => flat2(a)?.matmul_t(&flat2(g)?, true, false),
+                (true, true) => flat2(g)?.matmul_t(&flat2(a)?, true, false),
+                (false, false) => a.matmul_t(g, !ta, false),
+                (false, true) => g.matmul_t(a, true, ta),
+            };
+            product_grads(need, macs, da, db)?.into()
         }
         // y = x·w + b  ⇒  dx = g·wᵀ, dw = xᵀ·g, db = Σ_rows g
         Op::Linear(x, w, _) => {
             let macs = x.numel().saturating_mul(w.shape()[1]);
-            let (dx, dw) = pair(
-                need_both(need) && macs >= PAIR_MIN_MACS,
-                || when(0, &|| g.matmul_t(w, false, true)),
-                || when(1, &|| x.matmul_t(g, true, false)),
+            let [dx, dw] = product_grads(
+                need,
+                macs,
+                || g.matmul_t(w, false, true),
+                || x.matmul_t(g, true, false),
             )?;
             vec![dx, dw, when(2, &|| g.sum(&[0], false))?]
         }

@@ -102,7 +102,6 @@ pub fn gemm_into<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: &mu
     let csa = if k > 1 { a.cs as isize } else { 0 };
     let rsb = if k > 1 { b.rs as isize } else { 0 };
     let csb = if n > 1 { b.cs as isize } else { 0 };
-    let (a_ptr, b_ptr) = (a.data[a.offset..].as_ptr(), b.data[b.offset..].as_ptr());
     let threads = super::threads();
     let parts = column_parts(m, k, n, threads);
     if parts <= 1 {
@@ -113,10 +112,10 @@ pub fn gemm_into<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: &mu
                 m,
                 k,
                 n,
-                a_ptr,
+                a.data[a.offset..].as_ptr(),
                 rsa,
                 csa,
-                b_ptr,
+                b.data[b.offset..].as_ptr(),
                 rsb,
                 csb,
                 beta,
@@ -129,23 +128,23 @@ pub fn gemm_into<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: &mu
         return;
     }
     let out = SendPtr(out.as_mut_ptr());
-    let (a_ptr, b_ptr) = (SendPtr(a_ptr.cast_mut()), SendPtr(b_ptr.cast_mut()));
     rayon::scope(|s| {
         for p in 0..parts {
             let (lo, hi) = (part_start(n, p, parts), part_start(n, p + 1, parts));
-            let (out, a_ptr, b_ptr) = (&out, &a_ptr, &b_ptr);
+            let out = &out;
             s.spawn(move |_| {
-                // SAFETY: as above, for the columns lo..hi (lo < hi <= n) of B and of the
-                // output; the parts' columns are disjoint, so no element is written twice.
+                // SAFETY: as above, for the columns lo..hi (lo < hi <= n) of B (column lo lies
+                // in its slice) and of the output; the parts' columns are disjoint, so no
+                // element is written twice.
                 unsafe {
                     T::gemm(
                         m,
                         k,
                         hi - lo,
-                        a_ptr.0,
+                        a.data[a.offset..].as_ptr(),
                         rsa,
                         csa,
-                        b_ptr.0.add(lo * b.cs),
+                        b.data[b.offset + lo * b.cs..].as_ptr(),
                         rsb,
                         csb,
                         beta,
@@ -160,19 +159,18 @@ pub fn gemm_into<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: &mu
     });
 }
 
-/// A pointer handed to the threads that each use their own columns of it.
+/// The output pointer, handed to the threads that each write their own columns of it.
 struct SendPtr<T>(*mut T);
-// SAFETY: the threads `gemm_into` starts read the operands and write disjoint columns of the
-// output (see there).
+// SAFETY: the threads `gemm_into` starts write disjoint columns of the output (see there).
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
 
 /// Into how many column ranges a product is cut, each one single-threaded `gemm` call on its
 /// own thread: `threads` where the product is large (≥ 2²⁰ multiply-adds) and each range keeps
 /// at least 64 columns; otherwise 1 (the `gemm` crate then splits the work itself, over rayon's
-/// threads). Cutting the columns this way, each thread packs only its own part of B, ran the
-/// m = 128 products of the fashion MLP 1.2–1.35× faster than `gemm`'s own split
-/// (`bench/README.md`). Results do not depend on it: each output element is the same k sum,
+/// threads). Cutting the columns this way, each thread packs only its own part of B: the m =
+/// 128 products of the fashion MLP ran 0.93–1.45× as fast as with `gemm`'s own split, the wide
+/// ones about even (`examples/gemm_split.rs`, `bench/README.md`). Results do not depend on it: each output element is the same k sum,
 /// in the same order, whichever call computes it (tested on 1, 2 and 3 threads).
 fn column_parts(m: usize, k: usize, n: usize, threads: usize) -> usize {
     if threads < 2 || m.saturating_mul(k).saturating_mul(n) < 1 << 20 {
