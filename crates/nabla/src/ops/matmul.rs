@@ -4,10 +4,11 @@
 
 use crate::autograd::{record, Op};
 use crate::error::{Error, Result};
-use crate::tensor::kernels::matmul::{gemm_into, MatRef};
+use crate::tensor::kernels::matmul::{gemm_into, gemm_uninit, MatRef};
 use crate::tensor::shape::fmt_shape;
-use crate::tensor::storage::{buffer, filled};
+use crate::tensor::storage::buffer;
 use crate::tensor::{Float, Layout, Tensor};
+use std::mem::MaybeUninit;
 
 fn describe(a: &[usize], b: &[usize], ta: bool, tb: bool) -> String {
     let t = |s: &[usize], t: bool| format!("{}{}", fmt_shape(s), if t { "ᵀ" } else { "" });
@@ -61,8 +62,7 @@ pub(crate) fn matmul_raw<T: Float>(
                 return Err(inner_err(ma.cols, mb.rows));
             }
             let shape = vec![ma.rows, mb.cols];
-            let mut out = filled("matmul", &shape, T::ZERO)?;
-            gemm_into(ma, mb, T::ZERO, &mut out);
+            let out = product_output(&shape, |o| gemm_uninit(ma, mb, o))?;
             Ok((out, shape))
         }
         (3, 2) if !ta => {
@@ -72,9 +72,8 @@ pub(crate) fn matmul_raw<T: Float>(
                 return Err(inner_err(k, mb.rows));
             }
             let shape = vec![batch, m, mb.cols];
-            let mut out = filled("matmul", &shape, T::ZERO)?;
-            if out.is_empty() {
-                return Ok((out, shape));
+            if shape.contains(&0) {
+                return Ok((Vec::new(), shape));
             }
             let st = la.strides();
             // The batch and row axes merge into one row axis when one stride steps over the other.
@@ -85,7 +84,7 @@ pub(crate) fn matmul_raw<T: Float>(
             } else {
                 (Some(st[0]) == m.checked_mul(st[1])).then_some(st[1])
             };
-            match merged_rs {
+            let out = product_output(&shape, |out| match merged_rs {
                 Some(rs) => {
                     let ma = MatRef {
                         data: ad,
@@ -95,15 +94,14 @@ pub(crate) fn matmul_raw<T: Float>(
                         rs,
                         cs: st[2],
                     };
-                    gemm_into(ma, mb, T::ZERO, &mut out);
+                    gemm_uninit(ma, mb, out);
                 }
                 None => {
-                    let mn = m * mb.cols;
-                    for (i, o) in out.chunks_exact_mut(mn.max(1)).enumerate().take(batch) {
-                        gemm_into(mat(ad, la, Some(i), false), mb, T::ZERO, o);
+                    for (i, o) in out.chunks_exact_mut(m * mb.cols).enumerate() {
+                        gemm_uninit(mat(ad, la, Some(i), false), mb, o);
                     }
                 }
-            }
+            })?;
             Ok((out, shape))
         }
         (3, 3) => {
@@ -125,17 +123,14 @@ pub(crate) fn matmul_raw<T: Float>(
             }
             let (m, n) = (pa.rows, pb.cols);
             let shape = vec![batch, m, n];
-            let mut out = filled("matmul", &shape, T::ZERO)?;
-            if !out.is_empty() {
-                for (i, o) in out.chunks_exact_mut(m * n).enumerate() {
-                    gemm_into(
-                        mat(ad, la, Some(i), ta),
-                        mat(bd, lb, Some(i), tb),
-                        T::ZERO,
-                        o,
-                    );
-                }
+            if shape.contains(&0) {
+                return Ok((Vec::new(), shape));
             }
+            let out = product_output(&shape, |out| {
+                for (i, o) in out.chunks_exact_mut(m * n).enumerate() {
+                    gemm_uninit(mat(ad, la, Some(i), ta), mat(bd, lb, Some(i), tb), o);
+                }
+            })?;
             Ok((out, shape))
         }
         _ => Err(Error::shape(
@@ -147,6 +142,21 @@ pub(crate) fn matmul_raw<T: Float>(
             ),
         )),
     }
+}
+
+/// A fresh buffer of `shape`'s elements, filled by `fill` without zero-filling it first. `fill`
+/// must write every element of the slice it is given (`gemm_uninit` writes all of its m×n
+/// output; the callers above hand it disjoint outputs that cover the slice).
+fn product_output<T: Float>(
+    shape: &[usize],
+    fill: impl FnOnce(&mut [MaybeUninit<T>]),
+) -> Result<Vec<T>> {
+    let mut out = buffer("matmul", shape)?;
+    let n = shape.iter().product();
+    fill(&mut out.spare_capacity_mut()[..n]);
+    // SAFETY: `buffer` reserved room for the n elements and `fill` initialised all of them.
+    unsafe { out.set_len(n) };
+    Ok(out)
 }
 
 impl<T: Float> Tensor<T> {

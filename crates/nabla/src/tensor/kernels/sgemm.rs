@@ -57,25 +57,25 @@ struct Out {
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
-/// `out = a·b + beta·out`, `out` row-major m×n. The CPU, the shapes and the operands' bounds
-/// are asserted here (an internal error: `gemm_into` checks them before calling).
-pub fn sgemm(a: MatRef<'_, f32>, b: MatRef<'_, f32>, beta: f32, out: &mut [f32], threads: usize) {
+/// `out = a·b + beta·out`, `out` row-major m×n; with beta = 0 the output is only written,
+/// never read (it may be uninitialised). The CPU, the shapes and the operands' bounds are
+/// asserted here (an internal error: `gemm_into` checks them before calling).
+///
+/// # Safety
+/// `out` is valid for writes of m·n floats (and initialised where beta ≠ 0).
+pub unsafe fn sgemm(
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    beta: f32,
+    out: *mut f32,
+    threads: usize,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(
-        available()
-            && k == b.rows
-            && out.len() >= m * n
-            && m > 0
-            && n > 0
-            && k > 0
-            && a.in_bounds()
-            && b.in_bounds(),
+        available() && k == b.rows && m > 0 && n > 0 && k > 0 && a.in_bounds() && b.in_bounds(),
         "internal: sgemm operands disagree"
     );
-    let o = Out {
-        ptr: out.as_mut_ptr(),
-        ld: n,
-    };
+    let o = Out { ptr: out, ld: n };
     let t = if m * n * k < (1 << 20) {
         1
     } else {
@@ -351,7 +351,8 @@ mod tests {
                 for beta in [0.0f32, 1.0, 0.5] {
                     let before: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
                     let mut out = before.clone();
-                    sgemm(a, b, beta, &mut out, 2);
+                    // SAFETY: `out` holds m·n initialised floats.
+                    unsafe { sgemm(a, b, beta, out.as_mut_ptr(), 2) };
                     for i in 0..m {
                         for j in 0..n {
                             let (mut want, mut size) =
@@ -399,7 +400,8 @@ mod tests {
             };
             let run = |t| {
                 let mut out = vec![1.0f32; m * n];
-                sgemm(a, b, 1.0, &mut out, t);
+                // SAFETY: `out` holds m·n initialised floats.
+                unsafe { sgemm(a, b, 1.0, out.as_mut_ptr(), t) };
                 out
             };
             let one = run(1);
