@@ -1,6 +1,7 @@
 //! Matrix products: 2-D, batched 3-D, and 3-D × 2-D (a shared right operand). Every operand
 //! is read through its strides: a transposed, narrowed or broadcast view goes to the GEMM
-//! as it is, never copied.
+//! as it is; no tensor is materialised (the kernels may copy a transposed right operand of a
+//! large f32 product into a scratch buffer of their own, where that measured faster).
 
 use crate::autograd::{record, Op};
 use crate::error::{Error, Result};
@@ -203,8 +204,8 @@ impl<T: Float> Tensor<T> {
     }
 
     /// `op(self) · op(b)` where `op` transposes the last two axes when its flag is set. The
-    /// transpose is read through strides; nothing is copied (the same as `matmul` of a
-    /// transposed view, without recording the view).
+    /// transpose is read through strides; no transposed tensor is made (the same as `matmul`
+    /// of a transposed view, without recording the view).
     pub fn matmul_t(&self, b: &Tensor<T>, ta: bool, tb: bool) -> Result<Tensor<T>> {
         let (data, shape) = matmul_raw(self, b, ta, tb)?;
         Ok(record(data, shape, &[self, b], || Op::Matmul {

@@ -1,6 +1,8 @@
 //! The one entry point to the GEMM kernels: our own (`sgemm`: small and thin f32 products on
 //! CPUs with AVX-512F) and the `gemm` crate's (everything else). Operands are strided matrices
-//! inside a storage slice: transposes and other views are passed as strides, never copied.
+//! inside a storage slice: transposes and other views are passed as strides, not copied — except
+//! a transposed f32 B of a large product (up to 2 MB), which is copied row-major per column part
+//! because `gemm` packs that layout slowly (`copy_pays`).
 
 use crate::tensor::Float;
 use std::mem::MaybeUninit;
@@ -130,67 +132,190 @@ unsafe fn gemm_ptr<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: *
             return;
         }
     }
-    // A stride along an axis of length 1 is never multiplied by a non-zero index; make it 0 so
-    // that the cast below cannot wrap.
-    let rsa = if m > 1 { a.rs as isize } else { 0 };
-    let csa = if k > 1 { a.cs as isize } else { 0 };
-    let rsb = if k > 1 { b.rs as isize } else { 0 };
-    let csb = if n > 1 { b.cs as isize } else { 0 };
     let threads = super::threads();
     let parts = column_parts(m, k, n, threads);
+    let copy_b = copy_pays(m, k, n, &b);
     if parts <= 1 {
-        // SAFETY: every element of a and b lies inside its slice (in_bounds), `out` holds m·n
-        // elements, and every stride used fits in isize because it indexes into a slice.
-        unsafe {
-            T::gemm(
-                m,
-                k,
-                n,
-                a.data[a.offset..].as_ptr(),
-                rsa,
-                csa,
-                b.data[b.offset..].as_ptr(),
-                rsb,
-                csb,
-                beta,
-                out,
-                n as isize,
-                1,
-                threads,
-            );
-        }
+        // SAFETY: this function's contract, for all n columns.
+        unsafe { gemm_columns(&a, &b, (0, n), beta, out, n, threads, copy_b) };
         return;
     }
     let out = SendPtr(out);
     rayon::scope(|s| {
         for p in 0..parts {
             let (lo, hi) = (part_start(n, p, parts), part_start(n, p + 1, parts));
-            let out = &out;
+            let (a, b, out) = (&a, &b, &out);
             s.spawn(move |_| {
-                // SAFETY: as above, for the columns lo..hi (lo < hi <= n) of B (column lo lies
-                // in its slice) and of the output; the parts' columns are disjoint, so no
-                // element is written twice.
-                unsafe {
-                    T::gemm(
-                        m,
-                        k,
-                        hi - lo,
-                        a.data[a.offset..].as_ptr(),
-                        rsa,
-                        csa,
-                        b.data[b.offset + lo * b.cs..].as_ptr(),
-                        rsb,
-                        csb,
-                        beta,
-                        out.0.add(lo),
-                        n as isize,
-                        1,
-                        1,
-                    );
-                }
+                // SAFETY: this function's contract, for the columns lo..hi (lo < hi <= n); the
+                // parts' columns are disjoint, so no element is written twice.
+                unsafe { gemm_columns(a, b, (lo, hi), beta, out.0.add(lo), n, 1, copy_b) };
             });
         }
     });
+}
+
+/// Whether B's columns are copied row-major before `gemm` reads them: B is a transposed
+/// row-major matrix (columns contiguous, as `x·wᵀ` in backward reads `w`), f32, and the product
+/// is large enough. `gemm` packs such a B across rows, slowly: the (128, 256, 512) product of
+/// the Fashion-MNIST MLP's backward ran at ~0.55× the speed of the same product with B
+/// row-major (`examples/gemm_split.rs`). The copy is made per column part, on the thread that
+/// runs it, with an 8×8 AVX transpose: that product then ran 1.24–1.42× as fast (89–115 vs
+/// 72–81 GFLOP/s median, 2 threads). Decided from the product's shape only, so that every
+/// thread count takes the same path.
+fn copy_pays<T: Float>(m: usize, k: usize, n: usize, b: &MatRef<'_, T>) -> bool {
+    T::DTYPE == "f32"
+        && b.rs == 1
+        && b.cs != 1
+        && k > 1
+        && n > 1
+        && m >= 32
+        && m.saturating_mul(k).saturating_mul(n) >= 1 << 20
+        && k.saturating_mul(n) <= B_COPY_MAX
+}
+
+/// The largest B (in values) that `copy_pays` copies: 2 MB of f32, so that a thread's part of
+/// the copy stays in its L2 cache. Larger ones went slower copied: the wide MLP's (512, 2048,
+/// 2048) product with B transposed ran at 141–172 GFLOP/s copied vs 158–196 through `gemm`'s
+/// own packing (`examples/gemm_split.rs`, 2 threads, median).
+const B_COPY_MAX: usize = 1 << 19;
+
+thread_local! {
+    /// The row-major copy of a part of B (`copy_pays`), one per thread, reused.
+    static B_ROWS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// `out[.., lo..hi] = a·b[.., lo..hi] + beta·out[.., lo..hi]`: one `gemm` call on up to
+/// `threads` threads, B's columns first copied row-major when `copy_b`.
+///
+/// # Safety
+/// `gemm_ptr`'s contract holds; `lo < hi <= n`; `out` points to column `lo` of row 0 of the
+/// output, whose row stride is `ld`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_columns<T: Float>(
+    a: &MatRef<'_, T>,
+    b: &MatRef<'_, T>,
+    (lo, hi): (usize, usize),
+    beta: T,
+    out: *mut T,
+    ld: usize,
+    threads: usize,
+    copy_b: bool,
+) {
+    let (m, k, w) = (a.rows, a.cols, hi - lo);
+    // A stride along an axis of length 1 is never multiplied by a non-zero index; make it 0 so
+    // that the cast below cannot wrap.
+    let rsa = if m > 1 { a.rs as isize } else { 0 };
+    let csa = if k > 1 { a.cs as isize } else { 0 };
+    // SAFETY (of each call): every element of a and of the B given lies inside its slice
+    // (in_bounds; the copy holds k·w values), every stride used fits in isize because it
+    // indexes into a slice, and `out` covers m rows of w columns at row stride `ld`.
+    let run = |bp: *const T, rsb: isize, csb: isize| unsafe {
+        T::gemm(
+            m,
+            k,
+            w,
+            a.data[a.offset..].as_ptr(),
+            rsa,
+            csa,
+            bp,
+            rsb,
+            csb,
+            beta,
+            out,
+            ld as isize,
+            1,
+            threads,
+        )
+    };
+    if let (true, Some(bd)) = (copy_b, T::as_f32(b.data)) {
+        let mut rows = B_ROWS.with(|c| c.take());
+        rows_of_columns(bd, b.offset + lo * b.cs, b.cs, k, w, &mut rows);
+        // T is f32 here (`as_f32` answered), so the copy's pointer has T's type.
+        run(rows.as_ptr().cast::<T>(), w as isize, 1);
+        B_ROWS.with(|c| c.set(rows));
+        return;
+    }
+    let rsb = if k > 1 { b.rs as isize } else { 0 };
+    let csb = if w > 1 { b.cs as isize } else { 0 };
+    run(b.data[b.offset + lo * b.cs..].as_ptr(), rsb, csb);
+}
+
+/// Writes the k×w matrix whose column j is `src[off + j·cs ..][..k]` into `dst` row-major
+/// (`dst[p·w + j]`): in 8×8 blocks transposed in AVX registers where the CPU has AVX, the
+/// edges (and everything elsewhere) one value at a time.
+fn rows_of_columns(src: &[f32], off: usize, cs: usize, k: usize, w: usize, dst: &mut Vec<f32>) {
+    if dst.len() < k * w {
+        dst.resize(k * w, 0.0);
+    }
+    let dst = &mut dst[..k * w];
+    let (mut jb, mut pb) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        (jb, pb) = (w / 8 * 8, k / 8 * 8);
+        // SAFETY: AVX is available (checked just above).
+        unsafe { blocks_8x8(src, off, cs, (jb, pb), w, dst) };
+    }
+    for j in 0..w {
+        let col = &src[off + j * cs..][..k];
+        let from = if j < jb { pb } else { 0 };
+        for (p, v) in col.iter().enumerate().skip(from) {
+            dst[p * w + j] = *v;
+        }
+    }
+}
+
+/// The 8×8 blocks of `rows_of_columns` for columns 0..jb and rows 0..pb (multiples of 8).
+///
+/// # Safety
+/// The CPU has AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn blocks_8x8(
+    src: &[f32],
+    off: usize,
+    cs: usize,
+    (jb, pb): (usize, usize),
+    w: usize,
+    dst: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    for j0 in (0..jb).step_by(8) {
+        for p0 in (0..pb).step_by(8) {
+            // Row i of the block: column j0 + i of the matrix, values p0..p0+8 (bounds-checked).
+            let r: [__m256; 8] = std::array::from_fn(|i| {
+                _mm256_loadu_ps(src[off + (j0 + i) * cs + p0..][..8].as_ptr())
+            });
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let o = [
+                _mm256_permute2f128_ps::<0x20>(s0, s4),
+                _mm256_permute2f128_ps::<0x20>(s1, s5),
+                _mm256_permute2f128_ps::<0x20>(s2, s6),
+                _mm256_permute2f128_ps::<0x20>(s3, s7),
+                _mm256_permute2f128_ps::<0x31>(s0, s4),
+                _mm256_permute2f128_ps::<0x31>(s1, s5),
+                _mm256_permute2f128_ps::<0x31>(s2, s6),
+                _mm256_permute2f128_ps::<0x31>(s3, s7),
+            ];
+            for (q, v) in o.iter().enumerate() {
+                _mm256_storeu_ps(dst[(p0 + q) * w + j0..][..8].as_mut_ptr(), *v);
+            }
+        }
+    }
 }
 
 /// The output pointer, handed to the threads that each write their own columns of it.
@@ -227,6 +352,18 @@ fn part_start(n: usize, p: usize, parts: usize) -> usize {
 mod tests {
     use super::*;
 
+    /// A matrix at the start of `data` with the given strides.
+    fn mat<T>(data: &[T], rows: usize, cols: usize, rs: usize, cs: usize) -> MatRef<'_, T> {
+        MatRef {
+            data,
+            offset: 0,
+            rows,
+            cols,
+            rs,
+            cs,
+        }
+    }
+
     /// Distinct values in [-0.5, 0.5).
     fn values<T: Float>(n: usize, seed: u32) -> Vec<T> {
         let mut s = seed;
@@ -252,14 +389,7 @@ mod tests {
             (4, 0, 5, false),
         ] {
             let (ad, bd) = (values::<T>(m * k, 1), values::<T>(k * n, 2));
-            let a = MatRef {
-                data: &ad,
-                offset: 0,
-                rows: m,
-                cols: k,
-                rs: k,
-                cs: 1,
-            };
+            let a = mat(&ad, m, k, k, 1);
             let (rs, cs) = if tb { (1, k) } else { (n, 1) };
             let b = MatRef {
                 data: &bd,
@@ -291,5 +421,56 @@ mod tests {
     fn a_fresh_product_output_is_written_whole_and_never_read() {
         never_reads_the_output::<f32>();
         never_reads_the_output::<f64>();
+    }
+
+    #[test]
+    fn columns_are_copied_into_rows_exactly() {
+        for &(k, w, off, pad) in &[
+            (1, 1, 0, 0),
+            (7, 9, 3, 2),
+            (8, 8, 0, 0),
+            (16, 24, 5, 1),
+            (130, 156, 1, 7),
+            (13, 8, 0, 3),
+        ] {
+            let cs = k + pad;
+            let src: Vec<f32> = values(off + w * cs, 7);
+            let mut dst = vec![f32::NAN; 3];
+            rows_of_columns(&src, off, cs, k, w, &mut dst);
+            for p in 0..k {
+                for j in 0..w {
+                    assert_eq!(
+                        dst[p * w + j].to_bits(),
+                        src[off + j * cs + p].to_bits(),
+                        "({k},{w}) at ({p},{j})"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A transposed B (copied row-major first: `copy_pays`) gives the bits that the same B
+    /// stored row-major gives, on 1–3 threads.
+    #[test]
+    fn a_transposed_b_gives_the_bits_of_a_row_major_one() {
+        for &(m, k, n) in &[(70, 130, 300), (128, 256, 512), (40, 1030, 70)] {
+            let (ad, wd) = (values::<f32>(m * k, 1), values::<f32>(n * k, 2));
+            let rows: Vec<f32> = (0..k * n).map(|i| wd[(i % n) * k + i / n]).collect();
+            let a = mat(&ad, m, k, k, 1);
+            let bt = mat(&wd, k, n, 1, k);
+            let b = mat(&rows, k, n, n, 1);
+            assert!(copy_pays(m, k, n, &bt) && !copy_pays(m, k, n, &b));
+            for threads in [1, 2, 3] {
+                let (mut x, mut y) = (vec![0f32; m * n], vec![0f32; m * n]);
+                super::super::with_threads(threads, || {
+                    gemm_into(a, bt, 0.0, &mut x);
+                    gemm_into(a, b, 0.0, &mut y);
+                });
+                assert!(
+                    x.iter().zip(&y).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "({m},{k},{n}) on {threads} threads"
+                );
+            }
+        }
     }
 }
