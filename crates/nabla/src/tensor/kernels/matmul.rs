@@ -376,7 +376,7 @@ mod tests {
     }
 
     /// Every path (our small-product kernel, the `gemm` crate on one thread and split into
-    /// column parts, k = 0, a transposed B) writes all of a `gemm_uninit` output and reads none
+    /// column parts, its row and column vector paths, k = 0 and 1, a transposed B) writes all of a `gemm_uninit` output and reads none
     /// of it: an output full of NaN beforehand gives the same bits as a zeroed one.
     fn never_reads_the_output<T: Float>() {
         for &(m, k, n, tb) in &[
@@ -387,6 +387,10 @@ mod tests {
             (128, 256, 512, true),
             (70, 130, 300, true),
             (4, 0, 5, false),
+            (1, 50, 70, false),
+            (60, 40, 1, false),
+            (9, 1, 11, false),
+            (300, 2, 200, true),
         ] {
             let (ad, bd) = (values::<T>(m * k, 1), values::<T>(k * n, 2));
             let a = mat(&ad, m, k, k, 1);
