@@ -37,7 +37,7 @@ impl<T> MatRef<'_, T> {
     }
 
     /// The same matrix over `data` (the same storage seen as another type).
-    fn with_data<'b, U>(&self, data: &'b [U]) -> MatRef<'b, U> {
+    pub(super) fn with_data<'b, U>(&self, data: &'b [U]) -> MatRef<'b, U> {
         let MatRef {
             offset,
             rows,
@@ -123,11 +123,11 @@ unsafe fn gemm_ptr<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: *
         return;
     }
     if let (Some(ad), Some(bd)) = (T::as_f32(a.data), T::as_f32(b.data)) {
-        if T::DTYPE == "f32" && super::sgemm::suits(m, k, n, b.cs == 1 || n == 1) {
+        if super::sgemm::suits(m, k, n, b.cs == 1 || n == 1) {
             let (a, b) = (a.with_data(ad), b.with_data(bd));
             let threads = super::threads();
-            // SAFETY: T is f32 (the trait is sealed: f32 and f64 only), so `out` points to
-            // f32s; the rest is this function's contract.
+            // SAFETY: T is f32 (`as_f32` answered), so `out` points to f32s; the rest is this
+            // function's contract.
             unsafe { super::sgemm::sgemm(a, b, beta.to_f64() as f32, out.cast::<f32>(), threads) };
             return;
         }
@@ -180,8 +180,35 @@ fn copy_pays<T: Float>(m: usize, k: usize, n: usize, b: &MatRef<'_, T>) -> bool 
 const B_COPY_MAX: usize = 1 << 19;
 
 thread_local! {
-    /// The row-major copy of a part of B (`copy_pays`), one per thread, reused.
+    /// A row-major copy of (part of) an f32 B, one per thread, reused (`with_rows_of`).
     static B_ROWS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on columns `lo..lo + w` of `b` copied row-major (k×w) into this thread's buffer:
+/// taken out of its slot for the call, so that a rayon job run inside `f` on this thread finds
+/// the slot empty instead of the copy in use. Columns stored contiguously (a transposed
+/// row-major matrix) go through `rows_of_columns`; other strides one value at a time.
+pub(super) fn with_rows_of<R>(
+    b: &MatRef<'_, f32>,
+    lo: usize,
+    w: usize,
+    f: impl FnOnce(&[f32]) -> R,
+) -> R {
+    let k = b.rows;
+    let mut rows = B_ROWS.with(|c| c.take());
+    if b.rs == 1 {
+        rows_of_columns(b.data, b.offset + lo * b.cs, b.cs, k, w, &mut rows);
+    } else {
+        rows.clear();
+        rows.extend(
+            (0..k)
+                .flat_map(|p| (lo..lo + w).map(move |j| (p, j)))
+                .map(|(p, j)| b.data[b.offset + p * b.rs + j * b.cs]),
+        );
+    }
+    let r = f(&rows[..k * w]);
+    B_ROWS.with(|c| c.set(rows));
+    r
 }
 
 /// `out[.., lo..hi] = a·b[.., lo..hi] + beta·out[.., lo..hi]`: one `gemm` call on up to
@@ -228,11 +255,10 @@ unsafe fn gemm_columns<T: Float>(
         )
     };
     if let (true, Some(bd)) = (copy_b, T::as_f32(b.data)) {
-        let mut rows = B_ROWS.with(|c| c.take());
-        rows_of_columns(bd, b.offset + lo * b.cs, b.cs, k, w, &mut rows);
         // T is f32 here (`as_f32` answered), so the copy's pointer has T's type.
-        run(rows.as_ptr().cast::<T>(), w as isize, 1);
-        B_ROWS.with(|c| c.set(rows));
+        with_rows_of(&b.with_data(bd), lo, w, |rows| {
+            run(rows.as_ptr().cast::<T>(), w as isize, 1)
+        });
         return;
     }
     let rsb = if k > 1 { b.rs as isize } else { 0 };

@@ -10,7 +10,6 @@
 //! accumulator), so results are bit-identical for any thread count.
 
 use super::matmul::MatRef;
-use std::cell::RefCell;
 
 /// Products of at most this many multiply-adds come here (and thin ones, of at most 16 columns).
 const SMALL_MAX: usize = 1 << 18;
@@ -40,11 +39,6 @@ pub fn suits(m: usize, k: usize, n: usize, b_rows_contiguous: bool) -> bool {
     (m.saturating_mul(n).saturating_mul(k) <= SMALL_MAX || n <= 16)
         && (b_rows_contiguous || k.saturating_mul(n) <= 2048)
         && available()
-}
-
-thread_local! {
-    /// A row-major copy of B where its rows are not contiguous, one per thread, reused.
-    static B_COPY: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The output, shared by the threads that each write their own whole tiles of it.
@@ -84,37 +78,18 @@ pub unsafe fn sgemm(
     if b.cs == 1 {
         return split(m, n, t, |r, c| tiles(&a, &b, beta, o, r, c));
     }
-    // B's rows are not contiguous: copy it row-major into this thread's buffer (taken out of
-    // the slot for the call, so that a rayon thread stealing another product's work while
-    // this one waits finds the slot free).
-    let mut copy = B_COPY.with(|c| std::mem::take(&mut *c.borrow_mut()));
-    copy.clear();
-    copy.resize(k * n, 0.0);
-    if b.rs == 1 {
-        // B is a transposed row-major matrix: its columns are contiguous.
-        for j in 0..n {
-            let col = &b.data[b.offset + j * b.cs..][..k];
-            for (row, &v) in copy.chunks_exact_mut(n).zip(col) {
-                row[j] = v;
-            }
-        }
-    } else {
-        for (p, row) in copy.chunks_exact_mut(n).enumerate() {
-            for (j, d) in row.iter_mut().enumerate() {
-                *d = b.data[b.offset + p * b.rs + j * b.cs];
-            }
-        }
-    }
-    let b = MatRef {
-        data: &copy[..],
-        offset: 0,
-        rows: k,
-        cols: n,
-        rs: n,
-        cs: 1,
-    };
-    split(m, n, t, |r, c| tiles(&a, &b, beta, o, r, c));
-    B_COPY.with(|c| *c.borrow_mut() = copy);
+    // B's rows are not contiguous: work on a row-major copy of it.
+    super::matmul::with_rows_of(&b, 0, n, |rows| {
+        let b = MatRef {
+            data: rows,
+            offset: 0,
+            rows: k,
+            cols: n,
+            rs: n,
+            cs: 1,
+        };
+        split(m, n, t, |r, c| tiles(&a, &b, beta, o, r, c));
+    });
 }
 
 /// Runs `f(rows, columns)` on `t` threads, each on its own part of the m×n output: the axis
