@@ -7,7 +7,7 @@
 //! in a virtual machine costs tens of microseconds (an inter-processor interrupt through the
 //! hypervisor): [`warm`] keeps the other threads looking for work instead of sleeping.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ const SKIP_AFTER_USELESS: usize = 256;
 struct Spinners {
     /// The pool size they were started for.
     threads: usize,
-    /// How many are still running.
+    /// How many are spinning now.
     running: Arc<AtomicUsize>,
     /// How many ended without having run a single job since the last call looked.
     useless: Arc<AtomicUsize>,
@@ -38,6 +38,9 @@ thread_local! {
     /// step) reuses those still running instead of starting new ones, which would wake the
     /// sleeping threads again.
     static SPINNING: RefCell<Option<Spinners>> = const { RefCell::new(None) };
+
+    /// Whether this thread runs a spinner now: a second one reaching it returns at once.
+    static SPINNING_HERE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `f` while the other threads of the current rayon pool keep looking for work instead of
@@ -60,6 +63,13 @@ thread_local! {
 pub fn warm<R>(f: impl FnOnce() -> R) -> R {
     let threads = rayon::current_num_threads();
     if threads >= 2 {
+        let caller = rayon::current_thread_index();
+        // The calling thread runs `f` itself; every other thread of the pool gets a spinner.
+        let wanted = if caller.is_some() {
+            threads - 1
+        } else {
+            threads
+        };
         let started = SPINNING.with(|s| {
             let mut s = s.borrow_mut();
             // Spinners of a pool of this size (the same pool, unless the caller moved to another
@@ -80,25 +90,61 @@ pub fn warm<R>(f: impl FnOnce() -> R) -> R {
                 sp.skip -= 1;
                 return None;
             }
-            Some((Arc::clone(&sp.running), Arc::clone(&sp.useless)))
+            (sp.running.load(Ordering::Acquire) < wanted)
+                .then(|| (Arc::clone(&sp.running), Arc::clone(&sp.useless)))
         });
         if let Some((running, useless)) = started {
-            let caller = rayon::current_thread_index();
-            for _ in running.load(Ordering::Acquire)..threads - 1 {
-                running.fetch_add(1, Ordering::AcqRel);
-                let (running, useless) = (Arc::clone(&running), Arc::clone(&useless));
-                rayon::spawn(move || {
-                    // On the calling thread (it can pick this job up while it waits inside `f`)
-                    // a spinner would hold that thread until it goes idle: not there.
-                    if (caller.is_none() || rayon::current_thread_index() != caller) && !spin() {
-                        useless.fetch_add(1, Ordering::AcqRel);
-                    }
-                    running.fetch_sub(1, Ordering::AcqRel);
-                });
-            }
+            // One job on each thread of the pool, queued for that thread alone: a job on the
+            // caller's own queue (`rayon::spawn`) could be taken back by the caller as soon as it
+            // looked for work inside `f`, before a sleeping thread woke to steal it, and then no
+            // thread spun at all. The caller's copy, and a copy reaching a thread that already
+            // spins, return at once.
+            rayon::spawn_broadcast(move |ctx| {
+                if Some(ctx.index()) == caller || SPINNING_HERE.get() {
+                    return;
+                }
+                let _here = SpinningHere::start(&running);
+                if !spin() {
+                    useless.fetch_add(1, Ordering::AcqRel);
+                }
+            });
         }
     }
     f()
+}
+
+/// How many threads of the current pool are spinning for [`warm`] calls made on this thread
+/// right now (0 before the first call, and once they went back to sleep): to check that a
+/// training loop keeps the other cores looking for work.
+///
+/// ```
+/// let spinning = nabla::threads::warm(|| nabla::threads::spinning());
+/// assert!(spinning < rayon::current_num_threads());
+/// ```
+pub fn spinning() -> usize {
+    SPINNING.with(|s| {
+        s.borrow()
+            .as_ref()
+            .map_or(0, |sp| sp.running.load(Ordering::Acquire))
+    })
+}
+
+/// Marks the current thread as spinning (and counts it) until dropped, also on unwinding.
+struct SpinningHere<'a>(&'a AtomicUsize);
+
+impl<'a> SpinningHere<'a> {
+    fn start(running: &'a AtomicUsize) -> Self {
+        SPINNING_HERE.set(true);
+        running.fetch_add(1, Ordering::AcqRel);
+        SpinningHere(running)
+    }
+}
+
+impl Drop for SpinningHere<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        SPINNING_HERE.set(false);
+    }
 }
 
 /// [`warm`] when `on`, else just `f()`.

@@ -72,3 +72,40 @@ fn warm_returns_and_leaves_the_pool_usable() {
         }
     });
 }
+
+#[test]
+fn the_other_thread_spins_even_when_the_caller_looks_for_work_first() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let p = pool(2);
+    let spinning = p.install(|| {
+        // Keep the other thread busy while `warm` starts its spinner.
+        let (started, release) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (s, r) = (Arc::clone(&started), Arc::clone(&release));
+        rayon::spawn(move || {
+            s.store(true, Ordering::SeqCst);
+            while !r.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+        });
+        while !started.load(Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+        nabla::threads::warm(|| {
+            // The caller looks for work first (as a step's first split does when it waits): a
+            // spinner it could take back would then never reach the other thread.
+            rayon::yield_now();
+            release.store(true, Ordering::SeqCst);
+            let start = Instant::now();
+            while nabla::threads::spinning() == 0 && start.elapsed() < Duration::from_secs(20) {
+                std::hint::spin_loop();
+            }
+            nabla::threads::spinning()
+        })
+    });
+    assert_eq!(spinning, 1, "no thread spins for warm");
+}
