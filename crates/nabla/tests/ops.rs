@@ -345,8 +345,8 @@ fn absurd_sizes_are_errors_not_panics() {
 
 /// The products of the wide and fashion MLPs (plain and transposed), odd sizes, and small and
 /// thin ones, in f32 and f64, give the same bits on 1, 2, 3 and 4 threads: the kernels split
-/// the output among threads (large products into column ranges of one `gemm` call each),
-/// never the sum over k.
+/// the output among threads (large products into row or column ranges of one `gemm` call
+/// each, whichever side of the output is longer), never the sum over k.
 #[test]
 fn large_products_are_bit_identical_for_any_thread_count() {
     let shapes = [
@@ -359,13 +359,21 @@ fn large_products_are_bit_identical_for_any_thread_count() {
         // Odd sizes: column ranges that do not fall on a tile.
         (131, 300, 203, true, true),
         (77, 1000, 1001, false, false),
+        // Taller than wide, so cut into row ranges, with long sums (and a B copied row-major).
+        (1001, 1500, 77, false, false),
+        (700, 1200, 300, true, true),
+        (2048, 2048, 512, false, false),
+        // Parts that would be 64 or fewer rows and columns: the `gemm` crate sums k in other
+        // blocks for those (k > 512) than for the whole product.
+        (32, 1000, 128, false, false),
+        (300, 700, 13, false, true),
+        (130, 600, 40, true, false),
         // Small and thin products (nabla's own kernel where the CPU has AVX-512F; the thin
         // ones large enough to be split between threads).
         (32, 64, 64, false, true),
         (64, 32, 3, true, false),
         (512, 2048, 10, false, false),
         (2048, 512, 10, true, false),
-        (300, 700, 13, false, true),
     ];
     for (m, k, n, ta, tb) in shapes {
         same_bits_on_any_thread_count::<f32>(m, k, n, ta, tb);

@@ -1,7 +1,7 @@
 //! The one entry point to the GEMM kernels: our own (`sgemm`: small and thin f32 products on
 //! CPUs with AVX-512F) and the `gemm` crate's (everything else). Operands are strided matrices
 //! inside a storage slice: transposes and other views are passed as strides, not copied — except
-//! a transposed f32 B of a large product (up to 2 MB), which is copied row-major per column part
+//! a transposed f32 B of a large product (up to 2 MB), which is copied row-major per part
 //! because `gemm` packs that layout slowly (`copy_pays`).
 
 use crate::tensor::Float;
@@ -133,7 +133,7 @@ unsafe fn gemm_ptr<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: *
         }
     }
     let threads = super::threads();
-    let parts = column_parts(m, k, n, threads);
+    let parts = parts(m, k, n, threads);
     let copy_b = copy_pays(m, k, n, &b);
     if parts <= 1 {
         // SAFETY: this function's contract, for all n columns.
@@ -141,14 +141,28 @@ unsafe fn gemm_ptr<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: *
         return;
     }
     let out = SendPtr(out);
+    let by_rows = m >= n;
     rayon::scope(|s| {
         for p in 0..parts {
-            let (lo, hi) = (part_start(n, p, parts), part_start(n, p + 1, parts));
+            let len = if by_rows { m } else { n };
+            let (lo, hi) = (part_start(len, p, parts), part_start(len, p + 1, parts));
             let (a, b, out) = (&a, &b, &out);
             s.spawn(move |_| {
-                // SAFETY: this function's contract, for the columns lo..hi (lo < hi <= n); the
-                // parts' columns are disjoint, so no element is written twice.
-                unsafe { gemm_columns(a, b, (lo, hi), beta, out.0.add(lo), n, 1, copy_b) };
+                if by_rows {
+                    // Rows lo..hi of A give rows lo..hi of the output.
+                    let a = MatRef {
+                        offset: a.offset + lo * a.rs,
+                        rows: hi - lo,
+                        ..*a
+                    };
+                    // SAFETY: this function's contract, for the rows lo..hi (lo < hi <= m) of
+                    // the output, which start at element lo·n; the parts' rows are disjoint.
+                    unsafe { gemm_columns(&a, b, (0, n), beta, out.0.add(lo * n), n, 1, copy_b) };
+                } else {
+                    // SAFETY: this function's contract, for the columns lo..hi (lo < hi <= n);
+                    // the parts' columns are disjoint, so no element is written twice.
+                    unsafe { gemm_columns(a, b, (lo, hi), beta, out.0.add(lo), n, 1, copy_b) };
+                }
             });
         }
     });
@@ -350,22 +364,32 @@ struct SendPtr<T>(*mut T);
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
 
-/// Into how many column ranges a product is cut, each one single-threaded `gemm` call on its
-/// own thread: `threads` where the product is large (≥ 2²⁰ multiply-adds) and each range keeps
-/// at least 64 columns; otherwise 1 (the `gemm` crate then splits the work itself, over rayon's
-/// threads). Cutting the columns this way, each thread packs only its own part of B: the m =
-/// 128 products of the fashion MLP ran 0.93–1.45× as fast as with `gemm`'s own split, the wide
-/// ones about even (`examples/gemm_split.rs`, `bench/README.md`). Results do not depend on it: each output element is the same k sum,
-/// in the same order, whichever call computes it (tested on 1, 2 and 3 threads).
-fn column_parts(m: usize, k: usize, n: usize, threads: usize) -> usize {
+/// Into how many parts a product is cut, each one single-threaded `gemm` call on its own
+/// thread: `threads` where the product is large (≥ 2²⁰ multiply-adds) and long enough to cut;
+/// otherwise 1 (the `gemm` crate then splits the work itself, over rayon's threads). The longer
+/// side of the output is cut (rows where m ≥ n, else columns), so that each thread packs only
+/// its share of the larger operand and all of the smaller one: the m = 128 products of the
+/// fashion MLP ran 0.93–1.45× as fast cut into columns as with `gemm`'s own split; its weight
+/// gradient (784, 128ᵀ, 512) 1.05–1.12× as fast cut into rows as into columns, the wide MLP's
+/// (2048, 512ᵀ, 2048) 1.04–1.08× (`bench/README.md`).
+///
+/// Results do not depend on the cut: each output element is the same k sum, in the same
+/// order, whichever call computes it — provided no part is a product whose output is 64 or
+/// fewer rows *and* columns unless the whole one is: `gemm` sums such small products in blocks
+/// of 512 along k, larger ones in blocks of its own choosing (gemm-common 0.19, `gemm.rs`), so
+/// for k > 512 the bits would change with the thread count. Where the short side is > 64 no
+/// part is that small; where it is not, each part keeps more than 64 of the long side (parts
+/// start on multiples of 16, so a part is at least `long / parts − 17` long: ≥ 79 with
+/// `long / 96` parts). Tested on 1–4 threads (`tests/ops.rs`).
+fn parts(m: usize, k: usize, n: usize, threads: usize) -> usize {
     if threads < 2 || m.saturating_mul(k).saturating_mul(n) < 1 << 20 {
-        1
-    } else {
-        threads.min(n / 64)
+        return 1;
     }
+    let (long, short) = (m.max(n), m.min(n));
+    threads.min(if short > 64 { long / 64 } else { long / 96 })
 }
 
-/// The first column of part `p` of `parts` (`n` for `p == parts`), on a multiple of 16.
+/// The first row or column of part `p` of `parts` (`n` for `p == parts`), on a multiple of 16.
 fn part_start(n: usize, p: usize, parts: usize) -> usize {
     if p >= parts {
         n
@@ -402,8 +426,9 @@ mod tests {
     }
 
     /// Every path (our small-product kernel, the `gemm` crate on one thread and split into
-    /// column parts, its row and column vector paths, k = 0 and 1, a transposed B) writes all of a `gemm_uninit` output and reads none
-    /// of it: an output full of NaN beforehand gives the same bits as a zeroed one.
+    /// column or row parts, its row and column vector paths, k = 0 and 1, a transposed B)
+    /// writes all of a `gemm_uninit` output and reads none of it: an output full of NaN
+    /// beforehand gives the same bits as a zeroed one.
     fn never_reads_the_output<T: Float>() {
         for &(m, k, n, tb) in &[
             (5, 3, 7, false),
@@ -412,6 +437,8 @@ mod tests {
             (128, 784, 512, false),
             (128, 256, 512, true),
             (70, 130, 300, true),
+            (300, 130, 70, false),
+            (512, 200, 256, true),
             (4, 0, 5, false),
             (1, 50, 70, false),
             (60, 40, 1, false),
@@ -483,7 +510,12 @@ mod tests {
     /// stored row-major gives, on 1–3 threads.
     #[test]
     fn a_transposed_b_gives_the_bits_of_a_row_major_one() {
-        for &(m, k, n) in &[(70, 130, 300), (128, 256, 512), (40, 1030, 70)] {
+        for &(m, k, n) in &[
+            (70, 130, 300),
+            (128, 256, 512),
+            (40, 1030, 70),
+            (300, 200, 100),
+        ] {
             let (ad, wd) = (values::<f32>(m * k, 1), values::<f32>(n * k, 2));
             let rows: Vec<f32> = (0..k * n).map(|i| wd[(i % n) * k + i / n]).collect();
             let a = mat(&ad, m, k, k, 1);
