@@ -1,6 +1,6 @@
 //! Side by side, in one process, on the same operands: each product of the fashion and wide
 //! MLPs through nabla (`Tensor::matmul_t`, which cuts a large product into one single-threaded
-//! `gemm` call per column range and thread; `kernels/matmul.rs`), through the `gemm` crate's
+//! `gemm` call per row or column range and thread; `kernels/matmul.rs`), through the `gemm` crate's
 //! own rayon split, and through `gemm` on one thread, all on a pool of 2 threads. Prints median
 //! and best GFLOP/s and whether the three gave the same bits.
 //! `cargo run --release -p nabla --example gemm_split`.

@@ -1,5 +1,5 @@
 //! `threads::warm`: the same results as without it, from inside and outside a pool, nested,
-//! and the pool usable after it returns.
+//! the pool usable after it returns, and its spinners reaching the other threads.
 
 use nabla::nn::loss::{self, Reduction, Target};
 use nabla::nn::{Mlp, MlpConfig, Module};

@@ -85,7 +85,7 @@ pub fn gemm_uninit<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, out: &mut [Mayb
     check(&a, &b, out.len());
     // SAFETY: `check` passed; with beta = 0 no kernel reads the output (ours store without
     // loading; the `gemm` crate is called with `read_dst = false`, and only writes through raw
-    // pointers then), and every element is written (the tiles, column parts or `gemm` blocks
+    // pointers then), and every element is written (the tiles, row or column parts or `gemm` blocks
     // cover the m×n output; k = 0 writes zeros).
     unsafe { gemm_ptr(a, b, T::ZERO, out.as_mut_ptr().cast::<T>()) }
 }
@@ -172,7 +172,7 @@ unsafe fn gemm_ptr<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: *
 /// row-major matrix (columns contiguous, as `x·wᵀ` in backward reads `w`), f32, and the product
 /// is large enough. `gemm` packs such a B across rows, slowly: the (128, 256, 512) product of
 /// the Fashion-MNIST MLP's backward ran at ~0.55× the speed of the same product with B
-/// row-major (`examples/gemm_split.rs`). The copy is made per column part, on the thread that
+/// row-major (`examples/gemm_split.rs`). The copy is made per part, on the thread that
 /// runs it, with an 8×8 AVX transpose: that product then ran 1.24–1.42× as fast (89–115 vs
 /// 72–81 GFLOP/s median, 2 threads). Decided from the product's shape only, so that every
 /// thread count takes the same path.
