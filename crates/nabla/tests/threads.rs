@@ -99,12 +99,25 @@ fn the_other_thread_spins_even_when_the_caller_looks_for_work_first() {
             // The caller looks for work first (as a step's first split does when it waits): a
             // spinner it could take back would then never reach the other thread.
             rayon::yield_now();
+            // A job for the spinner to run, which holds it until this thread has seen it spin:
+            // the check then depends neither on the spinner's 2 ms idle limit nor on this
+            // thread being scheduled in time (tests run side by side on few cores).
+            let seen = Arc::new(AtomicBool::new(false));
+            let s = Arc::clone(&seen);
+            rayon::spawn(move || {
+                let start = Instant::now();
+                while !s.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(30) {
+                    std::hint::spin_loop();
+                }
+            });
             release.store(true, Ordering::SeqCst);
             let start = Instant::now();
             while nabla::threads::spinning() == 0 && start.elapsed() < Duration::from_secs(20) {
                 std::hint::spin_loop();
             }
-            nabla::threads::spinning()
+            let spinning = nabla::threads::spinning();
+            seen.store(true, Ordering::SeqCst);
+            spinning
         })
     });
     assert_eq!(spinning, 1, "no thread spins for warm");
