@@ -27,6 +27,8 @@ struct Spinners {
     threads: usize,
     /// How many are spinning now.
     running: Arc<AtomicUsize>,
+    /// Copies of the last start not yet taken by the threads they were queued for.
+    pending: Arc<AtomicUsize>,
     /// How many ended without having run a single job since the last call looked.
     useless: Arc<AtomicUsize>,
     /// Calls left that start none.
@@ -64,12 +66,9 @@ pub fn warm<R>(f: impl FnOnce() -> R) -> R {
     let threads = rayon::current_num_threads();
     if threads >= 2 {
         let caller = rayon::current_thread_index();
-        // The calling thread runs `f` itself; every other thread of the pool gets a spinner.
-        let wanted = if caller.is_some() {
-            threads - 1
-        } else {
-            threads
-        };
+        // At most one spinner on each thread but one: the caller's (or, for a caller outside
+        // the pool, the core it runs on).
+        let wanted = threads - 1;
         let started = SPINNING.with(|s| {
             let mut s = s.borrow_mut();
             // Spinners of a pool of this size (the same pool, unless the caller moved to another
@@ -79,6 +78,7 @@ pub fn warm<R>(f: impl FnOnce() -> R) -> R {
                 other => other.insert(Spinners {
                     threads,
                     running: Arc::new(AtomicUsize::new(0)),
+                    pending: Arc::new(AtomicUsize::new(0)),
                     useless: Arc::new(AtomicUsize::new(0)),
                     skip: 0,
                 }),
@@ -90,24 +90,49 @@ pub fn warm<R>(f: impl FnOnce() -> R) -> R {
                 sp.skip -= 1;
                 return None;
             }
-            (sp.running.load(Ordering::Acquire) < wanted)
-                .then(|| (Arc::clone(&sp.running), Arc::clone(&sp.useless)))
+            // None while the copies of the last start are still on their way (a thread slow to
+            // wake): each call would queue more.
+            (sp.pending.load(Ordering::Acquire) == 0 && sp.running.load(Ordering::Acquire) < wanted)
+                .then(|| {
+                    (
+                        Arc::clone(&sp.running),
+                        Arc::clone(&sp.pending),
+                        Arc::clone(&sp.useless),
+                    )
+                })
         });
-        if let Some((running, useless)) = started {
+        if let Some((running, pending, useless)) = started {
+            pending.store(threads - usize::from(caller.is_some()), Ordering::Release);
             // One job on each thread of the pool, queued for that thread alone: a job on the
             // caller's own queue (`rayon::spawn`) could be taken back by the caller as soon as it
             // looked for work inside `f`, before a sleeping thread woke to steal it, and then no
-            // thread spun at all. The caller's copy, and a copy reaching a thread that already
-            // spins, return at once.
+            // thread spun at all. The caller's copy, a copy reaching a thread that already
+            // spins, and copies beyond `wanted` return at once.
             rayon::spawn_broadcast(move |ctx| {
-                if Some(ctx.index()) == caller || SPINNING_HERE.get() {
+                if Some(ctx.index()) == caller {
                     return;
                 }
-                let _here = SpinningHere::start(&running);
-                if !spin() {
-                    useless.fetch_add(1, Ordering::AcqRel);
+                pending.fetch_sub(1, Ordering::AcqRel);
+                let claimed = !SPINNING_HERE.get()
+                    && running
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+                            (r < wanted).then_some(r + 1)
+                        })
+                        .is_ok();
+                if claimed {
+                    let _here = SpinningHere::start(&running);
+                    if !spin() {
+                        useless.fetch_add(1, Ordering::AcqRel);
+                    }
                 }
             });
+            if caller.is_some() {
+                // The caller's own copy waits in its queue until it next looks for work, which
+                // `f` may never do (a step without parallel parts): take it now (it returns at
+                // once; or a job of the caller's own, as any rayon wait would), so that copies
+                // cannot pile up.
+                rayon::yield_local();
+            }
         }
     }
     f()
@@ -129,13 +154,13 @@ pub fn spinning() -> usize {
     })
 }
 
-/// Marks the current thread as spinning (and counts it) until dropped, also on unwinding.
+/// Marks the current thread as spinning until dropped (also on unwinding), when it gives back
+/// the place it claimed in `running`.
 struct SpinningHere<'a>(&'a AtomicUsize);
 
 impl<'a> SpinningHere<'a> {
     fn start(running: &'a AtomicUsize) -> Self {
         SPINNING_HERE.set(true);
-        running.fetch_add(1, Ordering::AcqRel);
         SpinningHere(running)
     }
 }

@@ -368,6 +368,11 @@ fn large_products_are_bit_identical_for_any_thread_count() {
         (32, 1000, 128, false, false),
         (300, 700, 13, false, true),
         (130, 600, 40, true, false),
+        // A short side of 1 or 2 (`gemm` sums such parts in SIMD lanes, 1,024 values at a time).
+        (192, 2731, 2, false, true),
+        (384, 2731, 1, false, false),
+        (2, 2731, 192, false, true),
+        (1, 4096, 700, false, true),
         // Small and thin products (nabla's own kernel where the CPU has AVX-512F; the thin
         // ones large enough to be split between threads).
         (32, 64, 64, false, true),

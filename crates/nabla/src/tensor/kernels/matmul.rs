@@ -358,9 +358,10 @@ unsafe fn blocks_8x8(
     }
 }
 
-/// The output pointer, handed to the threads that each write their own columns of it.
+/// The output pointer, handed to the threads that each write their own rows or columns of it.
 struct SendPtr<T>(*mut T);
-// SAFETY: the threads `gemm_into` starts write disjoint columns of the output (see there).
+// SAFETY: the threads `gemm_into` starts write disjoint rows or columns of the output (see
+// there).
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
 
@@ -380,12 +381,14 @@ unsafe impl<T> Sync for SendPtr<T> {}
 /// for k > 512 the bits would change with the thread count. Where the short side is > 64 no
 /// part is that small; where it is not, each part keeps more than 64 of the long side (parts
 /// start on multiples of 16, so a part is at least `long / parts − 17` long: ≥ 79 with
-/// `long / 96` parts). Tested on 1–4 threads (`tests/ops.rs`).
+/// `long / 96` parts). Likewise `gemm` sums an output of ≤ 256 elements with one operand
+/// contiguous along k in SIMD lanes, in blocks of 1,024: a short side of 1 or 2 is therefore
+/// never cut (a part of ≥ 79 × 3 is larger). Tested on 1–4 threads (`tests/ops.rs`).
 fn parts(m: usize, k: usize, n: usize, threads: usize) -> usize {
-    if threads < 2 || m.saturating_mul(k).saturating_mul(n) < 1 << 20 {
+    let (long, short) = (m.max(n), m.min(n));
+    if threads < 2 || short <= 2 || m.saturating_mul(k).saturating_mul(n) < 1 << 20 {
         return 1;
     }
-    let (long, short) = (m.max(n), m.min(n));
     threads.min(if short > 64 { long / 64 } else { long / 96 })
 }
 
