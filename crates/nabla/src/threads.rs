@@ -113,14 +113,7 @@ pub fn warm<R>(f: impl FnOnce() -> R) -> R {
                     return;
                 }
                 pending.fetch_sub(1, Ordering::AcqRel);
-                let claimed = !SPINNING_HERE.get()
-                    && running
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
-                            (r < wanted).then_some(r + 1)
-                        })
-                        .is_ok();
-                if claimed {
-                    let _here = SpinningHere::start(&running);
+                if let Some(_here) = SpinningHere::claim(&running, wanted) {
                     if !spin() {
                         useless.fetch_add(1, Ordering::AcqRel);
                     }
@@ -154,14 +147,23 @@ pub fn spinning() -> usize {
     })
 }
 
-/// Marks the current thread as spinning until dropped (also on unwinding), when it gives back
-/// the place it claimed in `running`.
+/// A place among the `wanted` spinners, held by the current thread until dropped (also on
+/// unwinding), which marks it as spinning meanwhile.
 struct SpinningHere<'a>(&'a AtomicUsize);
 
 impl<'a> SpinningHere<'a> {
-    fn start(running: &'a AtomicUsize) -> Self {
+    /// A place in `running` if this thread does not spin already and fewer than `wanted` do.
+    fn claim(running: &'a AtomicUsize, wanted: usize) -> Option<Self> {
+        if SPINNING_HERE.get() {
+            return None;
+        }
+        running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+                (r < wanted).then_some(r + 1)
+            })
+            .ok()?;
         SPINNING_HERE.set(true);
-        SpinningHere(running)
+        Some(SpinningHere(running))
     }
 }
 

@@ -142,9 +142,9 @@ unsafe fn gemm_ptr<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: *
     }
     let out = SendPtr(out);
     let by_rows = m >= n;
+    let len = if by_rows { m } else { n };
     rayon::scope(|s| {
         for p in 0..parts {
-            let len = if by_rows { m } else { n };
             let (lo, hi) = (part_start(len, p, parts), part_start(len, p + 1, parts));
             let (a, b, out) = (&a, &b, &out);
             s.spawn(move |_| {
