@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""JAX counterpart of `nabla bench` and bench/pytorch_reference.py: the same three workloads,
+"""JAX counterpart of `nabla bench` and bench/pytorch_reference.py: the same workloads,
 one JSON line each, with `jax.jit` on the whole training step (forward, loss, backward, Adam).
 
-    python3 bench/jax_reference.py --threads 2 [--workload tiny|fashion|wide|all]
+    python3 bench/jax_reference.py --threads 2 [--workload tiny|fashion|wide|cnn|all] [--steps N]
 
 tiny:    2-64-64-3 ReLU, 3-class spiral of 1000 points per class, batch 32, Adam 1e-3,
          10,000 steps -> steps/s
@@ -10,6 +10,13 @@ fashion: 784-512-256-10 ReLU, Fashion-MNIST train (pixels/255), batch 128, Adam 
          one shuffled epoch -> seconds; then test accuracy (not timed)
 wide:    784-2048-2048-10 ReLU, Fashion-MNIST train, batch 512, Adam 1e-3, 40 steps
          -> GFLOP/s = 6 * weights * 512 * steps / s
+cnn:     conv(1->32, 3x3, pad 1)-ReLU-maxpool 2-conv(32->64, 3x3, pad 1)-ReLU-maxpool 2-
+         flatten-3136-128-10 ReLU, Fashion-MNIST train as [N, 1, 28, 28], batch 128, Adam 1e-3,
+         one shuffled epoch -> seconds (and s per step); then test accuracy (not timed).
+         NCHW: lax.conv_general_dilated (OIHW weights) and lax.reduce_window for the pools;
+         nn.Conv2d's/nn.Linear's default init. Slow, so not part of `all`. `--steps N` times
+         only the first N steps and extrapolates: epoch_seconds = seconds_per_step * 469,
+         "extrapolated": true.
 Only the training loop is timed (data in memory; batches gathered inside the loop, as the
 others do); the first step of each workload (compilation) runs before the clock starts.
 Adam is written out (PyTorch's defaults: betas 0.9/0.999, eps 1e-8, bias correction), so no
@@ -61,16 +68,62 @@ def make(sizes, seed):
         bound = 1 / math.sqrt(a)
         params.append((jnp.asarray(rng.uniform(-bound, bound, (a, b)).astype(np.float32)),
                        jnp.asarray(rng.uniform(-bound, bound, (b,)).astype(np.float32))))
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-    state = (params, zeros, zeros, jnp.zeros((), jnp.int32))
 
-    def loss_fn(params, x, y):
+    def forward(params, x):
         h = x
         for i, (w, b) in enumerate(params):
             h = h @ w + b
             if i + 1 < len(params):
                 h = jax.nn.relu(h)
-        logp = jax.nn.log_softmax(h)
+        return h
+
+    return train_fns(params, forward)
+
+
+def make_cnn(seed):
+    """The cnn workload's model with nn.Conv2d's and nn.Linear's default init (kaiming uniform
+    with a = sqrt(5): weights and biases both U(-1/sqrt(fan_in), 1/sqrt(fan_in))), the Adam
+    state and the jitted step. Conv weights are OIHW, linear weights [in, out]."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    rng = np.random.default_rng(seed)
+
+    def uniform(fan_in, shape):
+        bound = 1 / math.sqrt(fan_in)
+        return jnp.asarray(rng.uniform(-bound, bound, shape).astype(np.float32))
+
+    params = [(uniform(1 * 9, (32, 1, 3, 3)), uniform(1 * 9, (32,))),
+              (uniform(32 * 9, (64, 32, 3, 3)), uniform(32 * 9, (64,))),
+              (uniform(3136, (3136, 128)), uniform(3136, (128,))),
+              (uniform(128, (128, 10)), uniform(128, (10,)))]
+
+    def conv_relu_pool(h, w, b):
+        h = lax.conv_general_dilated(h, w, window_strides=(1, 1), padding=((1, 1), (1, 1)),
+                                     dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        h = jax.nn.relu(h + b[None, :, None, None])
+        return lax.reduce_window(h, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+
+    def forward(params, x):
+        (w1, b1), (w2, b2), (w3, b3), (w4, b4) = params
+        h = conv_relu_pool(conv_relu_pool(x, w1, b1), w2, b2)
+        h = jax.nn.relu(h.reshape(h.shape[0], -1) @ w3 + b3)
+        return h @ w4 + b4
+
+    return train_fns(params, forward)
+
+
+def train_fns(params, forward):
+    """The Adam state for `params`, and the jitted training step and prediction of `forward`."""
+    import jax
+    import jax.numpy as jnp
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    state = (params, zeros, zeros, jnp.zeros((), jnp.int32))
+
+    def loss_fn(params, x, y):
+        logp = jax.nn.log_softmax(forward(params, x))
         return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
 
     @jax.jit
@@ -90,12 +143,7 @@ def make(sizes, seed):
 
     @jax.jit
     def predict(params, x):
-        h = x
-        for i, (w, b) in enumerate(params):
-            h = h @ w + b
-            if i + 1 < len(params):
-                h = jax.nn.relu(h)
-        return jnp.argmax(h, axis=1)
+        return jnp.argmax(forward(params, x), axis=1)
 
     return state, step, predict
 
@@ -169,11 +217,49 @@ def wide(data_dir, steps, threads):
             "seconds": secs, "gflops": 6 * weights * 512 * steps / secs / 1e9}
 
 
+def cnn(data_dir, threads, max_steps=None):
+    import jax
+    x, y = fashion_split(data_dir, "train")
+    xt, yt = fashion_split(data_dir, "t10k")
+    x, xt = x.reshape(-1, 1, 28, 28), xt.reshape(-1, 1, 28, 28)
+    x, y = jax.device_put(x), jax.device_put(y)
+    state, step, predict = make_cnn(0)
+    order = np.random.default_rng(0).permutation(len(y))
+    epoch_steps = (len(y) + 127) // 128
+    limit = epoch_steps if max_steps is None else min(max_steps, epoch_steps)
+    # Compile for the full and (when the whole epoch runs) the last, short batch first.
+    for size in (128, len(y) % 128 if limit == epoch_steps else 0):
+        if size:
+            _, l = step(state, x, y, order[:size])
+            l.block_until_ready()
+    start = time.perf_counter()
+    steps = 0
+    for i in range(0, len(y), 128):
+        if steps == limit:
+            break
+        idx = order[i:i + 128]
+        state, loss = step(state, x, y, idx)
+        steps += 1
+    loss.block_until_ready()
+    secs = time.perf_counter() - start
+    pred = np.concatenate([np.asarray(predict(state[0], xt[i:i + 1000]))
+                           for i in range(0, len(yt), 1000)])
+    acc = float((pred == yt).mean())
+    partial = steps < epoch_steps
+    return {"name": "cnn", "system": "jax", "threads": threads, "steps": steps,
+            "seconds": secs, "seconds_per_step": secs / steps,
+            "epoch_seconds": secs / steps * epoch_steps if partial else secs,
+            "extrapolated": partial, "test_accuracy": acc}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--workload", default="all", choices=["tiny", "fashion", "wide", "all"])
+    ap.add_argument("--workload", default="all", choices=["tiny", "fashion", "wide", "cnn", "all"],
+                    help="`all` is tiny, fashion and wide; cnn only when asked")
     ap.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="cnn: time only the first N steps and extrapolate the epoch")
     args = ap.parse_args()
     configure_threads(args.threads)
     import jax
@@ -184,6 +270,8 @@ def main():
         print(json.dumps(fashion(args.data_dir, args.threads)), flush=True)
     if args.workload in ("wide", "all"):
         print(json.dumps(wide(args.data_dir, 40, args.threads)), flush=True)
+    if args.workload == "cnn":
+        print(json.dumps(cnn(args.data_dir, args.threads, args.steps)), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""PyTorch counterpart of `nabla bench`: the same three workloads, one JSON line each.
+"""PyTorch counterpart of `nabla bench`: the same workloads, one JSON line each.
 
-    python3 bench/pytorch_reference.py --threads 2 [--workload tiny|fashion|wide|all]
+    python3 bench/pytorch_reference.py --threads 2 [--workload tiny|fashion|wide|cnn|all] [--steps N]
 
 tiny:    2-64-64-3 ReLU, 3-class spiral of 1000 points per class, batch 32, Adam 1e-3,
          10,000 steps -> steps/s
@@ -9,6 +9,11 @@ fashion: 784-512-256-10 ReLU, Fashion-MNIST train (pixels/255), batch 128, Adam 
          one shuffled epoch -> seconds; then test accuracy (not timed)
 wide:    784-2048-2048-10 ReLU, Fashion-MNIST train, batch 512, Adam 1e-3, 40 steps
          -> GFLOP/s = 6 * weights * 512 * steps / s
+cnn:     conv(1->32, 3x3, pad 1)-ReLU-maxpool 2-conv(32->64, 3x3, pad 1)-ReLU-maxpool 2-
+         flatten-3136-128-10 ReLU, Fashion-MNIST train as [N, 1, 28, 28], batch 128, Adam 1e-3,
+         one shuffled epoch -> seconds (and s per step); then test accuracy (not timed).
+         Slow, so not part of `all`. `--steps N` times only the first N steps and
+         extrapolates: epoch_seconds = seconds_per_step * 469, "extrapolated": true.
 Only the training loop is timed (data already in memory); cross-entropy from logits.
 """
 import argparse
@@ -112,11 +117,51 @@ def wide(data_dir, steps):
             "seconds": secs, "gflops": 6 * weights * 512 * steps / secs / 1e9}
 
 
+def cnn_model():
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+        nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def cnn(data_dir, max_steps=None):
+    torch.manual_seed(0)
+    x, y = fashion_split(data_dir, "train")
+    xt, yt = fashion_split(data_dir, "t10k")
+    x, xt = x.reshape(-1, 1, 28, 28), xt.reshape(-1, 1, 28, 28)
+    model = cnn_model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    order = torch.randperm(len(y))
+    epoch_steps = (len(y) + 127) // 128
+    limit = epoch_steps if max_steps is None else min(max_steps, epoch_steps)
+    start = time.perf_counter()
+    steps = 0
+    for i in range(0, len(y), 128):
+        if steps == limit:
+            break
+        idx = order[i:i + 128]
+        step(model, opt, x[idx], y[idx])
+        steps += 1
+    secs = time.perf_counter() - start
+    with torch.no_grad():
+        pred = torch.cat([model(xt[i:i + 1000]).argmax(1) for i in range(0, len(yt), 1000)])
+        acc = (pred == yt).float().mean().item()
+    partial = steps < epoch_steps
+    return {"name": "cnn", "system": "pytorch", "threads": torch.get_num_threads(), "steps": steps,
+            "seconds": secs, "seconds_per_step": secs / steps,
+            "epoch_seconds": secs / steps * epoch_steps if partial else secs,
+            "extrapolated": partial, "test_accuracy": acc}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--workload", default="all", choices=["tiny", "fashion", "wide", "all"])
+    ap.add_argument("--workload", default="all", choices=["tiny", "fashion", "wide", "cnn", "all"],
+                    help="`all` is tiny, fashion and wide; cnn only when asked")
     ap.add_argument("--data-dir", default=FASHION)
+    ap.add_argument("--steps", type=int, default=None,
+                    help="cnn: time only the first N steps and extrapolate the epoch")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.workload in ("tiny", "all"):
@@ -125,6 +170,8 @@ def main():
         print(json.dumps(fashion(args.data_dir)), flush=True)
     if args.workload in ("wide", "all"):
         print(json.dumps(wide(args.data_dir, 40)), flush=True)
+    if args.workload == "cnn":
+        print(json.dumps(cnn(args.data_dir, args.steps)), flush=True)
 
 
 if __name__ == "__main__":

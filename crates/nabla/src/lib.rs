@@ -117,7 +117,7 @@ pub mod dist;
 pub mod error;
 pub mod io;
 pub mod nn;
-mod ops;
+pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod tensor;

@@ -1,6 +1,7 @@
 //! Every derivative of nabla, in one place: one arm per [`Op`] variant, in the enum's order,
-//! each headed by its formula. There is no wildcard arm, so a new op cannot compile without its
-//! rule. `g` is the gradient of the loss with respect to the op's output `y`.
+//! each headed by its formula and giving, beside the rule, what the rule reads (so the two
+//! cannot drift apart). There is no wildcard arm, so a new op cannot compile without its rule.
+//! `g` is the gradient of the loss with respect to the op's output `y`.
 //!
 //! Each rule is written once, with tensor operations, and serves both kinds of backward pass:
 //! plain backpropagation runs it under `no_grad` (nothing is recorded, so it costs the kernels
@@ -15,7 +16,7 @@
 
 use super::{checkpoint, Op, Step};
 use crate::error::Result;
-use crate::ops::unary::{GELU_A, GELU_C};
+use crate::tensor::float::{GELU_A, GELU_C};
 use crate::tensor::kernels::{self, reduce};
 use crate::tensor::{Float, Tensor};
 
@@ -61,63 +62,69 @@ impl Saved {
         output: true,
         all_inputs: false,
     };
+    /// The inputs whose bits are set.
+    const fn inputs(bits: u8) -> Saved {
+        Saved {
+            inputs: bits,
+            output: false,
+            all_inputs: false,
+        }
+    }
 }
 
-/// The values each rule below reads, given which inputs need a gradient. Backward checks that
-/// none of them was modified in place since the forward pass before running the rule. Keep in
-/// step with `backward_op`: a test edits, in the graphs of every op case, each recorded value
-/// a rule is not listed as reading and requires the same gradients (values a rule keeps as its
-/// own copy, such as the cross-entropy target, are outside that test: they are copies for that
-/// reason).
+/// The gradients a rule returns, one per input (`None` where not needed).
+type Grads<T> = Vec<Option<Tensor<T>>>;
+
+/// How [`rules`] is asked: for what a rule reads (`run: None`), or to run it on the output `y`
+/// and its gradient `g`.
+struct Ask<'a, T: Float> {
+    run: Option<(&'a Tensor<T>, &'a Tensor<T>)>,
+}
+
+/// What [`rules`] answers.
+enum Answer<T: Float> {
+    Reads(Saved),
+    Grads(Grads<T>),
+}
+
+impl<T: Float> Ask<'_, T> {
+    /// One rule: it reads `reads`; `f(y, g)` computes the gradients.
+    fn rule(
+        &self,
+        reads: Saved,
+        f: impl FnOnce(&Tensor<T>, &Tensor<T>) -> Result<Grads<T>>,
+    ) -> Result<Answer<T>> {
+        match self.run {
+            None => Ok(Answer::Reads(reads)),
+            Some((y, g)) => f(y, g).map(Answer::Grads),
+        }
+    }
+}
+
+/// The values `op`'s rule reads, given which inputs need a gradient. Backward checks that none
+/// of them was modified in place since the forward pass before running the rule. A test edits,
+/// in the graphs of every op case, each recorded value a rule is not listed as reading and
+/// requires the same gradients (values a rule keeps as its own copy, such as the cross-entropy
+/// target, are outside that test: they are copies for that reason).
 pub(crate) fn saved<T: Float>(op: &Op<T>, need: &[bool]) -> Saved {
-    let needs = |i: usize| need.get(i).copied().unwrap_or(false);
-    // For products: the gradient of each factor reads the other one.
-    let crossed = Saved {
-        inputs: u8::from(needs(1)) | (u8::from(needs(0)) << 1),
-        output: false,
-        all_inputs: false,
-    };
-    match op {
-        Op::Add(..) | Op::Sub(..) => Saved::NOTHING,
-        Op::Mul(..) => crossed,
-        Op::Div(..) => Saved {
-            inputs: u8::from(needs(0) || needs(1)) << 1,
-            output: needs(1),
-            all_inputs: false,
-        },
-        Op::Neg(_) | Op::AddScalar(_) | Op::MulScalar(..) => Saved::NOTHING,
-        Op::PowScalar(..) => Saved::INPUT,
-        Op::Exp(_) => Saved::OUTPUT,
-        Op::Log(_) => Saved::INPUT,
-        Op::Sqrt(_) => Saved::OUTPUT,
-        Op::Abs(_) | Op::Clamp(..) | Op::Relu(_) | Op::LeakyRelu(..) => Saved::INPUT,
-        Op::Sigmoid(_) | Op::Tanh(_) => Saved::OUTPUT,
-        Op::Gelu(_) | Op::Softplus(_) => Saved::INPUT,
-        Op::Matmul { .. } => crossed,
-        Op::Linear(..) => crossed,
-        Op::Permute(..)
-        | Op::Reshape(_)
-        | Op::Contiguous(_)
-        | Op::BroadcastTo(_)
-        | Op::Narrow { .. }
-        | Op::Concat(..)
-        | Op::IndexSelect(..)
-        | Op::Gather(..)
-        | Op::Sum(..) => Saved::NOTHING,
-        Op::Max(..) => Saved::INPUT,
-        Op::Softmax(..) | Op::LogSoftmax(..) => Saved::OUTPUT,
-        Op::SoftmaxCrossEntropy(..) => Saved::INPUT,
-        Op::StepMul { .. } => Saved {
-            inputs: u8::from(needs(0)) << 1,
-            output: false,
-            all_inputs: false,
-        },
-        Op::IndexAdd(..) | Op::ScatterAdd(..) => Saved::NOTHING,
-        Op::Checkpoint(_) => Saved {
-            inputs: 0,
-            output: false,
-            all_inputs: true,
-        },
+    match rules(op, need, Ask { run: None }) {
+        Ok(Answer::Reads(s)) => s,
+        _ => unreachable!("internal: a rule asked what it reads ran instead"),
+    }
+}
+
+/// The gradients of `op`'s inputs (in `op.inputs()` order) given `g = ∂L/∂y` and the output
+/// `y`. An entry is `None` where `need` says the input does not require a gradient, or where
+/// the gradient is zero by construction (the `x` of `step_mul`).
+pub(crate) fn backward_op<T: Float>(
+    op: &Op<T>,
+    y: &Tensor<T>,
+    g: &Tensor<T>,
+    need: &[bool],
+) -> Result<Grads<T>> {
+    match rules(op, need, Ask { run: Some((y, g)) })? {
+        Answer::Grads(grads) => Ok(grads),
+        Answer::Reads(_) => unreachable!("internal: a rule asked to run answered what it reads"),
     }
 }
 
@@ -166,99 +173,137 @@ fn product_grads<T: Float>(
     Ok([Some(ra?), Some(rb?)])
 }
 
-/// The gradients of `op`'s inputs (in `op.inputs()` order) given `g = ∂L/∂y` and the output
-/// `y`. An entry is `None` where `need` says the input does not require a gradient, or where
-/// the gradient is zero by construction (the `x` of `step_mul`).
-pub(crate) fn backward_op<T: Float>(
-    op: &Op<T>,
-    y: &Tensor<T>,
-    g: &Tensor<T>,
-    need: &[bool],
-) -> Result<Vec<Option<Tensor<T>>>> {
+/// Every op's rule, with what it reads.
+fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>> {
+    let needs = |i: usize| need.get(i).copied().unwrap_or(false);
     let when = |i: usize, f: &dyn Fn() -> Result<Tensor<T>>| -> Result<Option<Tensor<T>>> {
-        if need.get(i).copied().unwrap_or(false) {
+        if needs(i) {
             f().map(Some)
         } else {
             Ok(None)
         }
     };
-    Ok(match op {
+    // For products: the gradient of each factor reads the other one.
+    let crossed = Saved::inputs(u8::from(needs(1)) | (u8::from(needs(0)) << 1));
+    match op {
         // y = a + b  ⇒  da = g, db = g  (each summed to its operand's shape)
-        Op::Add(a, b) => vec![
-            when(0, &|| g.sum_to(a.shape()))?,
-            when(1, &|| g.sum_to(b.shape()))?,
-        ],
+        Op::Add(a, b) => r.rule(Saved::NOTHING, |_, g| {
+            Ok(vec![
+                when(0, &|| g.sum_to(a.shape()))?,
+                when(1, &|| g.sum_to(b.shape()))?,
+            ])
+        }),
         // y = a − b  ⇒  da = g, db = −g
-        Op::Sub(a, b) => vec![
-            when(0, &|| g.sum_to(a.shape()))?,
-            when(1, &|| g.neg()?.sum_to(b.shape()))?,
-        ],
+        Op::Sub(a, b) => r.rule(Saved::NOTHING, |_, g| {
+            Ok(vec![
+                when(0, &|| g.sum_to(a.shape()))?,
+                when(1, &|| g.neg()?.sum_to(b.shape()))?,
+            ])
+        }),
         // y = a·b  ⇒  da = g·b, db = g·a
-        Op::Mul(a, b) => vec![
-            when(0, &|| g.mul(b)?.sum_to(a.shape()))?,
-            when(1, &|| g.mul(a)?.sum_to(b.shape()))?,
-        ],
+        Op::Mul(a, b) => r.rule(crossed, |_, g| {
+            Ok(vec![
+                when(0, &|| g.mul(b)?.sum_to(a.shape()))?,
+                when(1, &|| g.mul(a)?.sum_to(b.shape()))?,
+            ])
+        }),
         // y = a/b  ⇒  da = g/b, db = −g·a/b² = −g·y/b
-        Op::Div(a, b) => vec![
-            when(0, &|| g.div(b)?.sum_to(a.shape()))?,
-            when(1, &|| g.mul(y)?.div(b)?.neg()?.sum_to(b.shape()))?,
-        ],
+        Op::Div(a, b) => {
+            let reads = Saved {
+                inputs: u8::from(needs(0) || needs(1)) << 1,
+                output: needs(1),
+                all_inputs: false,
+            };
+            r.rule(reads, |y, g| {
+                Ok(vec![
+                    when(0, &|| g.div(b)?.sum_to(a.shape()))?,
+                    when(1, &|| g.mul(y)?.div(b)?.neg()?.sum_to(b.shape()))?,
+                ])
+            })
+        }
         // y = −x  ⇒  dx = −g
-        Op::Neg(_) => vec![when(0, &|| g.neg())?],
+        Op::Neg(_) => r.rule(Saved::NOTHING, |_, g| Ok(vec![when(0, &|| g.neg())?])),
         // y = x + c  ⇒  dx = g
-        Op::AddScalar(_) => vec![when(0, &|| Ok(g.clone()))?],
+        Op::AddScalar(_) => r.rule(Saved::NOTHING, |_, g| Ok(vec![when(0, &|| Ok(g.clone()))?])),
         // y = c·x  ⇒  dx = c·g
-        Op::MulScalar(_, c) => vec![when(0, &|| g.mul_scalar(c.to_f64()))?],
+        Op::MulScalar(_, c) => r.rule(Saved::NOTHING, |_, g| {
+            Ok(vec![when(0, &|| g.mul_scalar(c.to_f64()))?])
+        }),
         // y = x^p  ⇒  dx = g·p·x^(p−1)  (0 for p = 0)
-        Op::PowScalar(x, p) => vec![when(0, &|| {
-            let p = p.to_f64();
-            if p == 0.0 {
-                Tensor::zeros(x.shape())
-            } else {
-                g.mul(&x.pow_scalar(p - 1.0)?)?.mul_scalar(p)
-            }
-        })?],
+        Op::PowScalar(x, p) => r.rule(Saved::INPUT, |_, g| {
+            Ok(vec![when(0, &|| {
+                let p = p.to_f64();
+                if p == 0.0 {
+                    Tensor::zeros(x.shape())
+                } else {
+                    g.mul(&x.pow_scalar(p - 1.0)?)?.mul_scalar(p)
+                }
+            })?])
+        }),
         // y = eˣ  ⇒  dx = g·y
-        Op::Exp(_) => vec![when(0, &|| g.mul(y))?],
+        Op::Exp(_) => r.rule(Saved::OUTPUT, |y, g| Ok(vec![when(0, &|| g.mul(y))?])),
         // y = ln x  ⇒  dx = g/x
-        Op::Log(x) => vec![when(0, &|| g.div(x))?],
+        Op::Log(x) => r.rule(Saved::INPUT, |_, g| Ok(vec![when(0, &|| g.div(x))?])),
         // y = √x  ⇒  dx = g/(2y)
-        Op::Sqrt(_) => vec![when(0, &|| g.div(y)?.mul_scalar(0.5))?],
+        Op::Sqrt(_) => r.rule(Saved::OUTPUT, |y, g| {
+            Ok(vec![when(0, &|| g.div(y)?.mul_scalar(0.5))?])
+        }),
         // y = |x|  ⇒  dx = g·sign(x), sign(0) = 0
-        Op::Abs(x) => vec![when(0, &|| g.step_mul(x, Step::Sign))?],
+        Op::Abs(x) => r.rule(Saved::INPUT, |_, g| {
+            Ok(vec![when(0, &|| g.step_mul(x, Step::Sign))?])
+        }),
         // y = clamp(x, lo, hi)  ⇒  dx = g where lo ≤ x ≤ hi (or x is NaN), else 0
-        Op::Clamp(x, lo, hi) => vec![when(0, &|| {
-            g.step_mul(x, Step::Clamp(lo.to_f64(), hi.to_f64()))
-        })?],
+        Op::Clamp(x, lo, hi) => r.rule(Saved::INPUT, |_, g| {
+            let step = Step::Clamp(lo.to_f64(), hi.to_f64());
+            Ok(vec![when(0, &|| g.step_mul(x, step))?])
+        }),
         // y = max(x, 0)  ⇒  dx = g·[x > 0]  (relu'(0) = 0; NaN passes g, as in PyTorch)
-        Op::Relu(x) => vec![when(0, &|| g.step_mul(x, Step::Relu))?],
+        Op::Relu(x) => r.rule(Saved::INPUT, |_, g| {
+            Ok(vec![when(0, &|| g.step_mul(x, Step::Relu))?])
+        }),
         // y = x if x > 0 else s·x  ⇒  dx = g if x > 0 else s·g
-        Op::LeakyRelu(x, s) => vec![when(0, &|| g.step_mul(x, Step::LeakyRelu(s.to_f64())))?],
+        Op::LeakyRelu(x, s) => r.rule(Saved::INPUT, |_, g| {
+            Ok(vec![when(0, &|| {
+                g.step_mul(x, Step::LeakyRelu(s.to_f64()))
+            })?])
+        }),
         // y = σ(x)  ⇒  dx = g·y·(1 − y)
-        Op::Sigmoid(_) => vec![when(0, &|| g.mul(y)?.mul(&y.neg()?.add_scalar(1.0)?))?],
+        Op::Sigmoid(_) => r.rule(Saved::OUTPUT, |y, g| {
+            Ok(vec![when(0, &|| {
+                g.mul(y)?.mul(&y.neg()?.add_scalar(1.0)?)
+            })?])
+        }),
         // y = tanh x  ⇒  dx = g·(1 − y²)
-        Op::Tanh(_) => vec![when(0, &|| g.mul(&y.mul(y)?.neg()?.add_scalar(1.0)?))?],
+        Op::Tanh(_) => r.rule(Saved::OUTPUT, |y, g| {
+            Ok(vec![when(0, &|| {
+                g.mul(&y.mul(y)?.neg()?.add_scalar(1.0)?)
+            })?])
+        }),
         // y = x/2·(1 + tanh u), u = c(x + a·x³)  ⇒  dx = g·[(1 + t)/2 + x/2·(1 − t²)·c(1 + 3a·x²)]
-        Op::Gelu(x) => vec![when(0, &|| {
-            let x2 = x.mul(x)?;
-            let t = x2
-                .mul_scalar(GELU_A)?
-                .add_scalar(1.0)?
-                .mul(x)?
-                .mul_scalar(GELU_C)?
-                .tanh()?;
-            let du = x2
-                .mul_scalar(3.0 * GELU_A)?
-                .add_scalar(1.0)?
-                .mul_scalar(GELU_C)?;
-            let sech2 = t.mul(&t)?.neg()?.add_scalar(1.0)?;
-            let d = t.add_scalar(1.0)?.add(&x.mul(&sech2)?.mul(&du)?)?;
-            g.mul(&d)?.mul_scalar(0.5)
-        })?],
+        Op::Gelu(x) => r.rule(Saved::INPUT, |_, g| {
+            Ok(vec![when(0, &|| {
+                let x2 = x.mul(x)?;
+                let t = x2
+                    .mul_scalar(GELU_A)?
+                    .add_scalar(1.0)?
+                    .mul(x)?
+                    .mul_scalar(GELU_C)?
+                    .tanh()?;
+                let du = x2
+                    .mul_scalar(3.0 * GELU_A)?
+                    .add_scalar(1.0)?
+                    .mul_scalar(GELU_C)?;
+                let sech2 = t.mul(&t)?.neg()?.add_scalar(1.0)?;
+                let d = t.add_scalar(1.0)?.add(&x.mul(&sech2)?.mul(&du)?)?;
+                g.mul(&d)?.mul_scalar(0.5)
+            })?])
+        }),
         // y = ln(1 + eˣ)  ⇒  dx = g·σ(x)
-        Op::Softplus(x) => vec![when(0, &|| g.mul(&x.sigmoid()?))?],
+        Op::Softplus(x) => r.rule(Saved::INPUT, |_, g| {
+            Ok(vec![when(0, &|| g.mul(&x.sigmoid()?))?])
+        }),
         // y = op(a)·op(b)  ⇒  d op(a) = g·op(b)ᵀ, d op(b) = op(a)ᵀ·g  (transposes as strides)
-        Op::Matmul { a, b, ta, tb } => {
+        Op::Matmul(a, b, ta, tb) => r.rule(crossed, |y, g| {
             let (ta, tb) = (*ta, *tb);
             let shared_b = a.rank() == 3 && b.rank() == 2;
             // Both gradients cost m·k·n multiply-adds: a's elements times y's last axis.
@@ -278,10 +323,10 @@ pub(crate) fn backward_op<T: Float>(
                 (false, false) => a.matmul_t(g, !ta, false),
                 (false, true) => g.matmul_t(a, true, ta),
             };
-            product_grads(need, macs, da, db)?.into()
-        }
+            Ok(product_grads(need, macs, da, db)?.into())
+        }),
         // y = x·w + b  ⇒  dx = g·wᵀ, dw = xᵀ·g, db = Σ_rows g
-        Op::Linear(x, w, _) => {
+        Op::Linear(x, w, _) => r.rule(crossed, |_, g| {
             let macs = x.numel().saturating_mul(w.shape()[1]);
             let [dx, dw] = product_grads(
                 need,
@@ -289,34 +334,35 @@ pub(crate) fn backward_op<T: Float>(
                 || g.matmul_t(w, false, true),
                 || x.matmul_t(g, true, false),
             )?;
-            vec![dx, dw, when(2, &|| g.sum(&[0], false))?]
-        }
+            Ok(vec![dx, dw, when(2, &|| g.sum(&[0], false))?])
+        }),
         // y = permute(x, p)  ⇒  dx = permute(g, p⁻¹)
-        Op::Permute(_, perm) => vec![when(0, &|| {
+        Op::Permute(_, perm) => r.rule(Saved::NOTHING, |_, g| {
             let mut inv = vec![0; perm.len()];
             for (i, &p) in perm.iter().enumerate() {
                 inv[p] = i;
             }
-            g.permute(&inv)
-        })?],
+            Ok(vec![when(0, &|| g.permute(&inv))?])
+        }),
         // y = reshape(x)  ⇒  dx = reshape(g, shape(x))
-        Op::Reshape(x) => vec![when(0, &|| g.reshape(x.shape()))?],
+        Op::Reshape(x) => r.rule(Saved::NOTHING, |_, g| {
+            Ok(vec![when(0, &|| g.reshape(x.shape()))?])
+        }),
         // y = x laid out row-major  ⇒  dx = g
-        Op::Contiguous(_) => vec![when(0, &|| Ok(g.clone()))?],
+        Op::Contiguous(_) => r.rule(Saved::NOTHING, |_, g| Ok(vec![when(0, &|| Ok(g.clone()))?])),
         // y = broadcast(x)  ⇒  dx = g summed over the broadcast axes
-        Op::BroadcastTo(x) => vec![when(0, &|| g.sum_to(x.shape()))?],
+        Op::BroadcastTo(x) => r.rule(Saved::NOTHING, |_, g| {
+            Ok(vec![when(0, &|| g.sum_to(x.shape()))?])
+        }),
         // y = x[start..start+len] along axis  ⇒  dx = g placed there, 0 elsewhere
-        Op::Narrow {
-            input,
-            axis,
-            start,
-            len,
-        } => vec![when(0, &|| {
+        Op::Narrow(x, axis, start, len) => r.rule(Saved::NOTHING, |_, g| {
             let at: Vec<usize> = (*start..start + len).collect();
-            g.index_add(*axis, &at, input.shape()[*axis])
-        })?],
+            Ok(vec![when(0, &|| {
+                g.index_add(*axis, &at, x.shape()[*axis])
+            })?])
+        }),
         // y = concat(xᵢ) along axis  ⇒  dxᵢ = the slice of g at xᵢ's place
-        Op::Concat(xs, axis) => {
+        Op::Concat(xs, axis) => r.rule(Saved::NOTHING, |_, g| {
             let mut start = 0;
             let mut out = Vec::with_capacity(xs.len());
             for (i, x) in xs.iter().enumerate() {
@@ -324,56 +370,116 @@ pub(crate) fn backward_op<T: Float>(
                 out.push(when(i, &|| g.narrow(*axis, start, len))?);
                 start += len;
             }
-            out
-        }
+            Ok(out)
+        }),
         // y = x[idx] along axis  ⇒  dx[idx[j]] += g[j]
-        Op::IndexSelect(x, axis, idx) => {
-            vec![when(0, &|| g.index_add(*axis, idx, x.shape()[*axis]))?]
-        }
+        Op::IndexSelect(x, axis, idx) => r.rule(Saved::NOTHING, |_, g| {
+            Ok(vec![when(0, &|| {
+                g.index_add(*axis, idx, x.shape()[*axis])
+            })?])
+        }),
         // y[.., j, ..] = x[.., idx[.., j, ..], ..]  ⇒  dx[.., idx, ..] += g
-        Op::Gather(x, axis, idx) => {
-            vec![when(0, &|| g.scatter_add(*axis, idx, x.shape()[*axis]))?]
-        }
+        Op::Gather(x, axis, idx) => r.rule(Saved::NOTHING, |_, g| {
+            Ok(vec![when(0, &|| {
+                g.scatter_add(*axis, idx, x.shape()[*axis])
+            })?])
+        }),
         // y = Σ over axes of x  ⇒  dx = g broadcast back over those axes
-        Op::Sum(x, axes, _) => vec![when(0, &|| {
-            keep_axes(g, x.shape(), axes)?.broadcast_to(x.shape())
-        })?],
+        Op::Sum(x, axes, _) => r.rule(Saved::NOTHING, |_, g| {
+            Ok(vec![when(0, &|| {
+                keep_axes(g, x.shape(), axes)?.broadcast_to(x.shape())
+            })?])
+        }),
         // y = max along axis  ⇒  dx = g at the first arg-max of each group, 0 elsewhere
-        Op::Max(x, axis, _) => vec![when(0, &|| {
-            let (_, arg) = reduce::max_axis(&x.data()?, x.shape(), *axis);
-            keep_axes(g, x.shape(), &[*axis])?.scatter_add(*axis, &arg, x.shape()[*axis])
-        })?],
+        Op::Max(x, axis, _) => r.rule(Saved::INPUT, |_, g| {
+            Ok(vec![when(0, &|| {
+                let (_, arg) = reduce::max_axis(&x.data()?, x.shape(), *axis);
+                keep_axes(g, x.shape(), &[*axis])?.scatter_add(*axis, &arg, x.shape()[*axis])
+            })?])
+        }),
         // y = softmax(x)  ⇒  dx = y·(g − Σ g·y)
-        Op::Softmax(_, axis) => vec![when(0, &|| {
-            let s = g.mul(y)?.sum(&[*axis], true)?;
-            g.sub(&s)?.mul(y)
-        })?],
+        Op::Softmax(_, axis) => r.rule(Saved::OUTPUT, |y, g| {
+            Ok(vec![when(0, &|| {
+                let s = g.mul(y)?.sum(&[*axis], true)?;
+                g.sub(&s)?.mul(y)
+            })?])
+        }),
         // y = log_softmax(x)  ⇒  dx = g − eʸ·Σ g
-        Op::LogSoftmax(_, axis) => {
-            vec![when(0, &|| g.sub(&y.exp()?.mul(&g.sum(&[*axis], true)?)?))?]
-        }
+        Op::LogSoftmax(_, axis) => r.rule(Saved::OUTPUT, |y, g| {
+            Ok(vec![when(0, &|| {
+                g.sub(&y.exp()?.mul(&g.sum(&[*axis], true)?)?)
+            })?])
+        }),
         // yᵢ = −Σⱼ tᵢⱼ log softmax(zᵢ)ⱼ  ⇒  dzᵢⱼ = gᵢ·(softmax(zᵢ)ⱼ·Σₖ tᵢₖ − tᵢⱼ)
-        Op::SoftmaxCrossEntropy(z, t, mass) => vec![when(0, &|| {
-            let p = z.softmax(1)?;
-            let p = match mass {
-                Some(m) => p.mul(m)?,
-                None => p, // every row of t sums to exactly 1
-            };
-            p.sub(t)?.mul(&g.reshape(&[z.shape()[0], 1])?)
-        })?],
+        Op::SoftmaxCrossEntropy(z, t, mass) => r.rule(Saved::INPUT, |_, g| {
+            Ok(vec![when(0, &|| {
+                let p = z.softmax(1)?;
+                let p = match mass {
+                    Some(m) => p.mul(m)?,
+                    None => p, // every row of t sums to exactly 1
+                };
+                p.sub(t)?.mul(&g.reshape(&[z.shape()[0], 1])?)
+            })?])
+        }),
         // y = g·s(x), s piecewise constant  ⇒  dg = g'·s(x), dx = 0 (almost everywhere)
-        Op::StepMul { x, step, .. } => vec![when(0, &|| g.step_mul(x, *step))?, None],
+        Op::StepMul(_, x, step) => r.rule(Saved::inputs(u8::from(needs(0)) << 1), |_, g| {
+            Ok(vec![when(0, &|| g.step_mul(x, *step))?, None])
+        }),
         // y = index_add(h, idx)  ⇒  dh = g[idx]
-        Op::IndexAdd(_, axis, idx, _) => vec![when(0, &|| g.index_select(*axis, idx))?],
+        Op::IndexAdd(_, axis, idx, _) => r.rule(Saved::NOTHING, |_, g| {
+            Ok(vec![when(0, &|| g.index_select(*axis, idx))?])
+        }),
         // y = scatter_add(h, idx)  ⇒  dh = gather(g, idx)
-        Op::ScatterAdd(h, axis, idx, _) => vec![when(0, &|| {
-            if h.numel() == 0 {
-                Tensor::zeros(h.shape()) // nothing to gather (gather needs a non-empty slab)
-            } else {
-                g.gather(*axis, idx)
-            }
-        })?],
+        Op::ScatterAdd(h, axis, idx, _) => r.rule(Saved::NOTHING, |_, g| {
+            Ok(vec![when(0, &|| {
+                if h.numel() == 0 {
+                    Tensor::zeros(h.shape()) // nothing to gather (gather needs a non-empty slab)
+                } else {
+                    g.gather(*axis, idx)
+                }
+            })?])
+        }),
+        // y = conv(x, w)  ⇒  dx = conv_input(g, w), dw = conv_weight(x, g)
+        Op::Conv2d(x, w, o) => r.rule(crossed, |_, g| {
+            let (s, k) = (x.shape(), w.shape());
+            Ok(vec![
+                when(0, &|| g.conv2d_input(w, *o, (s[2], s[3])))?,
+                when(1, &|| x.conv2d_weight(g, *o, (k[2], k[3])))?,
+            ])
+        }),
+        // y = conv_input(e, w), linear in each  ⇒  de = conv(g, w), dw = conv_weight(g, e)
+        Op::Conv2dInput(e, w, o, _) => r.rule(crossed, |_, g| {
+            let k = w.shape();
+            Ok(vec![
+                when(0, &|| g.conv2d_raw(w, *o))?,
+                when(1, &|| g.conv2d_weight(e, *o, (k[2], k[3])))?,
+            ])
+        }),
+        // y = conv_weight(x, e), linear in each  ⇒  dx = conv_input(e, g), de = conv(x, g)
+        Op::Conv2dWeight(x, e, o, _) => r.rule(crossed, |_, g| {
+            let s = x.shape();
+            Ok(vec![
+                when(0, &|| e.conv2d_input(g, *o, (s[2], s[3])))?,
+                when(1, &|| x.conv2d_raw(g, *o))?,
+            ])
+        }),
+        // y = avg_pool(x), linear  ⇒  dx = avg_pool_adjoint(g)
+        Op::AvgPool2d(x, o) => r.rule(Saved::NOTHING, |_, g| {
+            let s = x.shape();
+            Ok(vec![when(0, &|| g.avg_pool2d_adjoint(*o, (s[2], s[3])))?])
+        }),
+        // y = avg_pool_adjoint(e), linear  ⇒  de = avg_pool(g)
+        Op::AvgPool2dAdjoint(_, o, _) => r.rule(Saved::NOTHING, |_, g| {
+            Ok(vec![when(0, &|| g.avg_pool2d_raw(*o))?])
+        }),
         // y = f(xs), recomputed  ⇒  dxs = the chain rule through f's recorded graph
-        Op::Checkpoint(c) => checkpoint::backward(c, y, g, need)?,
-    })
+        Op::Checkpoint(c) => {
+            let reads = Saved {
+                inputs: 0,
+                output: false,
+                all_inputs: true,
+            };
+            r.rule(reads, |y, g| checkpoint::backward(c, y, g, need))
+        }
+    }
 }

@@ -130,6 +130,17 @@ pub(crate) fn note_inputs<T: Float>(inputs: &[&Tensor<T>]) {
     });
 }
 
+/// Whether a checkpointed function is being recomputed on this thread: layers with side
+/// effects (batch normalisation's running statistics) skip them then, so that they happen once
+/// per forward pass.
+pub fn is_replaying() -> bool {
+    FRAMES.with(|f| {
+        f.borrow()
+            .iter()
+            .any(|fr| matches!(fr, Frame::Replay { .. }))
+    })
+}
+
 /// A seed for a random layer: `draw()` normally; inside a checkpoint's recomputation, the seed
 /// the first run drew at the same point. Random layers (dropout) take their randomness from
 /// here so that a checkpointed segment recomputes exactly what it computed.

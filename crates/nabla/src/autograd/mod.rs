@@ -19,7 +19,7 @@ mod inspect;
 mod op;
 
 pub use anomaly::{detect_anomaly, Anomaly};
-pub use checkpoint::{checkpoint, replayable_seed};
+pub use checkpoint::{checkpoint, is_replaying, replayable_seed};
 pub use functional::{grad, hessian, hvp, jacobian, jvp, GradOptions};
 pub use graph::{GradStore, GraphStats};
 pub use hooked::BackwardHook;

@@ -1,12 +1,23 @@
-//! The closed set of recorded operations. Each variant holds its inputs (keeping them alive for
-//! backward) and whatever else its derivative needs. The derivatives are in `backward.rs`.
+//! The closed set of recorded operations, declared once each in [`ops!`]: a variant of [`Op`]
+//! (holding its inputs, which keeps them alive for backward, and whatever else its derivative
+//! needs), its [`OpKind`], its name, and which of its fields are its inputs are all generated
+//! from that one declaration. Each op's derivative, beside the statement of what it reads, is
+//! in `backward.rs`; adding an op is described in `docs/adding-an-op.md`.
 
 use std::sync::Arc;
 
+use crate::tensor::kernels::conv::{Conv2dOptions, PoolOptions};
 use crate::tensor::{Float, Tensor};
 
-macro_rules! op_kinds {
-    ($($name:ident => $text:literal),* $(,)?) => {
+/// Declares every op: `Variant(field: Type, ..) "name" => inputs;` where `inputs` is an
+/// expression over the fields (bound by reference) giving the tensor inputs in the order
+/// backward returns their gradients. Generates [`Op`], [`OpKind`], `OpKind::ALL`,
+/// [`OpKind::name`], [`Op::kind`] and [`Op::inputs`].
+macro_rules! ops {
+    ($(
+        $(#[doc = $doc:literal])+
+        $name:ident ( $($field:ident : $ty:ty),* $(,)? ) $text:literal => $inputs:expr;
+    )*) => {
         /// The kind of an [`Op`], without its operands: for listings, statistics and the test
         /// that every kind has a gradient check.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,23 +32,133 @@ macro_rules! op_kinds {
                 match self { $(OpKind::$name => $text),* }
             }
         }
+
+        /// A recorded operation: how a tensor was made from its inputs. The fields of each
+        /// variant are named in its declaration in `op.rs` (the `ops!` list).
+        #[derive(Clone)]
+        pub enum Op<T: Float> {
+            $( $(#[doc = $doc])+ $name($($ty),*) ),*
+        }
+
+        impl<T: Float> Op<T> {
+            /// This op's kind.
+            pub fn kind(&self) -> OpKind {
+                match self { $(Op::$name(..) => OpKind::$name),* }
+            }
+
+            /// The tensor inputs, in the order backward returns their gradients.
+            #[allow(unused_variables)]
+            pub fn inputs(&self) -> Vec<&Tensor<T>> {
+                match self { $(Op::$name($($field),*) => $inputs),* }
+            }
+        }
     };
 }
 
-op_kinds! {
-    Add => "add", Sub => "sub", Mul => "mul", Div => "div", Neg => "neg",
-    AddScalar => "add_scalar", MulScalar => "mul_scalar", PowScalar => "pow_scalar",
-    Exp => "exp", Log => "log", Sqrt => "sqrt", Abs => "abs", Clamp => "clamp",
-    Relu => "relu", LeakyRelu => "leaky_relu", Sigmoid => "sigmoid", Tanh => "tanh",
-    Gelu => "gelu", Softplus => "softplus",
-    Matmul => "matmul", Linear => "linear", Permute => "permute", Reshape => "reshape",
-    Contiguous => "contiguous",
-    BroadcastTo => "broadcast_to", Narrow => "narrow", Concat => "concat",
-    IndexSelect => "index_select", Gather => "gather",
-    Sum => "sum", Max => "max", Softmax => "softmax", LogSoftmax => "log_softmax",
-    SoftmaxCrossEntropy => "softmax_cross_entropy",
-    StepMul => "step_mul", IndexAdd => "index_add", ScatterAdd => "scatter_add",
-    Checkpoint => "checkpoint",
+ops! {
+    /// `a + b` (broadcasting).
+    Add(a: Tensor<T>, b: Tensor<T>) "add" => vec![a, b];
+    /// `a − b` (broadcasting).
+    Sub(a: Tensor<T>, b: Tensor<T>) "sub" => vec![a, b];
+    /// `a ⊙ b` (broadcasting).
+    Mul(a: Tensor<T>, b: Tensor<T>) "mul" => vec![a, b];
+    /// `a ⊘ b` (broadcasting).
+    Div(a: Tensor<T>, b: Tensor<T>) "div" => vec![a, b];
+    /// `−x`.
+    Neg(x: Tensor<T>) "neg" => vec![x];
+    /// `x + c`.
+    AddScalar(x: Tensor<T>) "add_scalar" => vec![x];
+    /// `c·x`: (x, c).
+    MulScalar(x: Tensor<T>, c: T) "mul_scalar" => vec![x];
+    /// `x^p`: (x, p).
+    PowScalar(x: Tensor<T>, p: T) "pow_scalar" => vec![x];
+    /// `e^x` (backward reads the output).
+    Exp(x: Tensor<T>) "exp" => vec![x];
+    /// `ln x`.
+    Log(x: Tensor<T>) "log" => vec![x];
+    /// `√x` (backward reads the output).
+    Sqrt(x: Tensor<T>) "sqrt" => vec![x];
+    /// `|x|`.
+    Abs(x: Tensor<T>) "abs" => vec![x];
+    /// `min(max(x, lo), hi)`: (x, lo, hi).
+    Clamp(x: Tensor<T>, lo: T, hi: T) "clamp" => vec![x];
+    /// `max(x, 0)`.
+    Relu(x: Tensor<T>) "relu" => vec![x];
+    /// `x` for x > 0, `slope·x` otherwise: (x, slope).
+    LeakyRelu(x: Tensor<T>, slope: T) "leaky_relu" => vec![x];
+    /// `1 / (1 + e^−x)` (backward reads the output).
+    Sigmoid(x: Tensor<T>) "sigmoid" => vec![x];
+    /// `tanh x` (backward reads the output).
+    Tanh(x: Tensor<T>) "tanh" => vec![x];
+    /// GELU, tanh approximation.
+    Gelu(x: Tensor<T>) "gelu" => vec![x];
+    /// `ln(1 + e^x)`.
+    Softplus(x: Tensor<T>) "softplus" => vec![x];
+    /// `op(a)·op(b)`, 2-D or batched 3-D: (a, b, ta, tb), where `ta`/`tb` read an operand
+    /// transposed (last two axes).
+    Matmul(a: Tensor<T>, b: Tensor<T>, ta: bool, tb: bool) "matmul" => vec![a, b];
+    /// Fused `x·w + b` for `x` `[n, in]`, `w` `[in, out]`, `b` `[out]`: one GEMM onto the
+    /// broadcast bias, one saved output.
+    Linear(x: Tensor<T>, w: Tensor<T>, b: Tensor<T>) "linear" => vec![x, w, b];
+    /// Axis permutation: `out.shape[i] = x.shape[perm[i]]` (a view): (x, perm).
+    Permute(x: Tensor<T>, perm: Vec<usize>) "permute" => vec![x];
+    /// Same elements, new shape (a view when the input is contiguous).
+    Reshape(x: Tensor<T>) "reshape" => vec![x];
+    /// The same values laid out row-major (a copy of a non-contiguous view).
+    Contiguous(x: Tensor<T>) "contiguous" => vec![x];
+    /// Broadcast to a larger shape (a view with stride 0 along the broadcast axes).
+    BroadcastTo(x: Tensor<T>) "broadcast_to" => vec![x];
+    /// `len` elements from `start` along `axis` (a view): (x, axis, start, len).
+    Narrow(x: Tensor<T>, axis: usize, start: usize, len: usize) "narrow" => vec![x];
+    /// Concatenation along an axis: (xs, axis).
+    Concat(xs: Vec<Tensor<T>>, axis: usize) "concat" => xs.iter().collect();
+    /// Rows (along an axis) chosen by an index list: (x, axis, indices).
+    IndexSelect(x: Tensor<T>, axis: usize, idx: Arc<Vec<usize>>) "index_select" => vec![x];
+    /// Element-wise pick along an axis, by an index per output element: (x, axis, indices).
+    Gather(x: Tensor<T>, axis: usize, idx: Arc<Vec<usize>>) "gather" => vec![x];
+    /// Sum over sorted axes: (x, axes, keepdim).
+    Sum(x: Tensor<T>, axes: Vec<usize>, keepdim: bool) "sum" => vec![x];
+    /// Maximum along one axis: (x, axis, keepdim). Gradient goes to the first maximum.
+    Max(x: Tensor<T>, axis: usize, keepdim: bool) "max" => vec![x];
+    /// Softmax along an axis (backward reads the output).
+    Softmax(x: Tensor<T>, axis: usize) "softmax" => vec![x];
+    /// Log-softmax along an axis (backward reads the output).
+    LogSoftmax(x: Tensor<T>, axis: usize) "log_softmax" => vec![x];
+    /// Fused, stable `−Σⱼ tᵢⱼ log softmax(zᵢ)ⱼ` per row of `[n, k]` logits, against a fixed
+    /// `[n, k]` target distribution (data: not differentiated, held detached), with the
+    /// target's row sums `[n, 1]` when some row's is not exactly 1: (z, t, mass).
+    SoftmaxCrossEntropy(z: Tensor<T>, t: Tensor<T>, mass: Option<Tensor<T>>)
+        "softmax_cross_entropy" => vec![z];
+    /// `g ⊙ s(x)` for a piecewise-constant `s` (the derivative of relu & co., itself
+    /// differentiable: so gradients of gradients work): (g, x, s).
+    StepMul(g: Tensor<T>, x: Tensor<T>, step: Step) "step_mul" => vec![g, x];
+    /// Zeros with `len` entries along `axis`, plus `g[.., j, ..]` added at `idx[j]` (the
+    /// derivative of `index_select` and `narrow`): (g, axis, idx, len).
+    IndexAdd(g: Tensor<T>, axis: usize, idx: Arc<Vec<usize>>, len: usize) "index_add" => vec![g];
+    /// Zeros with `len` entries along `axis`, plus each `g` element added at its index (the
+    /// derivative of `gather` and `max`): (g, axis, idx, len).
+    ScatterAdd(g: Tensor<T>, axis: usize, idx: Arc<Vec<usize>>, len: usize) "scatter_add"
+        => vec![g];
+    /// 2-D cross-correlation of `x` `[n, c, h, w]` with `w` `[o, c/groups, kh, kw]`
+    /// (bias added by `conv2d` as a separate op): (x, w, options).
+    Conv2d(x: Tensor<T>, w: Tensor<T>, opts: Conv2dOptions) "conv2d" => vec![x, w];
+    /// The adjoint of `conv2d` in its input (a transposed convolution): `g` `[n, o, oh, ow]`
+    /// and `w` give `[n, c, h, w]`: (g, w, options, (h, w)).
+    Conv2dInput(g: Tensor<T>, w: Tensor<T>, opts: Conv2dOptions, hw: (usize, usize))
+        "conv2d_input" => vec![g, w];
+    /// The adjoint of `conv2d` in its weight: `x` and `g` `[n, o, oh, ow]` give
+    /// `[o, c/groups, kh, kw]`: (x, g, options, (kh, kw)).
+    Conv2dWeight(x: Tensor<T>, g: Tensor<T>, opts: Conv2dOptions, khw: (usize, usize))
+        "conv2d_weight" => vec![x, g];
+    /// Average pooling of `[n, c, h, w]` over windows (padding counted as zeros, PyTorch's
+    /// `count_include_pad`): (x, options).
+    AvgPool2d(x: Tensor<T>, opts: PoolOptions) "avg_pool2d" => vec![x];
+    /// The adjoint of `avg_pool2d`: each `g` value spread evenly over its window, giving
+    /// `[n, c, h, w]`: (g, options, (h, w)).
+    AvgPool2dAdjoint(g: Tensor<T>, opts: PoolOptions, hw: (usize, usize))
+        "avg_pool2d_adjoint" => vec![g];
+    /// A function run without keeping its activations, recomputed during backward.
+    Checkpoint(c: Box<Checkpointed<T>>) "checkpoint" => c.inputs.iter().collect();
 }
 
 /// A piecewise-constant function `s(x)` for [`Tensor::step_mul`](crate::Tensor::step_mul):
@@ -73,204 +194,7 @@ pub struct Checkpointed<T: Float> {
 /// it captures (clone tensors into it; a clone is an `Arc`).
 pub type CheckpointFn<T> = Arc<dyn Fn(&[Tensor<T>]) -> crate::Result<Tensor<T>> + Send + Sync>;
 
-/// A recorded operation: how a tensor was made from its inputs.
-#[derive(Clone)]
-pub enum Op<T: Float> {
-    /// `a + b` (broadcasting).
-    Add(Tensor<T>, Tensor<T>),
-    /// `a − b` (broadcasting).
-    Sub(Tensor<T>, Tensor<T>),
-    /// `a ⊙ b` (broadcasting).
-    Mul(Tensor<T>, Tensor<T>),
-    /// `a ⊘ b` (broadcasting).
-    Div(Tensor<T>, Tensor<T>),
-    /// `−x`.
-    Neg(Tensor<T>),
-    /// `x + c`.
-    AddScalar(Tensor<T>),
-    /// `c·x`.
-    MulScalar(Tensor<T>, T),
-    /// `x^p`.
-    PowScalar(Tensor<T>, T),
-    /// `e^x` (backward reads the output).
-    Exp(Tensor<T>),
-    /// `ln x`.
-    Log(Tensor<T>),
-    /// `√x` (backward reads the output).
-    Sqrt(Tensor<T>),
-    /// `|x|`.
-    Abs(Tensor<T>),
-    /// `min(max(x, lo), hi)`.
-    Clamp(Tensor<T>, T, T),
-    /// `max(x, 0)`.
-    Relu(Tensor<T>),
-    /// `x` for x > 0, `slope·x` otherwise.
-    LeakyRelu(Tensor<T>, T),
-    /// `1 / (1 + e^−x)` (backward reads the output).
-    Sigmoid(Tensor<T>),
-    /// `tanh x` (backward reads the output).
-    Tanh(Tensor<T>),
-    /// GELU, tanh approximation.
-    Gelu(Tensor<T>),
-    /// `ln(1 + e^x)`.
-    Softplus(Tensor<T>),
-    /// `op(a)·op(b)`, 2-D or batched 3-D; `ta`/`tb` read an operand transposed (last two axes).
-    Matmul {
-        /// Left operand.
-        a: Tensor<T>,
-        /// Right operand.
-        b: Tensor<T>,
-        /// Read `a` transposed.
-        ta: bool,
-        /// Read `b` transposed.
-        tb: bool,
-    },
-    /// Fused `x·w + b` for `x` `[n, in]`, `w` `[in, out]`, `b` `[out]`: one GEMM onto the
-    /// broadcast bias, one saved output.
-    Linear(Tensor<T>, Tensor<T>, Tensor<T>),
-    /// Axis permutation: `out.shape[i] = x.shape[perm[i]]` (a view).
-    Permute(Tensor<T>, Vec<usize>),
-    /// Same elements, new shape (a view when the input is contiguous).
-    Reshape(Tensor<T>),
-    /// The same values laid out row-major (a copy of a non-contiguous view).
-    Contiguous(Tensor<T>),
-    /// Broadcast to a larger shape (a view with stride 0 along the broadcast axes).
-    BroadcastTo(Tensor<T>),
-    /// `len` elements from `start` along `axis` (a view).
-    Narrow {
-        /// Input.
-        input: Tensor<T>,
-        /// Axis.
-        axis: usize,
-        /// First index kept.
-        start: usize,
-        /// Number kept.
-        len: usize,
-    },
-    /// Concatenation along an axis.
-    Concat(Vec<Tensor<T>>, usize),
-    /// Rows (along an axis) chosen by an index list.
-    IndexSelect(Tensor<T>, usize, Arc<Vec<usize>>),
-    /// Element-wise pick along an axis, by an index per output element.
-    Gather(Tensor<T>, usize, Arc<Vec<usize>>),
-    /// Sum over sorted axes; `bool` = keepdim.
-    Sum(Tensor<T>, Vec<usize>, bool),
-    /// Maximum along one axis; `bool` = keepdim. Gradient goes to the first maximum.
-    Max(Tensor<T>, usize, bool),
-    /// Softmax along an axis (backward reads the output).
-    Softmax(Tensor<T>, usize),
-    /// Log-softmax along an axis (backward reads the output).
-    LogSoftmax(Tensor<T>, usize),
-    /// Fused, stable `−Σⱼ tᵢⱼ log softmax(zᵢ)ⱼ` per row of `[n, k]` logits, against a fixed
-    /// `[n, k]` target distribution (data: not differentiated, held detached), with the target's
-    /// row sums `[n, 1]` when some row's is not exactly 1.
-    SoftmaxCrossEntropy(Tensor<T>, Tensor<T>, Option<Tensor<T>>),
-    /// `g ⊙ s(x)` for a piecewise-constant `s` (the derivative of relu & co., itself
-    /// differentiable: so gradients of gradients work).
-    StepMul {
-        /// The scaled tensor (an incoming gradient, in backward rules).
-        g: Tensor<T>,
-        /// The argument of `s`.
-        x: Tensor<T>,
-        /// Which `s`.
-        step: Step,
-    },
-    /// Zeros with `len` entries along `axis`, plus `g[.., j, ..]` added at `idx[j]` (the
-    /// derivative of `index_select` and `narrow`).
-    IndexAdd(Tensor<T>, usize, Arc<Vec<usize>>, usize),
-    /// Zeros with `len` entries along `axis`, plus each `g` element added at its index (the
-    /// derivative of `gather` and `max`).
-    ScatterAdd(Tensor<T>, usize, Arc<Vec<usize>>, usize),
-    /// A function run without keeping its activations, recomputed during backward.
-    Checkpoint(Box<Checkpointed<T>>),
-}
-
 impl<T: Float> Op<T> {
-    /// This op's kind.
-    pub fn kind(&self) -> OpKind {
-        match self {
-            Op::Add(..) => OpKind::Add,
-            Op::Sub(..) => OpKind::Sub,
-            Op::Mul(..) => OpKind::Mul,
-            Op::Div(..) => OpKind::Div,
-            Op::Neg(..) => OpKind::Neg,
-            Op::AddScalar(..) => OpKind::AddScalar,
-            Op::MulScalar(..) => OpKind::MulScalar,
-            Op::PowScalar(..) => OpKind::PowScalar,
-            Op::Exp(..) => OpKind::Exp,
-            Op::Log(..) => OpKind::Log,
-            Op::Sqrt(..) => OpKind::Sqrt,
-            Op::Abs(..) => OpKind::Abs,
-            Op::Clamp(..) => OpKind::Clamp,
-            Op::Relu(..) => OpKind::Relu,
-            Op::LeakyRelu(..) => OpKind::LeakyRelu,
-            Op::Sigmoid(..) => OpKind::Sigmoid,
-            Op::Tanh(..) => OpKind::Tanh,
-            Op::Gelu(..) => OpKind::Gelu,
-            Op::Softplus(..) => OpKind::Softplus,
-            Op::Matmul { .. } => OpKind::Matmul,
-            Op::Linear(..) => OpKind::Linear,
-            Op::Permute(..) => OpKind::Permute,
-            Op::Reshape(..) => OpKind::Reshape,
-            Op::Contiguous(..) => OpKind::Contiguous,
-            Op::BroadcastTo(..) => OpKind::BroadcastTo,
-            Op::Narrow { .. } => OpKind::Narrow,
-            Op::Concat(..) => OpKind::Concat,
-            Op::IndexSelect(..) => OpKind::IndexSelect,
-            Op::Gather(..) => OpKind::Gather,
-            Op::Sum(..) => OpKind::Sum,
-            Op::Max(..) => OpKind::Max,
-            Op::Softmax(..) => OpKind::Softmax,
-            Op::LogSoftmax(..) => OpKind::LogSoftmax,
-            Op::SoftmaxCrossEntropy(..) => OpKind::SoftmaxCrossEntropy,
-            Op::StepMul { .. } => OpKind::StepMul,
-            Op::IndexAdd(..) => OpKind::IndexAdd,
-            Op::ScatterAdd(..) => OpKind::ScatterAdd,
-            Op::Checkpoint(..) => OpKind::Checkpoint,
-        }
-    }
-
-    /// The tensor inputs, in the order backward returns their gradients.
-    pub fn inputs(&self) -> Vec<&Tensor<T>> {
-        match self {
-            Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) | Op::Div(a, b) => vec![a, b],
-            Op::Matmul { a, b, .. } => vec![a, b],
-            Op::Linear(x, w, b) => vec![x, w, b],
-            Op::Concat(xs, _) => xs.iter().collect(),
-            Op::StepMul { g, x, .. } => vec![g, x],
-            Op::Checkpoint(c) => c.inputs.iter().collect(),
-            Op::Neg(x)
-            | Op::AddScalar(x)
-            | Op::MulScalar(x, _)
-            | Op::PowScalar(x, _)
-            | Op::Exp(x)
-            | Op::Log(x)
-            | Op::Sqrt(x)
-            | Op::Abs(x)
-            | Op::Clamp(x, ..)
-            | Op::Relu(x)
-            | Op::LeakyRelu(x, _)
-            | Op::Sigmoid(x)
-            | Op::Tanh(x)
-            | Op::Gelu(x)
-            | Op::Softplus(x)
-            | Op::Permute(x, _)
-            | Op::Reshape(x)
-            | Op::Contiguous(x)
-            | Op::BroadcastTo(x)
-            | Op::Narrow { input: x, .. }
-            | Op::IndexSelect(x, ..)
-            | Op::Gather(x, ..)
-            | Op::Sum(x, ..)
-            | Op::Max(x, ..)
-            | Op::Softmax(x, _)
-            | Op::LogSoftmax(x, _)
-            | Op::SoftmaxCrossEntropy(x, ..)
-            | Op::IndexAdd(x, ..)
-            | Op::ScatterAdd(x, ..) => vec![x],
-        }
-    }
-
     /// Moves the inputs out (used to drop long graphs without recursion): the returned handles
     /// are then the op's only references to its inputs.
     pub(crate) fn into_inputs(self) -> Vec<Tensor<T>> {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::safetensors_file::{read_tensor_file, write_tensor_file, TensorFile};
 use crate::error::{Error, Result};
-use crate::nn::Module;
+use crate::nn::{named_state, Module};
 use crate::optim::{Optimizer, OptimizerState};
 use crate::rng::Rng;
 use crate::tensor::shape::fmt_shape;
@@ -114,7 +114,7 @@ fn copy_into<T: Float>(params: &[(String, Tensor<T>)], values: &[Tensor<T>]) -> 
     Ok(())
 }
 
-/// Saves a model's parameters under their names prefixed with [`WEIGHTS_PREFIX`]
+/// Saves a model's parameters and buffers under their names prefixed with [`WEIGHTS_PREFIX`]
 /// (`nabla.layers.0.weight`, …) with `metadata` added to the file's metadata. The write is
 /// atomic.
 pub fn save_weights<T: Float>(
@@ -124,8 +124,7 @@ pub fn save_weights<T: Float>(
 ) -> Result<()> {
     let mut meta = base_metadata::<T>(WEIGHTS_FORMAT);
     meta.extend(metadata.clone());
-    let named: Vec<(String, Tensor<T>)> = model
-        .named_parameters()
+    let named: Vec<(String, Tensor<T>)> = named_state(model)
         .into_iter()
         .map(|(n, t)| (format!("{WEIGHTS_PREFIX}{n}"), t))
         .collect();
@@ -151,7 +150,7 @@ pub fn load_weights_from<T: Float>(
     name: &str,
     model: &dyn Module<T>,
 ) -> Result<BTreeMap<String, String>> {
-    let params = model.named_parameters();
+    let params = named_state(model);
     let prefixed = file
         .describe()
         .keys()
@@ -162,7 +161,8 @@ pub fn load_weights_from<T: Float>(
     Ok(file.metadata.clone())
 }
 
-/// Saves everything needed to resume training exactly: the model's parameters (`model.*`) and
+/// Saves everything needed to resume training exactly: the model's parameters and buffers
+/// (`model.*`) and
 /// non-tensor state, the optimizer's buffers (`optimizer.*`), step count and
 /// hyper-parameters, and `state`. The write is atomic: a crash never destroys the previous
 /// checkpoint at `path`.
@@ -172,8 +172,7 @@ pub fn save_training_state<T: Float>(
     optimizer: &dyn Optimizer<T>,
     state: &TrainingState,
 ) -> Result<()> {
-    let mut tensors: Vec<(String, Tensor<T>)> = model
-        .named_parameters()
+    let mut tensors: Vec<(String, Tensor<T>)> = named_state(model)
         .into_iter()
         .map(|(n, p)| (format!("model.{n}"), p))
         .collect();
@@ -243,7 +242,7 @@ pub fn load_training_state<T: Float>(
             .filter_map(|(k, v)| k.strip_prefix("extra.").map(|k| (k.to_string(), v.clone())))
             .collect(),
     };
-    let params = model.named_parameters();
+    let params = named_state(model);
     let values = match_params(path, &file, "model.", &params)?;
     let buffers: Vec<(String, Tensor<T>)> = file
         .describe()

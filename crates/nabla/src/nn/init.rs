@@ -36,20 +36,31 @@ impl Init {
         fan_out: usize,
         rng: &mut Rng,
     ) -> Result<Tensor<T>> {
-        let shape = [fan_in, fan_out];
+        self.tensor(&[fan_in, fan_out], fan_in, fan_out, rng)
+    }
+
+    /// A weight of any `shape` drawn with the scale of the given fans (a convolution's are
+    /// channels times kernel taps).
+    pub fn tensor<T: Float>(
+        self,
+        shape: &[usize],
+        fan_in: usize,
+        fan_out: usize,
+        rng: &mut Rng,
+    ) -> Result<Tensor<T>> {
         let kaiming = (2.0 / fan_in.max(1) as f64).sqrt();
         let xavier = (2.0 / fan_in.saturating_add(fan_out).max(1) as f64).sqrt();
         match self {
             Init::KaimingUniform => {
                 let b = 3f64.sqrt() * kaiming;
-                Tensor::rand_uniform_with(&shape, -b, b, rng)
+                Tensor::rand_uniform_with(shape, -b, b, rng)
             }
-            Init::KaimingNormal => Tensor::randn_with(&shape, 0.0, kaiming, rng),
+            Init::KaimingNormal => Tensor::randn_with(shape, 0.0, kaiming, rng),
             Init::XavierUniform => {
                 let b = 3f64.sqrt() * xavier;
-                Tensor::rand_uniform_with(&shape, -b, b, rng)
+                Tensor::rand_uniform_with(shape, -b, b, rng)
             }
-            Init::XavierNormal => Tensor::randn_with(&shape, 0.0, xavier, rng),
+            Init::XavierNormal => Tensor::randn_with(shape, 0.0, xavier, rng),
         }
     }
 }

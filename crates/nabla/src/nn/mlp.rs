@@ -160,6 +160,9 @@ impl<T: Float> Module<T> for Mlp<T> {
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
         prefixed("layers.", self.layers.named_parameters())
     }
+    fn named_buffers(&self) -> Vec<(String, Tensor<T>)> {
+        prefixed("layers.", self.layers.named_buffers())
+    }
     fn set_training(&mut self, training: bool) {
         self.layers.set_training(training);
     }

@@ -1,22 +1,28 @@
-//! Neural-network building blocks: the [`Module`] trait, [`Linear`] layers, activations,
-//! dropout, [`Sequential`] containers, [`Residual`] blocks and the [`Mlp`] builder, weight initialisation, and
+//! Neural-network building blocks: the [`Module`] trait, [`Linear`] and [`Conv2d`] layers,
+//! pooling, batch normalisation, activations, dropout, [`Sequential`] containers, [`Residual`] blocks and the [`Mlp`] builder, weight initialisation, and
 //! losses.
 
 mod activation;
+mod conv;
 mod dropout;
 mod init;
 mod linear;
 pub mod loss;
 mod mlp;
+mod norm;
+mod pool;
 mod residual;
 mod sequential;
 
 pub use activation::Activation;
+pub use conv::Conv2d;
 pub use dropout::Dropout;
 pub use init::Init;
 pub use linear::Linear;
 pub use loss::Reduction;
 pub use mlp::{Mlp, MlpConfig, ModelSummary, SummaryRow};
+pub use norm::{BatchNorm1d, BatchNorm2d};
+pub use pool::{AvgPool2d, Flatten, MaxPool2d};
 pub use residual::Residual;
 pub use sequential::Sequential;
 
@@ -48,7 +54,16 @@ pub trait Module<T: Float = f32>: Send + Sync {
             .collect()
     }
 
-    /// Switches between training mode (dropout active) and evaluation mode.
+    /// Non-trainable tensors with dotted names (running statistics such as `running_mean`,
+    /// `running_var`, `num_batches_tracked`): saved, loaded and resumed with the parameters
+    /// (under the same names PyTorch's `state_dict` uses), updated by the forward pass in
+    /// training mode, never handed to an optimizer.
+    fn named_buffers(&self) -> Vec<(String, Tensor<T>)> {
+        Vec::new()
+    }
+
+    /// Switches between training mode (dropout active, batch statistics used and tracked) and
+    /// evaluation mode.
     fn set_training(&mut self, _training: bool) {}
 
     /// A short description for summaries, e.g. `Linear(784 → 512)`.
@@ -99,6 +114,14 @@ pub(crate) fn under(prefix: &str, state: &BTreeMap<String, String>) -> BTreeMap<
         .iter()
         .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
         .collect()
+}
+
+/// A module's parameters and buffers, with names: everything a model file holds (PyTorch's
+/// `state_dict`).
+pub fn named_state<T: Float>(m: &dyn Module<T>) -> Vec<(String, Tensor<T>)> {
+    let mut v = m.named_parameters();
+    v.extend(m.named_buffers());
+    v
 }
 
 /// Total number of parameter elements of a module.

@@ -66,6 +66,10 @@ impl<T: Float> Module<T> for Residual<T> {
         prefixed("inner.", self.inner.named_parameters())
     }
 
+    fn named_buffers(&self) -> Vec<(String, Tensor<T>)> {
+        prefixed("inner.", self.inner.named_buffers())
+    }
+
     fn set_training(&mut self, training: bool) {
         self.inner.set_training(training);
     }

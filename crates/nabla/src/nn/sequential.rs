@@ -204,6 +204,14 @@ impl<T: Float> Module<T> for Sequential<T> {
             .collect()
     }
 
+    fn named_buffers(&self) -> Vec<(String, Tensor<T>)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| prefixed::<_, Vec<_>>(&format!("{i}."), l.named_buffers()))
+            .collect()
+    }
+
     fn set_training(&mut self, training: bool) {
         for l in &mut self.layers {
             l.set_training(training);

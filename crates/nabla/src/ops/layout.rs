@@ -148,11 +148,8 @@ impl<T: Float> Tensor<T> {
             ));
         }
         let layout = self.layout().narrow(axis, start, len);
-        Ok(record_view(self, layout, || Op::Narrow {
-            input: self.clone(),
-            axis,
-            start,
-            len,
+        Ok(record_view(self, layout, || {
+            Op::Narrow(self.clone(), axis, start, len)
         }))
     }
 

@@ -208,11 +208,8 @@ impl<T: Float> Tensor<T> {
     /// of a transposed view, without recording the view).
     pub fn matmul_t(&self, b: &Tensor<T>, ta: bool, tb: bool) -> Result<Tensor<T>> {
         let (data, shape) = matmul_raw(self, b, ta, tb)?;
-        Ok(record(data, shape, &[self, b], || Op::Matmul {
-            a: self.clone(),
-            b: b.clone(),
-            ta,
-            tb,
+        Ok(record(data, shape, &[self, b], || {
+            Op::Matmul(self.clone(), b.clone(), ta, tb)
         }))
     }
 }

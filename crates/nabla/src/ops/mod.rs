@@ -1,15 +1,22 @@
-//! The differentiable operations, as methods on [`Tensor`]. Each computes its forward result
-//! with a kernel from `tensor::kernels` into a buffer allocated fallibly (an impossible size is
-//! an `Err`, never an abort) and records an [`Op`] when an input requires a gradient.
+//! The differentiable operations, as methods on [`Tensor`], named like
+//! `torch.nn.functional`; this module holds their option types. Each computes its forward
+//! result with a kernel from `tensor::kernels` into a buffer allocated fallibly (an impossible
+//! size is an `Err`, never an abort) and records an [`Op`] when an input requires a gradient.
 
 mod arith;
+mod conv;
 mod layout;
 mod loss;
 mod matmul;
 mod nograd;
+mod norm;
+mod pool;
 mod reduce;
 mod scatter;
-pub(crate) mod unary;
+mod unary;
+
+pub use crate::tensor::kernels::conv::{Conv2dOptions, PoolOptions};
+pub use conv::Conv1dOptions;
 
 use crate::autograd::{record, Op};
 use crate::error::Result;

@@ -100,11 +100,7 @@ impl<T: Float> Tensor<T> {
             })?,
         };
         Ok(record(data, self.shape().to_vec(), &[self, x], || {
-            Op::StepMul {
-                g: self.clone(),
-                x: x.clone(),
-                step,
-            }
+            Op::StepMul(self.clone(), x.clone(), step)
         }))
     }
 

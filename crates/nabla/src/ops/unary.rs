@@ -8,12 +8,8 @@
 
 use crate::autograd::Op;
 use crate::error::{Error, Result};
+use crate::tensor::float::{GELU_A, GELU_C};
 use crate::tensor::{Float, Tensor};
-
-/// √(2/π), the constant of GELU's tanh approximation.
-pub(crate) const GELU_C: f64 = 0.797_884_560_802_865_4;
-/// The cubic coefficient of GELU's tanh approximation.
-pub(crate) const GELU_A: f64 = 0.044_715;
 
 #[inline(always)]
 pub(crate) fn sigmoid<T: Float>(x: T) -> T {

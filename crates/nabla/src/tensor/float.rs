@@ -3,6 +3,11 @@
 use std::fmt::{Debug, Display};
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
 
+/// √(2/π), the constant of GELU's tanh approximation (used by the op and by its derivative).
+pub(crate) const GELU_C: f64 = 0.797_884_560_802_865_4;
+/// The cubic coefficient of GELU's tanh approximation.
+pub(crate) const GELU_A: f64 = 0.044_715;
+
 mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}

@@ -36,17 +36,17 @@ pub struct OpCheck {
     pub kinds: Vec<OpKind>,
 }
 
-fn u(shape: &[usize], seed: u64) -> Tensor<f64> {
+pub(super) fn u(shape: &[usize], seed: u64) -> Tensor<f64> {
     Tensor::rand_uniform(shape, -1.0, 1.0, seed).expect("internal: small shape")
 }
 
 /// Uniform in [−c, c].
-fn us(shape: &[usize], seed: u64, c: f64) -> Tensor<f64> {
+pub(super) fn us(shape: &[usize], seed: u64, c: f64) -> Tensor<f64> {
     Tensor::rand_uniform(shape, -c, c, seed).expect("internal: small shape")
 }
 
 /// Uniform values with magnitude in [0.1, 1.1]: away from the kink of relu/abs/leaky_relu.
-fn away_from_zero(shape: &[usize], seed: u64) -> Tensor<f64> {
+pub(super) fn away_from_zero(shape: &[usize], seed: u64) -> Tensor<f64> {
     let t = u(shape, seed);
     let data = t
         .to_vec()
@@ -57,19 +57,19 @@ fn away_from_zero(shape: &[usize], seed: u64) -> Tensor<f64> {
     Tensor::from_vec(data, shape).expect("internal: same shape")
 }
 
-fn positive(shape: &[usize], seed: u64) -> Tensor<f64> {
+pub(super) fn positive(shape: &[usize], seed: u64) -> Tensor<f64> {
     Tensor::rand_uniform(shape, 0.5, 2.0, seed).expect("internal: small shape")
 }
 
 /// Distinct values (a shuffled, spaced ramp): no ties for `max`.
-fn distinct(shape: &[usize], seed: u64) -> Tensor<f64> {
+pub(super) fn distinct(shape: &[usize], seed: u64) -> Tensor<f64> {
     let n: usize = shape.iter().product();
     let mut v: Vec<f64> = (0..n).map(|i| i as f64 * 0.1 - n as f64 * 0.05).collect();
     crate::rng::Rng::new(seed).shuffle(&mut v);
     Tensor::from_vec(v, shape).expect("internal: same shape")
 }
 
-fn case(
+pub(super) fn case(
     name: &str,
     inputs: Vec<Tensor<f64>>,
     f: impl Fn(&[Tensor<f64>]) -> Result<Tensor<f64>> + Send + Sync + 'static,
@@ -91,6 +91,7 @@ pub fn op_cases() -> Vec<OpCase> {
         reduction_cases(),
         view_cases(),
         adjoint_cases(),
+        super::image_cases::image_op_cases(),
     ]
     .into_iter()
     .flatten()
@@ -515,6 +516,7 @@ pub fn run_op_gradchecks() -> Result<Vec<OpCheck>> {
     op_cases()
         .into_iter()
         .chain(module_cases())
+        .chain(super::image_cases::image_module_cases())
         .map(|c| {
             let report = gradcheck(&c.f, &c.inputs, &opts)?;
             let second = gradgradcheck(&c.f, &c.inputs, &opts)?;

@@ -16,10 +16,12 @@
 //! ```
 
 mod cases;
+mod image_cases;
 mod program;
 mod second;
 
 pub use cases::{module_cases, op_cases, run_op_gradchecks, OpCase, OpCheck};
+pub use image_cases::image_module_cases;
 pub use program::{run_program, PROGRAM_ALLOCATION_LIMIT};
 pub use second::gradgradcheck;
 

@@ -4,70 +4,10 @@
 //! a transposed f32 B of a large product (up to 2 MB), which is copied row-major per part
 //! because `gemm` packs that layout slowly (`copy_pays`).
 
+use super::operand::with_rows_of;
+pub use super::operand::MatRef;
 use crate::tensor::Float;
 use std::mem::MaybeUninit;
-
-/// One matrix operand as the product reads it: `m[i][j] = data[offset + i·rs + j·cs]`.
-#[derive(Clone, Copy)]
-pub struct MatRef<'a, T> {
-    /// The storage the matrix lives in.
-    pub data: &'a [T],
-    /// Index of element (0, 0).
-    pub offset: usize,
-    /// Rows.
-    pub rows: usize,
-    /// Columns.
-    pub cols: usize,
-    /// Row stride.
-    pub rs: usize,
-    /// Column stride.
-    pub cs: usize,
-}
-
-impl<T> MatRef<'_, T> {
-    /// The transpose (strides swapped).
-    pub fn t(self) -> Self {
-        MatRef {
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-            ..self
-        }
-    }
-
-    /// The same matrix over `data` (the same storage seen as another type).
-    pub(super) fn with_data<'b, U>(&self, data: &'b [U]) -> MatRef<'b, U> {
-        let MatRef {
-            offset,
-            rows,
-            cols,
-            rs,
-            cs,
-            ..
-        } = *self;
-        MatRef {
-            data,
-            offset,
-            rows,
-            cols,
-            rs,
-            cs,
-        }
-    }
-
-    /// True when every element lies inside `data` (the condition for the unsafe call).
-    pub(crate) fn in_bounds(&self) -> bool {
-        if self.rows == 0 || self.cols == 0 {
-            return true;
-        }
-        (self.rows - 1)
-            .checked_mul(self.rs)
-            .zip((self.cols - 1).checked_mul(self.cs))
-            .and_then(|(r, c)| r.checked_add(c)?.checked_add(self.offset))
-            .is_some_and(|last| last < self.data.len() && last <= isize::MAX as usize)
-    }
-}
 
 /// `out = a·b + beta·out` where `out` is row-major m×n. Shapes must agree (checked by the
 /// caller; asserted here, with every operand's bounds, because a mismatch would be
@@ -88,6 +28,62 @@ pub fn gemm_uninit<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, out: &mut [Mayb
     // pointers then), and every element is written (the tiles, row or column parts or `gemm` blocks
     // cover the m×n output; k = 0 writes zeros).
     unsafe { gemm_ptr(a, b, T::ZERO, out.as_mut_ptr().cast::<T>()) }
+}
+
+/// `out[i·ld + j] = (a·b)[i][j] + beta·out[i·ld + j]`: an m×n product written into a block of
+/// a larger row-major matrix whose rows are `ld ≥ n` long, on this thread (the convolution
+/// kernels share out samples among threads instead). With beta = 0 the block's old values are
+/// never read. Shapes and bounds are asserted (a mismatch would be memory-unsafe).
+pub fn gemm_block<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: &mut [T], ld: usize) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(
+        k == b.rows
+            && a.in_bounds()
+            && b.in_bounds()
+            && n <= ld
+            && (m == 0
+                || n == 0
+                || (m - 1)
+                    .checked_mul(ld)
+                    .and_then(|r| r.checked_add(n))
+                    .is_some_and(|e| e <= out.len())),
+        "internal: gemm_block operand sizes disagree"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for row in out.chunks_mut(ld).take(m) {
+            for v in &mut row[..n] {
+                *v = if beta == T::ZERO { T::ZERO } else { *v * beta };
+            }
+        }
+        return;
+    }
+    let rsa = if m > 1 { a.rs as isize } else { 0 };
+    let csa = if k > 1 { a.cs as isize } else { 0 };
+    let rsb = if k > 1 { b.rs as isize } else { 0 };
+    let csb = if n > 1 { b.cs as isize } else { 0 };
+    // SAFETY: both operands lie inside their slices (in_bounds, so every stride used fits in
+    // isize), and the block's m rows of n values at row stride ld lie inside `out` (asserted).
+    unsafe {
+        T::gemm(
+            m,
+            k,
+            n,
+            a.data[a.offset..].as_ptr(),
+            rsa,
+            csa,
+            b.data[b.offset..].as_ptr(),
+            rsb,
+            csb,
+            beta,
+            out.as_mut_ptr(),
+            ld as isize,
+            1,
+            1,
+        )
+    }
 }
 
 /// The shapes agree and every operand lies inside its slice; the output holds `len ≥ m·n`.
@@ -193,38 +189,6 @@ fn copy_pays<T: Float>(m: usize, k: usize, n: usize, b: &MatRef<'_, T>) -> bool 
 /// own packing (`examples/gemm_split.rs`, 2 threads, median).
 const B_COPY_MAX: usize = 1 << 19;
 
-thread_local! {
-    /// A row-major copy of (part of) an f32 B, one per thread, reused (`with_rows_of`).
-    static B_ROWS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-/// Runs `f` on columns `lo..lo + w` of `b` copied row-major (k×w) into this thread's buffer:
-/// taken out of its slot for the call, so that a rayon job run inside `f` on this thread finds
-/// the slot empty instead of the copy in use. Columns stored contiguously (a transposed
-/// row-major matrix) go through `rows_of_columns`; other strides one value at a time.
-pub(super) fn with_rows_of<R>(
-    b: &MatRef<'_, f32>,
-    lo: usize,
-    w: usize,
-    f: impl FnOnce(&[f32]) -> R,
-) -> R {
-    let k = b.rows;
-    let mut rows = B_ROWS.with(|c| c.take());
-    if b.rs == 1 {
-        rows_of_columns(b.data, b.offset + lo * b.cs, b.cs, k, w, &mut rows);
-    } else {
-        rows.clear();
-        rows.extend(
-            (0..k)
-                .flat_map(|p| (lo..lo + w).map(move |j| (p, j)))
-                .map(|(p, j)| b.data[b.offset + p * b.rs + j * b.cs]),
-        );
-    }
-    let r = f(&rows[..k * w]);
-    B_ROWS.with(|c| c.set(rows));
-    r
-}
-
 /// `out[.., lo..hi] = a·b[.., lo..hi] + beta·out[.., lo..hi]`: one `gemm` call on up to
 /// `threads` threads, B's columns first copied row-major when `copy_b`.
 ///
@@ -280,84 +244,6 @@ unsafe fn gemm_columns<T: Float>(
     run(b.data[b.offset + lo * b.cs..].as_ptr(), rsb, csb);
 }
 
-/// Writes the k×w matrix whose column j is `src[off + j·cs ..][..k]` into `dst` row-major
-/// (`dst[p·w + j]`): in 8×8 blocks transposed in AVX registers where the CPU has AVX, the
-/// edges (and everything elsewhere) one value at a time.
-fn rows_of_columns(src: &[f32], off: usize, cs: usize, k: usize, w: usize, dst: &mut Vec<f32>) {
-    if dst.len() < k * w {
-        dst.resize(k * w, 0.0);
-    }
-    let dst = &mut dst[..k * w];
-    let (mut jb, mut pb) = (0, 0);
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") {
-        (jb, pb) = (w / 8 * 8, k / 8 * 8);
-        // SAFETY: AVX is available (checked just above).
-        unsafe { blocks_8x8(src, off, cs, (jb, pb), w, dst) };
-    }
-    for j in 0..w {
-        let col = &src[off + j * cs..][..k];
-        let from = if j < jb { pb } else { 0 };
-        for (p, v) in col.iter().enumerate().skip(from) {
-            dst[p * w + j] = *v;
-        }
-    }
-}
-
-/// The 8×8 blocks of `rows_of_columns` for columns 0..jb and rows 0..pb (multiples of 8).
-///
-/// # Safety
-/// The CPU has AVX.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn blocks_8x8(
-    src: &[f32],
-    off: usize,
-    cs: usize,
-    (jb, pb): (usize, usize),
-    w: usize,
-    dst: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    for j0 in (0..jb).step_by(8) {
-        for p0 in (0..pb).step_by(8) {
-            // Row i of the block: column j0 + i of the matrix, values p0..p0+8 (bounds-checked).
-            let r: [__m256; 8] = std::array::from_fn(|i| {
-                _mm256_loadu_ps(src[off + (j0 + i) * cs + p0..][..8].as_ptr())
-            });
-            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-            let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-            let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-            let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-            let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-            let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-            let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-            let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-            let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-            let o = [
-                _mm256_permute2f128_ps::<0x20>(s0, s4),
-                _mm256_permute2f128_ps::<0x20>(s1, s5),
-                _mm256_permute2f128_ps::<0x20>(s2, s6),
-                _mm256_permute2f128_ps::<0x20>(s3, s7),
-                _mm256_permute2f128_ps::<0x31>(s0, s4),
-                _mm256_permute2f128_ps::<0x31>(s1, s5),
-                _mm256_permute2f128_ps::<0x31>(s2, s6),
-                _mm256_permute2f128_ps::<0x31>(s3, s7),
-            ];
-            for (q, v) in o.iter().enumerate() {
-                _mm256_storeu_ps(dst[(p0 + q) * w + j0..][..8].as_mut_ptr(), *v);
-            }
-        }
-    }
-}
-
 /// The output pointer, handed to the threads that each write their own rows or columns of it.
 struct SendPtr<T>(*mut T);
 // SAFETY: the threads `gemm_into` starts write disjoint rows or columns of the output (see
@@ -403,6 +289,7 @@ fn part_start(n: usize, p: usize, parts: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::operand::rows_of_columns;
     use super::*;
 
     /// A matrix at the start of `data` with the given strides.

@@ -2,9 +2,12 @@
 //! their output. Loops are written so the compiler can vectorise them; threads (rayon) are used
 //! only above [`PAR_THRESHOLD`] elements, because tiny tensors are faster on one thread.
 
+pub mod conv;
 pub mod elementwise;
 pub mod layout;
 pub mod matmul;
+mod operand;
+pub mod pool;
 pub mod reduce;
 pub mod sgemm;
 

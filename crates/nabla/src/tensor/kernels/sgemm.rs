@@ -9,7 +9,7 @@
 //! Every output element is computed the same way whoever computes it (k ascending, one
 //! accumulator), so results are bit-identical for any thread count.
 
-use super::matmul::MatRef;
+use super::operand::{with_rows_of, MatRef};
 
 /// Products of at most this many multiply-adds come here (and thin ones, of at most 16 columns).
 const SMALL_MAX: usize = 1 << 18;
@@ -79,7 +79,7 @@ pub unsafe fn sgemm(
         return split(m, n, t, |r, c| tiles(&a, &b, beta, o, r, c));
     }
     // B's rows are not contiguous: work on a row-major copy of it.
-    super::matmul::with_rows_of(&b, 0, n, |rows| {
+    with_rows_of(&b, 0, n, |rows| {
         let b = MatRef {
             data: rows,
             offset: 0,

@@ -1,0 +1,172 @@
+//! Pooling kernels over contiguous NCHW data, one `h × w` plane at a time (planes shared among
+//! threads above [`PAR_THRESHOLD`](super::PAR_THRESHOLD) values; each plane's sums run in one
+//! fixed order, so results do not depend on the thread count).
+
+use super::conv::PoolOptions;
+use crate::error::{Error, Result};
+use crate::tensor::shape::fmt_shape;
+use crate::tensor::Float;
+use rayon::prelude::*;
+
+/// The checked geometry of one pooling: `planes` planes of `h × w` give `oh × ow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PoolGeom {
+    pub planes: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub opts: PoolOptions,
+}
+
+impl PoolGeom {
+    /// Checks a 4-D input shape `[n, c, h, w]` against the window for `op`. As in PyTorch, the
+    /// padding may be at most half the kernel (so that every window holds an input value).
+    pub(crate) fn new(op: &'static str, x: &[usize], o: PoolOptions) -> Result<Self> {
+        if x.len() != 4 {
+            return Err(Error::shape(
+                op,
+                format!("expected a 4-D input [n, c, h, w], got {}", fmt_shape(x)),
+            ));
+        }
+        let (k, s, p) = (o.kernel, o.stride, o.padding);
+        if k.0 == 0 || k.1 == 0 || s.0 == 0 || s.1 == 0 {
+            return Err(Error::arg(
+                op,
+                format!("kernel {k:?} and stride {s:?} must be positive"),
+            ));
+        }
+        if 2 * p.0 > k.0 || 2 * p.1 > k.1 {
+            return Err(Error::arg(
+                op,
+                format!("padding {p:?} must be at most half the kernel {k:?}"),
+            ));
+        }
+        let (h, w) = (x[2] + 2 * p.0, x[3] + 2 * p.1);
+        if k.0 > h || k.1 > w {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "input {}: the kernel {}×{} is larger than the padded input {h}×{w} (padding {p:?})",
+                    fmt_shape(x),
+                    k.0,
+                    k.1
+                ),
+            ));
+        }
+        Ok(PoolGeom {
+            planes: x[0] * x[1],
+            h: x[2],
+            w: x[3],
+            oh: (h - k.0) / s.0 + 1,
+            ow: (w - k.1) / s.1 + 1,
+            opts: o,
+        })
+    }
+
+    /// The input rows (or columns) of window `i` along an axis: `start..end`, clipped.
+    fn span(i: usize, k: usize, s: usize, p: usize, len: usize) -> (usize, usize) {
+        let lo = (i * s) as isize - p as isize;
+        let hi = (lo + k as isize).min(len as isize);
+        (lo.max(0) as usize, hi.max(0) as usize)
+    }
+
+    /// Runs `f(oy, ox, rows, cols)` for every window of a plane.
+    fn windows(&self, mut f: impl FnMut(usize, usize, (usize, usize), (usize, usize))) {
+        let o = self.opts;
+        for oy in 0..self.oh {
+            let rows = Self::span(oy, o.kernel.0, o.stride.0, o.padding.0, self.h);
+            for ox in 0..self.ow {
+                let cols = Self::span(ox, o.kernel.1, o.stride.1, o.padding.1, self.w);
+                f(oy, ox, rows, cols);
+            }
+        }
+    }
+}
+
+/// Runs `f(input plane index, output plane)` over the output's planes, in parallel when large.
+fn planes<T: Float>(per: usize, total: usize, out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
+    if per == 0 {
+        return;
+    }
+    if total < super::PAR_THRESHOLD || super::threads() < 2 {
+        out.chunks_mut(per).enumerate().for_each(|(i, o)| f(i, o));
+    } else {
+        out.par_chunks_mut(per)
+            .enumerate()
+            .for_each(|(i, o)| f(i, o));
+    }
+}
+
+/// Max pooling: the maximum of each window (NaN wins, as in PyTorch) into `y`, and its index
+/// within the input plane (`row · w + col`, the first maximum in row-major window order) into
+/// `arg`.
+pub(crate) fn max_pool<T: Float>(g: &PoolGeom, x: &[T], y: &mut [T], arg: &mut [usize]) {
+    let (hw, l) = (g.h * g.w, g.oh * g.ow);
+    let work = |p: usize, ys: &mut [T], args: &mut [usize]| {
+        let plane = &x[p * hw..(p + 1) * hw];
+        g.windows(|oy, ox, (r0, r1), (c0, c1)| {
+            let (mut best, mut at) = (T::ZERO, usize::MAX);
+            for r in r0..r1 {
+                for c in c0..c1 {
+                    let v = plane[r * g.w + c];
+                    if at == usize::MAX || v > best || (v.is_nan() && !best.is_nan()) {
+                        (best, at) = (v, r * g.w + c);
+                    }
+                }
+            }
+            ys[oy * g.ow + ox] = best;
+            args[oy * g.ow + ox] = at;
+        });
+    };
+    if y.len() < super::PAR_THRESHOLD || super::threads() < 2 {
+        for (p, (ys, args)) in y.chunks_mut(l).zip(arg.chunks_mut(l)).enumerate() {
+            work(p, ys, args);
+        }
+    } else {
+        y.par_chunks_mut(l)
+            .zip(arg.par_chunks_mut(l))
+            .enumerate()
+            .for_each(|(p, (ys, args))| work(p, ys, args));
+    }
+}
+
+/// Average pooling with padding counted as zeros (PyTorch's `count_include_pad = true`): the
+/// window's sum over `kh · kw`.
+pub(crate) fn avg_pool<T: Float>(g: &PoolGeom, x: &[T], y: &mut [T]) {
+    let hw = g.h * g.w;
+    let k = g.opts.kernel;
+    let scale = T::ONE / T::from_f64((k.0 * k.1) as f64);
+    planes(g.oh * g.ow, y.len(), y, |p, ys| {
+        let plane = &x[p * hw..(p + 1) * hw];
+        g.windows(|oy, ox, (r0, r1), (c0, c1)| {
+            let mut s = T::ZERO;
+            for r in r0..r1 {
+                for v in &plane[r * g.w + c0..r * g.w + c1] {
+                    s += *v;
+                }
+            }
+            ys[oy * g.ow + ox] = s * scale;
+        });
+    });
+}
+
+/// The adjoint of [`avg_pool`]: each `gy` value over `kh · kw`, added to every input of its
+/// window; `dx` is written in full.
+pub(crate) fn avg_pool_adjoint<T: Float>(g: &PoolGeom, gy: &[T], dx: &mut [T]) {
+    let (hw, l) = (g.h * g.w, g.oh * g.ow);
+    let k = g.opts.kernel;
+    let scale = T::ONE / T::from_f64((k.0 * k.1) as f64);
+    planes(hw, dx.len(), dx, |p, xs| {
+        xs.fill(T::ZERO);
+        let gs = &gy[p * l..(p + 1) * l];
+        g.windows(|oy, ox, (r0, r1), (c0, c1)| {
+            let v = gs[oy * g.ow + ox] * scale;
+            for r in r0..r1 {
+                for d in &mut xs[r * g.w + c0..r * g.w + c1] {
+                    *d += v;
+                }
+            }
+        });
+    });
+}
