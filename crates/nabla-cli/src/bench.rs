@@ -9,7 +9,10 @@ use nabla::data::batch_indices;
 use nabla::data::mnist::{load_mnist_dir, Split, FASHION_MNIST_DIR};
 use nabla::data::synthetic::spiral;
 use nabla::nn::loss::{self, Reduction, Target};
-use nabla::nn::{Mlp, MlpConfig, Module};
+use nabla::nn::{
+    Activation, Conv2d, Flatten, Init, Linear, MaxPool2d, Mlp, MlpConfig, Module, Sequential,
+};
+use nabla::ops::Conv2dOptions;
 use nabla::optim::{Adam, AdamConfig, Optimizer};
 use nabla::{no_grad, Rng, Tensor};
 use serde_json::json;
@@ -127,6 +130,68 @@ fn wide(dir: &PathBuf, steps: u64, cold: bool) -> Result<serde_json::Value> {
     )
 }
 
+/// The benchmark CNN: conv(1→32, 3×3, pad 1)–ReLU–maxpool 2–conv(32→64, 3×3, pad 1)–ReLU–
+/// maxpool 2–Linear(3136→128)–ReLU–Linear(128→10), Kaiming-uniform weights.
+pub fn cnn_model(seed: u64) -> nabla::Result<Sequential<f32>> {
+    let mut rng = Rng::new(seed);
+    let pad1 = Conv2dOptions {
+        padding: (1, 1),
+        ..Default::default()
+    };
+    let init = Init::KaimingUniform;
+    Ok(Sequential::new()
+        .with(Conv2d::new(1, 32, (3, 3), pad1, true, init, &mut rng)?)
+        .with(Activation::Relu)
+        .with(MaxPool2d::new((2, 2)))
+        .with(Conv2d::new(32, 64, (3, 3), pad1, true, init, &mut rng)?)
+        .with(Activation::Relu)
+        .with(MaxPool2d::new((2, 2)))
+        .with(Flatten::new())
+        .with(Linear::new(3136, 128, true, init, &mut rng)?)
+        .with(Activation::Relu)
+        .with(Linear::new(128, 10, true, init, &mut rng)?))
+}
+
+/// cnn: [`cnn_model`] on Fashion-MNIST images `[128, 1, 28, 28]` (pixels/255), Adam 1e-3, one
+/// shuffled epoch (or `max_steps`), then test accuracy (not timed).
+fn cnn(dir: &PathBuf, max_steps: Option<u64>, cold: bool) -> Result<serde_json::Value> {
+    let train = load_mnist_dir(dir, Split::Train)?;
+    let test = load_mnist_dir(dir, Split::Test)?;
+    let m = cnn_model(0)?;
+    let mut opt = Adam::new(m.named_parameters(), AdamConfig::adam(1e-3))?;
+    let mut rng = Rng::new(1);
+    let batches = batch_indices(train.len(), 128, Some(&mut rng), false)?;
+    let limit = max_steps.unwrap_or(u64::MAX) as usize;
+    let images = |x: Tensor<f32>| {
+        let n = x.shape()[0];
+        x.reshape(&[n, 1, 28, 28])
+    };
+    let start = Instant::now();
+    let mut steps = 0;
+    for idx in batches.iter().take(limit) {
+        let x = images(train.x.index_select(0, idx)?)?;
+        let y: Vec<usize> = idx.iter().map(|&i| train.labels[i]).collect();
+        nabla::threads::warm_if(!cold, || {
+            let l =
+                loss::cross_entropy(&m.forward(&x)?, Target::Classes(&y), 0.0, Reduction::Mean)?;
+            opt.step(&l.backward()?)
+        })?;
+        steps += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mut correct = Vec::new();
+    for chunk in (0..test.len()).collect::<Vec<_>>().chunks(1000) {
+        let x = images(test.x.index_select(0, chunk)?)?;
+        correct.extend(loss::predict_class(&no_grad(|| m.forward(&x))?)?);
+    }
+    let acc = loss::accuracy(&correct, &test.labels);
+    Ok(
+        json!({"name": "cnn", "system": "nabla", "threads": threads(), "warm": !cold, "steps": steps,
+              "epoch_seconds": secs, "seconds_per_step": secs / steps.max(1) as f64,
+              "test_accuracy": acc}),
+    )
+}
+
 /// Runs `nabla bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     set_threads(args.threads)?;
@@ -153,6 +218,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if all || args.workload == Workload::Fashion {
         println!("{}", fashion(&dir, args.steps, args.cold)?);
+    }
+    if args.workload == Workload::Cnn {
+        println!("{}", cnn(&dir, args.steps, args.cold)?);
     }
     if all || args.workload == Workload::Wide {
         let mut w = wide(&dir, args.steps.unwrap_or(40), args.cold)?;

@@ -439,19 +439,23 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
                 }
             })?])
         }),
-        // y = conv(x, w)  ⇒  dx = conv_input(g, w), dw = conv_weight(x, g)
-        Op::Conv2d(x, w, o) => r.rule(crossed, |_, g| {
+        // y = conv(x, w) + b  ⇒  dx = conv_input(g, w), dw = conv_weight(x, g), db = Σ_n,h,w g
+        Op::Conv2d(x, w, b, o) => r.rule(crossed, |_, g| {
             let (s, k) = (x.shape(), w.shape());
-            Ok(vec![
+            let mut grads = vec![
                 when(0, &|| g.conv2d_input(w, *o, (s[2], s[3])))?,
                 when(1, &|| x.conv2d_weight(g, *o, (k[2], k[3])))?,
-            ])
+            ];
+            if b.is_some() {
+                grads.push(when(2, &|| g.sum(&[0, 2, 3], false))?);
+            }
+            Ok(grads)
         }),
         // y = conv_input(e, w), linear in each  ⇒  de = conv(g, w), dw = conv_weight(g, e)
         Op::Conv2dInput(e, w, o, _) => r.rule(crossed, |_, g| {
             let k = w.shape();
             Ok(vec![
-                when(0, &|| g.conv2d_raw(w, *o))?,
+                when(0, &|| g.conv2d_raw(w, None, *o))?,
                 when(1, &|| g.conv2d_weight(e, *o, (k[2], k[3])))?,
             ])
         }),
@@ -460,7 +464,7 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
             let s = x.shape();
             Ok(vec![
                 when(0, &|| e.conv2d_input(g, *o, (s[2], s[3])))?,
-                when(1, &|| x.conv2d_raw(g, *o))?,
+                when(1, &|| x.conv2d_raw(g, None, *o))?,
             ])
         }),
         // y = avg_pool(x), linear  ⇒  dx = avg_pool_adjoint(g)

@@ -139,9 +139,10 @@ ops! {
     /// derivative of `gather` and `max`): (g, axis, idx, len).
     ScatterAdd(g: Tensor<T>, axis: usize, idx: Arc<Vec<usize>>, len: usize) "scatter_add"
         => vec![g];
-    /// 2-D cross-correlation of `x` `[n, c, h, w]` with `w` `[o, c/groups, kh, kw]`
-    /// (bias added by `conv2d` as a separate op): (x, w, options).
-    Conv2d(x: Tensor<T>, w: Tensor<T>, opts: Conv2dOptions) "conv2d" => vec![x, w];
+    /// 2-D cross-correlation of `x` `[n, c, h, w]` with `w` `[o, c/groups, kh, kw]`, plus the
+    /// bias `[o]` if any (added in the same pass): (x, w, b, options).
+    Conv2d(x: Tensor<T>, w: Tensor<T>, b: Option<Tensor<T>>, opts: Conv2dOptions) "conv2d"
+        => [Some(x), Some(w), b.as_ref()].into_iter().flatten().collect();
     /// The adjoint of `conv2d` in its input (a transposed convolution): `g` `[n, o, oh, ow]`
     /// and `w` give `[n, c, h, w]`: (g, w, options, (h, w)).
     Conv2dInput(g: Tensor<T>, w: Tensor<T>, opts: Conv2dOptions, hw: (usize, usize))

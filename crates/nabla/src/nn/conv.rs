@@ -45,7 +45,11 @@ impl<T: Float> Conv2d<T> {
         rng: &mut Rng,
     ) -> Result<Self> {
         let g = opts.groups;
-        if g == 0 || in_channels % g != 0 || out_channels % g != 0 || kernel.0 == 0 || kernel.1 == 0
+        if g == 0
+            || !in_channels.is_multiple_of(g)
+            || !out_channels.is_multiple_of(g)
+            || kernel.0 == 0
+            || kernel.1 == 0
         {
             return Err(Error::arg(
                 "Conv2d",

@@ -69,11 +69,7 @@ impl<T: Float> Tensor<T> {
                 ));
             }
         }
-        let y = self.conv2d_raw(weight, opts)?;
-        match bias {
-            Some(b) => y.add(&b.reshape(&[1, g.o, 1, 1])?),
-            None => Ok(y),
-        }
+        self.conv2d_raw(weight, bias, opts)
     }
 
     /// 1-D convolution of `self` `[n, c, l]` with `weight` `[o, c/groups, k]` (plus `bias`
@@ -113,14 +109,25 @@ impl<T: Float> Tensor<T> {
         y.reshape(&[s[0], s[1], s[3]])
     }
 
-    /// The convolution without bias, recorded as one op.
-    pub(crate) fn conv2d_raw(&self, weight: &Tensor<T>, opts: Conv2dOptions) -> Result<Tensor<T>> {
+    /// The convolution (with the bias, already checked, added in the same pass), recorded as
+    /// one op.
+    pub(crate) fn conv2d_raw(
+        &self,
+        weight: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        opts: Conv2dOptions,
+    ) -> Result<Tensor<T>> {
         let g = ConvGeom::new("conv2d", self.shape(), weight.shape(), opts)?;
         let shape = g.out_shape();
         let mut y = filled("conv2d", &shape, T::ZERO)?;
-        conv::forward(&g, &self.data()?, &weight.data()?, &mut y);
-        Ok(record(y, shape.to_vec(), &[self, weight], || {
-            Op::Conv2d(self.clone(), weight.clone(), opts)
+        let b = bias.map(|b| b.data()).transpose()?;
+        conv::forward(&g, &self.data()?, &weight.data()?, b.as_deref(), &mut y);
+        let inputs: Vec<&Tensor<T>> = [Some(self), Some(weight), bias]
+            .into_iter()
+            .flatten()
+            .collect();
+        Ok(record(y, shape.to_vec(), &inputs, || {
+            Op::Conv2d(self.clone(), weight.clone(), bias.cloned(), opts)
         }))
     }
 

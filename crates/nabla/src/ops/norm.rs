@@ -22,9 +22,11 @@ impl<T: Float> Tensor<T> {
     /// use nabla::Tensor;
     /// let x = Tensor::<f64>::from_vec(vec![1.0, 3.0, 2.0, 6.0], &[2, 2]).unwrap();
     /// let (rm, rv) = (Tensor::zeros(&[2]).unwrap(), Tensor::ones(&[2]).unwrap());
-    /// let y = x.batch_norm(Some(&rm), Some(&rv), None, None, true, 0.1, 0.0).unwrap();
+    /// let y = x.batch_norm(Some(&rm), Some(&rv), None, None, true, 0.5, 0.0).unwrap();
     /// assert_eq!(y.to_vec().unwrap(), [-1.0, -1.0, 1.0, 1.0]);
-    /// assert_eq!(rm.to_vec().unwrap(), [0.15, 0.45]); // 0.1 × the batch means 1.5 and 4.5
+    /// // half of the batch means 1.5 and 4.5; half of 1 plus half the unbiased variances 0.5, 4.5
+    /// assert_eq!(rm.to_vec().unwrap(), [0.75, 2.25]);
+    /// assert_eq!(rv.to_vec().unwrap(), [0.75, 2.75]);
     /// ```
     #[allow(clippy::too_many_arguments)]
     pub fn batch_norm(
@@ -67,7 +69,7 @@ impl<T: Float> Tensor<T> {
                 }
             }
         }
-        if !(eps >= 0.0 && eps.is_finite()) || !momentum.is_finite() {
+        if !(eps >= 0.0 && eps.is_finite() && momentum.is_finite()) {
             return Err(Error::arg(
                 "batch_norm",
                 format!("eps {eps} must be finite and ≥ 0, momentum {momentum} finite"),

@@ -86,7 +86,7 @@ impl<T: Float> Tensor<T> {
         if (oh, ow) == (1, 1) {
             return self.mean(&[2, 3], true);
         }
-        if oh == 0 || ow == 0 || s[2] % oh != 0 || s[3] % ow != 0 {
+        if oh == 0 || ow == 0 || !s[2].is_multiple_of(oh) || !s[3].is_multiple_of(ow) {
             return Err(Error::arg(
                 "adaptive_avg_pool2d",
                 format!(

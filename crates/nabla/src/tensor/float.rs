@@ -73,6 +73,10 @@ pub trait Float:
     /// The slice as `f32`s when `Self` is `f32` (for kernels written for one type).
     #[doc(hidden)]
     fn as_f32(s: &[Self]) -> Option<&[f32]>;
+    /// This thread's scratch buffer of this type (kernels take it out for a call and put it
+    /// back, so that its memory is reused across calls instead of faulted in again).
+    #[doc(hidden)]
+    fn scratch() -> &'static std::thread::LocalKey<std::cell::Cell<Vec<Self>>>;
     /// The slice as `f32`s when `Self` is `f32`.
     #[doc(hidden)]
     fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
@@ -177,6 +181,12 @@ macro_rules! impl_float {
             }
             fn as_f32(s: &[Self]) -> Option<&[f32]> {
                 $as_f32(s)
+            }
+            fn scratch() -> &'static std::thread::LocalKey<std::cell::Cell<Vec<Self>>> {
+                thread_local! {
+                    static SCRATCH: std::cell::Cell<Vec<$t>> = const { std::cell::Cell::new(Vec::new()) };
+                }
+                &SCRATCH
             }
             fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
                 $as_f32(s)

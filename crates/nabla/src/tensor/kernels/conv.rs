@@ -1,16 +1,19 @@
 //! Convolution kernels over contiguous NCHW data, lowered to the matrix products of
-//! [`matmul`](super::matmul): a sample's receptive fields are copied into a column matrix
-//! (`im2col`, `[c/groups · kh · kw, tile]`) in tiles of output positions small enough to stay in
-//! the cache ([`COL_MAX`] values), and
+//! [`matmul`](super::matmul). Receptive fields are copied into a column matrix (`im2col`,
+//! `[c/groups · kh · kw, positions]`) whose positions are the whole output planes of a chunk of
+//! samples side by side — or, for large planes, tiles of one plane — at most [`COLS_MAX`] wide
+//! and [`COL_MAX`] values large, so that every product is wide enough to run near the GEMM's
+//! speed and the scratch stays bounded (reused per thread):
 //!
-//! - the forward pass is `y_s = W · col` per sample, group and tile,
-//! - the input gradient is `col = Wᵀ · g_s`, scattered back into the input (`col2im`),
-//! - the weight gradient is `Σ_s g_s · colᵀ`, summed over fixed chunks of [`CHUNK`] samples
-//!   and then over the chunks in order.
+//! - the forward pass is `Y = W · col` per chunk and group,
+//! - the input gradient is `col = Wᵀ · G`, scattered back into the input (`col2im`),
+//! - the weight gradient is `Σ G · colᵀ` over the chunks, each chunk's part computed on its own
+//!   and the parts added in chunk order.
 //!
-//! Samples are shared among the threads; each product runs on one thread. No sum's order
-//! depends on how the work was split, so results are bit-identical for any thread count. A
-//! 1×1 convolution with stride 1 and no padding reads its input as the column matrix directly.
+//! Chunks are shared among the threads; each product runs on one thread. The chunks depend on
+//! the shapes only, so no sum's order depends on the thread count: results are bit-identical
+//! for any number of threads. A 1×1 convolution with stride 1 and no padding reads its input
+//! as the column matrix directly where a chunk is one sample.
 
 use super::matmul::{gemm_block, MatRef};
 use crate::error::{Error, Result};
@@ -54,13 +57,12 @@ pub struct PoolOptions {
     pub padding: (usize, usize),
 }
 
-/// The largest column tile, in values (512 KB of f32): a tile and its share of the weight stay
-/// in a core's L2 cache.
-pub const COL_MAX: usize = 1 << 17;
+/// The most values in one column matrix (4 MB of f32).
+pub const COL_MAX: usize = 1 << 20;
 
-/// Samples per partial sum of the weight gradient: fixed, so that the order of the sum does
-/// not depend on the thread count.
-pub const CHUNK: usize = 4;
+/// The most positions (columns) in one column matrix: wide enough for the GEMM to run at
+/// speed, narrow enough that a batch gives every thread several chunks.
+pub const COLS_MAX: usize = 4096;
 
 /// The checked geometry of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,10 +174,15 @@ impl ConvGeom {
     pub(crate) fn l(&self) -> usize {
         self.oh * self.ow
     }
-    /// Output positions per column tile.
+    /// Positions per tile of one plane: the whole plane where it fits in a column matrix.
     fn tile(&self) -> usize {
-        let l = self.l();
-        (COL_MAX / self.ckk().max(1)).clamp(64.min(l), l.max(1))
+        let width = (COL_MAX / self.ckk().max(1)).min(COLS_MAX);
+        width.clamp(64.min(self.l()), self.l().max(1))
+    }
+    /// Samples per chunk: as many whole planes as fit in a column matrix (at least one).
+    fn per_chunk(&self) -> usize {
+        let width = (COL_MAX / self.ckk().max(1)).min(COLS_MAX);
+        (width / self.l().max(1)).max(1)
     }
     /// Whether the input is its own column matrix (1×1, stride 1, no padding).
     fn direct(&self) -> bool {
@@ -186,76 +193,68 @@ impl ConvGeom {
     pub(crate) fn out_shape(&self) -> [usize; 4] {
         [self.n, self.o, self.oh, self.ow]
     }
-    /// Scratch values one thread allocates (the column tile).
+    /// Scratch values each thread keeps: a column matrix and an output-sized matrix.
     pub(crate) fn scratch(&self) -> usize {
-        if self.direct() {
-            0
-        } else {
-            self.ckk() * self.tile()
-        }
+        let cols = self.per_chunk() * self.tile();
+        (self.ckk() + self.og()) * cols
     }
 
-    /// For kernel tap `(ki, kj)` and output row `oy`: the input row (if inside), and for output
-    /// columns the input column `ox·sw + base` with `base = kj·dw − pw`.
-    fn tap(&self, ki: usize, kj: usize, oy: usize) -> (Option<usize>, isize) {
-        let o = self.opts;
-        let iy = (oy * o.stride.0 + ki * o.dilation.0) as isize - o.padding.0 as isize;
-        let row = (iy >= 0 && (iy as usize) < self.h).then_some(iy as usize);
-        (row, (kj * o.dilation.1) as isize - o.padding.1 as isize)
-    }
-
-    /// The output columns `ox` (within `lo..hi`) whose input column lies inside the input.
-    fn inside(&self, base: isize, lo: usize, hi: usize) -> (usize, usize) {
-        let sw = self.opts.stride.1 as isize;
-        let first = if base >= 0 {
-            0
-        } else {
-            ((-base) + sw - 1) / sw
-        };
-        let end = if (self.w as isize) <= base {
-            0
-        } else {
-            (self.w as isize - base + sw - 1) / sw
-        };
-        let a = (first as usize).clamp(lo, hi);
-        let b = (end.max(0) as usize).clamp(a, hi);
-        (a, b)
+    /// For each kernel column `kj`: `base = kj·dw − pw` (output column `ox` reads input column
+    /// `ox·sw + base`) and the output columns `first..end` whose input column is inside.
+    fn columns(&self) -> Vec<(isize, usize, usize)> {
+        let (sw, w) = (self.opts.stride.1 as isize, self.w as isize);
+        (0..self.kw)
+            .map(|kj| {
+                let base = (kj * self.opts.dilation.1) as isize - self.opts.padding.1 as isize;
+                let first = if base >= 0 { 0 } else { (-base + sw - 1) / sw };
+                let end = if w <= base {
+                    0
+                } else {
+                    (w - base + sw - 1) / sw
+                };
+                let end = (end as usize).min(self.ow);
+                (base, (first as usize).min(end), end)
+            })
+            .collect()
     }
 
     /// Visits the column tile of output positions `l0..l0 + lt` for channel `ci` (within the
     /// group) in runs along one output row: `f(at, len, src)` for the `len` values at `at` in the
-    /// tile, read from the input plane at `start`, `start + step`, … where `src` is
+    /// column matrix (row `r` of the tile starts at `r·ld + off`), read from the input plane at `start`, `start + step`, … where `src` is
     /// `Some((start, step))`, or zeros (padding) where it is `None`.
     fn runs(
         &self,
+        cols: &[(isize, usize, usize)],
+        (l0, lt): (usize, usize),
+        (ld, off): (usize, usize),
         ci: usize,
-        l0: usize,
-        lt: usize,
         mut f: impl FnMut(usize, usize, Option<(usize, usize)>),
     ) {
-        let sw = self.opts.stride.1;
+        let o = self.opts;
+        let sw = o.stride.1;
         for ki in 0..self.kh {
-            for kj in 0..self.kw {
+            for (kj, &(base, first, end)) in cols.iter().enumerate() {
                 let r = (ci * self.kh + ki) * self.kw + kj;
                 let (mut l, mut pos) = (l0, 0);
                 while pos < lt {
                     let (oy, ox0) = (l / self.ow, l % self.ow);
                     let run = (self.ow - ox0).min(lt - pos);
-                    let at = r * lt + pos;
-                    match self.tap(ki, kj, oy) {
-                        (None, _) => f(at, run, None),
-                        (Some(iy), base) => {
-                            let (a, b) = self.inside(base, ox0, ox0 + run);
-                            if a > ox0 {
-                                f(at, a - ox0, None);
-                            }
-                            if b > a {
-                                let ix = (a as isize * sw as isize + base) as usize;
-                                f(at + (a - ox0), b - a, Some((iy * self.w + ix, sw)));
-                            }
-                            if ox0 + run > b {
-                                f(at + (b - ox0), ox0 + run - b, None);
-                            }
+                    let at = r * ld + off + pos;
+                    let iy = (oy * o.stride.0 + ki * o.dilation.0) as isize - o.padding.0 as isize;
+                    if iy < 0 || iy as usize >= self.h {
+                        f(at, run, None);
+                    } else {
+                        let (a, b) = (first.clamp(ox0, ox0 + run), end.clamp(ox0, ox0 + run));
+                        let b = b.max(a);
+                        if a > ox0 {
+                            f(at, a - ox0, None);
+                        }
+                        if b > a {
+                            let ix = (a as isize * sw as isize + base) as usize;
+                            f(at + (a - ox0), b - a, Some((iy as usize * self.w + ix, sw)));
+                        }
+                        if ox0 + run > b {
+                            f(at + (b - ox0), ox0 + run - b, None);
                         }
                     }
                     pos += run;
@@ -267,12 +266,19 @@ impl ConvGeom {
 }
 
 /// Copies the column tile of output positions `l0..l0 + lt` of one sample's group (`x`: its
-/// `c/groups` planes) into `col` (`[ckk, lt]`, row-major).
-fn im2col<T: Float>(g: &ConvGeom, x: &[T], l0: usize, lt: usize, col: &mut [T]) {
+/// `c/groups` planes) into `col` (row `r` at `r·ld + off`).
+fn im2col<T: Float>(
+    g: &ConvGeom,
+    x: &[T],
+    tile: (usize, usize),
+    at: (usize, usize),
+    col: &mut [T],
+) {
     let hw = g.h * g.w;
+    let cols = g.columns();
     for ci in 0..g.cg() {
         let plane = &x[ci * hw..(ci + 1) * hw];
-        g.runs(ci, l0, lt, |at, len, src| {
+        g.runs(&cols, tile, at, ci, |at, len, src| {
             let dst = &mut col[at..at + len];
             match src {
                 None => dst.fill(T::ZERO),
@@ -287,14 +293,27 @@ fn im2col<T: Float>(g: &ConvGeom, x: &[T], l0: usize, lt: usize, col: &mut [T]) 
     }
 }
 
-/// Adds the column tile `col` back into the planes `x` it was copied from (the adjoint of
-/// [`im2col`]).
-fn col2im<T: Float>(g: &ConvGeom, col: &[T], l0: usize, lt: usize, x: &mut [T]) {
+/// Adds the column tile in `col` (row `r` at `r·ld + off`) back into the planes `x` it was
+/// copied from (the adjoint of [`im2col`]).
+fn col2im<T: Float>(
+    g: &ConvGeom,
+    col: &[T],
+    tile: (usize, usize),
+    at: (usize, usize),
+    x: &mut [T],
+) {
     let hw = g.h * g.w;
+    let cols = g.columns();
     for ci in 0..g.cg() {
         let plane = &mut x[ci * hw..(ci + 1) * hw];
-        g.runs(ci, l0, lt, |at, len, src| {
-            if let Some((start, step)) = src {
+        g.runs(&cols, tile, at, ci, |at, len, src| match src {
+            None => {}
+            Some((start, 1)) => {
+                for (d, v) in plane[start..start + len].iter_mut().zip(&col[at..at + len]) {
+                    *d += *v;
+                }
+            }
+            Some((start, step)) => {
                 for (i, v) in col[at..at + len].iter().enumerate() {
                     plane[start + i * step] += *v;
                 }
@@ -315,125 +334,195 @@ fn mat<T>(data: &[T], offset: usize, rows: usize, cols: usize, rs: usize) -> Mat
     }
 }
 
-/// Runs `f(sample, scratch)` for every sample, the samples cut into one contiguous run per
-/// thread, each run with one scratch buffer of `scratch` values. `out` holds `per` values per
-/// sample, handed to `f` as that sample's slice.
-fn per_sample<T: Float>(
-    n: usize,
-    per: usize,
-    scratch: usize,
-    out: &mut [T],
-    f: impl Fn(usize, &mut [T], &mut [T]) + Sync,
-) {
-    let parts = super::threads().min(n).max(1);
-    let chunk = n.div_ceil(parts).max(1);
-    out.par_chunks_mut((chunk * per).max(1))
+/// Runs `f` with this thread's scratch buffer of at least `len` values (taken out of its slot
+/// for the call, so that a nested job on this thread allocates its own).
+fn with_scratch<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    let mut buf = T::scratch().with(|c| c.take());
+    if buf.len() < len {
+        buf.resize(len, T::ZERO);
+    }
+    let r = f(&mut buf[..len]);
+    T::scratch().with(|c| c.set(buf));
+    r
+}
+
+/// The units of work of a chunk of `ns` samples from `s0`: per group, per tile of the planes
+/// (one tile, the whole plane, when `ns > 1`): `(group, l0, width)`.
+fn units(g: &ConvGeom) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    let (l, lt) = (g.l(), g.tile());
+    (0..g.opts.groups)
+        .flat_map(move |gi| (0..l).step_by(lt).map(move |l0| (gi, l0, lt.min(l - l0))))
+}
+
+/// `y = conv(x, w) + b`: `x` `[n, c, h, w]`, `w` `[o, c/groups, kh, kw]`, `b` `[o]` (if any),
+/// `y` `[n, o, oh, ow]` (every element written).
+pub(crate) fn forward<T: Float>(g: &ConvGeom, x: &[T], wt: &[T], bias: Option<&[T]>, y: &mut [T]) {
+    let (l, og, ckk, cg, hw) = (g.l(), g.og(), g.ckk(), g.cg(), g.h * g.w);
+    let ns = g.per_chunk();
+    let sample = g.o * l;
+    y.par_chunks_mut((ns * sample).max(1))
         .enumerate()
-        .for_each(|(p, outs)| {
-            let mut col = vec![T::ZERO; scratch];
-            for (i, o) in outs.chunks_mut(per.max(1)).enumerate() {
-                f(p * chunk + i, o, &mut col);
-            }
+        .for_each(|(ch, ys)| {
+            let (s0, nsj) = (ch * ns, ys.len() / sample.max(1));
+            with_scratch(g.scratch(), |scratch: &mut [T]| {
+                let (col, tmp) = scratch.split_at_mut(ckk * ns * g.tile());
+                for (gi, l0, w) in units(g) {
+                    let a = mat(wt, gi * og * ckk, og, ckk, ckk);
+                    let bias_of = |r: usize| bias.map_or(T::ZERO, |b| b[gi * og + r]);
+                    if nsj == 1 {
+                        // One sample: the product goes straight into y, onto the bias.
+                        let out = &mut ys[gi * og * l + l0..];
+                        for r in 0..og {
+                            out[r * l..r * l + w].fill(bias_of(r));
+                        }
+                        let xg = &x[(s0 * g.c + gi * cg) * hw..][..cg * hw];
+                        let b = if g.direct() {
+                            mat(xg, l0, cg, w, hw)
+                        } else {
+                            im2col(g, xg, (l0, w), (w, 0), col);
+                            mat(col, 0, ckk, w, w)
+                        };
+                        gemm_block(a, b, T::ONE, out, l);
+                        continue;
+                    }
+                    let cols = nsj * w;
+                    for j in 0..nsj {
+                        let xg = &x[((s0 + j) * g.c + gi * cg) * hw..][..cg * hw];
+                        im2col(g, xg, (l0, w), (cols, j * w), col);
+                    }
+                    gemm_block(a, mat(col, 0, ckk, cols, cols), T::ZERO, tmp, cols);
+                    for j in 0..nsj {
+                        for r in 0..og {
+                            let (src, b) = (&tmp[r * cols + j * w..][..w], bias_of(r));
+                            let dst = &mut ys[j * sample + (gi * og + r) * l + l0..][..w];
+                            for (d, v) in dst.iter_mut().zip(src) {
+                                *d = *v + b;
+                            }
+                        }
+                    }
+                }
+            })
         });
 }
 
-/// `y = conv(x, w)` without bias: `x` `[n, c, h, w]`, `w` `[o, c/groups, kh, kw]`, `y`
-/// `[n, o, oh, ow]` (every element written).
-pub(crate) fn forward<T: Float>(g: &ConvGeom, x: &[T], wt: &[T], y: &mut [T]) {
-    let (l, og, ckk, cg, hw) = (g.l(), g.og(), g.ckk(), g.cg(), g.h * g.w);
-    let lt = g.tile();
-    per_sample(g.n, g.o * l, g.scratch(), y, |s, ys, col| {
-        for gi in 0..g.opts.groups {
-            let xg = &x[(s * g.c + gi * cg) * hw..][..cg * hw];
-            let a = mat(wt, gi * og * ckk, og, ckk, ckk);
-            for l0 in (0..l).step_by(lt) {
-                let w = lt.min(l - l0);
-                let out = &mut ys[gi * og * l + l0..];
-                if g.direct() {
-                    gemm_block(a, mat(xg, l0, cg, w, hw), T::ZERO, out, l);
-                } else {
-                    im2col(g, xg, l0, w, &mut col[..ckk * w]);
-                    gemm_block(a, mat(col, 0, ckk, w, w), T::ZERO, out, l);
-                }
-            }
+/// Copies the output gradient of a chunk's samples (`nsj` from `s0`, group `gi`, positions
+/// `l0..l0 + w`) side by side into `gt` (`[o/groups, nsj·w]`).
+fn gather_grad<T: Float>(
+    g: &ConvGeom,
+    gy: &[T],
+    (s0, nsj): (usize, usize),
+    (gi, l0, w): (usize, usize, usize),
+    gt: &mut [T],
+) {
+    let (l, og, cols) = (g.l(), g.og(), nsj * w);
+    for j in 0..nsj {
+        for r in 0..og {
+            let src = &gy[((s0 + j) * g.o + gi * og + r) * l + l0..][..w];
+            gt[r * cols + j * w..][..w].copy_from_slice(src);
         }
-    });
+    }
 }
 
 /// `dx = conv_input(gy, w)`: the gradient of `conv` in its input (a transposed convolution),
 /// `gy` `[n, o, oh, ow]`, `dx` `[n, c, h, w]` (every element written).
 pub(crate) fn input_grad<T: Float>(g: &ConvGeom, gy: &[T], wt: &[T], dx: &mut [T]) {
     let (l, og, ckk, cg, hw) = (g.l(), g.og(), g.ckk(), g.cg(), g.h * g.w);
-    let lt = g.tile();
-    per_sample(g.n, g.c * hw, g.scratch(), dx, |s, xs, col| {
-        if !g.direct() {
-            xs.fill(T::ZERO);
-        }
-        for gi in 0..g.opts.groups {
-            let at = mat(wt, gi * og * ckk, og, ckk, ckk).t();
-            let gys = (s * g.o + gi * og) * l;
-            let xg = &mut xs[gi * cg * hw..][..cg * hw];
-            for l0 in (0..l).step_by(lt) {
-                let w = lt.min(l - l0);
-                let b = mat(gy, gys + l0, og, w, l);
-                if g.direct() {
-                    gemm_block(at, b, T::ZERO, &mut xg[l0..], hw);
-                } else {
-                    gemm_block(at, b, T::ZERO, &mut col[..ckk * w], w);
-                    col2im(g, &col[..ckk * w], l0, w, xg);
-                }
+    let ns = g.per_chunk();
+    let sample = g.c * hw;
+    dx.par_chunks_mut((ns * sample).max(1))
+        .enumerate()
+        .for_each(|(ch, xs)| {
+            let (s0, nsj) = (ch * ns, xs.len() / sample.max(1));
+            let direct = g.direct() && nsj == 1;
+            if !direct {
+                xs.fill(T::ZERO);
             }
+            with_scratch(g.scratch(), |scratch: &mut [T]| {
+                let (col, gt) = scratch.split_at_mut(ckk * ns * g.tile());
+                for (gi, l0, w) in units(g) {
+                    let at = mat(wt, gi * og * ckk, og, ckk, ckk).t();
+                    let cols = nsj * w;
+                    let b = if nsj == 1 {
+                        mat(gy, (s0 * g.o + gi * og) * l + l0, og, w, l)
+                    } else {
+                        gather_grad(g, gy, (s0, nsj), (gi, l0, w), gt);
+                        mat(gt, 0, og, cols, cols)
+                    };
+                    if direct {
+                        gemm_block(at, b, T::ZERO, &mut xs[gi * cg * hw + l0..], hw);
+                        continue;
+                    }
+                    gemm_block(at, b, T::ZERO, col, cols);
+                    for j in 0..nsj {
+                        let xg = &mut xs[j * sample + gi * cg * hw..][..cg * hw];
+                        col2im(g, col, (l0, w), (cols, j * w), xg);
+                    }
+                }
+            })
+        });
+}
+
+/// The weight gradient's part from one chunk of samples, added onto `acc` (`[o, ckk]`).
+fn weight_part<T: Float>(
+    g: &ConvGeom,
+    x: &[T],
+    gy: &[T],
+    (s0, nsj): (usize, usize),
+    acc: &mut [T],
+) {
+    let (l, og, ckk, cg, hw) = (g.l(), g.og(), g.ckk(), g.cg(), g.h * g.w);
+    with_scratch(g.scratch(), |scratch: &mut [T]| {
+        let (col, gt) = scratch.split_at_mut(ckk * g.per_chunk() * g.tile());
+        for (gi, l0, w) in units(g) {
+            let cols = nsj * w;
+            let out = &mut acc[gi * og * ckk..];
+            let a = if nsj == 1 {
+                mat(gy, (s0 * g.o + gi * og) * l + l0, og, w, l)
+            } else {
+                gather_grad(g, gy, (s0, nsj), (gi, l0, w), gt);
+                mat(gt, 0, og, cols, cols)
+            };
+            let xg = |j: usize| &x[((s0 + j) * g.c + gi * cg) * hw..][..cg * hw];
+            let b = if g.direct() && nsj == 1 {
+                mat(xg(0), l0, cg, w, hw).t()
+            } else {
+                for j in 0..nsj {
+                    im2col(g, xg(j), (l0, w), (cols, j * w), col);
+                }
+                mat(col, 0, ckk, cols, cols).t()
+            };
+            gemm_block(a, b, T::ONE, out, ckk);
         }
     });
 }
 
 /// `dw = conv_weight(x, gy)`: the gradient of `conv` in its weight, `[o, c/groups, kh, kw]`
-/// (every element written).
+/// (every element written). The chunks' parts are computed a wave of one per thread at a time
+/// and added in chunk order (memory: one weight-sized part per thread).
 pub(crate) fn weight_grad<T: Float>(g: &ConvGeom, x: &[T], gy: &[T], dw: &mut [T]) {
-    let (l, og, ckk, cg, hw) = (g.l(), g.og(), g.ckk(), g.cg(), g.h * g.w);
-    let lt = g.tile();
-    let size = g.o * ckk;
-    let chunks = g.n.div_ceil(CHUNK);
-    let partial = |ch: usize, acc: &mut [T], col: &mut [T]| {
-        for s in ch * CHUNK..((ch + 1) * CHUNK).min(g.n) {
-            for gi in 0..g.opts.groups {
-                let xg = &x[(s * g.c + gi * cg) * hw..][..cg * hw];
-                let gys = (s * g.o + gi * og) * l;
-                let out = &mut acc[gi * og * ckk..];
-                for l0 in (0..l).step_by(lt) {
-                    let w = lt.min(l - l0);
-                    let a = mat(gy, gys + l0, og, w, l);
-                    if g.direct() {
-                        gemm_block(a, mat(xg, l0, cg, w, hw).t(), T::ONE, out, ckk);
-                    } else {
-                        im2col(g, xg, l0, w, &mut col[..ckk * w]);
-                        gemm_block(a, mat(col, 0, ckk, w, w).t(), T::ONE, out, ckk);
-                    }
-                }
+    let size = g.o * g.ckk();
+    let ns = g.per_chunk();
+    let chunks = g.n.div_ceil(ns);
+    let chunk = |c: usize| (c * ns, ns.min(g.n - c * ns));
+    dw.fill(T::ZERO);
+    // Every chunk's part is summed on its own, then added: the same association on any
+    // number of threads (a product accumulated onto `dw` directly would add its k blocks
+    // one by one instead).
+    let wave = super::threads().clamp(1, chunks.max(1));
+    let mut parts = vec![T::ZERO; wave * size];
+    for first in (0..chunks).step_by(wave) {
+        let count = wave.min(chunks - first);
+        parts[..count * size]
+            .par_chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, part)| {
+                part.fill(T::ZERO);
+                weight_part(g, x, gy, chunk(first + i), part);
+            });
+        for part in parts[..count * size].chunks(size) {
+            for (d, v) in dw.iter_mut().zip(part) {
+                *d += *v;
             }
-        }
-    };
-    if chunks <= 1 {
-        dw.fill(T::ZERO);
-        partial(0, dw, &mut vec![T::ZERO; g.scratch()]);
-        return;
-    }
-    let mut partials = vec![T::ZERO; chunks * size];
-    let parts = super::threads().min(chunks).max(1);
-    let per = chunks.div_ceil(parts);
-    partials
-        .par_chunks_mut(per * size)
-        .enumerate()
-        .for_each(|(p, accs)| {
-            let mut col = vec![T::ZERO; g.scratch()];
-            for (i, acc) in accs.chunks_mut(size).enumerate() {
-                partial(p * per + i, acc, &mut col);
-            }
-        });
-    dw.copy_from_slice(&partials[..size]);
-    for p in partials[size..].chunks(size) {
-        for (d, v) in dw.iter_mut().zip(p) {
-            *d += *v;
         }
     }
 }

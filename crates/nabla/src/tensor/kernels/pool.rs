@@ -84,7 +84,13 @@ impl PoolGeom {
     }
 }
 
-/// Runs `f(input plane index, output plane)` over the output's planes, in parallel when large.
+/// Planes per parallel task: enough values that a task is worth sending to another thread.
+fn planes_per_task(per: usize) -> usize {
+    (super::PAR_THRESHOLD / 16 / per.max(1)).max(1)
+}
+
+/// Runs `f(input plane index, output plane)` over the output's planes (`per` values each), in
+/// parallel when large.
 fn planes<T: Float>(per: usize, total: usize, out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
     if per == 0 {
         return;
@@ -92,42 +98,80 @@ fn planes<T: Float>(per: usize, total: usize, out: &mut [T], f: impl Fn(usize, &
     if total < super::PAR_THRESHOLD || super::threads() < 2 {
         out.chunks_mut(per).enumerate().for_each(|(i, o)| f(i, o));
     } else {
-        out.par_chunks_mut(per)
-            .enumerate()
-            .for_each(|(i, o)| f(i, o));
+        let k = planes_per_task(per);
+        out.par_chunks_mut(per * k).enumerate().for_each(|(t, os)| {
+            for (i, o) in os.chunks_mut(per).enumerate() {
+                f(t * k + i, o);
+            }
+        });
     }
 }
 
-/// Max pooling: the maximum of each window (NaN wins, as in PyTorch) into `y`, and its index
-/// within the input plane (`row · w + col`, the first maximum in row-major window order) into
-/// `arg`.
+/// Max pooling: the maximum of each window into `y`, and its index within the input plane
+/// (`row · w + col`) into `arg`. As in PyTorch, a later value wins when it is larger or NaN
+/// (so NaN propagates), ties go to the first in row-major window order.
 pub(crate) fn max_pool<T: Float>(g: &PoolGeom, x: &[T], y: &mut [T], arg: &mut [usize]) {
     let (hw, l) = (g.h * g.w, g.oh * g.ow);
+    let o = g.opts;
+    let rows: Vec<(usize, usize)> = (0..g.oh)
+        .map(|i| PoolGeom::span(i, o.kernel.0, o.stride.0, o.padding.0, g.h))
+        .collect();
+    let cols: Vec<(usize, usize)> = (0..g.ow)
+        .map(|i| PoolGeom::span(i, o.kernel.1, o.stride.1, o.padding.1, g.w))
+        .collect();
+    let plain2 = o.kernel == (2, 2) && o.stride == (2, 2) && o.padding == (0, 0);
     let work = |p: usize, ys: &mut [T], args: &mut [usize]| {
         let plane = &x[p * hw..(p + 1) * hw];
-        g.windows(|oy, ox, (r0, r1), (c0, c1)| {
-            let (mut best, mut at) = (T::ZERO, usize::MAX);
-            for r in r0..r1 {
-                for c in c0..c1 {
-                    let v = plane[r * g.w + c];
-                    if at == usize::MAX || v > best || (v.is_nan() && !best.is_nan()) {
-                        (best, at) = (v, r * g.w + c);
+        if plain2 {
+            // The common 2×2 window, stride 2: four values, compared in PyTorch's order.
+            for oy in 0..g.oh {
+                let (r0, r1) = (2 * oy * g.w, (2 * oy + 1) * g.w);
+                for ox in 0..g.ow {
+                    let c = 2 * ox;
+                    let (mut best, mut at) = (plane[r0 + c], r0 + c);
+                    for i in [r0 + c + 1, r1 + c, r1 + c + 1] {
+                        let v = plane[i];
+                        if v > best || v.is_nan() {
+                            (best, at) = (v, i);
+                        }
                     }
+                    ys[oy * g.ow + ox] = best;
+                    args[oy * g.ow + ox] = at;
                 }
             }
-            ys[oy * g.ow + ox] = best;
-            args[oy * g.ow + ox] = at;
-        });
+            return;
+        }
+        for (oy, &(r0, r1)) in rows.iter().enumerate() {
+            for (ox, &(c0, c1)) in cols.iter().enumerate() {
+                let mut at = r0 * g.w + c0;
+                let mut best = plane[at];
+                for r in r0..r1 {
+                    let start = r * g.w + c0;
+                    for (i, &v) in plane[start..r * g.w + c1].iter().enumerate() {
+                        if v > best || v.is_nan() {
+                            (best, at) = (v, start + i);
+                        }
+                    }
+                }
+                ys[oy * g.ow + ox] = best;
+                args[oy * g.ow + ox] = at;
+            }
+        }
     };
     if y.len() < super::PAR_THRESHOLD || super::threads() < 2 {
         for (p, (ys, args)) in y.chunks_mut(l).zip(arg.chunks_mut(l)).enumerate() {
             work(p, ys, args);
         }
     } else {
-        y.par_chunks_mut(l)
-            .zip(arg.par_chunks_mut(l))
+        let k = planes_per_task(l);
+        y.par_chunks_mut(l * k)
+            .zip(arg.par_chunks_mut(l * k))
             .enumerate()
-            .for_each(|(p, (ys, args))| work(p, ys, args));
+            .for_each(|(t, (ys, args))| {
+                for (i, (ys, args)) in ys.chunks_mut(l).zip(args.chunks_mut(l)).enumerate() {
+                    work(t * k + i, ys, args);
+                }
+            });
     }
 }
 

@@ -1,0 +1,216 @@
+//! The image layers as modules: PyTorch's names, buffers (saved, loaded, resumed bit-exactly,
+//! switched by train/eval mode, never touched by an optimizer), every parameter learning from
+//! the first step, and gradient checkpointing that moves the running statistics once.
+
+use std::collections::BTreeMap;
+
+use nabla::io::{
+    load_training_state, load_weights, save_training_state, save_weights, TrainingState,
+};
+use nabla::nn::loss::{self, Reduction, Target};
+use nabla::nn::{
+    Activation, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Init, Linear, MaxPool2d,
+    Module, Sequential,
+};
+use nabla::ops::Conv2dOptions;
+use nabla::optim::{Adam, AdamConfig, Optimizer};
+use nabla::{Rng, Tensor};
+
+mod scratch;
+use scratch::Scratch;
+
+/// conv–BN2d–relu–maxpool–conv–relu–avgpool–flatten–linear–BN1d–relu–linear, 8×8 inputs.
+fn model(seed: u64) -> Sequential<f32> {
+    let mut rng = Rng::new(seed);
+    let pad1 = Conv2dOptions {
+        padding: (1, 1),
+        ..Default::default()
+    };
+    let init = Init::KaimingUniform;
+    Sequential::new()
+        .with(Conv2d::new(1, 4, (3, 3), pad1, true, init, &mut rng).unwrap())
+        .with(BatchNorm2d::new(4).unwrap())
+        .with(Activation::Relu)
+        .with(MaxPool2d::new((2, 2)))
+        .with(Conv2d::new(4, 6, (3, 3), pad1, true, init, &mut rng).unwrap())
+        .with(Activation::Relu)
+        .with(AvgPool2d::new((2, 2)))
+        .with(Flatten::new())
+        .with(Linear::new(24, 8, true, init, &mut rng).unwrap())
+        .with(BatchNorm1d::new(8).unwrap())
+        .with(Activation::Relu)
+        .with(Linear::new(8, 3, true, init, &mut rng).unwrap())
+}
+
+fn batch(seed: u64) -> (Tensor<f32>, Vec<usize>) {
+    let x = Tensor::rand_uniform(&[6, 1, 8, 8], -1.0, 1.0, seed).unwrap();
+    let labels = (0..6).map(|i| (i + seed as usize) % 3).collect();
+    (x, labels)
+}
+
+fn step(m: &Sequential<f32>, opt: &mut Adam<f32>, seed: u64) -> f32 {
+    let (x, y) = batch(seed);
+    let l = loss::cross_entropy(
+        &m.forward(&x).unwrap(),
+        Target::Classes(&y),
+        0.0,
+        Reduction::Mean,
+    )
+    .unwrap();
+    opt.step(&l.backward().unwrap()).unwrap();
+    l.item().unwrap()
+}
+
+fn values(named: Vec<(String, Tensor<f32>)>) -> BTreeMap<String, Vec<f32>> {
+    named
+        .into_iter()
+        .map(|(n, t)| (n, t.to_vec().unwrap()))
+        .collect()
+}
+
+#[test]
+fn names_follow_pytorch_and_buffers_are_separate_from_parameters() {
+    let m = model(0);
+    let params: Vec<String> = m.named_parameters().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(&params[..4], ["0.weight", "0.bias", "1.weight", "1.bias"]);
+    let buffers: Vec<String> = m.named_buffers().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        buffers,
+        [
+            "1.running_mean",
+            "1.running_var",
+            "1.num_batches_tracked",
+            "9.running_mean",
+            "9.running_var",
+            "9.num_batches_tracked"
+        ]
+    );
+    assert!(m
+        .named_buffers()
+        .iter()
+        .all(|(_, b)| !b.requires_grad_flag()));
+    assert_eq!(m.output_shape(&[6, 1, 8, 8]).unwrap(), [6, 3]);
+    assert!(
+        m.describe().contains("Conv2d(1 → 4, 3×3, padding (1, 1))"),
+        "{}",
+        m.describe()
+    );
+}
+
+#[test]
+fn after_one_step_every_parameter_has_a_nonzero_gradient_and_moved() {
+    let m = model(1);
+    let before = values(m.named_parameters());
+    let (x, y) = batch(7);
+    let l = loss::cross_entropy(
+        &m.forward(&x).unwrap(),
+        Target::Classes(&y),
+        0.0,
+        Reduction::Mean,
+    )
+    .unwrap();
+    let grads = l.backward().unwrap();
+    for (name, p) in m.named_parameters() {
+        let g = grads
+            .get(&p)
+            .unwrap_or_else(|| panic!("{name} has no gradient"));
+        assert!(
+            g.to_vec().unwrap().iter().any(|v| *v != 0.0),
+            "{name}: gradient all zero"
+        );
+    }
+    let mut opt = Adam::new(m.named_parameters(), AdamConfig::adam(1e-2)).unwrap();
+    opt.step(&grads).unwrap();
+    let after = values(m.named_parameters());
+    for (name, v) in &before {
+        assert!(
+            v.iter().zip(&after[name]).any(|(a, b)| a != b),
+            "{name} did not move"
+        );
+    }
+}
+
+#[test]
+fn buffers_track_in_training_stay_in_evaluation_and_no_optimizer_touches_them() {
+    let mut m = model(2);
+    let mut opt = Adam::new(m.named_parameters(), AdamConfig::adam(1e-2)).unwrap();
+    assert!(opt
+        .state()
+        .buffers
+        .iter()
+        .all(|(n, _)| !n.contains("running") && !n.contains("tracked")));
+    let fresh = values(m.named_buffers());
+    step(&m, &mut opt, 3);
+    let trained = values(m.named_buffers());
+    assert_ne!(fresh["1.running_mean"], trained["1.running_mean"]);
+    assert_eq!(trained["1.num_batches_tracked"], [1.0]);
+    m.set_training(false);
+    let (x, _) = batch(4);
+    let a = m.forward(&x).unwrap().to_vec().unwrap();
+    assert_eq!(
+        values(m.named_buffers()),
+        trained,
+        "evaluation does not update buffers"
+    );
+    // evaluation uses the running statistics: one sample alone gives its row of the batch
+    let one = m
+        .forward(&x.narrow(0, 2, 1).unwrap())
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    assert_eq!(&a[6..9], &one[..]);
+}
+
+#[test]
+fn weights_files_carry_buffers_and_training_state_resumes_bit_exactly() {
+    let dir = Scratch::new("image-layers");
+    let m = model(3);
+    let mut opt = Adam::new(m.named_parameters(), AdamConfig::adam(1e-2)).unwrap();
+    for s in 0..3 {
+        step(&m, &mut opt, s);
+    }
+    let path = dir.join("w.safetensors");
+    save_weights(&path, &m, &BTreeMap::new()).unwrap();
+    let other = model(99);
+    load_weights(&path, &other).unwrap();
+    assert_eq!(values(other.named_buffers()), values(m.named_buffers()));
+    assert_eq!(
+        values(other.named_parameters()),
+        values(m.named_parameters())
+    );
+
+    let state = dir.join("state.safetensors");
+    save_training_state(&state, &m, &opt, &TrainingState::default()).unwrap();
+    let losses: Vec<u32> = (3..6).map(|s| step(&m, &mut opt, s).to_bits()).collect();
+    let mut resumed = model(42);
+    let mut opt2 = Adam::new(resumed.named_parameters(), AdamConfig::adam(1e-2)).unwrap();
+    load_training_state(&state, &mut resumed, &mut opt2).unwrap();
+    let again: Vec<u32> = (3..6)
+        .map(|s| step(&resumed, &mut opt2, s).to_bits())
+        .collect();
+    assert_eq!(losses, again);
+    assert_eq!(values(resumed.named_buffers()), values(m.named_buffers()));
+    assert_eq!(
+        values(resumed.named_parameters()),
+        values(m.named_parameters())
+    );
+}
+
+#[test]
+fn a_checkpointed_model_moves_running_statistics_once_per_step() {
+    let plain = model(5);
+    let mut ckpt = model(5);
+    ckpt.set_checkpoint_every(Some(3)).unwrap();
+    let (mut o1, mut o2) = (
+        Adam::new(plain.named_parameters(), AdamConfig::adam(1e-2)).unwrap(),
+        Adam::new(ckpt.named_parameters(), AdamConfig::adam(1e-2)).unwrap(),
+    );
+    for s in 0..2 {
+        assert_eq!(
+            step(&plain, &mut o1, s).to_bits(),
+            step(&ckpt, &mut o2, s).to_bits()
+        );
+    }
+    assert_eq!(values(plain.named_buffers()), values(ckpt.named_buffers()));
+    assert_eq!(values(ckpt.named_buffers())["1.num_batches_tracked"], [2.0]);
+}
