@@ -77,5 +77,31 @@ fn pooling(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, convolutions, pooling);
+/// Batch normalisation in training mode at the first convolution's output: forward, and
+/// forward + backward (composed of element-wise ops and reductions).
+fn batch_norm(c: &mut Criterion) {
+    if std::env::var_os("NABLA_RETAIN_FREED").is_some() {
+        nabla::alloc::retain_freed_memory();
+    }
+    let mut group = c.benchmark_group("batch_norm");
+    group.sample_size(10);
+    let x = Tensor::<f32>::randn(&[128, 32, 28, 28], 0.0, 1.0, 8)
+        .unwrap()
+        .requires_grad();
+    let w = Tensor::<f32>::ones(&[32]).unwrap().requires_grad();
+    let b = Tensor::<f32>::zeros(&[32]).unwrap().requires_grad();
+    let gy = Tensor::<f32>::randn(x.shape(), 0.0, 1.0, 9).unwrap();
+    group.throughput(Throughput::Elements(x.numel() as u64));
+    group.bench_function("training [128,32,28,28] forward + backward", |bench| {
+        bench.iter(|| {
+            let y = x
+                .batch_norm(None, None, Some(&w), Some(&b), true, 0.1, 1e-5)
+                .unwrap();
+            black_box(y.mul(&gy).unwrap().sum_all().unwrap().backward().unwrap())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, convolutions, pooling, batch_norm);
 criterion_main!(benches);

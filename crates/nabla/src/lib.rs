@@ -49,6 +49,13 @@
 //!   graph: Hessian-vector products `H·v = ∇(∇f·v)` ([`autograd::hvp`]), Hessians, Jacobians,
 //!   Jacobian-vector products, gradient penalties (`examples/newton.rs`), checked against
 //!   finite differences of the first derivative ([`testing::gradgradcheck`]).
+//! * **Convolutions** share one small weight across every position of an image:
+//!   `y[o][i][j] = Σ_c Σ_ki Σ_kj x[c][i·s + ki][j·s + kj] · w[o][c][ki][kj]` — far fewer
+//!   weights than a linear layer over all pixels, and the same feature found wherever it is.
+//!   Pooling summarises neighbourhoods; batch normalisation standardises each channel over the
+//!   batch. Ops named like `torch.nn.functional` ([`Tensor::conv2d`], [`Tensor::max_pool2d`],
+//!   [`Tensor::batch_norm`]; options in [`ops`]) and layers in [`nn`]
+//!   (`examples/cnn.rs`).
 //! * **Gradient descent** and its descendants update every weight against its gradient:
 //!   `w ← w − η·∂L/∂w` (SGD), with momentum, or with Adam's per-weight step sizes
 //!   ([`optim`]).
