@@ -476,6 +476,49 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
         Op::AvgPool2dAdjoint(_, o, _) => r.rule(Saved::NOTHING, |_, g| {
             Ok(vec![when(0, &|| g.avg_pool2d_raw(*o))?])
         }),
+        // y = x̂·w + b, x̂ = (x − μ)/σ over the batch  ⇒  db = Σg, dw = Σ g·x̂,
+        // dx = w/σ·(g − mean(g) − x̂·mean(g·x̂)); recorded: the chain rule through the composition
+        Op::BatchNorm(x, w, b, st, eps) => {
+            let reads = Saved::inputs(if w.is_some() { 0b11 } else { 0b1 });
+            r.rule(reads, |_, g| {
+                let present: Vec<&Tensor<T>> = op.inputs();
+                if super::is_grad_enabled() {
+                    let wanted: Vec<Tensor<T>> = present
+                        .iter()
+                        .zip(need)
+                        .filter(|(_, n)| **n)
+                        .map(|(t, _)| (*t).clone())
+                        .collect();
+                    let y = x.batch_norm_composed(w.as_ref(), b.as_ref(), *eps)?;
+                    let opts = super::GradOptions {
+                        create_graph: true,
+                        allow_unused: true,
+                        grad_outputs: Some(vec![g.clone()]),
+                    };
+                    let mut grads = super::grad(&[y], &wanted, opts)?.into_iter();
+                    return Ok(need
+                        .iter()
+                        .map(|&n| if n { grads.next() } else { None })
+                        .collect());
+                }
+                let slot = |t: &Option<Tensor<T>>, before: usize| t.as_ref().map(|_| before);
+                let (wi, bi) = (slot(w, 1), slot(b, 1 + usize::from(w.is_some())));
+                let [dx, dw, db] = g.batch_norm_grads(
+                    x,
+                    w.as_ref(),
+                    st,
+                    [needs(0), wi.is_some_and(needs), bi.is_some_and(needs)],
+                )?;
+                let mut grads = vec![dx];
+                if w.is_some() {
+                    grads.push(dw);
+                }
+                if b.is_some() {
+                    grads.push(db);
+                }
+                Ok(grads)
+            })
+        }
         // y = f(xs), recomputed  ⇒  dxs = the chain rule through f's recorded graph
         Op::Checkpoint(c) => {
             let reads = Saved {

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::tensor::kernels::conv::{Conv2dOptions, PoolOptions};
+use crate::tensor::kernels::norm::NormStats;
 use crate::tensor::{Float, Tensor};
 
 /// Declares every op: `Variant(field: Type, ..) "name" => inputs;` where `inputs` is an
@@ -158,6 +159,10 @@ ops! {
     /// `[n, c, h, w]`: (g, options, (h, w)).
     AvgPool2dAdjoint(g: Tensor<T>, opts: PoolOptions, hw: (usize, usize))
         "avg_pool2d_adjoint" => vec![g];
+    /// Batch normalisation of `[n, c, ..]` with the batch's statistics (kept, per channel),
+    /// then the optional per-channel `weight` and `bias`: (x, weight, bias, statistics, eps).
+    BatchNorm(x: Tensor<T>, w: Option<Tensor<T>>, b: Option<Tensor<T>>, st: Arc<NormStats>, eps: f64)
+        "batch_norm" => [Some(x), w.as_ref(), b.as_ref()].into_iter().flatten().collect();
     /// A function run without keeping its activations, recomputed during backward.
     Checkpoint(c: Box<Checkpointed<T>>) "checkpoint" => c.inputs.iter().collect();
 }

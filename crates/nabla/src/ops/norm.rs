@@ -1,10 +1,17 @@
-//! Batch normalisation, as `torch.nn.functional.batch_norm`: composed of differentiable ops
-//! (mean, subtraction, product, power), so its gradient flows through the batch statistics and
-//! gradients of gradients work; the running statistics are updated in place outside the graph.
+//! Batch normalisation, as `torch.nn.functional.batch_norm`. With batch statistics it is one
+//! fused op ([`Op::BatchNorm`]: two passes forward, two backward, its gradient flowing through
+//! the statistics); its second derivatives come from the same function composed of
+//! differentiable ops ([`Tensor::batch_norm_composed`]), differentiated by the chain rule. With
+//! running statistics it is an affine map per channel, composed. The running statistics are
+//! updated in place outside the graph.
 
-use crate::autograd::no_grad;
+use std::sync::Arc;
+
+use crate::autograd::{record, Op};
 use crate::error::{Error, Result};
+use crate::tensor::kernels::norm::{self, NormGeom, NormStats};
 use crate::tensor::shape::fmt_shape;
+use crate::tensor::storage::filled;
 use crate::tensor::{Float, Tensor};
 
 impl<T: Float> Tensor<T> {
@@ -81,7 +88,7 @@ impl<T: Float> Tensor<T> {
         bshape[1] = c;
         let per_channel = |t: &Tensor<T>| t.reshape(&bshape);
         let use_batch = training || running_mean.is_none() || running_var.is_none();
-        let y = if use_batch {
+        if use_batch {
             if training && count <= 1 {
                 return Err(Error::shape(
                     "batch_norm",
@@ -91,23 +98,45 @@ impl<T: Float> Tensor<T> {
                     ),
                 ));
             }
-            let mean = self.mean(&axes, true)?;
-            let centred = self.sub(&mean)?;
-            let var = centred.square()?.mean(&axes, true)?;
+            let x = self.data()?;
+            let geom = NormGeom {
+                n: s[0],
+                c,
+                l: s[2..].iter().product(),
+            };
+            let (mean, var) = norm::stats(&geom, &x);
             if training {
                 let unbiased = count as f64 / (count as f64 - 1.0);
-                no_grad(|| -> Result<()> {
-                    if let Some(rm) = running_mean {
-                        update(rm, &mean.reshape(&[c])?, momentum, 1.0)?;
-                    }
-                    if let Some(rv) = running_var {
-                        update(rv, &var.reshape(&[c])?, momentum, unbiased)?;
-                    }
-                    Ok(())
-                })?;
+                if let Some(rm) = running_mean {
+                    update(rm, &mean, momentum, 1.0)?;
+                }
+                if let Some(rv) = running_var {
+                    update(rv, &var, momentum, unbiased)?;
+                }
             }
-            centred.mul(&var.add_scalar(eps)?.pow_scalar(-0.5)?)?
-        } else {
+            let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+            let w = weight.map(|w| w.to_vec()).transpose()?;
+            let b = bias.map(|b| b.to_vec()).transpose()?;
+            let scale: Vec<f64> = (0..c)
+                .map(|ch| invstd[ch] * w.as_ref().map_or(1.0, |w| w[ch].to_f64()))
+                .collect();
+            let shift: Vec<T> = (0..c)
+                .map(|ch| {
+                    T::from_f64(b.as_ref().map_or(0.0, |b| b[ch].to_f64()) - mean[ch] * scale[ch])
+                })
+                .collect();
+            let scale: Vec<T> = scale.into_iter().map(T::from_f64).collect();
+            let mut y = filled("batch_norm", s, T::ZERO)?;
+            norm::affine(&geom, &x, &scale, &shift, &mut y);
+            drop(x);
+            let inputs: Vec<&Tensor<T>> =
+                [Some(self), weight, bias].into_iter().flatten().collect();
+            let stats = Arc::new(NormStats { mean, invstd });
+            return Ok(record(y, s.to_vec(), &inputs, || {
+                Op::BatchNorm(self.clone(), weight.cloned(), bias.cloned(), stats, eps)
+            }));
+        }
+        let y = {
             let (rm, rv) = (
                 running_mean.expect("internal: checked above"),
                 running_var.expect("internal: checked above"),
@@ -128,13 +157,89 @@ impl<T: Float> Tensor<T> {
     }
 }
 
+impl<T: Float> Tensor<T> {
+    /// Batch normalisation with the batch's statistics, composed of differentiable ops (mean,
+    /// subtraction, power, product): the same function as the fused op, which its rule
+    /// differentiates by the chain rule when a gradient must itself be differentiable.
+    pub(crate) fn batch_norm_composed(
+        &self,
+        weight: Option<&Tensor<T>>,
+        bias: Option<&Tensor<T>>,
+        eps: f64,
+    ) -> Result<Tensor<T>> {
+        let s = self.shape();
+        let axes: Vec<usize> = (0..s.len()).filter(|&a| a != 1).collect();
+        let mut bshape = vec![1; s.len()];
+        bshape[1] = s[1];
+        let centred = self.sub(&self.mean(&axes, true)?)?;
+        let var = centred.square()?.mean(&axes, true)?;
+        let y = centred.mul(&var.add_scalar(eps)?.pow_scalar(-0.5)?)?;
+        let y = match weight {
+            Some(w) => y.mul(&w.reshape(&bshape)?)?,
+            None => y,
+        };
+        match bias {
+            Some(b) => y.add(&b.reshape(&bshape)?),
+            None => Ok(y),
+        }
+    }
+
+    /// The gradients of the fused batch normalisation of `x` (batch statistics `st`) for the
+    /// output gradient `self`, each where `need` asks: `(dx, dweight, dbias)`, plain values
+    /// (nothing recorded).
+    pub(crate) fn batch_norm_grads(
+        &self,
+        x: &Tensor<T>,
+        weight: Option<&Tensor<T>>,
+        st: &NormStats,
+        need: [bool; 3],
+    ) -> Result<[Option<Tensor<T>>; 3]> {
+        let s = x.shape();
+        let (c, geom) = (
+            s[1],
+            NormGeom {
+                n: s[0],
+                c: s[1],
+                l: s[2..].iter().product(),
+            },
+        );
+        let (gy, xd) = (self.data()?, x.data()?);
+        let (sg, sgx) = norm::grad_sums(&geom, &gy, &xd, &st.mean, &st.invstd);
+        let vector =
+            |v: &[f64]| Tensor::from_vec(v.iter().map(|&a| T::from_f64(a)).collect(), &[c]);
+        let dx = if need[0] {
+            let w = weight.map(|w| w.to_vec()).transpose()?;
+            let k: Vec<f64> = (0..c)
+                .map(|ch| st.invstd[ch] * w.as_ref().map_or(1.0, |w| w[ch].to_f64()))
+                .collect();
+            let mut dx = filled("batch_norm", s, T::ZERO)?;
+            norm::input_grad(
+                &geom,
+                &gy,
+                &xd,
+                &st.mean,
+                &st.invstd,
+                &k,
+                (&sg, &sgx),
+                &mut dx,
+            );
+            Some(Tensor::from_vec(dx, s)?)
+        } else {
+            None
+        };
+        Ok([
+            dx,
+            need[1].then(|| vector(&sgx)).transpose()?,
+            need[2].then(|| vector(&sg)).transpose()?,
+        ])
+    }
+}
+
 /// `r ← (1 − momentum)·r + momentum·scale·stat`, in place (a version bump).
-fn update<T: Float>(r: &Tensor<T>, stat: &Tensor<T>, momentum: f64, scale: f64) -> Result<()> {
-    let stat = stat.to_vec()?;
-    let (keep, take) = (T::from_f64(1.0 - momentum), T::from_f64(momentum * scale));
+fn update<T: Float>(r: &Tensor<T>, stat: &[f64], momentum: f64, scale: f64) -> Result<()> {
     r.update_data(|d| {
-        for (v, s) in d.iter_mut().zip(&stat) {
-            *v = keep * *v + take * *s;
+        for (v, s) in d.iter_mut().zip(stat) {
+            *v = T::from_f64((1.0 - momentum) * v.to_f64() + momentum * scale * s);
         }
     })
 }

@@ -6,6 +6,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod layout;
 pub mod matmul;
+pub mod norm;
 mod operand;
 pub mod pool;
 pub mod reduce;
