@@ -43,6 +43,14 @@ fn convolutions(c: &mut Criterion) {
                 black_box(y.mul(&gy).unwrap().sum_all().unwrap().backward().unwrap())
             })
         });
+        // Only the weight's gradient (the input does not require one, as for a first layer):
+        // subtracting gives the time of each gradient.
+        group.bench_function(format!("{name} forward + backward (dw, db)"), |bench| {
+            bench.iter(|| {
+                let y = x.conv2d(&wg, Some(&b), pad1).unwrap();
+                black_box(y.mul(&gy).unwrap().sum_all().unwrap().backward().unwrap())
+            })
+        });
         // The equivalent products: y = W·col [o × ckk × n·l], dcol = Wᵀ·g, dW = g·colᵀ.
         let wm = Tensor::<f32>::randn(&[o, ckk], 0.0, 1.0, 3).unwrap();
         let col = Tensor::<f32>::randn(&[ckk, n * l], 0.0, 1.0, 4).unwrap();
