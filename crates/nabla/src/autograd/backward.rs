@@ -455,7 +455,7 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
         Op::Conv2dInput(e, w, o, _) => r.rule(crossed, |_, g| {
             let k = w.shape();
             Ok(vec![
-                when(0, &|| g.conv2d_raw(w, None, *o))?,
+                when(0, &|| g.conv2d(w, None, *o))?,
                 when(1, &|| g.conv2d_weight(e, *o, (k[2], k[3])))?,
             ])
         }),
@@ -464,7 +464,7 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
             let s = x.shape();
             Ok(vec![
                 when(0, &|| e.conv2d_input(g, *o, (s[2], s[3])))?,
-                when(1, &|| x.conv2d_raw(g, None, *o))?,
+                when(1, &|| x.conv2d(g, None, *o))?,
             ])
         }),
         // y = avg_pool(x), linear  ⇒  dx = avg_pool_adjoint(g)

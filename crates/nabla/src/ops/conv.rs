@@ -69,7 +69,17 @@ impl<T: Float> Tensor<T> {
                 ));
             }
         }
-        self.conv2d_raw(weight, bias, opts)
+        let shape = g.out_shape();
+        let mut y = filled("conv2d", &shape, T::ZERO)?;
+        let b = bias.map(|b| b.data()).transpose()?;
+        conv::forward(&g, &self.data()?, &weight.data()?, b.as_deref(), &mut y);
+        let inputs: Vec<&Tensor<T>> = [Some(self), Some(weight), bias]
+            .into_iter()
+            .flatten()
+            .collect();
+        Ok(record(y, shape.to_vec(), &inputs, || {
+            Op::Conv2d(self.clone(), weight.clone(), bias.cloned(), opts)
+        }))
     }
 
     /// 1-D convolution of `self` `[n, c, l]` with `weight` `[o, c/groups, k]` (plus `bias`
@@ -107,28 +117,6 @@ impl<T: Float> Tensor<T> {
             })?;
         let s = y.shape().to_vec();
         y.reshape(&[s[0], s[1], s[3]])
-    }
-
-    /// The convolution (with the bias, already checked, added in the same pass), recorded as
-    /// one op.
-    pub(crate) fn conv2d_raw(
-        &self,
-        weight: &Tensor<T>,
-        bias: Option<&Tensor<T>>,
-        opts: Conv2dOptions,
-    ) -> Result<Tensor<T>> {
-        let g = ConvGeom::new("conv2d", self.shape(), weight.shape(), opts)?;
-        let shape = g.out_shape();
-        let mut y = filled("conv2d", &shape, T::ZERO)?;
-        let b = bias.map(|b| b.data()).transpose()?;
-        conv::forward(&g, &self.data()?, &weight.data()?, b.as_deref(), &mut y);
-        let inputs: Vec<&Tensor<T>> = [Some(self), Some(weight), bias]
-            .into_iter()
-            .flatten()
-            .collect();
-        Ok(record(y, shape.to_vec(), &inputs, || {
-            Op::Conv2d(self.clone(), weight.clone(), bias.cloned(), opts)
-        }))
     }
 
     /// The gradient of [`conv2d`](Tensor::conv2d) in its input, for an output gradient `self`

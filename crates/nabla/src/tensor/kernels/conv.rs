@@ -322,18 +322,6 @@ fn col2im<T: Float>(
     }
 }
 
-/// A row-major matrix in `data` at `offset`.
-fn mat<T>(data: &[T], offset: usize, rows: usize, cols: usize, rs: usize) -> MatRef<'_, T> {
-    MatRef {
-        data,
-        offset,
-        rows,
-        cols,
-        rs,
-        cs: 1,
-    }
-}
-
 /// Runs `f` with this thread's scratch buffer of at least `len` values (taken out of its slot
 /// for the call, so that a nested job on this thread allocates its own).
 fn with_scratch<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
@@ -367,7 +355,7 @@ pub(crate) fn forward<T: Float>(g: &ConvGeom, x: &[T], wt: &[T], bias: Option<&[
             with_scratch(g.scratch(), |scratch: &mut [T]| {
                 let (col, tmp) = scratch.split_at_mut(ckk * ns * g.tile());
                 for (gi, l0, w) in units(g) {
-                    let a = mat(wt, gi * og * ckk, og, ckk, ckk);
+                    let a = MatRef::row_major(wt, gi * og * ckk, og, ckk, ckk);
                     let bias_of = |r: usize| bias.map_or(T::ZERO, |b| b[gi * og + r]);
                     if nsj == 1 {
                         // One sample: the product goes straight into y, onto the bias.
@@ -377,10 +365,10 @@ pub(crate) fn forward<T: Float>(g: &ConvGeom, x: &[T], wt: &[T], bias: Option<&[
                         }
                         let xg = &x[(s0 * g.c + gi * cg) * hw..][..cg * hw];
                         let b = if g.direct() {
-                            mat(xg, l0, cg, w, hw)
+                            MatRef::row_major(xg, l0, cg, w, hw)
                         } else {
                             im2col(g, xg, (l0, w), (w, 0), col);
-                            mat(col, 0, ckk, w, w)
+                            MatRef::row_major(col, 0, ckk, w, w)
                         };
                         gemm_block(a, b, T::ONE, out, l);
                         continue;
@@ -390,7 +378,13 @@ pub(crate) fn forward<T: Float>(g: &ConvGeom, x: &[T], wt: &[T], bias: Option<&[
                         let xg = &x[((s0 + j) * g.c + gi * cg) * hw..][..cg * hw];
                         im2col(g, xg, (l0, w), (cols, j * w), col);
                     }
-                    gemm_block(a, mat(col, 0, ckk, cols, cols), T::ZERO, tmp, cols);
+                    gemm_block(
+                        a,
+                        MatRef::row_major(col, 0, ckk, cols, cols),
+                        T::ZERO,
+                        tmp,
+                        cols,
+                    );
                     for j in 0..nsj {
                         for r in 0..og {
                             let (src, b) = (&tmp[r * cols + j * w..][..w], bias_of(r));
@@ -440,13 +434,13 @@ pub(crate) fn input_grad<T: Float>(g: &ConvGeom, gy: &[T], wt: &[T], dx: &mut [T
             with_scratch(g.scratch(), |scratch: &mut [T]| {
                 let (col, gt) = scratch.split_at_mut(ckk * ns * g.tile());
                 for (gi, l0, w) in units(g) {
-                    let at = mat(wt, gi * og * ckk, og, ckk, ckk).t();
+                    let at = MatRef::row_major(wt, gi * og * ckk, og, ckk, ckk).t();
                     let cols = nsj * w;
                     let b = if nsj == 1 {
-                        mat(gy, (s0 * g.o + gi * og) * l + l0, og, w, l)
+                        MatRef::row_major(gy, (s0 * g.o + gi * og) * l + l0, og, w, l)
                     } else {
                         gather_grad(g, gy, (s0, nsj), (gi, l0, w), gt);
-                        mat(gt, 0, og, cols, cols)
+                        MatRef::row_major(gt, 0, og, cols, cols)
                     };
                     if direct {
                         gemm_block(at, b, T::ZERO, &mut xs[gi * cg * hw + l0..], hw);
@@ -477,19 +471,19 @@ fn weight_part<T: Float>(
             let cols = nsj * w;
             let out = &mut acc[gi * og * ckk..];
             let a = if nsj == 1 {
-                mat(gy, (s0 * g.o + gi * og) * l + l0, og, w, l)
+                MatRef::row_major(gy, (s0 * g.o + gi * og) * l + l0, og, w, l)
             } else {
                 gather_grad(g, gy, (s0, nsj), (gi, l0, w), gt);
-                mat(gt, 0, og, cols, cols)
+                MatRef::row_major(gt, 0, og, cols, cols)
             };
             let xg = |j: usize| &x[((s0 + j) * g.c + gi * cg) * hw..][..cg * hw];
             let b = if g.direct() && nsj == 1 {
-                mat(xg(0), l0, cg, w, hw).t()
+                MatRef::row_major(xg(0), l0, cg, w, hw).t()
             } else {
                 for j in 0..nsj {
                     im2col(g, xg(j), (l0, w), (cols, j * w), col);
                 }
-                mat(col, 0, ckk, cols, cols).t()
+                MatRef::row_major(col, 0, ckk, cols, cols).t()
             };
             gemm_block(a, b, T::ONE, out, ckk);
         }

@@ -46,6 +46,27 @@ pub fn with_threads<R>(n: usize, f: impl FnOnce() -> R) -> R {
 /// Element count above which element-wise kernels split work across threads.
 pub const PAR_THRESHOLD: usize = 1 << 18;
 
+/// Runs `f(i, part)` for the `i`-th run of `per` values of `out` (the last may be shorter),
+/// in parallel when `out` holds at least [`PAR_THRESHOLD`] values, several runs per task so
+/// that a task is worth sending to another thread. Each run is handed to `f` exactly once, so
+/// results do not depend on the thread count.
+pub(crate) fn for_each_run<T: Send>(out: &mut [T], per: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    use rayon::prelude::*;
+    if per == 0 {
+        return;
+    }
+    if out.len() < PAR_THRESHOLD || threads() < 2 {
+        out.chunks_mut(per).enumerate().for_each(|(i, o)| f(i, o));
+    } else {
+        let k = (PAR_THRESHOLD / 16 / per).max(1);
+        out.par_chunks_mut(per * k).enumerate().for_each(|(t, os)| {
+            for (i, o) in os.chunks_mut(per).enumerate() {
+                f(t * k + i, o);
+            }
+        });
+    }
+}
+
 /// Views `shape` around `axis` as `[outer, dim, inner]`.
 pub fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     let outer = numel(&shape[..axis]);

@@ -39,22 +39,10 @@ impl NormGeom {
         }
     }
 
-    /// `f(channel, row of x, row of out)` for every `(sample, channel)` row.
+    /// `f(channel, offset of the row, row of out)` for every `(sample, channel)` row.
     fn per_row<T: Float>(&self, out: &mut [T], f: impl Fn(usize, usize, &mut [T]) + Sync + Send) {
         let l = self.l.max(1);
-        if out.len() < super::PAR_THRESHOLD || super::threads() < 2 {
-            out.chunks_mut(l)
-                .enumerate()
-                .for_each(|(r, o)| f(r % self.c, r * l, o));
-        } else {
-            let k = (super::PAR_THRESHOLD / 16 / l).max(1);
-            out.par_chunks_mut(l * k).enumerate().for_each(|(t, os)| {
-                for (i, o) in os.chunks_mut(l).enumerate() {
-                    let r = t * k + i;
-                    f(r % self.c, r * l, o);
-                }
-            });
-        }
+        super::for_each_run(out, l, |r, o| f(r % self.c, r * l, o));
     }
 
     /// `Σ f(v)` over the values of channel `ch`, in f64, samples in order.

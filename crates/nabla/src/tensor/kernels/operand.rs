@@ -20,7 +20,26 @@ pub struct MatRef<'a, T> {
     pub cs: usize,
 }
 
-impl<T> MatRef<'_, T> {
+impl<'a, T> MatRef<'a, T> {
+    /// The `rows × cols` matrix at `offset` in `data` whose rows are `rs` apart and whose
+    /// columns are contiguous.
+    pub(crate) fn row_major(
+        data: &'a [T],
+        offset: usize,
+        rows: usize,
+        cols: usize,
+        rs: usize,
+    ) -> Self {
+        MatRef {
+            data,
+            offset,
+            rows,
+            cols,
+            rs,
+            cs: 1,
+        }
+    }
+
     /// The transpose (strides swapped).
     pub fn t(self) -> Self {
         MatRef {

@@ -84,29 +84,6 @@ impl PoolGeom {
     }
 }
 
-/// Planes per parallel task: enough values that a task is worth sending to another thread.
-fn planes_per_task(per: usize) -> usize {
-    (super::PAR_THRESHOLD / 16 / per.max(1)).max(1)
-}
-
-/// Runs `f(input plane index, output plane)` over the output's planes (`per` values each), in
-/// parallel when large.
-fn planes<T: Float>(per: usize, total: usize, out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
-    if per == 0 {
-        return;
-    }
-    if total < super::PAR_THRESHOLD || super::threads() < 2 {
-        out.chunks_mut(per).enumerate().for_each(|(i, o)| f(i, o));
-    } else {
-        let k = planes_per_task(per);
-        out.par_chunks_mut(per * k).enumerate().for_each(|(t, os)| {
-            for (i, o) in os.chunks_mut(per).enumerate() {
-                f(t * k + i, o);
-            }
-        });
-    }
-}
-
 /// Max pooling: the maximum of each window into `y`, and its index within the input plane
 /// (`row · w + col`) into `arg`: ties go to the first in row-major window order, as in
 /// PyTorch; a NaN in the window makes the value NaN (its gradient goes to a NaN).
@@ -172,7 +149,7 @@ pub(crate) fn max_pool<T: Float>(g: &PoolGeom, x: &[T], y: &mut [T], arg: &mut [
             work(p, ys, args);
         }
     } else {
-        let k = planes_per_task(l);
+        let k = (super::PAR_THRESHOLD / 16 / l.max(1)).max(1);
         y.par_chunks_mut(l * k)
             .zip(arg.par_chunks_mut(l * k))
             .enumerate()
@@ -190,7 +167,7 @@ pub(crate) fn avg_pool<T: Float>(g: &PoolGeom, x: &[T], y: &mut [T]) {
     let hw = g.h * g.w;
     let k = g.opts.kernel;
     let scale = T::ONE / T::from_f64((k.0 * k.1) as f64);
-    planes(g.oh * g.ow, y.len(), y, |p, ys| {
+    super::for_each_run(y, g.oh * g.ow, |p, ys| {
         let plane = &x[p * hw..(p + 1) * hw];
         g.windows(|oy, ox, (r0, r1), (c0, c1)| {
             let mut s = T::ZERO;
@@ -210,7 +187,7 @@ pub(crate) fn avg_pool_adjoint<T: Float>(g: &PoolGeom, gy: &[T], dx: &mut [T]) {
     let (hw, l) = (g.h * g.w, g.oh * g.ow);
     let k = g.opts.kernel;
     let scale = T::ONE / T::from_f64((k.0 * k.1) as f64);
-    planes(hw, dx.len(), dx, |p, xs| {
+    super::for_each_run(dx, hw, |p, xs| {
         xs.fill(T::ZERO);
         let gs = &gy[p * l..(p + 1) * l];
         g.windows(|oy, ox, (r0, r1), (c0, c1)| {
