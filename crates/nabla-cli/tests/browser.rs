@@ -313,6 +313,9 @@ async fn inspector(c: &Client, out: &Path) {
 
 async fn bad_input(c: &Client) {
     click(c, "tab-playground").await;
+    // The previous case's message stays on the page until the next answer replaces it: wait for
+    // a different one (CI once read the stale "lr" message for the "width" case).
+    let mut previous = String::new();
     for (field, value, named) in [("lr", "abc", "lr"), ("hidden", "1000000000", "width")] {
         let original = c
             .find(Locator::Id(field))
@@ -327,10 +330,11 @@ async fn bad_input(c: &Client) {
         let msg = wait_for(Duration::from_secs(10), "an error message", || async {
             let e = c.find(Locator::Id("error")).await.ok()?;
             let t = e.text().await.ok()?;
-            (e.is_displayed().await.ok()? && !t.is_empty()).then_some(t)
+            (e.is_displayed().await.ok()? && !t.is_empty() && t != previous).then_some(t)
         })
         .await;
         assert!(msg.contains(named), "'{msg}' does not name {named}");
+        previous = msg;
         type_into(c, field, &original).await;
     }
 }
