@@ -112,9 +112,12 @@ pub struct ExportArgs {
     /// Output format.
     #[arg(long, value_enum)]
     pub format: ExportFormat,
-    /// The file to write.
+    /// The file to write (never the model file itself).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// `nabla import`.
@@ -123,8 +126,9 @@ pub struct ImportArgs {
     /// Input format.
     #[arg(long, value_enum, default_value = "torch")]
     pub format: ImportFormat,
-    /// A PyTorch state dict (safetensors, float32) of an nn.Sequential of Linear layers and
-    /// parameter-free activations; names may have a prefix (layers.0.weight).
+    /// A PyTorch state dict (safetensors, float32): one written by `nabla export --format
+    /// torch` (any model: its spec is in the metadata), or an nn.Sequential of Linear layers
+    /// and parameter-free activations (names may have a prefix: layers.0.weight).
     #[arg(long)]
     pub state_dict: PathBuf,
     /// Layer sizes, e.g. 784-512-256-10 (default: read from the weights' shapes; when given,
@@ -139,9 +143,12 @@ pub struct ImportArgs {
     /// it, else classification).
     #[arg(long, value_enum)]
     pub task: Option<Task>,
-    /// The nabla model file to write (for eval and predict).
+    /// The nabla model file to write (for eval and predict; never the state dict itself).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// Benchmark workloads.
@@ -289,6 +296,15 @@ pub enum OptimizerName {
     Adamw,
 }
 
+/// Model presets of `nabla train --arch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArchName {
+    /// A multi-layer perceptron (--hidden, --activation, --dropout).
+    Mlp,
+    /// A convolutional network for images.
+    Cnn,
+}
+
 /// Learning-rate schedules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ScheduleName {
@@ -306,6 +322,15 @@ pub struct TrainArgs {
     /// The data.
     #[command(flatten)]
     pub data: DataArgs,
+    /// The model: mlp (shaped by --hidden, --activation, --dropout) or cnn (for images: four
+    /// 3×3 convolutions with batch norm and two max-pools, then a 256-wide hidden layer; see
+    /// the README) [default: mlp].
+    #[arg(long, value_enum)]
+    pub arch: Option<ArchName>,
+    /// The model as a JSON model spec (layers with their settings; the input shape may be
+    /// left out: the data's own). Instead of --arch and its flags.
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["arch", "hidden", "activation", "dropout"])]
+    pub model: Option<PathBuf>,
     /// Hidden layer widths, e.g. 512,256 [default: per data set: 64,64 spiral and sine; 32,32
     /// moons and circles; 8 xor; 512,256 images; 64,64 csv].
     #[arg(long, value_delimiter = ',')]
@@ -460,9 +485,9 @@ pub struct InfoArgs {
     pub checkpoint: PathBuf,
 }
 
-/// Parses a command line (the program name first) as `nabla` does: the arguments, and for
-/// `train` the ids of the flags given on the command line (not defaults), which `--resume`
-/// and the flag checks need.
+/// Parses a command line (the program name first) as `nabla` does: the arguments, and the ids
+/// of the subcommand's flags given on the command line (not defaults), which `--resume` and
+/// the flag checks need.
 pub fn parse_from<I, S>(argv: I) -> Result<(Cli, Vec<String>), clap::Error>
 where
     I: IntoIterator<Item = S>,
@@ -473,19 +498,20 @@ where
     let command = Cli::command();
     let matches = command.clone().try_get_matches_from(argv)?;
     let cli = Cli::from_arg_matches(&matches)?;
+    let Some((name, m)) = matches.subcommand() else {
+        return Ok((cli, Vec::new()));
+    };
     let is_flag = |id: &str| {
         command
-            .find_subcommand("train")
+            .find_subcommand(name)
             .is_some_and(|c| c.get_arguments().any(|a| a.get_id() == id))
     };
-    let given = matches
-        .subcommand_matches("train")
-        .map_or_else(Vec::new, |m| {
-            m.ids()
-                .filter(|id| is_flag(id.as_str()))
-                .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
-                .map(|id| id.to_string())
-                .collect()
-        });
+    let given = Some(m).map_or_else(Vec::new, |m| {
+        m.ids()
+            .filter(|id| is_flag(id.as_str()))
+            .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+            .map(|id| id.to_string())
+            .collect()
+    });
     Ok((cli, given))
 }

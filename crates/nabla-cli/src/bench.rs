@@ -210,17 +210,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut peak = None;
     if all || args.workload == Workload::Peak {
         let p = crate::peak::peak(threads());
-        println!("{p}");
+        crate::outln!("{p}");
         peak = Some(p);
     }
     if all || args.workload == Workload::Tiny {
-        println!("{}", tiny(args.steps.unwrap_or(10_000), args.cold)?);
+        crate::outln!("{}", tiny(args.steps.unwrap_or(10_000), args.cold)?);
     }
     if all || args.workload == Workload::Fashion {
-        println!("{}", fashion(&dir, args.steps, args.cold)?);
+        crate::outln!("{}", fashion(&dir, args.steps, args.cold)?);
     }
     if args.workload == Workload::Cnn {
-        println!("{}", cnn(&dir, args.steps, args.cold)?);
+        crate::outln!("{}", cnn(&dir, args.steps, args.cold)?);
     }
     if all || args.workload == Workload::Wide {
         let mut w = wide(&dir, args.steps.unwrap_or(40), args.cold)?;
@@ -229,7 +229,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             w["peak_gflops"] = json!(top);
             w["of_peak"] = json!(g / top);
         }
-        println!("{w}");
+        crate::outln!("{w}");
     }
     Ok(())
 }

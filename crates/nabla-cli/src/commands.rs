@@ -5,39 +5,110 @@ use nabla::data::csv::{read_csv, Header, TargetColumn};
 use nabla::data::idx::read_idx;
 use nabla::io::read_tensor_file;
 use nabla::nn::loss::{predict_class, predict_proba};
-use nabla::nn::{Mlp, Module};
+use nabla::nn::Module;
 use nabla::testing::run_op_gradchecks;
 use nabla::{no_grad, Tensor};
 use serde_json::json;
 
-use crate::args::{EvalArgs, InfoArgs, LossName, PredictArgs, Task};
+use crate::args::{DataArgs, DatasetName, EvalArgs, InfoArgs, LossName, PredictArgs, Task};
 use crate::dataset::{self, target_column};
 use crate::metrics::{evaluate, report};
-use crate::model::load_model;
-use crate::runconfig::spelled;
+use crate::model::{load_model, ModelMeta};
+use crate::runconfig::{self, spelled};
 
-fn check_width(model: &Mlp, features: usize, what: &str) -> Result<()> {
-    let want = model.config().sizes[0];
+/// The model takes `features` values per sample, or says what does not fit.
+fn check_width(meta: &ModelMeta, features: usize, what: &str, csv: bool) -> Result<()> {
+    let want = meta.spec.input_features();
     if features != want {
-        bail!("{what} has {features} features per sample, the model expects {want}");
+        let hint = if csv && features == want + 1 {
+            " (is the target column in the file? name it with --target-column, or drop it)"
+        } else {
+            ""
+        };
+        bail!(
+            "{what} has {features} features per sample, the model expects {want} (input {}){hint}",
+            crate::interop::input_shape(&meta.spec)
+        );
     }
     Ok(())
 }
 
-/// `nabla eval`.
-pub fn eval(args: &EvalArgs) -> Result<()> {
+/// The model's outputs: classes or targets.
+fn model_outputs(meta: &ModelMeta) -> Result<usize> {
+    Ok(meta.spec.output_shape(1)?.last().copied().unwrap_or(0))
+}
+
+/// The data flags `eval` uses: the given data set's, or the model file's recorded ones with
+/// the given flags (points, noise, seed, …) over them; flags that do not apply are errors.
+fn eval_data(args: &EvalArgs, given: &[String], meta: &ModelMeta) -> Result<DataArgs> {
+    let chosen = &args.data;
+    let has = |id: &str| given.iter().any(|g| g == id);
+    let Some(recorded) = meta
+        .data
+        .as_ref()
+        .filter(|_| chosen.dataset.is_none() && chosen.data_dir.is_none() && chosen.csv.is_none())
+    else {
+        return Ok(chosen.clone());
+    };
+    let mut d = recorded.clone();
+    let kind = d.dataset.unwrap_or(DatasetName::Spiral);
+    let synthetic = matches!(
+        kind,
+        DatasetName::Spiral | DatasetName::Moons | DatasetName::Circles | DatasetName::Sine
+    );
+    let csv = d.csv.is_some() || kind == DatasetName::Csv;
+    let rules = [
+        (
+            "points",
+            synthetic,
+            "generated sets (spiral, moons, circles, sine)",
+        ),
+        (
+            "noise",
+            synthetic,
+            "generated sets (spiral, moons, circles, sine)",
+        ),
+        ("outliers", kind == DatasetName::Sine, "--dataset sine"),
+        ("test_fraction", csv, "--csv data"),
+        ("target_column", csv, "--csv data"),
+        ("task", csv, "--csv data"),
+    ];
+    for (id, applies, what) in rules {
+        if has(id) && !applies {
+            bail!(
+                "{} applies only to {what}; the model's data set is {} (give --dataset to evaluate on another)",
+                runconfig::flag(id),
+                meta.dataset
+            );
+        }
+    }
+    if has("points") {
+        d.points = chosen.points;
+    }
+    if has("noise") {
+        d.noise = chosen.noise;
+    }
+    if has("outliers") {
+        d.outliers = chosen.outliers;
+    }
+    if has("seed") {
+        d.seed = chosen.seed;
+    }
+    if has("test_fraction") {
+        d.test_fraction = chosen.test_fraction;
+    }
+    if has("target_column") {
+        d.target_column = chosen.target_column.clone();
+    }
+    Ok(d)
+}
+
+/// `nabla eval`; `given` are the ids of the flags on the command line.
+pub fn eval(args: &EvalArgs, given: &[String]) -> Result<()> {
     let (model, meta) = load_model(&args.checkpoint)?;
     // Without data flags, the data the model was trained on (recorded in the file).
-    let chosen = &args.data;
-    let data_args = match &meta.data {
-        Some(recorded)
-            if chosen.dataset.is_none() && chosen.data_dir.is_none() && chosen.csv.is_none() =>
-        {
-            recorded
-        }
-        _ => chosen,
-    };
-    let data = dataset::load(data_args)?;
+    let data_args = eval_data(args, given, &meta)?;
+    let data = dataset::load(&data_args)?;
     if data.task != meta.task {
         bail!(
             "the checkpoint is a {} model, the data set is {} ({})",
@@ -46,12 +117,31 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             data.name
         );
     }
+    let outputs = model_outputs(&meta)?;
+    if data.outputs != outputs {
+        let what = if meta.task == Task::Classification {
+            "classes"
+        } else {
+            "targets"
+        };
+        bail!(
+            "the model has {outputs} outputs ({} {what}), {} has {} {what}: it was not trained on these data",
+            meta.dataset,
+            data.name,
+            data.outputs
+        );
+    }
     let mut normalized = if args.train_split {
         data.train
     } else {
         data.test
     };
-    check_width(&model, normalized.features(), &data.name)?;
+    check_width(
+        &meta,
+        normalized.features(),
+        &data.name,
+        data_args.csv.is_some(),
+    )?;
     normalized.normalize_in_place(&meta.normalizer)?; // (the raw features are not needed)
     let kind = match meta.task {
         Task::Classification => LossName::CrossEntropy,
@@ -60,15 +150,15 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     .into();
     let e = evaluate(&model, &normalized, kind)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&e)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&e)?);
     } else {
         let which = if args.train_split { "train" } else { "test" };
-        println!(
+        crate::outln!(
             "{} ({which} split) with {}",
             data.name,
             args.checkpoint.display()
         );
-        print!("{}", report(&e, &meta.class_names));
+        crate::out!("{}", report(&e, &meta.class_names));
     }
     Ok(())
 }
@@ -86,7 +176,8 @@ fn read_inputs(args: &PredictArgs) -> Result<Tensor<f32>> {
     let arr = read_idx(path)?;
     let n = arr.dims[0];
     let d: usize = arr.dims[1..].iter().product();
-    let x: Vec<f32> = arr.data.iter().map(|&p| p as f32 / 255.0).collect();
+    // In the file's units (0–255): the model card's scale applies them as in training.
+    let x: Vec<f32> = arr.data.iter().map(|&p| p as f32).collect();
     Tensor::from_vec(x, &[n, d.max(1)])
         .with_context(|| format!("{}: cannot shape the inputs", path.display()))
 }
@@ -95,19 +186,23 @@ fn read_inputs(args: &PredictArgs) -> Result<Tensor<f32>> {
 pub fn predict(args: &PredictArgs) -> Result<()> {
     let (model, meta) = load_model(&args.checkpoint)?;
     let x = read_inputs(args)?;
-    check_width(&model, x.shape()[1], &args.input.display().to_string())?;
-    let x = meta.normalizer.apply(&x)?;
+    let csv = args
+        .input
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    check_width(&meta, x.shape()[1], &args.input.display().to_string(), csv)?;
+    let x = meta.card()?.prepare(&x)?;
     let out = no_grad(|| model.forward(&x))?;
     let n = out.shape()[0];
     let limit = args.limit.unwrap_or(n).min(n);
     if meta.task == Task::Regression {
         let v = out.to_vec()?;
         if args.json {
-            println!("{}", json!({"predictions": &v[..limit]}));
+            crate::outln!("{}", json!({"predictions": &v[..limit]}));
         } else {
-            println!("{:>6} {:>12}", "row", "prediction");
+            crate::outln!("{:>6} {:>12}", "row", "prediction");
             for (i, p) in v.iter().take(limit).enumerate() {
-                println!("{i:>6} {p:>12.5}");
+                crate::outln!("{i:>6} {p:>12.5}");
             }
         }
         return Ok(());
@@ -135,49 +230,85 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        print!("{:>6} {:>6} {:<14}", "row", "class", "name");
+        crate::out!("{:>6} {:>6} {:<14}", "row", "class", "name");
         for c in 0..k {
-            print!(" {:>7}", format!("p{c}"));
+            crate::out!(" {:>7}", format!("p{c}"));
         }
-        println!();
+        crate::outln!();
         for i in 0..limit {
-            print!("{i:>6} {:>6} {:<14}", classes[i], name(classes[i]));
+            crate::out!("{i:>6} {:>6} {:<14}", classes[i], name(classes[i]));
             for c in 0..k {
-                print!(" {:>7.4}", p[i * k + c]);
+                crate::out!(" {:>7.4}", p[i * k + c]);
             }
-            println!();
+            crate::outln!();
         }
     }
     Ok(())
 }
 
-/// `nabla info`.
+/// `nabla info`: what the file is; for a model file, each layer with its output shape and
+/// parameters, and the input's units; for files nabla reads in other ways, the command to run.
 pub fn info(args: &InfoArgs) -> Result<()> {
-    let file = read_tensor_file(&args.checkpoint)?;
-    println!("{}", args.checkpoint.display());
-    for (k, v) in &file.metadata {
-        println!("  {k}: {v}");
-    }
+    let path = &args.checkpoint;
+    let file = read_tensor_file(path)?;
+    let md = &file.metadata;
+    crate::outln!("{}", path.display());
     let described = file.describe();
     let total: usize = described
         .values()
         .map(|(_, s)| s.iter().product::<usize>())
         .sum();
-    println!("{} tensors, {total} elements:", described.len());
-    for (name, (dtype, shape)) in &described {
-        println!("  {name:<32} {dtype:<5} {shape:?}");
+    let format = md.get("format").map(String::as_str);
+    let kind = match format {
+        Some(nabla::io::TORCH_FORMAT) => {
+            "a PyTorch state dict written by `nabla export --format torch`"
+        }
+        Some(nabla::io::WEIGHTS_FORMAT)
+            if md.contains_key("model_spec") || md.contains_key("model_config") =>
+        {
+            "a nabla model file"
+        }
+        Some(nabla::io::WEIGHTS_FORMAT) => "nabla weights without a model description",
+        Some(f) if f.contains("state") => "a nabla training checkpoint",
+        _ => "a safetensors file",
+    };
+    crate::outln!("  {kind}; {} tensors, {total} values", described.len());
+    let long = |v: &String| v.len() > 120;
+    for (k, v) in md {
+        if long(v) {
+            crate::outln!("  {k}: ({} characters)", v.len());
+        } else {
+            crate::outln!("  {k}: {v}");
+        }
     }
-    if file.metadata.contains_key("task") {
-        let (model, _) = load_model(&args.checkpoint)?;
-        println!("\n{}", model.summary(1)?);
-        println!("({})", model.describe());
-        println!(
-            "to use it in PyTorch: nabla export --checkpoint {0} --format torch --out FILE\n\
-             to serve it with ONNX Runtime: nabla export --checkpoint {0} --format onnx --out FILE",
-            args.checkpoint.display()
-        );
+    for (name, (dtype, shape)) in &described {
+        crate::outln!("  {name:<40} {dtype:<5} {shape:?}");
+    }
+    let shown = path.display();
+    match format {
+        Some(nabla::io::TORCH_FORMAT) => {
+            crate::outln!(
+                "\nto use it with nabla: nabla import --state-dict {shown} --out model.safetensors\n\
+                 in PyTorch: ns = {{}}; exec(meta['torch_source'], ns); model = ns['model']; \
+                 model.load_state_dict(safetensors.torch.load_file('{shown}'))"
+            );
+        }
+        _ if md.contains_key("model_spec") || md.contains_key("model_config") => {
+            let (model, meta) = load_model(path)?;
+            crate::outln!("\n{}", model.summary(1)?);
+            crate::outln!(
+                "input {} in the data file's units: {}",
+                crate::interop::input_shape(&meta.spec),
+                meta.card()?.input_units()
+            );
+            crate::outln!(
+                "to use it in PyTorch: nabla export --checkpoint {shown} --format torch --out FILE\n\
+                 to serve it with ONNX Runtime: nabla export --checkpoint {shown} --format onnx --out FILE"
+            );
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -186,9 +317,13 @@ pub fn info(args: &InfoArgs) -> Result<()> {
 /// (gradgradcheck) against finite differences.
 pub fn gradcheck() -> Result<()> {
     let checks = run_op_gradchecks()?;
-    println!(
+    crate::outln!(
         "{:<40} {:>8} {:>10} {:>8} {:>10}  result",
-        "case", "elements", "1st (tol)", "2nd elts", "2nd (tol)"
+        "case",
+        "elements",
+        "1st (tol)",
+        "2nd elts",
+        "2nd (tol)"
     );
     let mut failed = 0;
     let ratio = |r: &nabla::testing::GradcheckReport| r.worst.as_ref().map_or(0.0, |w| w.ratio);
@@ -197,7 +332,7 @@ pub fn gradcheck() -> Result<()> {
         if !ok {
             failed += 1;
         }
-        println!(
+        crate::outln!(
             "{:<40} {:>8} {:>10.3} {:>8} {:>10.3}  {}",
             c.name,
             c.report.checked,
@@ -207,7 +342,7 @@ pub fn gradcheck() -> Result<()> {
             if ok { "ok" } else { "FAILED" }
         );
     }
-    println!(
+    crate::outln!(
         "{} passed, {failed} failed (tol. = worst error as a fraction of the tolerance)",
         checks.len() - failed
     );

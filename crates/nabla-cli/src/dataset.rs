@@ -48,6 +48,10 @@ pub struct Loaded {
     pub outputs: usize,
     pub class_names: Vec<String>,
     pub defaults: Defaults,
+    /// The shape of one sample (`[1, 28, 28]` for MNIST-format images; `[features]` else).
+    pub sample_shape: Vec<usize>,
+    /// The loaded values are the file's times this (1/255 for IDX pixels, read as 0–1).
+    pub input_scale: f32,
 }
 
 fn synthetic_defaults(hidden: Vec<usize>, epochs: usize, lr: f64) -> Defaults {
@@ -114,6 +118,8 @@ pub fn load(args: &DataArgs) -> Result<Loaded> {
         task: Task::Classification,
         outputs: train.classes,
         class_names: class_names(train.classes),
+        sample_shape: vec![train.x.shape()[1]],
+        input_scale: 1.0,
         train: TaskData::Class(train),
         test: TaskData::Class(test),
         defaults: d,
@@ -168,6 +174,8 @@ pub fn load(args: &DataArgs) -> Result<Loaded> {
                 outputs: 1,
                 class_names: vec![],
                 defaults: d,
+                sample_shape: vec![1],
+                input_scale: 1.0,
             }
         }
         DatasetName::FashionMnist | DatasetName::Mnist => load_mnist(args, kind)?,
@@ -208,6 +216,8 @@ fn load_mnist(args: &DataArgs, kind: DatasetName) -> Result<Loaded> {
         class_names(outputs)
     };
     let mut files = mnist_files(&dir, Split::Train)?.to_vec();
+    let test_files = mnist_files(&dir, Split::Test)?;
+    let sample_shape = idx_image_shape(&test_files[0])?;
     files.extend(mnist_files(&dir, Split::Test)?);
     Ok(Loaded {
         kind,
@@ -230,7 +240,22 @@ fn load_mnist(args: &DataArgs, kind: DatasetName) -> Result<Loaded> {
         outputs,
         class_names: names,
         defaults: image_defaults(),
+        sample_shape,
+        input_scale: 1.0 / 255.0,
     })
+}
+
+/// `[1, rows, cols]` of an IDX image file (gzip or not).
+fn idx_image_shape(path: &Path) -> Result<Vec<usize>> {
+    let arr = nabla::data::idx::read_idx(path)?;
+    match arr.dims[..] {
+        [_, rows, cols] => Ok(vec![1, rows, cols]),
+        _ => bail!(
+            "{}: images need 3 IDX dimensions [n, rows, cols], found {:?}",
+            path.display(),
+            arr.dims
+        ),
+    }
 }
 
 /// Parses `--target-column` (a name, or a 0-based index).
@@ -261,6 +286,7 @@ fn load_csv(path: &Path, args: &DataArgs) -> Result<Loaded> {
             (TaskData::Reg(tr), TaskData::Reg(te), 1, vec![])
         }
     };
+    let table_features = train.features();
     if train.is_empty() {
         bail!(
             "{}: no rows left for training after holding out the test set",
@@ -281,5 +307,7 @@ fn load_csv(path: &Path, args: &DataArgs) -> Result<Loaded> {
         outputs,
         class_names: names,
         defaults,
+        sample_shape: vec![table_features],
+        input_scale: 1.0,
     })
 }

@@ -19,9 +19,24 @@ pub const MAX_BATCH: usize = 100_000;
 /// The batch the graph is recorded on: the first rows of the model's training data
 /// (normalised as in training), or seeded random inputs; and where it came from.
 fn batch(meta: &ModelMeta, rows: usize, width: usize) -> Result<(Tensor<f32>, TaskData, String)> {
+    let mut why = "the model file records no data set".to_string();
     if let Some(data_args) = &meta.data {
-        if let Ok(data) = dataset::load(data_args) {
-            if data.train.features() == width && data.train.len() >= rows {
+        match dataset::load(data_args) {
+            Err(e) => why = format!("its data set does not load: {e:#}"),
+            Ok(data) if data.train.features() != width => {
+                why = format!(
+                    "its data set {} has {} features, the model takes {width}",
+                    data.name,
+                    data.train.features()
+                )
+            }
+            Ok(data) if data.train.len() < rows => bail!(
+                "--batch {rows}: the training set of {} has {} rows; use at most {}",
+                data.name,
+                data.train.len(),
+                data.train.len()
+            ),
+            Ok(data) => {
                 let idx: Vec<usize> = (0..rows).collect();
                 let sub = data.train.subset(&idx)?.normalized(&meta.normalizer)?;
                 let x = sub.x().clone();
@@ -36,7 +51,7 @@ fn batch(meta: &ModelMeta, rows: usize, width: usize) -> Result<(Tensor<f32>, Ta
     let mut rng = Rng::new(0);
     let x: Vec<f32> = (0..rows * width).map(|_| rng.normal() as f32).collect();
     let x = Tensor::from_vec(x, &[rows, width])?;
-    let outputs = *meta.config.sizes.last().unwrap_or(&1);
+    let outputs = meta.spec.output_shape(1)?.last().copied().unwrap_or(1);
     let data = match meta.task {
         Task::Classification => TaskData::Class(nabla::data::Classification {
             x: x.clone(),
@@ -48,11 +63,7 @@ fn batch(meta: &ModelMeta, rows: usize, width: usize) -> Result<(Tensor<f32>, Ta
             y: Tensor::zeros(&[rows, outputs])?,
         }),
     };
-    Ok((
-        x,
-        data,
-        format!("{rows} random normal inputs (no loadable data set in the model file)"),
-    ))
+    Ok((x, data, format!("{rows} random normal inputs ({why})")))
 }
 
 /// Runs `nabla graph`.
@@ -61,7 +72,7 @@ pub fn run(args: &GraphArgs) -> Result<()> {
         bail!("--batch {}: use 1 to {MAX_BATCH} rows", args.batch);
     }
     let (model, meta) = load_model(&args.checkpoint)?;
-    let width = meta.config.sizes[0];
+    let width = meta.spec.input_features();
     let (x, data, source) = batch(&meta, args.batch, width)?;
     let out = model.forward(&x)?;
     let loss = scope("loss", || match &data {
@@ -86,7 +97,7 @@ pub fn run(args: &GraphArgs) -> Result<()> {
     nabla::io::write_atomic(&args.out, text.as_bytes())
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     let t = &report.totals;
-    println!(
+    crate::outln!(
         "{}: {} ops on {source}; kept for backward {} bytes, a no_grad forward holds at most {} \
          bytes at once; leaves {} bytes",
         args.out.display(),

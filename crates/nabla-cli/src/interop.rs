@@ -1,30 +1,69 @@
 //! `nabla export` and `nabla import`: presentation over `nabla::io`'s PyTorch and ONNX
 //! converters.
 
-use anyhow::{anyhow, Result};
-use nabla::data::{Normalization, Normalizer};
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Result};
+use nabla::data::Normalization;
 use nabla::io::{
-    export_onnx, export_torch, import_torch, read_tensor_file, torch_sequential, OnnxHead,
-    OnnxOptions, ONNX_OPSET,
+    export_onnx, export_torch, import_torch, import_torch_network, read_tensor_file, ModelCard,
+    OnnxHead, OnnxOptions, ONNX_OPSET,
 };
-use nabla::nn::{Activation, MlpConfig};
+use nabla::nn::{Activation, ModelSpec, Module, Network};
 
 use crate::args::{ExportArgs, ExportFormat, ImportArgs, ImportFormat, Task};
-use crate::model::{load_model, parse_field, save_model, ModelMeta};
+use crate::model::{load_model, save_model, ModelMeta};
+
+/// Refuses to write `out` over one of `inputs` (compared as canonical paths), over an existing
+/// file without `overwrite`, or where it names a directory.
+pub fn check_output(out: &Path, inputs: &[&Path], overwrite: bool) -> Result<()> {
+    let shown = out.display();
+    if out.is_dir() || out.as_os_str().to_string_lossy().ends_with('/') {
+        bail!(
+            "--out {shown} is a directory; give a file name (e.g. {}model.onnx)",
+            if out.as_os_str().to_string_lossy().ends_with('/') {
+                shown.to_string()
+            } else {
+                format!("{shown}/")
+            }
+        );
+    }
+    if let Ok(o) = std::fs::canonicalize(out) {
+        for i in inputs {
+            if std::fs::canonicalize(i).is_ok_and(|c| c == o) {
+                bail!(
+                    "--out {shown} is the input file {}: writing it would destroy the model; give another file",
+                    i.display()
+                );
+            }
+        }
+        if !overwrite {
+            bail!("--out {shown} exists; pass --overwrite to replace it");
+        }
+    }
+    Ok(())
+}
 
 /// `nabla export`: the model as a PyTorch state dict or an ONNX graph, with what a user of the
-/// other framework needs (the normaliser, the task and class names) in its metadata.
+/// other framework needs (the input's units, the normaliser, the task and class names) in its
+/// metadata; the ONNX graph does all the preprocessing itself.
 pub fn export(args: &ExportArgs) -> Result<()> {
+    check_output(&args.out, &[&args.checkpoint], args.overwrite)?;
     let (model, meta) = load_model(&args.checkpoint)?;
-    let extra = meta.usage_metadata()?;
-    let features = model.config().sizes[0];
+    let card = meta.card()?;
+    let mut extra = card.usage_metadata();
+    extra.remove("data");
+    let shape = input_shape(model.spec());
     match args.format {
         ExportFormat::Torch => {
             export_torch(&model, &extra, &args.out)?;
-            println!(
-                "wrote {}: load it into {} (see the README for the Python lines)",
+            crate::outln!(
+                "wrote {}: a state dict for {} (Python source in the metadata: 'torch_source'), \
+                 input {shape}; the module takes prepared inputs — the metadata's input_scale and \
+                 normalizer turn the data file's units into them ({})",
                 args.out.display(),
-                torch_sequential(model.config())
+                nabla::io::torch_expression(model.spec())?,
+                card.input_units()
             );
         }
         ExportFormat::Onnx => {
@@ -33,6 +72,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
                 Task::Regression => OnnxHead::Regression,
             };
             let options = OnnxOptions {
+                input_scale: meta.input_scale,
                 normalizer: Some(meta.normalizer.clone()),
                 head,
                 metadata: extra,
@@ -42,54 +82,30 @@ pub fn export(args: &ExportArgs) -> Result<()> {
                 OnnxHead::Classification => "'logits' and 'probabilities'",
                 OnnxHead::Regression => "'predictions'",
             };
-            println!(
-                "wrote {}: ONNX opset {ONNX_OPSET}, input 'input' [batch, {features}] of raw \
-                 features (the normaliser is in the graph), outputs {outputs}",
-                args.out.display()
+            crate::outln!(
+                "wrote {}: ONNX opset {ONNX_OPSET}, input 'input' {shape} in the data file's \
+                 units ({}; all preprocessing is in the graph), outputs {outputs}",
+                args.out.display(),
+                card.input_units()
             );
         }
     }
     Ok(())
 }
 
-/// The model metadata `nabla export --format torch` stores, where the file has it.
-fn exported_meta(
-    path: &std::path::Path,
-    config: MlpConfig,
-    task: Option<Task>,
-) -> Result<ModelMeta> {
-    let outputs = *config.sizes.last().unwrap_or(&0);
-    let md = read_tensor_file(path)?.metadata;
-    let file_task: Option<Task> = parse_field(path, &md, "task")?;
-    let task = task.or(file_task).unwrap_or(Task::Classification);
-    let normalizer = parse_field(path, &md, "normalizer")?.unwrap_or(Normalizer {
-        mode: Normalization::None,
-        mean: Vec::new(),
-        std: Vec::new(),
-    });
-    let names: Option<Vec<String>> = parse_field(path, &md, "class_names")?;
-    let class_names = match (task, names) {
-        (Task::Regression, _) => Vec::new(),
-        (Task::Classification, Some(n)) if n.len() == outputs => n,
-        (Task::Classification, _) => (0..outputs).map(|i| i.to_string()).collect(),
-    };
-    Ok(ModelMeta {
-        config,
-        task,
-        normalizer,
-        class_names,
-        dataset: md
-            .get("dataset")
-            .cloned()
-            .unwrap_or_else(|| "imported".to_string()),
-        data: None,
-    })
+/// `[batch, 1, 28, 28]`.
+pub fn input_shape(spec: &ModelSpec) -> String {
+    let dims: Vec<String> = spec.input.iter().map(|d| d.to_string()).collect();
+    format!("[batch, {}]", dims.join(", "))
 }
 
-/// `nabla import`: a PyTorch MLP state dict as a nabla model file. The normaliser, task and
-/// class names come from the file's metadata when `nabla export` wrote it; otherwise inputs
-/// are used as they are.
+/// `nabla import`: a PyTorch state dict as a nabla model file. A file written by `nabla
+/// export --format torch` comes back as the model it was (spec, input units, normaliser,
+/// task, class names from its metadata); a plain PyTorch MLP state dict is read with the
+/// sizes of its weights and `--activation`, inputs used as they are.
 pub fn import(args: &ImportArgs) -> Result<()> {
+    check_output(&args.out, &[&args.state_dict], args.overwrite)?;
+    let md = read_tensor_file(&args.state_dict)?.metadata;
     let arch = match &args.arch {
         None => None,
         Some(text) => Some(
@@ -99,21 +115,56 @@ pub fn import(args: &ImportArgs) -> Result<()> {
                 .map_err(|_| anyhow!("--arch {text}: expected sizes like 784-512-256-10"))?,
         ),
     };
-    let activation: Activation = args.activation.parse()?;
-    let model = match args.format {
-        ImportFormat::Torch => import_torch(&args.state_dict, arch.as_deref(), activation)?,
+    let model: Network = match args.format {
+        ImportFormat::Torch if md.contains_key("model_spec") => {
+            let net = import_torch_network(&args.state_dict)?;
+            if let Some(a) = &arch {
+                let sizes = net.spec().as_mlp().map(|m| m.sizes);
+                if sizes.as_ref() != Some(a) {
+                    bail!(
+                        "--arch {}: {} records another model ({})",
+                        args.arch.as_deref().unwrap_or(""),
+                        args.state_dict.display(),
+                        net.describe()
+                    );
+                }
+            }
+            net
+        }
+        ImportFormat::Torch => {
+            let activation: Activation = args.activation.parse()?;
+            import_torch(&args.state_dict, arch.as_deref(), activation)?.into_network()
+        }
     };
-    let meta = exported_meta(&args.state_dict, model.config().clone(), args.task)?;
+    // The card the export wrote (without a spec of its own: the model's).
+    let mut with_spec = md.clone();
+    with_spec.insert("model_spec".into(), model.spec().to_json());
+    let what = args.state_dict.display().to_string();
+    let mut card = ModelCard::from_metadata(&with_spec, &what)?;
+    card.extra.retain(|k, _| k == "data");
+    if card.dataset.is_empty() {
+        card.dataset = "imported".into();
+    }
+    let mut meta = ModelMeta::from_card(&args.state_dict, card)?;
+    if let Some(t) = args.task {
+        meta.task = t;
+    }
+    let outputs = model.spec().output_shape(1)?.last().copied().unwrap_or(0);
+    if meta.task == Task::Regression {
+        meta.class_names.clear();
+    } else if meta.class_names.len() != outputs {
+        meta.class_names = (0..outputs).map(|i| i.to_string()).collect();
+    }
+    meta.data = None;
     save_model(&args.out, &model, &meta)?;
     let normalizer = match meta.normalizer.mode {
         Normalization::None => "inputs are used as they are: no normaliser".to_string(),
         mode => format!("with the file's {mode:?} input normaliser"),
     };
-    println!(
-        "wrote {}: Mlp {:?}, {}, {:?} ({normalizer})",
+    crate::outln!(
+        "wrote {}: {}, {:?} ({normalizer})",
         args.out.display(),
-        model.config().sizes,
-        model.config().activation,
+        model.describe(),
         meta.task
     );
     Ok(())

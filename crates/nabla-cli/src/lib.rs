@@ -21,6 +21,34 @@ pub mod rundir;
 pub mod serve;
 pub mod train;
 
+/// Writes to stdout; when the reader has gone away (`nabla predict … | head -1`), the command
+/// ends quietly with status 0 instead of panicking, as a Unix filter does.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` that ends the command quietly when stdout's reader has gone (see
+/// [`write_stdout`]).
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::write_stdout(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::write_stdout(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+/// `print!` that ends the command quietly when stdout's reader has gone.
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => { $crate::write_stdout(format_args!($($t)*)) };
+}
+
 /// The current UTC time as `YYYYMMDD-HHMMSS` (run directory names, run ids).
 pub fn utc_stamp() -> String {
     let secs = std::time::SystemTime::now()

@@ -9,7 +9,7 @@ fn main() {
     let (cli, given) = match parsed {
         Ok(c) => c,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
-            print!("{e}");
+            nabla_cli::out!("{e}");
             return;
         }
         Err(e) => {
@@ -36,7 +36,7 @@ fn main() {
     };
     let result = match &cli.command {
         Command::Train(a) => train::run(a, &given),
-        Command::Eval(a) => commands::eval(a),
+        Command::Eval(a) => commands::eval(a, &given),
         Command::Predict(a) => commands::predict(a),
         Command::Gradcheck => commands::gradcheck(),
         Command::Info(a) => commands::info(a),

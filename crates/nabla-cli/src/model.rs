@@ -1,21 +1,23 @@
-//! The model file a run writes (`model.safetensors`): weights plus everything needed to use
-//! them — architecture, task, input normalisation, class names — in the metadata.
+//! The model file a run writes (`model.safetensors`): the library's model file
+//! ([`nabla::io::save_model`]: weights, model spec, task, input units and normalisation, class
+//! names) plus the data flags the run was trained with.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use nabla::data::Normalizer;
-use nabla::io::{load_weights, read_tensor_file, save_weights};
-use nabla::nn::{Mlp, MlpConfig, Module};
+use nabla::io::{ModelCard, Task as CardTask};
+use nabla::nn::{ModelSpec, Network};
 
 use crate::args::{DataArgs, Task};
 
 /// What a model file says about its model.
 #[derive(Debug, Clone)]
 pub struct ModelMeta {
-    pub config: MlpConfig,
+    pub spec: ModelSpec,
     pub task: Task,
+    /// Input values are multiplied by this before normalising (1/255 for IDX pixels).
+    pub input_scale: f32,
     pub normalizer: Normalizer,
     pub class_names: Vec<String>,
     pub dataset: String,
@@ -24,84 +26,65 @@ pub struct ModelMeta {
 }
 
 impl ModelMeta {
-    /// What a user of the model needs besides its weights and architecture: task, input
-    /// normaliser, class names, data set (written into model files and exported files alike).
-    pub fn usage_metadata(&self) -> Result<BTreeMap<String, String>> {
-        Ok(BTreeMap::from([
-            ("task".to_string(), serde_json::to_string(&self.task)?),
-            (
-                "normalizer".to_string(),
-                serde_json::to_string(&self.normalizer)?,
-            ),
-            (
-                "class_names".to_string(),
-                serde_json::to_string(&self.class_names)?,
-            ),
-            ("dataset".to_string(), self.dataset.clone()),
-        ]))
+    /// The library's card of this model.
+    pub fn card(&self) -> Result<ModelCard> {
+        let mut card = ModelCard::new(
+            self.spec.clone(),
+            match self.task {
+                Task::Classification => CardTask::Classification,
+                Task::Regression => CardTask::Regression,
+            },
+        );
+        card.input_scale = self.input_scale;
+        card.normalizer = self.normalizer.clone();
+        card.class_names = self.class_names.clone();
+        card.dataset = self.dataset.clone();
+        if let Some(d) = &self.data {
+            card.extra
+                .insert("data".to_string(), serde_json::to_string(d)?);
+        }
+        Ok(card)
+    }
+
+    /// The meta of a library card (its `data` entry, if any, read back).
+    pub fn from_card(path: &Path, card: ModelCard) -> Result<Self> {
+        let data = card
+            .extra
+            .get("data")
+            .map(|d| serde_json::from_str(d))
+            .transpose()
+            .with_context(|| format!("{}: metadata 'data' is malformed", path.display()))?;
+        Ok(ModelMeta {
+            spec: card.spec,
+            task: match card.task {
+                CardTask::Classification => Task::Classification,
+                CardTask::Regression => Task::Regression,
+            },
+            input_scale: card.input_scale,
+            normalizer: card.normalizer,
+            class_names: card.class_names,
+            dataset: card.dataset,
+            data,
+        })
+    }
+
+    /// The class names, numbered when the file has none.
+    pub fn class_name(&self, c: usize) -> String {
+        self.class_names
+            .get(c)
+            .cloned()
+            .unwrap_or_else(|| c.to_string())
     }
 }
 
 /// Writes weights and metadata atomically.
-pub fn save_model(path: &Path, model: &Mlp, meta: &ModelMeta) -> Result<()> {
-    let mut m = meta.usage_metadata()?;
-    m.insert("model_config".to_string(), meta.config.to_json());
-    if let Some(d) = &meta.data {
-        m.insert("data".to_string(), serde_json::to_string(d)?);
-    }
-    save_weights(path, model, &m)?;
+pub fn save_model(path: &Path, model: &dyn nabla::nn::Module<f32>, meta: &ModelMeta) -> Result<()> {
+    nabla::io::save_model(path, model, &meta.card()?)?;
     Ok(())
 }
 
-fn missing(path: &Path, key: &str) -> anyhow::Error {
-    anyhow!(
-        "{}: not a nabla model file (metadata has no '{key}'; write one with `nabla train`)",
-        path.display()
-    )
-}
-
-fn field<'a>(path: &Path, meta: &'a BTreeMap<String, String>, key: &str) -> Result<&'a String> {
-    meta.get(key).ok_or_else(|| missing(path, key))
-}
-
-/// A JSON metadata entry of `path`, if present; an error naming the file and key if malformed.
-pub fn parse_field<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    meta: &BTreeMap<String, String>,
-    key: &str,
-) -> Result<Option<T>> {
-    meta.get(key)
-        .map(|v| serde_json::from_str(v))
-        .transpose()
-        .with_context(|| format!("{}: metadata '{key}' is malformed", path.display()))
-}
-
-/// [`parse_field`] of an entry every model file has.
-fn parse_required<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    meta: &BTreeMap<String, String>,
-    key: &str,
-) -> Result<T> {
-    parse_field(path, meta, key)?.ok_or_else(|| missing(path, key))
-}
-
-/// Reads a model file: rebuilds the MLP from its config, loads the weights, evaluation mode.
-pub fn load_model(path: &Path) -> Result<(Mlp, ModelMeta)> {
-    let file = read_tensor_file(path)?;
-    let md = &file.metadata;
-    let bad = |what: &str| format!("{}: metadata '{what}' is malformed", path.display());
-    let config = MlpConfig::from_json(field(path, md, "model_config")?)
-        .with_context(|| bad("model_config"))?;
-    let meta = ModelMeta {
-        task: parse_required(path, md, "task")?,
-        normalizer: parse_required(path, md, "normalizer")?,
-        class_names: parse_required(path, md, "class_names")?,
-        dataset: field(path, md, "dataset")?.clone(),
-        data: parse_field(path, md, "data")?,
-        config,
-    };
-    let mut model = Mlp::new(&meta.config).with_context(|| bad("model_config"))?;
-    load_weights(path, &model)?;
-    model.set_training(false);
-    Ok((model, meta))
+/// Reads a model file: rebuilds the network from its spec, loads the weights, evaluation mode.
+pub fn load_model(path: &Path) -> Result<(Network, ModelMeta)> {
+    let (net, card) = nabla::io::load_model(path)?;
+    Ok((net, ModelMeta::from_card(path, card)?))
 }

@@ -6,7 +6,7 @@ use std::sync::Once;
 
 use anyhow::{anyhow, Result};
 use nabla::nn::loss::predict_class;
-use nabla::nn::{Mlp, Module};
+use nabla::nn::Module;
 use nabla::{no_grad, Tensor};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -367,7 +367,12 @@ pub fn model_curve(model: &dyn Module<f32>, xs: &[f32]) -> Result<Vec<(f64, f64)
 }
 
 /// A 1-D regression fit: data points and the model's curve.
-pub fn regression_fit(path: &Path, model: &Mlp, x: &Tensor<f32>, y: &Tensor<f32>) -> Result<()> {
+pub fn regression_fit(
+    path: &Path,
+    model: &dyn Module<f32>,
+    x: &Tensor<f32>,
+    y: &Tensor<f32>,
+) -> Result<()> {
     ensure_font()?;
     let e = err(path);
     let (xs, ys) = (x.to_vec()?, y.to_vec()?);
@@ -411,7 +416,7 @@ pub fn regression_fit(path: &Path, model: &Mlp, x: &Tensor<f32>, y: &Tensor<f32>
 pub fn write_run_plots(
     dir: &Path,
     history: &[EpochMetrics],
-    model: &Mlp,
+    model: &dyn Module<f32>,
     test: &TaskData,
     names: &[String],
 ) -> Result<Vec<String>> {

@@ -86,7 +86,7 @@ impl Callback for Progress {
                 line.split_once("  ")
                     .map_or(String::new(), |x| x.1.to_string()),
             ),
-            None if self.show => println!("{line}"),
+            None if self.show => crate::outln!("{line}"),
             None => {}
         }
     }

@@ -5,11 +5,13 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
-use nabla::nn::{Activation, Init, MlpConfig};
+use nabla::nn::{Activation, Init, LayerSpec, MlpConfig, ModelSpec};
 use nabla::optim::{AdamConfig, LrSchedule, SgdConfig};
 use nabla::train::{EarlyStopping, LossKind, OptimizerConfig, TrainConfig};
 
-use crate::args::{DataArgs, DatasetName, LossName, OptimizerName, ScheduleName, Task, TrainArgs};
+use crate::args::{
+    ArchName, DataArgs, DatasetName, LossName, OptimizerName, ScheduleName, Task, TrainArgs,
+};
 use crate::dataset::Loaded;
 
 /// Flags (clap argument ids) that `--resume` accepts besides itself.
@@ -136,6 +138,144 @@ fn describe_run(args: &TrainArgs, data: &Loaded) -> String {
     )
 }
 
+/// The model of `--model FILE.json`, `--arch cnn`, or the MLP of `--hidden`/`--activation`/
+/// `--dropout` over the data set's defaults; weights seeded by `--seed`.
+pub fn model_spec(args: &TrainArgs, data: &Loaded, features: usize) -> Result<ModelSpec> {
+    let d = &data.defaults;
+    let parse_act = || -> Result<Activation> {
+        Ok(args.activation.as_deref().unwrap_or(d.activation).parse()?)
+    };
+    let mut spec = match (&args.model, args.arch.unwrap_or(ArchName::Mlp)) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--model {}: cannot read", path.display()))?;
+            let mut value: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("--model {}: not JSON", path.display()))?;
+            if let Some(obj) = value.as_object_mut() {
+                obj.entry("input")
+                    .or_insert_with(|| serde_json::json!(data.sample_shape));
+            }
+            ModelSpec::from_json(&value.to_string())
+                .map_err(|e| anyhow::anyhow!("--model {}: {e}", path.display()))?
+        }
+        (None, ArchName::Cnn) => {
+            if args.hidden.is_some() {
+                bail!("--hidden applies only to --arch mlp (the cnn preset has its own layers; give --model FILE.json for others)");
+            }
+            if data.sample_shape.len() != 3 {
+                bail!(
+                    "--arch cnn needs images (MNIST-format data: --dataset fashion-mnist or mnist); {} has samples of {} values",
+                    data.name,
+                    features
+                );
+            }
+            cnn_preset(
+                &data.sample_shape,
+                data.outputs,
+                parse_act()?,
+                args.dropout.unwrap_or(CNN_DROPOUT),
+            )?
+        }
+        (None, ArchName::Mlp) => {
+            let activation = parse_act()?;
+            let hidden = args.hidden.clone().unwrap_or_else(|| d.hidden.clone());
+            if hidden.contains(&0) {
+                bail!("--hidden {hidden:?}: every width must be at least 1");
+            }
+            let dropout = args.dropout.unwrap_or(d.dropout);
+            if !(0.0..1.0).contains(&dropout) {
+                bail!("--dropout {dropout} is not in [0, 1)");
+            }
+            let mut sizes = vec![features];
+            sizes.extend(&hidden);
+            sizes.push(data.outputs);
+            ModelSpec::mlp(&MlpConfig {
+                sizes,
+                activation,
+                dropout,
+                init: match activation {
+                    Activation::Tanh | Activation::Sigmoid => Init::XavierUniform,
+                    _ => Init::KaimingUniform,
+                },
+                seed: 0,
+            })
+        }
+    };
+    spec.seed = args.data.seed;
+    spec.summary(1)
+        .map_err(|e| anyhow::anyhow!("the model does not fit the data's samples: {e}"))?;
+    Ok(spec)
+}
+
+/// The cnn preset's dropout before its last layer.
+pub const CNN_DROPOUT: f64 = 0.3;
+
+/// `--arch cnn`: two stages of two 3×3 convolutions (32 then 64 channels), each with batch
+/// norm and the activation, each stage ending in a 2×2 max-pool; then a 256-wide hidden layer
+/// and the classes.
+pub fn cnn_preset(
+    image: &[usize],
+    classes: usize,
+    activation: Activation,
+    dropout: f64,
+) -> Result<ModelSpec> {
+    if !(0.0..1.0).contains(&dropout) {
+        bail!("--dropout {dropout} is not in [0, 1)");
+    }
+    let act = LayerSpec::from_activation(activation);
+    let conv = |c: usize| LayerSpec::Conv2d {
+        out_channels: c,
+        kernel_size: (3, 3),
+        stride: (1, 1),
+        padding: (1, 1),
+        dilation: (1, 1),
+        groups: 1,
+        bias: false,
+    };
+    let bn = || LayerSpec::BatchNorm2d {
+        momentum: 0.1,
+        eps: 1e-5,
+    };
+    let pool = || LayerSpec::MaxPool2d {
+        kernel_size: (2, 2),
+        stride: None,
+        padding: (0, 0),
+    };
+    let mut layers = Vec::new();
+    for c in [32, 64] {
+        layers.extend([
+            conv(c),
+            bn(),
+            act.clone(),
+            conv(c),
+            bn(),
+            act.clone(),
+            pool(),
+        ]);
+    }
+    layers.extend([
+        LayerSpec::Flatten,
+        LayerSpec::Linear {
+            out_features: 256,
+            bias: true,
+        },
+        act.clone(),
+    ]);
+    if dropout > 0.0 {
+        layers.push(LayerSpec::Dropout { p: dropout });
+    }
+    layers.push(LayerSpec::Linear {
+        out_features: classes,
+        bias: true,
+    });
+    Ok(ModelSpec {
+        input: image.to_vec(),
+        layers,
+        init: Init::KaimingUniform,
+        seed: 0,
+    })
+}
+
 /// The [`TrainConfig`] for a new run: flags over the data set's defaults.
 pub fn build(args: &TrainArgs, data: &Loaded, features: usize) -> Result<TrainConfig> {
     let d = &data.defaults;
@@ -156,28 +296,11 @@ pub fn build(args: &TrainArgs, data: &Loaded, features: usize) -> Result<TrainCo
             }
         );
     }
-    let activation: Activation = args.activation.as_deref().unwrap_or(d.activation).parse()?;
-    let hidden = args.hidden.clone().unwrap_or_else(|| d.hidden.clone());
-    if hidden.contains(&0) {
-        bail!("--hidden {hidden:?}: every width must be at least 1");
-    }
     let lr = args.lr.unwrap_or(d.lr);
     if !(lr > 0.0 && lr.is_finite()) {
         bail!("--lr {lr}: the learning rate must be positive");
     }
-    let mut sizes = vec![features];
-    sizes.extend(&hidden);
-    sizes.push(data.outputs);
-    let model = MlpConfig {
-        sizes,
-        activation,
-        dropout: args.dropout.unwrap_or(d.dropout),
-        init: match activation {
-            Activation::Tanh | Activation::Sigmoid => Init::XavierUniform,
-            _ => Init::KaimingUniform,
-        },
-        seed: args.data.seed,
-    };
+    let model = model_spec(args, data, features)?;
     let mut config = TrainConfig::new(model, optimizer(args, data, lr));
     config.loss = LossKind::from(loss);
     config.label_smoothing = args

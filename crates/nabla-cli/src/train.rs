@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use nabla::data::{DataFingerprint, Normalizer};
-use nabla::nn::Module;
 use nabla::train::{read_checkpoint, EpochMetrics, StopReason, TrainConfig, Trainer};
 use serde_json::json;
 
@@ -249,7 +248,7 @@ fn execute(args: &TrainArgs, mut s: Setup, group: &mut Group) -> Result<()> {
     if let Some(ckpt) = &s.resume {
         trainer.resume(ckpt)?;
         if show {
-            println!(
+            crate::outln!(
                 "resuming {} at step {} (epoch {})",
                 s.path.display(),
                 trainer.step(),
@@ -262,7 +261,7 @@ fn execute(args: &TrainArgs, mut s: Setup, group: &mut Group) -> Result<()> {
     }
     install_signal_handlers(&trainer.stop_handle())?;
     if show {
-        println!(
+        crate::outln!(
             "training {} on {} ({} train / {} test samples): {} lr {}, {} parameters, {} epochs, batch {}",
             trainer.model().describe(),
             d.name,
@@ -336,7 +335,12 @@ fn finish(
         };
     }
     let meta = ModelMeta {
-        config: trainer.config().model.clone(),
+        spec: trainer
+            .config()
+            .model
+            .clone()
+            .context("internal: the CLI's config has a model spec")?,
+        input_scale: d.input_scale,
         task: d.task,
         normalizer: normalizer.clone(),
         class_names: d.class_names.clone(),
@@ -381,7 +385,7 @@ fn finish(
         }
         _ => String::new(),
     };
-    println!(
+    crate::outln!(
         "{}: {headline} after {} epochs, {step} steps, {:.1} s{stopped}; run directory {dir}{}",
         d.name,
         last.epoch,
@@ -393,7 +397,7 @@ fn finish(
         }
     );
     if let Some(line) = group.report() {
-        println!("{line}");
+        crate::outln!("{line}");
     }
     Ok(())
 }

@@ -127,7 +127,7 @@ fn onnx_matches_predict(name: &str, dir: &Path, model: &Path, input: &Path) {
         "--out",
         s(&onnx),
     ]));
-    assert!(out.contains("the normaliser is in the graph"), "{out}");
+    assert!(out.contains("all preprocessing is in the graph"), "{out}");
     let x = features(input);
     let n = x.shape()[0];
     let mut tensors = vec![("input".to_string(), x)];

@@ -160,14 +160,15 @@ fn run_directories_are_never_shared() {
         .spawn()
         .unwrap();
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    // (The reader stays open: a run whose reader goes away ends quietly.)
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    reader.read_line(&mut first).unwrap();
     assert!(first.starts_with("training"), "{first}");
     fails_with(
         &spiral(&busy, &["--overwrite"]),
         "another nabla run is using this directory",
     );
+    drop(reader);
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -3,7 +3,7 @@
 //! weights and metrics. (The same code runs over MPI in `crates/nabla-cli/tests/mpi.rs`.)
 
 use nabla::data::{synthetic, TaskData};
-use nabla::nn::{Mlp, MlpConfig, Module};
+use nabla::nn::{MlpConfig, Module};
 use nabla::optim::AdamConfig;
 use std::sync::{Arc, Mutex};
 
@@ -22,7 +22,7 @@ fn config() -> TrainConfig {
     c
 }
 
-fn bits(m: &Mlp<f32>) -> Vec<u32> {
+fn bits(m: &dyn Module<f32>) -> Vec<u32> {
     m.parameters()
         .iter()
         .flat_map(|p| p.to_vec().unwrap())

@@ -34,6 +34,7 @@ fn compare(
         normalizer: Some(normalizer.clone()),
         head,
         metadata: BTreeMap::new(),
+        ..Default::default()
     };
     export_onnx(model, &options, &onnx).unwrap();
     let out = no_grad(|| model.forward(&normalizer.apply(x)?)).unwrap();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use nabla::data::{synthetic, DataFingerprint, TaskData};
 use nabla::io::{load_training_state, read_tensor_file, write_tensor_file};
-use nabla::nn::{Mlp, MlpConfig, Module};
+use nabla::nn::{MlpConfig, Module};
 use nabla::optim::{AdamConfig, SgdConfig};
 use nabla::train::{
     Callback, EarlyStopping, OptimizerConfig, StepProgress, StopReason, TrainConfig, Trainer,
@@ -36,7 +36,7 @@ fn config() -> TrainConfig {
     c
 }
 
-fn bits(model: &Mlp<f32>) -> Vec<Vec<u32>> {
+fn bits(model: &dyn Module<f32>) -> Vec<Vec<u32>> {
     model
         .parameters()
         .iter()
@@ -214,7 +214,7 @@ fn more_gradient_slices_than_rows_per_batch_are_refused() {
 fn a_config_that_does_not_fit_the_data_is_refused() {
     let (train, _) = data(0);
     let mut c = config();
-    c.model.sizes = vec![3, 8, 3];
+    c.model = Some(MlpConfig::new(&[3, 8, 3]).into());
     let err = Trainer::new(c, train.clone()).err().unwrap().to_string();
     assert!(err.contains("the training data have 2 features"), "{err}");
     let mut c = config();
@@ -289,7 +289,7 @@ fn loading_training_state_is_all_or_nothing() {
     ] {
         let bad = dir.join("bad.safetensors");
         corrupt(&ckpt, &bad, part);
-        let mut model = Mlp::<f32>::new(&config().model).unwrap();
+        let mut model = config().model.unwrap().build::<f32>().unwrap();
         let mut opt = config().optimizer.build(model.named_parameters()).unwrap();
         // Give the optimizer state of its own so a partial load would show.
         let (w, s) = (bits(&model), opt.state());

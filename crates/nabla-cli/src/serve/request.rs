@@ -213,11 +213,15 @@ pub fn resolve(r: &RunRequest, csv_path: &Path) -> Result<Resolved> {
     }
     runconfig::check_relevant(&args, &given, &data)?;
     let config = runconfig::build(&args, &data, data.train.features())?;
-    let params = config.model.parameter_count();
+    let spec = config
+        .model
+        .as_ref()
+        .context("internal: the playground's config has a model spec")?;
+    let params = spec.parameter_count()?;
     if params > MAX_PARAMETERS {
         bail!(
             "the model {:?} has {params} parameters; the playground builds at most {MAX_PARAMETERS}",
-            config.model.sizes
+            spec.as_mlp().map(|m| m.sizes).unwrap_or_default()
         );
     }
     if data.task == Task::Classification && data.outputs > 64 {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use nabla::autograd::{scope, Inspection};
-use nabla::nn::{Mlp, Module};
+use nabla::nn::Module;
 use nabla::train::{batch_loss, Callback, StepView, StopReason, Trainer};
 use nabla::GradStore;
 use serde_json::{json, Value};
@@ -200,7 +200,7 @@ impl Live {
 
     /// Answers messages while no step can run (before the first step, after the run ended);
     /// returns on start/step (before the first step only), reset, or when the page is gone.
-    fn serve_until_moving(&mut self, model: &Mlp<f32>, step: u64, epoch: usize) {
+    fn serve_until_moving(&mut self, model: &dyn Module<f32>, step: u64, epoch: usize) {
         let fresh = step == 0;
         loop {
             let Ok(msg) = self.rx.recv() else {
@@ -220,7 +220,7 @@ impl Live {
     fn handle(
         &mut self,
         msg: Msg,
-        model: &Mlp<f32>,
+        model: &dyn Module<f32>,
         grads: Option<&GradStore<f32>>,
         (step, epoch): (u64, usize),
     ) {
@@ -262,10 +262,15 @@ impl Live {
         }
     }
 
-    fn save(&self, model: &Mlp<f32>) -> Result<Vec<u8>> {
+    fn save(&self, model: &dyn Module<f32>) -> Result<Vec<u8>> {
         let r = &self.resolved;
         let meta = ModelMeta {
-            config: model.config().clone(),
+            spec: r
+                .config
+                .model
+                .clone()
+                .context("internal: the playground's config has a model spec")?,
+            input_scale: r.data.input_scale,
             task: r.data.task,
             normalizer: r.normalizer.clone(),
             class_names: r.data.class_names.clone(),
@@ -279,7 +284,7 @@ impl Live {
         bytes
     }
 
-    fn inspect(&mut self, model: &Mlp<f32>) -> Result<Value> {
+    fn inspect(&mut self, model: &dyn Module<f32>) -> Result<Value> {
         let r = &self.resolved;
         let x = r.train.x().index_select(0, &self.batch)?;
         let out = model.forward(&x)?;
@@ -319,7 +324,7 @@ impl Live {
     /// Publishes a snapshot now.
     fn publish(
         &mut self,
-        model: &Mlp<f32>,
+        model: &dyn Module<f32>,
         grads: Option<&GradStore<f32>>,
         step: u64,
         epoch: usize,

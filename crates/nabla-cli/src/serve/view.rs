@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use nabla::data::TaskData;
-use nabla::nn::{loss::predict_class, Mlp, Module};
+use nabla::nn::{loss::predict_class, Module};
 use nabla::train::evaluate;
 use nabla::{no_grad, GradStore, Tensor};
 use serde_json::{json, Value};
@@ -88,14 +88,14 @@ pub fn describe(r: &Resolved) -> Result<Value> {
         "bounds": bounds(&all),
         "train": train,
         "test": test,
-        "parameters": r.config.model.parameter_count(),
+        "parameters": r.config.model.as_ref().map_or(Ok(0), |m| m.parameter_count())?,
     }))
 }
 
 /// A snapshot of the run for the page.
 pub fn snapshot(
     r: &Resolved,
-    model: &Mlp<f32>,
+    model: &dyn Module<f32>,
     grads: Option<&GradStore<f32>>,
     bounds: Option<[f64; 4]>,
     (step, epoch): (u64, usize),
@@ -137,7 +137,7 @@ pub fn data_bounds(r: &Resolved) -> Result<Option<[f64; 4]>> {
 }
 
 /// The predicted class and its probability at the centre of every grid cell (row 0 = ymin).
-fn grid(r: &Resolved, model: &Mlp<f32>, b: [f64; 4]) -> Result<Value> {
+fn grid(r: &Resolved, model: &dyn Module<f32>, b: [f64; 4]) -> Result<Value> {
     let mut xs = Vec::with_capacity(GRID * GRID * 2);
     for i in 0..GRID {
         for j in 0..GRID {
@@ -164,7 +164,7 @@ fn grid(r: &Resolved, model: &Mlp<f32>, b: [f64; 4]) -> Result<Value> {
 }
 
 /// The model's output along x (regression on one feature).
-fn curve(r: &Resolved, model: &Mlp<f32>, b: [f64; 4]) -> Result<Value> {
+fn curve(r: &Resolved, model: &dyn Module<f32>, b: [f64; 4]) -> Result<Value> {
     let xs: Vec<f32> = (0..CURVE)
         .map(|i| (b[0] + i as f64 * (b[1] - b[0]) / (CURVE - 1) as f64) as f32)
         .collect();
@@ -181,7 +181,7 @@ fn curve(r: &Resolved, model: &Mlp<f32>, b: [f64; 4]) -> Result<Value> {
 }
 
 /// Per linear layer: the norm of its weights and biases together, and of their gradients.
-fn layers(model: &Mlp<f32>, grads: Option<&GradStore<f32>>) -> Result<Vec<Value>> {
+fn layers(model: &dyn Module<f32>, grads: Option<&GradStore<f32>>) -> Result<Vec<Value>> {
     let mut out: Vec<(String, f64, Option<f64>)> = Vec::new();
     for (name, p) in model.named_parameters() {
         let layer = name.rsplit_once('.').map_or(name.as_str(), |(l, _)| l);

@@ -1,14 +1,17 @@
-//! ONNX export of MLPs: one graph that takes the raw features (as nabla reads them), applies the
-//! fitted input normaliser, runs the layers and returns the logits — and, for classifiers, the
+//! ONNX export of any [`Network`]: one graph that takes inputs in the data file's own units
+//! (IDX pixels 0–255), applies all the preprocessing of training (the scale to [0, 1], the
+//! fitted normaliser), runs the layers and returns the logits — and, for classifiers, the
 //! softmax probabilities as a second output. Any ONNX runtime (ONNX Runtime, OpenVINO,
 //! TensorRT, onnxruntime-web) can then serve a nabla model.
 //!
 //! The file is an ONNX `ModelProto` encoded by `prost` with message types generated from the
 //! official `onnx.proto` (vendored in `crates/nabla/proto/`; regenerate with
 //! `tools/onnx-proto-gen`). The graph uses only standard operators of the default domain at
-//! opset [`ONNX_OPSET`]: `Sub`, `Div` (the normaliser, exactly as [`Normalizer::apply`] computes
-//! it), `Gemm` (a linear layer, `X·W + b` with nabla's `[in, out]` weights, so no transpose),
-//! the activation (`Relu`, `LeakyRelu`, `Sigmoid`, `Tanh`, `Gelu` with `approximate="tanh"`,
+//! opset [`ONNX_OPSET`]: `Mul` (the input scale), `Sub`, `Div` (the normaliser, exactly as
+//! [`Normalizer::apply`] computes it), `Gemm` (a linear layer, `X·W + b` with nabla's
+//! `[in, out]` weights, so no transpose; `MatMul` + `Add` on sequences), `Conv`, `MaxPool`,
+//! `AveragePool` (padding counted), `BatchNormalization` (inference form: running statistics),
+//! `Flatten`, `Add` (residual blocks), the activation (`Relu`, `LeakyRelu`, `Sigmoid`, `Tanh`, `Gelu` with `approximate="tanh"`,
 //! `Softplus`; none for identity) and `Softmax`. Dropout is the identity at inference and is
 //! left out.
 
@@ -21,7 +24,9 @@ use super::onnx_proto as pb;
 use super::write_atomic;
 use crate::data::{Normalization, Normalizer};
 use crate::error::{Error, Result};
-use crate::nn::{Activation, Mlp, Module};
+use crate::nn::spec_infer as infer;
+use crate::nn::{named_state, Activation, LayerSpec, Module, Network};
+use crate::tensor::Tensor;
 
 /// The opset of the default ONNX domain that exported graphs import (21: ONNX 1.16, ONNX
 /// Runtime ≥ 1.18; `Gelu` needs ≥ 20).
@@ -42,6 +47,9 @@ pub enum OnnxHead {
 /// Options of [`export_onnx`].
 #[derive(Debug, Clone)]
 pub struct OnnxOptions {
+    /// The graph multiplies its input by this first, so that it takes the data file's own
+    /// units (1/255 for IDX pixels 0–255; 1, the default, for values used as they are).
+    pub input_scale: f32,
     /// The input normaliser fitted in training, folded into the graph so that it takes raw
     /// features; `None` (or a [`Normalization::None`] normaliser) feeds the inputs as they are.
     pub normalizer: Option<Normalizer>,
@@ -54,6 +62,7 @@ pub struct OnnxOptions {
 impl Default for OnnxOptions {
     fn default() -> Self {
         OnnxOptions {
+            input_scale: 1.0,
             normalizer: None,
             head: OnnxHead::Classification,
             metadata: BTreeMap::new(),
@@ -153,7 +162,7 @@ impl Builder {
     }
 
     /// The normaliser as `(x − mean) / std`, the same two roundings as [`Normalizer::apply`].
-    fn normalizer(&mut self, n: &Normalizer, features: usize) -> Result<()> {
+    fn normalizer(&mut self, n: &Normalizer, features: usize, sample: &[usize]) -> Result<()> {
         let expected = match n.mode {
             Normalization::None => return Ok(()),
             Normalization::Global => 1,
@@ -171,8 +180,14 @@ impl Builder {
                 ),
             ));
         }
-        self.constant("normalizer.mean", &[expected], &n.mean);
-        self.constant("normalizer.std", &[expected], &n.std);
+        // Per feature: one value per input value, laid out as a sample (broadcast over the batch).
+        let dims = if expected == 1 {
+            vec![1]
+        } else {
+            sample.to_vec()
+        };
+        self.constant("normalizer.mean", &dims, &n.mean);
+        self.constant("normalizer.std", &dims, &n.std);
         self.node("Sub", &["normalizer.mean"], "centered", vec![]);
         self.node("Div", &["normalizer.std"], "normalized", vec![]);
         Ok(())
@@ -193,96 +208,282 @@ impl Builder {
 }
 
 impl Builder {
-    /// `Gemm` + activation per layer, then the head; returns the graph's outputs.
+    /// A node with explicit inputs (the graph's edges by name).
+    fn node_from(
+        &mut self,
+        op: &str,
+        input: Vec<String>,
+        output: &str,
+        attrs: Vec<pb::AttributeProto>,
+    ) {
+        self.nodes.push(pb::NodeProto {
+            input,
+            output: vec![output.into()],
+            name: Some(format!("{op}_{}", self.nodes.len())),
+            op_type: Some(op.into()),
+            attribute: attrs,
+            ..Default::default()
+        });
+        self.last = output.into();
+    }
+
+    /// A tensor of the network as an initializer named like the parameter.
+    fn state(&mut self, state: &BTreeMap<String, Tensor<f32>>, name: &str) -> Result<String> {
+        let t = state.get(name).ok_or_else(|| {
+            Error::arg("export_onnx", format!("the network has no tensor '{name}'"))
+        })?;
+        self.constant(name, t.shape(), &t.contiguous()?.to_vec()?);
+        Ok(name.to_string())
+    }
+
+    /// The inputs of a convolution: the current value, the weight, the bias if any.
+    fn conv_inputs(
+        &mut self,
+        state: &BTreeMap<String, Tensor<f32>>,
+        name: &str,
+        bias: bool,
+    ) -> Result<Vec<String>> {
+        let mut inputs = vec![
+            self.last.clone(),
+            self.state(state, &format!("{name}.weight"))?,
+        ];
+        if bias {
+            inputs.push(self.state(state, &format!("{name}.bias"))?);
+        }
+        Ok(inputs)
+    }
+
+    /// The nodes of `layers` (named `at.i`), from the current value on; `shape` is the input
+    /// shape of the first (batch 1), updated to the output's.
     fn layers(
         &mut self,
-        model: &Mlp<f32>,
-        head: OnnxHead,
-        outputs: usize,
-    ) -> Result<Vec<pb::ValueInfoProto>> {
-        let activation = model.config().activation;
-        let layers = super::torch::linear_layers(model, "export_onnx")?;
+        layers: &[LayerSpec],
+        at: &str,
+        shape: &mut Vec<usize>,
+        state: &BTreeMap<String, Tensor<f32>>,
+    ) -> Result<()> {
+        for (i, l) in layers.iter().enumerate() {
+            let name = format!("{at}.{i}");
+            let out_shape = infer(l, shape, &name)?.0;
+            let out = format!("{name}.out");
+            let pair = |p: (usize, usize)| vec![p.0 as i64, p.1 as i64];
+            match l {
+                LayerSpec::Linear { bias, .. } => {
+                    let w = self.state(state, &format!("{name}.weight"))?;
+                    if *bias {
+                        let b = self.state(state, &format!("{name}.bias"))?;
+                        if shape.len() == 2 {
+                            self.node("Gemm", &[&w, &b], &out, vec![]);
+                        } else {
+                            self.node("MatMul", &[&w], &format!("{name}.matmul"), vec![]);
+                            self.node("Add", &[&b], &out, vec![]);
+                        }
+                    } else {
+                        self.node("MatMul", &[&w], &out, vec![]);
+                    }
+                }
+                LayerSpec::Conv2d {
+                    kernel_size,
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                    bias,
+                    ..
+                } => {
+                    let inputs = self.conv_inputs(state, &name, *bias)?;
+                    let attrs = vec![
+                        attr_ints("kernel_shape", pair(*kernel_size)),
+                        attr_ints("strides", pair(*stride)),
+                        attr_ints("pads", [pair(*padding), pair(*padding)].concat()),
+                        attr_ints("dilations", pair(*dilation)),
+                        attr_int("group", *groups as i64),
+                    ];
+                    self.node_from("Conv", inputs, &out, attrs);
+                }
+                LayerSpec::Conv1d {
+                    kernel_size,
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                    bias,
+                    ..
+                } => {
+                    let inputs = self.conv_inputs(state, &name, *bias)?;
+                    let attrs = vec![
+                        attr_ints("kernel_shape", vec![*kernel_size as i64]),
+                        attr_ints("strides", vec![*stride as i64]),
+                        attr_ints("pads", vec![*padding as i64; 2]),
+                        attr_ints("dilations", vec![*dilation as i64]),
+                        attr_int("group", *groups as i64),
+                    ];
+                    self.node_from("Conv", inputs, &out, attrs);
+                }
+                LayerSpec::MaxPool2d {
+                    kernel_size,
+                    stride,
+                    padding,
+                }
+                | LayerSpec::AvgPool2d {
+                    kernel_size,
+                    stride,
+                    padding,
+                } => {
+                    let max = matches!(l, LayerSpec::MaxPool2d { .. });
+                    let mut attrs = vec![
+                        attr_ints("kernel_shape", pair(*kernel_size)),
+                        attr_ints("strides", pair(stride.unwrap_or(*kernel_size))),
+                        attr_ints("pads", [pair(*padding), pair(*padding)].concat()),
+                    ];
+                    if !max {
+                        attrs.push(attr_int("count_include_pad", 1)); // padding counts as zeros
+                    }
+                    let op = if max { "MaxPool" } else { "AveragePool" };
+                    self.node(op, &[], &out, attrs);
+                }
+                LayerSpec::BatchNorm1d { eps, .. } | LayerSpec::BatchNorm2d { eps, .. } => {
+                    let mut inputs = vec![self.last.clone()];
+                    for k in ["weight", "bias", "running_mean", "running_var"] {
+                        inputs.push(self.state(state, &format!("{name}.{k}"))?);
+                    }
+                    let eps = vec![attr_float("epsilon", *eps as f32)];
+                    self.node_from("BatchNormalization", inputs, &out, eps);
+                }
+                LayerSpec::Flatten => self.node("Flatten", &[], &out, vec![attr_int("axis", 1)]),
+                LayerSpec::Dropout { .. } | LayerSpec::Identity => {} // identities at inference
+                LayerSpec::Sequential { layers } => self.layers(layers, &name, shape, state)?,
+                LayerSpec::Residual { layers } => {
+                    let skip = self.last.clone();
+                    self.layers(layers, &format!("{name}.inner"), &mut shape.clone(), state)?;
+                    let body = self.last.clone();
+                    self.node_from("Add", vec![skip, body], &out, vec![]);
+                }
+                other => {
+                    let a = other
+                        .activation()
+                        .expect("internal: every other layer is an activation");
+                    self.activation(a, &out);
+                }
+            }
+            *shape = out_shape;
+        }
+        Ok(())
+    }
+
+    /// The head: the last value as `logits` (or `predictions`), and the softmax.
+    fn head(&mut self, head: OnnxHead, out_shape: &[usize]) -> Vec<pb::ValueInfoProto> {
         let head_name = match head {
             OnnxHead::Classification => "logits",
             OnnxHead::Regression => "predictions",
         };
-        for (k, (w, bias)) in layers.iter().enumerate() {
-            let (wn, bn) = (format!("layers.{k}.weight"), format!("layers.{k}.bias"));
-            self.constant(&wn, w.shape(), &w.contiguous()?.to_vec()?);
-            self.constant(&bn, bias.shape(), &bias.to_vec()?);
-            let last_layer = k + 1 == layers.len();
-            let out = if last_layer {
-                head_name.to_string()
-            } else {
-                format!("layers.{k}.linear")
-            };
-            self.node("Gemm", &[&wn, &bn], &out, vec![]);
-            if !last_layer {
-                self.activation(activation, &format!("layers.{k}.{activation}"));
+        // The last node's output becomes the head (it feeds no other node); a graph whose layers
+        // add no node (only dropout) copies its input.
+        match self.nodes.last_mut() {
+            Some(n) if n.output.first() == Some(&self.last) => {
+                n.output = vec![head_name.into()];
+                self.last = head_name.into();
             }
+            _ => self.node("Identity", &[], head_name, vec![]),
         }
-        let out_dims = [Dim::Batch, Dim::Fixed(outputs)];
+        let mut dims = vec![Dim::Batch];
+        dims.extend(out_shape[1..].iter().map(|&d| Dim::Fixed(d)));
         let mut graph_outputs = vec![value_info(
             head_name,
-            &out_dims,
+            &dims,
             "the network's outputs (before any softmax)",
         )];
         if head == OnnxHead::Classification {
-            let axis = pb::AttributeProto {
-                name: Some("axis".into()),
-                r#type: Some(pb::attribute_proto::AttributeType::Int as i32),
-                i: Some(-1),
-                ..Default::default()
-            };
-            self.node("Softmax", &[], "probabilities", vec![axis]);
-            graph_outputs.push(value_info(
-                "probabilities",
-                &out_dims,
-                "softmax of the logits",
-            ));
+            self.node("Softmax", &[], "probabilities", vec![attr_int("axis", -1)]);
+            graph_outputs.push(value_info("probabilities", &dims, "softmax of the logits"));
         }
-        Ok(graph_outputs)
+        graph_outputs
     }
 }
 
-/// The model as an ONNX `ModelProto`.
-fn model_proto(model: &Mlp<f32>, options: &OnnxOptions) -> Result<pb::ModelProto> {
-    let config = model.config();
-    let sizes = &config.sizes;
-    let (Some(&inputs), Some(&outputs)) = (sizes.first(), sizes.last()) else {
-        return Err(Error::arg("export_onnx", "the model has no layers"));
-    };
+fn attr_int(name: &str, value: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(pb::attribute_proto::AttributeType::Int as i32),
+        i: Some(value),
+        ..Default::default()
+    }
+}
+
+fn attr_ints(name: &str, values: Vec<i64>) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(pb::attribute_proto::AttributeType::Ints as i32),
+        ints: values,
+        ..Default::default()
+    }
+}
+
+fn model_proto(model: &Network<f32>, options: &OnnxOptions) -> Result<pb::ModelProto> {
+    let spec = model.spec();
+    let features = spec.input_features();
+    let out_shape = spec.output_shape(1)?;
+    if !(options.input_scale.is_finite() && options.input_scale > 0.0) {
+        return Err(Error::arg(
+            "export_onnx",
+            format!("input scale {} must be positive", options.input_scale),
+        ));
+    }
     let mut b = Builder {
         nodes: Vec::new(),
         initializers: Vec::new(),
         last: "input".into(),
     };
-    if let Some(n) = &options.normalizer {
-        b.normalizer(n, inputs)?;
+    if options.input_scale != 1.0 {
+        b.constant("input_scale", &[1], &[options.input_scale]);
+        b.node("Mul", &["input_scale"], "scaled", vec![]);
     }
-    let graph_outputs = b.layers(model, options.head, outputs)?;
-    let input_doc = "raw features as nabla reads them (IDX pixels scaled to [0, 1], CSV columns \
-                     as written); the normaliser is part of the graph";
-    let mut metadata = options.metadata.clone();
-    metadata.insert(
-        "architecture".into(),
-        sizes
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join("-"),
+    let normalised = options
+        .normalizer
+        .as_ref()
+        .is_some_and(|n| n.mode != Normalization::None);
+    if let Some(n) = &options.normalizer {
+        b.normalizer(n, features, &spec.input)?;
+    }
+    let state: BTreeMap<String, Tensor<f32>> = named_state(model).into_iter().collect();
+    let mut shape = vec![1];
+    shape.extend(&spec.input);
+    b.layers(&spec.layers, "layers", &mut shape, &state)?;
+    let graph_outputs = b.head(options.head, &out_shape);
+    let units = if options.input_scale == 1.0 {
+        "values as the data file holds them (CSV columns as written)".to_string()
+    } else {
+        format!(
+            "values as the data file holds them (IDX pixels 0-255); the graph multiplies them by {}",
+            options.input_scale
+        )
+    };
+    let sample: Vec<String> = spec.input.iter().map(|d| d.to_string()).collect();
+    let input_doc = format!(
+        "{units}{}; shape [batch, {}]",
+        if normalised {
+            ", then normalises them as in training"
+        } else {
+            ""
+        },
+        sample.join(", ")
     );
-    metadata.insert("activation".into(), config.activation.to_string());
+    let mut metadata = options.metadata.clone();
+    metadata.insert("model_spec".into(), spec.to_json());
+    metadata.insert("input_scale".into(), format!("{:?}", options.input_scale));
+    if let Some(mlp) = spec.as_mlp() {
+        let arch: Vec<String> = mlp.sizes.iter().map(|s| s.to_string()).collect();
+        metadata.insert("architecture".into(), arch.join("-"));
+        metadata.insert("activation".into(), mlp.activation.to_string());
+    }
+    let mut input_dims = vec![Dim::Batch];
+    input_dims.extend(spec.input.iter().map(|&d| Dim::Fixed(d)));
     let graph = pb::GraphProto {
         node: b.nodes,
-        name: Some("nabla_mlp".into()),
+        name: Some("nabla_network".into()),
         initializer: b.initializers,
         doc_string: Some(model.describe()),
-        input: vec![value_info(
-            "input",
-            &[Dim::Batch, Dim::Fixed(inputs)],
-            input_doc,
-        )],
+        input: vec![value_info("input", &input_dims, &input_doc)],
         output: graph_outputs,
         ..Default::default()
     };
@@ -307,8 +508,11 @@ fn model_proto(model: &Mlp<f32>, options: &OnnxOptions) -> Result<pb::ModelProto
 }
 
 /// The model as the bytes of an ONNX file (see the [module docs](self) for the graph).
-pub fn onnx_bytes(model: &Mlp<f32>, options: &OnnxOptions) -> Result<Vec<u8>> {
-    Ok(model_proto(model, options)?.encode_to_vec())
+pub fn onnx_bytes<M: AsRef<Network<f32>> + ?Sized>(
+    model: &M,
+    options: &OnnxOptions,
+) -> Result<Vec<u8>> {
+    Ok(model_proto(model.as_ref(), options)?.encode_to_vec())
 }
 
 /// Writes `model` as an ONNX file (atomically): input `input` `[batch, features]` of raw
@@ -324,7 +528,11 @@ pub fn onnx_bytes(model: &Mlp<f32>, options: &OnnxOptions) -> Result<Vec<u8>> {
 /// // Python: onnxruntime.InferenceSession(path).run(None, {"input": x}) -> [logits, probabilities]
 /// assert!(std::fs::metadata(&path).unwrap().len() > 4 * (4 * 8 + 8 * 3));
 /// ```
-pub fn export_onnx(model: &Mlp<f32>, options: &OnnxOptions, path: impl AsRef<Path>) -> Result<()> {
+pub fn export_onnx<M: AsRef<Network<f32>> + ?Sized>(
+    model: &M,
+    options: &OnnxOptions,
+    path: impl AsRef<Path>,
+) -> Result<()> {
     write_atomic(path.as_ref(), &onnx_bytes(model, options)?)
 }
 

@@ -137,7 +137,43 @@ pub fn write_tensor_file<T: Float>(
 /// Reads a safetensors file. Errors name the file and what is wrong with it.
 pub fn read_tensor_file(path: &Path) -> Result<TensorFile> {
     let buf = fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-    TensorFile::from_bytes(&buf).map_err(|m| Error::file(path, m))
+    TensorFile::from_bytes(&buf).map_err(|m| match what_else(path, &buf) {
+        Some(other) => Error::file(path, other),
+        None => Error::file(path, m),
+    })
+}
+
+/// What a file that is not safetensors is, when it is something a user of nabla meets, and
+/// what to run instead.
+fn what_else(path: &Path, buf: &[u8]) -> Option<String> {
+    let onnx_name = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    if buf.starts_with(b"PK\x03\x04") {
+        return Some(
+            "a zip archive: a PyTorch `torch.save` file, not safetensors; in Python save the \
+             state dict with safetensors.torch.save_file(model.state_dict(), 'model.safetensors'), \
+             then `nabla import --state-dict model.safetensors`"
+                .into(),
+        );
+    }
+    if buf.first() == Some(&0x80) && buf.get(1).is_some_and(|&v| (2..=5).contains(&v)) {
+        return Some(
+            "a Python pickle (an old-style `torch.save` file), not safetensors; save the state \
+             dict with safetensors.torch.save_file, then `nabla import`"
+                .into(),
+        );
+    }
+    // An ONNX ModelProto starts with field 1 (ir_version, varint): byte 0x08.
+    if onnx_name || (buf.first() == Some(&0x08) && buf.windows(5).any(|w| w == b"nabla")) {
+        return Some(
+            "an ONNX model (as `nabla export --format onnx` writes), not safetensors: run it \
+             with ONNX Runtime; nabla reads its own model files (the --checkpoint it was \
+             exported from)"
+                .into(),
+        );
+    }
+    None
 }
 
 impl TensorFile {

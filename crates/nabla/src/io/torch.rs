@@ -1,5 +1,6 @@
-//! PyTorch interop for MLPs: a model's weights as the state dict of a PyTorch
-//! `nn.Sequential(nn.Linear, activation, nn.Linear, …, nn.Linear)`, and back.
+//! PyTorch interop: any [`Network`]'s weights as the state dict of the PyTorch
+//! `nn.Sequential` that mirrors its spec (with the module's Python source in the metadata), and
+//! back; and plain PyTorch MLP state dicts into nabla.
 //!
 //! nabla stores a `Linear` weight as `[in, out]` (`O = X·W + b`); `nn.Linear` stores `[out, in]`
 //! and computes `x @ W.T + b`. Export transposes; import transposes back. In the `Sequential`,
@@ -11,7 +12,9 @@ use std::path::Path;
 
 use super::{read_tensor_file, write_tensor_file};
 use crate::error::{Error, Result};
-use crate::nn::{Activation, Mlp, MlpConfig, Module};
+use crate::nn::{
+    named_state, spec_infer, Activation, LayerSpec, Mlp, MlpConfig, ModelSpec, Module, Network,
+};
 use crate::tensor::shape::fmt_shape;
 use crate::tensor::Tensor;
 
@@ -44,73 +47,54 @@ pub fn torch_sequential(config: &MlpConfig) -> String {
     format!("nn.Sequential({})", parts.join(", "))
 }
 
-/// The linear layers' `(weight [in, out], bias [out])`, in order (`op` names the caller in
-/// errors).
-pub(super) fn linear_layers(
-    model: &Mlp<f32>,
-    op: &'static str,
-) -> Result<Vec<(Tensor<f32>, Tensor<f32>)>> {
-    let params = model.named_parameters();
-    let mut layers = Vec::new();
-    for pair in params.chunks(2) {
-        match pair {
-            [(wn, w), (bn, b)] if wn.ends_with(".weight") && bn.ends_with(".bias") => {
-                layers.push((w.clone(), b.clone()))
-            }
-            _ => {
-                return Err(Error::arg(
-                    op,
-                    format!(
-                        "parameters {:?} are not (weight, bias) pairs",
-                        pair.iter().map(|(n, _)| n).collect::<Vec<_>>()
-                    ),
-                ))
-            }
-        }
-    }
-    Ok(layers)
-}
-
-/// Writes `model` as a PyTorch `nn.Sequential` state dict (safetensors; weights `[out, in]`,
-/// names `0.weight`, `0.bias`, `2.weight`, …). The metadata holds `format`
-/// (`pytorch-state-dict`), `architecture` (`784-512-256-10`), `activation`, `torch_module`
-/// (the `nn.Sequential(...)` to load it into), and `extra` (e.g. the input normaliser).
+/// Writes `model` as a PyTorch state dict (safetensors) with `nn.Sequential` names: the
+/// module of [`torch_source`] (`nn.Linear`, `nn.Conv2d`, `nn.BatchNorm2d`, … in the spec's
+/// order; dropout, the identity at inference, left out) loads it with `load_state_dict`.
+/// Linear weights are transposed to PyTorch's `[out, in]`. The metadata holds `format`
+/// (`pytorch-state-dict`), `torch_module` (the `nn.Sequential(...)` expression),
+/// `torch_source` (Python defining `model`), `model_spec`, `input_shape`, for MLPs
+/// `architecture` and `activation`, and `extra` (e.g. the input's units and normaliser).
 ///
-/// In Python: `model = eval(meta["torch_module"], {"nn": torch.nn})`, then
+/// In Python: `ns = {}; exec(meta["torch_source"], ns); model = ns["model"]`, then
 /// `model.load_state_dict(safetensors.torch.load_file(path))`.
 ///
 /// ```
 /// use std::collections::BTreeMap;
-/// use nabla::io::{export_torch, import_torch};
-/// use nabla::nn::{Activation, Mlp, MlpConfig, Module};
+/// use nabla::io::{export_torch, import_torch_network};
+/// use nabla::nn::{ModelSpec, Module};
 /// use nabla::Tensor;
-/// let model = Mlp::<f32>::new(&MlpConfig::new(&[4, 8, 3])).unwrap();
+/// let spec = ModelSpec::from_json(r#"{"input": [1, 8, 8], "layers": [
+///     {"type": "conv2d", "out_channels": 4, "kernel_size": 3},
+///     {"type": "batch_norm2d"}, {"type": "relu"}, {"type": "flatten"},
+///     {"type": "linear", "out_features": 3}]}"#)?;
+/// let mut model = spec.build::<f32>()?;
+/// model.set_training(false);
 /// let path = std::env::temp_dir().join("nabla_doc_torch.safetensors");
-/// export_torch(&model, &BTreeMap::new(), &path).unwrap();
-/// let back = import_torch(&path, None, Activation::Relu).unwrap();   // sizes from the shapes
-/// let x = Tensor::<f32>::randn(&[2, 4], 0.0, 1.0, 0).unwrap();
-/// assert_eq!(back.forward(&x).unwrap().to_vec().unwrap(), model.forward(&x).unwrap().to_vec().unwrap());
+/// export_torch(&model, &BTreeMap::new(), &path)?;
+/// let back = import_torch_network(&path)?;
+/// let x = Tensor::<f32>::randn(&[2, 64], 0.0, 1.0, 0)?;
+/// assert_eq!(back.forward(&x)?.to_vec()?, model.forward(&x)?.to_vec()?);
+/// # Ok::<(), nabla::Error>(())
 /// ```
-pub fn export_torch(
-    model: &Mlp<f32>,
+pub fn export_torch<M: AsRef<Network<f32>> + ?Sized>(
+    model: &M,
     extra: &BTreeMap<String, String>,
     path: impl AsRef<Path>,
 ) -> Result<()> {
-    let config = model.config();
-    let mut tensors = Vec::new();
-    for (k, (w, b)) in linear_layers(model, "export_torch")?
-        .into_iter()
-        .enumerate()
-    {
-        tensors.push((format!("{}.weight", 2 * k), w.t()?.contiguous()?));
-        tensors.push((format!("{}.bias", 2 * k), b));
-    }
-    let arch: Vec<String> = config.sizes.iter().map(|s| s.to_string()).collect();
+    let model = model.as_ref();
+    let spec = model.spec();
+    let tensors = torch_state(model)?;
     let mut meta = extra.clone();
     meta.insert("format".into(), TORCH_FORMAT.into());
-    meta.insert("architecture".into(), arch.join("-"));
-    meta.insert("activation".into(), config.activation.to_string());
-    meta.insert("torch_module".into(), torch_sequential(config));
+    if let Some(mlp) = spec.as_mlp() {
+        let arch: Vec<String> = mlp.sizes.iter().map(|s| s.to_string()).collect();
+        meta.insert("architecture".into(), arch.join("-"));
+        meta.insert("activation".into(), mlp.activation.to_string());
+    }
+    meta.insert("torch_module".into(), torch_expression(spec)?);
+    meta.insert("torch_source".into(), torch_source(spec)?);
+    meta.insert("model_spec".into(), spec.to_json());
+    meta.insert("input_shape".into(), format!("{:?}", spec.input));
     write_tensor_file(path.as_ref(), &tensors, &meta)
 }
 
@@ -233,4 +217,283 @@ pub fn import_torch(
         }
     }
     Ok(model)
+}
+
+/// The Python class a residual block exports as (`x + inner(x)`, its body `self.inner`).
+const RESIDUAL_CLASS: &str = "class Residual(nn.Module):
+    def __init__(self, *layers):
+        super().__init__()
+        self.inner = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.inner(x)
+";
+
+fn torch_pair(p: (usize, usize)) -> String {
+    format!("({}, {})", p.0, p.1)
+}
+
+/// The PyTorch side of a spec: the module expressions, whether a residual block is among them,
+/// and each layer with tensors as (nabla's name prefix, PyTorch's, linear?). Dropout (the
+/// identity at inference) is left out, so PyTorch's indices skip it.
+#[derive(Default)]
+struct TorchWalk {
+    parts: Vec<String>,
+    residual: bool,
+    names: Vec<(String, String, bool)>,
+}
+
+/// Walks `layers` (nabla names under `at`, PyTorch's under `torch_at`) whose first takes `shape`.
+fn torch_layers(
+    layers: &[LayerSpec],
+    shape: &[usize],
+    at: &str,
+    torch_at: &str,
+) -> Result<TorchWalk> {
+    let mut shape = shape.to_vec();
+    let mut w = TorchWalk::default();
+    let mut k = 0;
+    for (i, l) in layers.iter().enumerate() {
+        let name = format!("{at}.{i}");
+        let out = spec_infer(l, &shape, &name)?.0;
+        if matches!(l, LayerSpec::Dropout { .. }) {
+            shape = out;
+            continue;
+        }
+        let tname = if torch_at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{torch_at}.{k}")
+        };
+        k += 1;
+        if matches!(
+            l,
+            LayerSpec::Linear { .. }
+                | LayerSpec::Conv2d { .. }
+                | LayerSpec::Conv1d { .. }
+                | LayerSpec::BatchNorm1d { .. }
+                | LayerSpec::BatchNorm2d { .. }
+        ) {
+            w.names.push((
+                name.clone(),
+                tname.clone(),
+                matches!(l, LayerSpec::Linear { .. }),
+            ));
+        }
+        let py_bool = |b: bool| if b { "True" } else { "False" };
+        w.parts.push(match l {
+            LayerSpec::Linear { out_features, bias } => format!(
+                "nn.Linear({}, {out_features}{})",
+                shape[shape.len() - 1],
+                if *bias { "" } else { ", bias=False" }
+            ),
+            LayerSpec::Conv2d {
+                out_channels,
+                kernel_size,
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias,
+            } => format!(
+                "nn.Conv2d({}, {out_channels}, kernel_size={}, stride={}, padding={}, dilation={}, groups={groups}, bias={})",
+                shape[1],
+                torch_pair(*kernel_size),
+                torch_pair(*stride),
+                torch_pair(*padding),
+                torch_pair(*dilation),
+                py_bool(*bias)
+            ),
+            LayerSpec::Conv1d {
+                out_channels,
+                kernel_size,
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias,
+            } => format!(
+                "nn.Conv1d({}, {out_channels}, kernel_size={kernel_size}, stride={stride}, padding={padding}, dilation={dilation}, groups={groups}, bias={})",
+                shape[1],
+                py_bool(*bias)
+            ),
+            LayerSpec::MaxPool2d {
+                kernel_size,
+                stride,
+                padding,
+            } => format!(
+                "nn.MaxPool2d(kernel_size={}, stride={}, padding={})",
+                torch_pair(*kernel_size),
+                torch_pair(stride.unwrap_or(*kernel_size)),
+                torch_pair(*padding)
+            ),
+            LayerSpec::AvgPool2d {
+                kernel_size,
+                stride,
+                padding,
+            } => format!(
+                "nn.AvgPool2d(kernel_size={}, stride={}, padding={}, count_include_pad=True)",
+                torch_pair(*kernel_size),
+                torch_pair(stride.unwrap_or(*kernel_size)),
+                torch_pair(*padding)
+            ),
+            LayerSpec::BatchNorm1d { momentum, eps } => {
+                format!("nn.BatchNorm1d({}, eps={eps:?}, momentum={momentum:?})", shape[1])
+            }
+            LayerSpec::BatchNorm2d { momentum, eps } => {
+                format!("nn.BatchNorm2d({}, eps={eps:?}, momentum={momentum:?})", shape[1])
+            }
+            LayerSpec::Flatten => "nn.Flatten()".into(),
+            LayerSpec::Sequential { layers } => {
+                let inner = torch_layers(layers, &shape, &name, &tname)?;
+                w.residual |= inner.residual;
+                w.names.extend(inner.names);
+                format!("nn.Sequential({})", inner.parts.join(", "))
+            }
+            LayerSpec::Residual { layers } => {
+                let inner = torch_layers(layers, &shape, &format!("{name}.inner"), &format!("{tname}.inner"))?;
+                w.residual = true;
+                w.names.extend(inner.names);
+                format!("Residual({})", inner.parts.join(", "))
+            }
+            other => torch_module(
+                other
+                    .activation()
+                    .expect("internal: every other layer is an activation"),
+            ),
+        });
+        shape = out;
+    }
+    Ok(w)
+}
+
+/// The `nn.Sequential(...)` expression of a model spec (with `Residual(...)` for residual
+/// blocks: see [`torch_source`]).
+pub fn torch_expression(spec: &ModelSpec) -> Result<String> {
+    let mut shape = vec![1];
+    shape.extend(&spec.input);
+    let w = torch_layers(&spec.layers, &shape, "layers", "")?;
+    Ok(format!("nn.Sequential({})", w.parts.join(", ")))
+}
+
+/// Python source that defines `model`, the PyTorch module the state dict of
+/// [`export_torch`] loads into (`exec(source, ns); model = ns["model"]`). It takes
+/// `[N, …input]` tensors (e.g. `[N, 1, 28, 28]`).
+pub fn torch_source(spec: &ModelSpec) -> Result<String> {
+    let mut shape = vec![1];
+    shape.extend(&spec.input);
+    let w = torch_layers(&spec.layers, &shape, "layers", "")?;
+    let mut src = String::from("import torch.nn as nn\n\n");
+    if w.residual {
+        src += RESIDUAL_CLASS;
+        src += "\n";
+    }
+    src += &format!(
+        "model = nn.Sequential(\n    {},\n)\n",
+        w.parts.join(",\n    ")
+    );
+    Ok(src)
+}
+
+/// Every tensor of `model` under its PyTorch name (linear weights transposed to `[out, in]`).
+fn torch_state(model: &Network<f32>) -> Result<Vec<(String, Tensor<f32>)>> {
+    let spec = model.spec();
+    let mut shape = vec![1];
+    shape.extend(&spec.input);
+    let walk = torch_layers(&spec.layers, &shape, "layers", "")?;
+    let state: BTreeMap<String, Tensor<f32>> = named_state(model).into_iter().collect();
+    let mut out = Vec::new();
+    for (nabla, torch, linear) in &walk.names {
+        for leaf in [
+            "weight",
+            "bias",
+            "running_mean",
+            "running_var",
+            "num_batches_tracked",
+        ] {
+            if let Some(t) = state.get(&format!("{nabla}.{leaf}")) {
+                let t = if *linear && leaf == "weight" {
+                    t.t()?.contiguous()?
+                } else {
+                    t.clone()
+                };
+                out.push((format!("{torch}.{leaf}"), t));
+            }
+        }
+    }
+    if out.len() != state.len() {
+        return Err(Error::arg(
+            "export_torch",
+            format!(
+                "{} of the network's {} tensors have a PyTorch name",
+                out.len(),
+                state.len()
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// Reads a state dict written by [`export_torch`] (its metadata holds the model spec) back
+/// into the [`Network`] it came from; names and shapes are checked, all or nothing.
+/// `num_batches_tracked` stored as an integer by PyTorch reads as 0 (inference does not use it).
+pub fn import_torch_network(path: impl AsRef<Path>) -> Result<Network<f32>> {
+    let path = path.as_ref();
+    let file = read_tensor_file(path)?;
+    let bad = |msg: String| Error::arg("import_torch", format!("{}: {msg}", path.display()));
+    if file.metadata.get("format").map(String::as_str) == Some(super::WEIGHTS_FORMAT) {
+        return Err(bad(
+            "this is a nabla model file (weights [in, out]), not a PyTorch state dict: use it \
+             as it is, or convert it with `nabla export --format torch`"
+                .into(),
+        ));
+    }
+    let spec = file
+        .metadata
+        .get("model_spec")
+        .ok_or_else(|| bad("its metadata has no model_spec (not written by `nabla export --format torch`); give the MLP's sizes instead".into()))?;
+    let spec = ModelSpec::from_json(spec).map_err(|e| bad(e.to_string()))?;
+    let net = spec.build::<f32>().map_err(|e| bad(e.to_string()))?;
+    let mut shape = vec![1];
+    shape.extend(&spec.input);
+    let walk = torch_layers(&spec.layers, &shape, "layers", "")?;
+    let state: BTreeMap<String, Tensor<f32>> = named_state(&net).into_iter().collect();
+    let mut values = Vec::new();
+    for (nabla, torch, linear) in &walk.names {
+        for leaf in [
+            "weight",
+            "bias",
+            "running_mean",
+            "running_var",
+            "num_batches_tracked",
+        ] {
+            let Some(target) = state.get(&format!("{nabla}.{leaf}")) else {
+                continue;
+            };
+            let tname = format!("{torch}.{leaf}");
+            let v = match file.f32.get(&tname) {
+                Some(t) if *linear && leaf == "weight" => t.t()?.contiguous()?,
+                Some(t) => t.clone(),
+                None if leaf == "num_batches_tracked" && file.other.contains_key(&tname) => {
+                    Tensor::zeros(&[])?
+                }
+                None => return Err(bad(format!("tensor '{tname}' is missing"))),
+            };
+            if v.shape() != target.shape() {
+                return Err(bad(format!(
+                    "tensor '{tname}' is {}, the model needs {}",
+                    fmt_shape(v.shape()),
+                    fmt_shape(target.shape())
+                )));
+            }
+            values.push((target.clone(), v));
+        }
+    }
+    for (target, v) in values {
+        let src = v.to_vec()?;
+        target.update_data(|d| d.copy_from_slice(&src))?;
+    }
+    let mut net = net;
+    net.set_training(false);
+    Ok(net)
 }

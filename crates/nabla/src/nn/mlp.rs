@@ -6,10 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::nn::{
-    prefixed, under, Activation, Dropout, Init, Linear, Module, Sequential, SharedForward,
-};
-use crate::rng::Rng;
+use crate::nn::{Activation, Init, ModelSpec, Module, Network, Sequential, SharedForward};
 use crate::tensor::{Float, Tensor};
 
 /// Everything needed to rebuild an [`Mlp`]: checkpoints store it as JSON.
@@ -59,12 +56,13 @@ impl MlpConfig {
     }
 }
 
-/// `Linear → activation (→ dropout) → … → Linear`: the widths of [`MlpConfig::sizes`].
-/// Parameters are named `layers.{i}.weight` / `layers.{i}.bias` as in a PyTorch module whose
-/// `self.layers` is an `nn.Sequential`.
+/// `Linear → activation (→ dropout) → … → Linear`: the widths of [`MlpConfig::sizes`] — the
+/// [`Network`] of [`ModelSpec::mlp`], which keeps the config it came from. Parameters are named
+/// `layers.{i}.weight` / `layers.{i}.bias` as in a PyTorch module whose `self.layers` is an
+/// `nn.Sequential`.
 pub struct Mlp<T: Float = f32> {
     config: MlpConfig,
-    layers: Sequential<T>,
+    net: Network<T>,
 }
 
 impl<T: Float> Mlp<T> {
@@ -79,38 +77,17 @@ impl<T: Float> Mlp<T> {
                 ),
             ));
         }
-        let mut rng = Rng::new(config.seed);
-        let mut layers = Sequential::new();
-        let n = config.sizes.len() - 1;
-        for (i, w) in config.sizes.windows(2).enumerate() {
-            layers.push(Box::new(Linear::<T>::new(
-                w[0],
-                w[1],
-                true,
-                config.init,
-                &mut rng,
-            )?));
-            if i + 1 < n {
-                layers.push(Box::new(config.activation));
-                if config.dropout > 0.0 {
-                    let seed = config.seed ^ (0x9E37_79B9 + i as u64);
-                    layers.push(Box::new(Dropout::new(config.dropout, seed)?));
-                }
-            }
-        }
         Ok(Mlp {
             config: config.clone(),
-            layers,
+            net: ModelSpec::mlp(config).build()?,
         })
     }
 
     /// Gradient checkpointing every `k` hidden blocks (`Linear → activation (→ dropout)`):
     /// only each segment's input is kept for backward, which recomputes the segment. See
-    /// [`Sequential::set_checkpoint_every`]; `None` turns it off.
+    /// [`Network::set_checkpoint_blocks`]; `None` turns it off.
     pub fn set_checkpoint_every(&mut self, k: Option<usize>) -> Result<()> {
-        let per_block = if self.config.dropout > 0.0 { 3 } else { 2 };
-        self.layers
-            .set_checkpoint_every(k.map(|k| k.saturating_mul(per_block)))
+        self.net.set_checkpoint_blocks(k)
     }
 
     /// The configuration it was built from.
@@ -118,68 +95,63 @@ impl<T: Float> Mlp<T> {
         &self.config
     }
 
+    /// The network.
+    pub fn network(&self) -> &Network<T> {
+        &self.net
+    }
+
+    /// The network, without the MLP config.
+    pub fn into_network(self) -> Network<T> {
+        self.net
+    }
+
     /// The layers.
     pub fn layers(&self) -> &Sequential<T> {
-        &self.layers
+        self.net.layers()
     }
 
     /// Layers, output shapes for a batch of `batch` inputs, parameter counts and bytes.
     pub fn summary(&self, batch: usize) -> Result<ModelSummary> {
-        let mut shape = vec![batch, self.config.sizes[0]];
-        let mut rows = Vec::new();
-        for (i, l) in self.layers.layers().iter().enumerate() {
-            shape = l.output_shape(&shape)?;
-            let params: usize = l.parameters().iter().map(|p| p.numel()).sum();
-            rows.push(SummaryRow {
-                name: format!("layers.{i}"),
-                layer: l.describe(),
-                output_shape: shape.clone(),
-                params,
-                bytes: params * std::mem::size_of::<T>(),
-            });
-        }
-        Ok(ModelSummary {
-            total_params: rows.iter().map(|r| r.params).sum(),
-            total_bytes: rows.iter().map(|r| r.bytes).sum(),
-            input_shape: vec![batch, self.config.sizes[0]],
-            rows,
-        })
+        self.net.summary(batch)
+    }
+}
+
+impl<T: Float> AsRef<Network<T>> for Mlp<T> {
+    fn as_ref(&self) -> &Network<T> {
+        &self.net
     }
 }
 
 impl<T: Float> Module<T> for Mlp<T> {
     fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        if !crate::autograd::is_grad_enabled() {
-            return self.layers.forward(x);
-        }
-        // Recorded ops are labelled like the parameters: `layers.0`, `layers.1`, …
-        static LAYERS: std::sync::LazyLock<std::sync::Arc<str>> =
-            std::sync::LazyLock::new(|| std::sync::Arc::from("layers"));
-        crate::autograd::scope_arc(LAYERS.clone(), || self.layers.forward(x))
+        self.net.forward(x)
     }
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
-        prefixed("layers.", self.layers.named_parameters())
+        self.net.named_parameters()
     }
     fn named_buffers(&self) -> Vec<(String, Tensor<T>)> {
-        prefixed("layers.", self.layers.named_buffers())
+        self.net.named_buffers()
     }
     fn set_training(&mut self, training: bool) {
-        self.layers.set_training(training);
+        self.net.set_training(training);
     }
     fn describe(&self) -> String {
         format!("Mlp({:?}, {})", self.config.sizes, self.config.activation)
     }
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        self.layers.output_shape(input)
+        self.net.output_shape(input)
     }
     fn shared_forward(&self) -> Option<SharedForward<T>> {
-        self.layers.shared_forward()
+        self.net.shared_forward()
     }
     fn extra_state(&self) -> BTreeMap<String, String> {
-        prefixed("layers.", self.layers.extra_state())
+        self.net.extra_state()
     }
     fn load_extra_state(&mut self, state: &BTreeMap<String, String>) -> Result<()> {
-        self.layers.load_extra_state(&under("layers.", state))
+        self.net.load_extra_state(state)
+    }
+    fn set_checkpoint_blocks(&mut self, k: Option<usize>) -> Result<()> {
+        self.net.set_checkpoint_blocks(k)
     }
 }
 

@@ -1,30 +1,38 @@
-//! Neural-network building blocks: the [`Module`] trait, [`Linear`] and [`Conv2d`] layers,
-//! pooling, batch normalisation, activations, dropout, [`Sequential`] containers, [`Residual`] blocks and the [`Mlp`] builder, weight initialisation, and
-//! losses.
+//! Neural-network building blocks: the [`Module`] trait, [`Linear`], [`Conv2d`] and [`Conv1d`]
+//! layers, pooling, batch normalisation, activations, dropout, [`Sequential`] containers,
+//! [`Residual`] blocks, models as data ([`ModelSpec`] → [`Network`]; the [`Mlp`] is one case),
+//! weight initialisation, and losses.
 
 mod activation;
 mod conv;
+mod conv1d;
 mod dropout;
 mod init;
 mod linear;
 pub mod loss;
 mod mlp;
+mod network;
 mod norm;
 mod pool;
 mod residual;
 mod sequential;
+mod spec;
 
 pub use activation::Activation;
 pub use conv::Conv2d;
+pub use conv1d::Conv1d;
 pub use dropout::Dropout;
 pub use init::Init;
 pub use linear::Linear;
 pub use loss::Reduction;
 pub use mlp::{Mlp, MlpConfig, ModelSummary, SummaryRow};
+pub use network::Network;
 pub use norm::{BatchNorm1d, BatchNorm2d};
 pub use pool::{AvgPool2d, Flatten, MaxPool2d};
 pub use residual::Residual;
 pub use sequential::Sequential;
+pub(crate) use spec::{fmt_batch, infer as spec_infer, spec_or_mlp};
+pub use spec::{LayerShape, LayerSpec, ModelSpec};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -89,6 +97,22 @@ pub trait Module<T: Float = f32>: Send + Sync {
     /// forward pass during backward. `None` (the default): the module cannot be checkpointed.
     fn shared_forward(&self) -> Option<SharedForward<T>> {
         None
+    }
+
+    /// Gradient checkpointing by segments of `k` blocks, where the module says what a block is
+    /// ([`Sequential`]: one child; [`Network`]: a linear or convolution layer and what follows
+    /// it). `None` turns it off. The default: an error saying the module does not support it.
+    fn set_checkpoint_blocks(&mut self, k: Option<usize>) -> Result<()> {
+        match k {
+            None => Ok(()),
+            Some(_) => Err(crate::error::Error::arg(
+                "checkpoint_activations",
+                format!(
+                    "{} does not support gradient checkpointing",
+                    self.describe()
+                ),
+            )),
+        }
     }
 }
 

@@ -18,6 +18,8 @@ use crate::tensor::{Float, Tensor};
 pub struct Sequential<T: Float = f32> {
     layers: Vec<Box<dyn Module<T>>>,
     checkpoint_every: Option<usize>,
+    /// Where checkpointed segments start (ascending, from 0), when checkpointing is on.
+    segments: Option<Vec<usize>>,
     scopes: ScopeNames,
 }
 
@@ -61,6 +63,7 @@ impl<T: Float> Sequential<T> {
         Sequential {
             layers: Vec::new(),
             checkpoint_every: None,
+            segments: None,
             scopes: ScopeNames::default(),
         }
     }
@@ -124,7 +127,23 @@ impl<T: Float> Sequential<T> {
                 "a segment needs at least one module (k = 0)",
             ));
         }
-        if k.is_some() {
+        let starts = k.map(|k| (0..self.layers.len().max(1)).step_by(k).collect());
+        self.set_checkpoint_segments(starts)?;
+        self.checkpoint_every = k;
+        Ok(())
+    }
+
+    /// Gradient checkpointing by segments that start at the given module indices (ascending,
+    /// the first 0); `None` turns it off. An error when the starts are not ascending from 0 or
+    /// a module cannot be checkpointed ([`Module::shared_forward`] is `None`).
+    pub fn set_checkpoint_segments(&mut self, starts: Option<Vec<usize>>) -> Result<()> {
+        if let Some(st) = &starts {
+            if st.first() != Some(&0) || st.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(Error::arg(
+                    "Sequential::set_checkpoint_segments",
+                    format!("segment starts {st:?} must ascend from 0"),
+                ));
+            }
             if let Some((i, l)) = self
                 .layers
                 .iter()
@@ -141,7 +160,8 @@ impl<T: Float> Sequential<T> {
                 ));
             }
         }
-        self.checkpoint_every = k;
+        self.checkpoint_every = None;
+        self.segments = starts;
         Ok(())
     }
 
@@ -169,9 +189,11 @@ impl<T: Float> Sequential<T> {
 impl<T: Float> Module<T> for Sequential<T> {
     fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
         let mut h = x.clone();
-        match self.checkpoint_every {
-            Some(k) if is_grad_enabled() => {
-                for segment in self.layers.chunks(k) {
+        match &self.segments {
+            Some(starts) if is_grad_enabled() => {
+                let ends = starts.iter().skip(1).copied().chain([self.layers.len()]);
+                for (a, b) in starts.iter().zip(ends) {
+                    let segment = &self.layers[(*a).min(b)..b];
                     let f = Self::compose(segment).ok_or_else(|| {
                         Error::arg("Sequential", "a module cannot be checkpointed")
                     })?;
@@ -194,6 +216,10 @@ impl<T: Float> Module<T> for Sequential<T> {
 
     fn shared_forward(&self) -> Option<SharedForward<T>> {
         Self::compose(&self.layers)
+    }
+
+    fn set_checkpoint_blocks(&mut self, k: Option<usize>) -> Result<()> {
+        self.set_checkpoint_every(k)
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {

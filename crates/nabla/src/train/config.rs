@@ -6,12 +6,13 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::nn::MlpConfig;
+use crate::nn::ModelSpec;
 use crate::optim::{Adam, AdamConfig, LrSchedule, Optimizer, Sgd, SgdConfig};
 use crate::tensor::Tensor;
 
-/// The version of [`TrainConfig`]'s JSON that this nabla writes and reads.
-pub const TRAIN_CONFIG_VERSION: u32 = 1;
+/// The version of [`TrainConfig`]'s JSON that this nabla writes. It reads version 1 too,
+/// whose `model` was an [`MlpConfig`](crate::nn::MlpConfig) (read as that MLP's spec).
+pub const TRAIN_CONFIG_VERSION: u32 = 2;
 
 /// The training loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,8 +93,10 @@ pub struct EarlyStopping {
 pub struct TrainConfig {
     /// [`TRAIN_CONFIG_VERSION`] when written.
     pub version: u32,
-    /// The network.
-    pub model: MlpConfig,
+    /// The model (`None`: a module the caller builds, see
+    /// [`Trainer::with_module`](super::Trainer::with_module)).
+    #[serde(default, deserialize_with = "model_field")]
+    pub model: Option<ModelSpec>,
     /// The loss.
     pub loss: LossKind,
     /// Label smoothing ε of the cross-entropy (0 = none).
@@ -133,12 +136,22 @@ impl TrainConfig {
     pub const RESUMABLE_CHANGES: [&'static str; 4] =
         ["epochs", "max_steps", "checkpoint_every", "detect_anomaly"];
 
-    /// A configuration with the given model and optimizer: cross-entropy, constant learning
+    /// A configuration with the given model (a [`ModelSpec`], or an
+    /// [`MlpConfig`](crate::nn::MlpConfig)) and optimizer: cross-entropy, constant learning
     /// rate, 10 epochs of batches of 32, no clipping, seed 0.
-    pub fn new(model: MlpConfig, optimizer: OptimizerConfig) -> Self {
+    pub fn new(model: impl Into<ModelSpec>, optimizer: OptimizerConfig) -> Self {
+        TrainConfig {
+            model: Some(model.into()),
+            ..Self::for_module(optimizer)
+        }
+    }
+
+    /// [`TrainConfig::new`] without a model spec: for
+    /// [`Trainer::with_module`](super::Trainer::with_module).
+    pub fn for_module(optimizer: OptimizerConfig) -> Self {
         TrainConfig {
             version: TRAIN_CONFIG_VERSION,
-            model,
+            model: None,
             loss: LossKind::CrossEntropy,
             label_smoothing: 0.0,
             optimizer,
@@ -245,6 +258,18 @@ impl TrainConfig {
                 ),
             })
         }
+    }
+}
+
+/// `model` as a spec, or as the MLP config that version 1 wrote (its MLP's spec), or null.
+fn model_field<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<ModelSpec>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => crate::nn::spec_or_mlp(v)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
     }
 }
 

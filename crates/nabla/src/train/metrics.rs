@@ -7,7 +7,7 @@ use crate::autograd::no_grad;
 use crate::data::{batch_indices, TaskData};
 use crate::error::{Error, Result};
 use crate::nn::loss::{self, Reduction, Target};
-use crate::nn::{Mlp, Module};
+use crate::nn::Module;
 use crate::tensor::Tensor;
 
 /// One epoch's record (a row of the CLI's `metrics.csv`).
@@ -112,7 +112,7 @@ pub fn task_name(data: &TaskData) -> &'static str {
 
 /// Evaluates `model` on `data` in batches of 1000 under `no_grad`, in evaluation mode as the
 /// model is (call `set_training(false)` first to disable dropout).
-pub fn evaluate(model: &Mlp<f32>, data: &TaskData, kind: LossKind) -> Result<Evaluation> {
+pub fn evaluate(model: &dyn Module<f32>, data: &TaskData, kind: LossKind) -> Result<Evaluation> {
     let n = data.len();
     let mut total = 0.0;
     let mut confusion: Option<Vec<Vec<usize>>> = None;

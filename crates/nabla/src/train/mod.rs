@@ -10,7 +10,11 @@
 
 pub(crate) mod collective;
 mod config;
+mod divergence;
+mod fit;
 pub mod metrics;
+mod resume;
+mod sharded;
 mod state;
 mod trainer;
 

@@ -7,12 +7,18 @@
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 
-use super::*;
+use super::{BucketSink, Collective, Trainer};
 use crate::autograd::{BackwardHook, GradStore};
-use crate::train::BucketSink;
+use crate::data::TaskData;
+use crate::error::{Error, Result};
+use crate::nn::loss::predict_class;
+use crate::optim::clip_grad_norm;
+use crate::rng::Rng;
+use crate::tensor::Tensor;
 
-/// What each slice reports besides its gradient: loss × rows, correct predictions, finite?
-const STATS: usize = 3;
+/// What each slice reports besides its gradient and buffers: loss × rows, correct
+/// predictions, finite?, rows.
+const STATS: usize = 4;
 
 /// The rows of slice `s` of `m` slices of a batch of `b` rows (the first `b % m` get one more).
 pub(super) fn slice(b: usize, m: usize, s: usize) -> Range<usize> {
@@ -29,7 +35,12 @@ impl Trainer {
         if state.is_empty() {
             return Ok(());
         }
-        let base = self.config.model.seed ^ 0x000D_80F0_u64.wrapping_mul(self.state.step + 1);
+        let seed = self
+            .config
+            .model
+            .as_ref()
+            .map_or(self.config.seed, |m| m.seed);
+        let base = seed ^ 0x000D_80F0_u64.wrapping_mul(self.state.step + 1);
         let fresh = state
             .keys()
             .enumerate()
@@ -59,13 +70,23 @@ impl Trainer {
             .map(|(_, p)| p.clone())
             .collect();
         let mut stats = Vec::new();
+        let buffers = self.model.named_buffers();
+        let start: Vec<Vec<f32>> = buffers
+            .iter()
+            .map(|(_, b)| b.to_vec())
+            .collect::<Result<_>>()?;
         for s in mine {
             let rows = &idx[slice(idx.len(), m, s)];
             let mut out = Outbox::new(layout, sink);
             if rows.is_empty() {
                 out.flush()?;
-                stats.extend([0.0, 0.0, 1.0]);
+                stats.extend([0.0, 0.0, 1.0, 0.0]);
+                stats.extend(start.iter().flatten().map(|&v| f64::from(v)));
                 continue;
+            }
+            // Every slice's forward pass updates the running statistics from the step's start.
+            for ((_, b), v) in buffers.iter().zip(&start) {
+                b.update_data(|d| d.copy_from_slice(v))?;
             }
             self.reseed_dropout(s)?;
             let (pred, loss) = self.forward(rows)?;
@@ -89,7 +110,11 @@ impl Trainer {
                 lv * idx.len() as f64,
                 correct as f64,
                 f64::from(u8::from(finite)),
+                rows.len() as f64,
             ]);
+            for (_, b) in &buffers {
+                stats.extend(b.to_vec()?.iter().map(|&v| f64::from(v)));
+            }
         }
         Ok(stats)
     }
@@ -120,14 +145,17 @@ impl Trainer {
         self.collective = group;
         let gathered = exchanged.map(|()| gathered);
         let own_error = gathered.as_ref().err().cloned();
-        let mut stats = local_stats.unwrap_or_else(|| vec![0.0; STATS * per]);
+        let buffers = self.model.named_buffers();
+        let nbuf: usize = buffers.iter().map(|(_, b)| b.numel()).sum();
+        let record = STATS + nbuf;
+        let mut stats = local_stats.unwrap_or_else(|| vec![0.0; record * per]);
         stats.push(f64::from(u8::from(own_error.is_some())));
         stats.push(f64::from(u8::from(self.stop.load(Ordering::SeqCst))));
         let all_stats = match &self.collective {
             Some(c) => c.all_gather(&stats)?,
             None => stats,
         };
-        let per_rank = STATS * per + 2;
+        let per_rank = record * per + 2;
         let flagged = |k: usize| -> Option<usize> {
             (0..ranks).find(|r| all_stats[r * per_rank + per_rank - 2 + k] != 0.0)
         };
@@ -141,7 +169,7 @@ impl Trainer {
         }
         self.stop_agreed = flagged(1).is_some();
         let slice_stats: Vec<&[f64]> = (0..ranks)
-            .flat_map(|r| all_stats[r * per_rank..r * per_rank + per_rank - 2].chunks(STATS))
+            .flat_map(|r| all_stats[r * per_rank..r * per_rank + per_rank - 2].chunks(record))
             .collect();
         if let Some(s) = slice_stats.iter().position(|st| st[2] == 0.0) {
             let what = format!(
@@ -151,6 +179,7 @@ impl Trainer {
             return Err(self.diverged(&what, None));
         }
         let gathered = gathered?;
+        set_buffers(&buffers, &slice_stats)?;
         let mut store = layout.unpack(&gathered, &params)?;
         self.exchange_buf = gathered; // kept for the next step: no fresh pages to fault in
         if let Some(c) = self.config.clip {
@@ -187,6 +216,30 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+/// The running statistics after a sliced step: every slice's forward pass updated them from
+/// the step's start (with its own batch statistics); the result is the mean of those updates
+/// over the non-empty slices, added in slice order — the same on every rank and for any
+/// number of ranks. (`slices`: each slice's record, its buffers' values after [`STATS`].)
+fn set_buffers(buffers: &[(String, Tensor<f32>)], slices: &[&[f64]]) -> Result<()> {
+    if buffers.is_empty() {
+        return Ok(());
+    }
+    let used: Vec<&[f64]> = slices.iter().filter(|s| s[3] > 0.0).copied().collect();
+    let mut at = STATS;
+    for (_, b) in buffers {
+        let n = b.numel();
+        let mean: Vec<f32> = (0..n)
+            .map(|j| {
+                let sum: f64 = used.iter().map(|s| s[at + j]).sum();
+                (sum / used.len().max(1) as f64) as f32
+            })
+            .collect();
+        b.update_data(|d| d.copy_from_slice(&mean))?;
+        at += n;
+    }
+    Ok(())
 }
 
 /// Gradients travel in buckets of about this many values (256 KiB of f32), last layers first.

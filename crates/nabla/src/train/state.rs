@@ -11,7 +11,7 @@ use super::TrainConfig;
 use crate::data::DataFingerprint;
 use crate::error::{Error, Result};
 use crate::io::{read_tensor_file, save_training_state, TrainingState};
-use crate::nn::Mlp;
+use crate::nn::Module;
 use crate::optim::Optimizer;
 use crate::rng::Rng;
 
@@ -93,7 +93,7 @@ const USER_PREFIX: &str = "user.";
 /// Writes a trainer checkpoint (atomically).
 pub(super) fn save(
     path: &Path,
-    model: &Mlp<f32>,
+    model: &dyn Module<f32>,
     optimizer: &dyn Optimizer<f32>,
     config: &TrainConfig,
     state: &LoopState,
@@ -115,7 +115,10 @@ pub(super) fn save(
         step: state.step,
         epoch: state.epoch as u64,
         rng: state.epoch_rng,
-        model_config: config.model.to_json(),
+        model_config: config
+            .model
+            .as_ref()
+            .map_or_else(String::new, |m| m.to_json()),
         extra,
     };
     save_training_state(path, model, optimizer, &training)
@@ -139,8 +142,11 @@ pub fn read_checkpoint(path: impl AsRef<Path>) -> Result<CheckpointInfo> {
     let parse_err = |k: &str, e: serde_json::Error| {
         Error::file(path, format!("metadata '{k}' is malformed: {e}"))
     };
-    let config: TrainConfig =
+    let mut config: TrainConfig =
         serde_json::from_str(field(CONFIG_KEY)?).map_err(|e| parse_err(CONFIG_KEY, e))?;
+    if config.version == 1 {
+        config.version = super::TRAIN_CONFIG_VERSION; // its MLP config was read as a spec
+    }
     config
         .validate()
         .map_err(|e| Error::file(path, e.to_string()))?;

@@ -3,22 +3,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::collective::Collective;
-use super::metrics::{batch_loss, evaluate, EpochMetrics, Evaluation};
+use super::metrics::EpochMetrics;
 use super::state::LoopState;
 use super::{LossKind, TrainConfig};
-use crate::autograd::{detect_anomaly, Anomaly, GradStore};
-use crate::data::{batch_indices, DataFingerprint, TaskData};
+use crate::autograd::GradStore;
+use crate::data::{DataFingerprint, TaskData};
 use crate::error::{Error, Result};
-use crate::nn::loss::predict_class;
-use crate::nn::{Mlp, Module};
-use crate::optim::{clip_grad_norm, Optimizer};
-use crate::rng::Rng;
-use crate::tensor::Tensor;
+use crate::nn::{named_state, ModelSpec, Module};
+use crate::optim::Optimizer;
+use crate::tensor::shape::fmt_shape;
 
 /// Progress after one optimizer step, for [`Callback::step`].
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +43,7 @@ pub struct StepView<'a> {
     /// The progress, as given to [`Callback::step`].
     pub progress: &'a StepProgress,
     /// The model after the update.
-    pub model: &'a Mlp<f32>,
+    pub model: &'a dyn Module<f32>,
     /// The rows of the training set in this step's batch.
     pub batch: &'a [usize],
     /// The gradients the update used (after clipping; the sum over slices for sliced steps),
@@ -91,8 +88,9 @@ pub trait Callback {
 
 impl Callback for () {}
 
-/// Trains an [`Mlp`] from a [`TrainConfig`] on [`TaskData`]: shuffled batches, the optimizer
-/// and schedule, per-epoch evaluation on validation and test data, checkpoints every
+/// Trains a model — the [`ModelSpec`] of a [`TrainConfig`] (an [`Mlp`](crate::nn::Mlp)'s,
+/// a CNN's, any), or any [`Module`] given to [`Trainer::with_module`] — on [`TaskData`]:
+/// shuffled batches, the optimizer and schedule, per-epoch evaluation on validation and test data, checkpoints every
 /// `checkpoint_every` steps, bit-exact resume, a NaN/∞ sentinel that names the culprit,
 /// gradient clipping, early stopping, and a stop flag for Ctrl-C.
 ///
@@ -128,37 +126,92 @@ impl Callback for () {}
 /// # Ok::<(), nabla::Error>(())
 /// ```
 pub struct Trainer {
-    config: TrainConfig,
-    model: Mlp<f32>,
-    optimizer: Box<dyn Optimizer<f32>>,
-    train: TaskData,
-    val: Option<TaskData>,
-    test: Option<TaskData>,
-    checkpoint: Option<PathBuf>,
-    fingerprint: Option<DataFingerprint>,
-    metadata: BTreeMap<String, String>,
-    state: LoopState,
-    stop: Arc<AtomicBool>,
-    last_checkpoint: Option<u64>,
-    collective: Option<Box<dyn Collective>>,
+    pub(super) config: TrainConfig,
+    pub(super) model: Box<dyn Module<f32>>,
+    pub(super) optimizer: Box<dyn Optimizer<f32>>,
+    pub(super) train: TaskData,
+    pub(super) val: Option<TaskData>,
+    pub(super) test: Option<TaskData>,
+    pub(super) checkpoint: Option<PathBuf>,
+    pub(super) fingerprint: Option<DataFingerprint>,
+    pub(super) metadata: BTreeMap<String, String>,
+    pub(super) state: LoopState,
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) last_checkpoint: Option<u64>,
+    pub(super) collective: Option<Box<dyn Collective>>,
     /// The stop flag as every rank agreed at the last step (data-parallel runs).
-    stop_agreed: bool,
+    pub(super) stop_agreed: bool,
     /// Values per gradient bucket of a data-parallel exchange.
-    bucket_values: usize,
+    pub(super) bucket_values: usize,
     /// The receive buffer of the last data-parallel exchange, reused.
-    exchange_buf: Vec<f32>,
+    pub(super) exchange_buf: Vec<f32>,
 }
 
 impl Trainer {
-    /// A trainer for `config` on `train`: builds the model (initial weights from
-    /// `config.model.seed`) and the optimizer. Errors name the setting that is invalid or does
-    /// not fit the data (the model's input width, its outputs, the loss for the task).
+    /// A trainer for `config` on `train`: builds the model of `config.model` (initial weights
+    /// from its seed) and the optimizer. Errors name the setting that is invalid or does not
+    /// fit the data (the model's input, its outputs, the loss for the task); a config without
+    /// a model spec needs [`Trainer::with_module`].
     pub fn new(config: TrainConfig, train: TaskData) -> Result<Self> {
+        let Some(spec) = &config.model else {
+            return Err(Error::arg(
+                "train config",
+                "it has no model spec: build the model yourself and use Trainer::with_module",
+            ));
+        };
         config.validate()?;
         check_fits(&config, &train, "training")?;
-        let mut model = Mlp::<f32>::new(&config.model)?;
+        let model = Box::new(spec.build::<f32>()?);
+        Self::assemble(config, model, train)
+    }
+
+    /// A trainer for a model built by the caller (any [`Module`]; it receives `[batch,
+    /// features]` rows of the data and reshapes them itself if it needs to). When
+    /// `config.model` is set it must describe this module (its parameters' names and shapes
+    /// are compared) and is what checkpoints record; otherwise checkpoints record no model
+    /// spec, and [`Trainer::resume`] needs the same module again.
+    ///
+    /// ```
+    /// use nabla::data::{synthetic, TaskData};
+    /// use nabla::nn::{Activation, Init, Linear, Sequential};
+    /// use nabla::optim::AdamConfig;
+    /// use nabla::train::{OptimizerConfig, TrainConfig, Trainer};
+    /// use nabla::Rng;
+    ///
+    /// let data = TaskData::Class(synthetic::spiral(100, 3, 0.1, 0)?);
+    /// let mut rng = Rng::new(0);
+    /// let net = Sequential::<f32>::new()
+    ///     .with(Linear::new(2, 32, true, Init::KaimingUniform, &mut rng)?)
+    ///     .with(Activation::Tanh)
+    ///     .with(Linear::new(32, 3, true, Init::XavierUniform, &mut rng)?);
+    /// let mut config = TrainConfig::for_module(OptimizerConfig::Adam(AdamConfig::adam(0.02)));
+    /// config.epochs = 20;
+    /// let mut trainer = Trainer::with_module(config, Box::new(net), data)?;
+    /// trainer.fit(&mut ())?;
+    /// assert!(trainer.history().last().unwrap().train_accuracy.unwrap() > 0.6);
+    /// # Ok::<(), nabla::Error>(())
+    /// ```
+    pub fn with_module(
+        config: TrainConfig,
+        mut model: Box<dyn Module<f32>>,
+        train: TaskData,
+    ) -> Result<Self> {
+        config.validate()?;
+        check_fits(&config, &train, "training")?;
+        if let Some(spec) = &config.model {
+            check_describes(spec, model.as_ref())?;
+        }
+        model.set_training(true);
+        Self::assemble(config, model, train)
+    }
+
+    fn assemble(
+        config: TrainConfig,
+        mut model: Box<dyn Module<f32>>,
+        train: TaskData,
+    ) -> Result<Self> {
         if let Some(k) = config.checkpoint_activations {
-            model.set_checkpoint_every(Some(k))?;
+            model.set_checkpoint_blocks(Some(k))?;
         }
         let optimizer = config.optimizer.build(model.named_parameters())?;
         let state = LoopState::start(config.seed);
@@ -177,7 +230,7 @@ impl Trainer {
             last_checkpoint: None,
             collective: None,
             stop_agreed: false,
-            bucket_values: sharded::BUCKET_VALUES,
+            bucket_values: super::sharded::BUCKET_VALUES,
             exchange_buf: Vec::new(),
         })
     }
@@ -264,13 +317,18 @@ impl Trainer {
     }
 
     /// The model.
-    pub fn model(&self) -> &Mlp<f32> {
-        &self.model
+    pub fn model(&self) -> &dyn Module<f32> {
+        self.model.as_ref()
     }
 
     /// The model, to change it (e.g. to load other weights before training).
-    pub fn model_mut(&mut self) -> &mut Mlp<f32> {
-        &mut self.model
+    pub fn model_mut(&mut self) -> &mut dyn Module<f32> {
+        self.model.as_mut()
+    }
+
+    /// The model, taken out of the trainer.
+    pub fn into_model(self) -> Box<dyn Module<f32>> {
+        self.model
     }
 
     /// The configuration.
@@ -297,385 +355,29 @@ impl Trainer {
     pub fn last_checkpoint(&self) -> Option<u64> {
         self.last_checkpoint
     }
-
-    /// Continues from a checkpoint written by a trainer with the same configuration (except
-    /// [`TrainConfig::RESUMABLE_CHANGES`]) on the same data (when fingerprints are set).
-    /// Everything is checked before anything changes: on an error the trainer is as it was.
-    pub fn resume(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let saved = super::read_checkpoint(path)?;
-        self.config
-            .check_resumable_from(&saved.config)
-            .map_err(|e| Error::Mismatch {
-                what: path.display().to_string(),
-                msg: e.to_string(),
-            })?;
-        if let (Some(now), Some(then)) = (&self.fingerprint, &saved.fingerprint) {
-            now.check_same(then, &path.display().to_string())?;
-        }
-        crate::io::load_training_state(path, &mut self.model, self.optimizer.as_mut())?;
-        self.state = saved.state;
-        self.last_checkpoint = Some(self.state.step);
-        Ok(())
-    }
-
-    /// Trains until the configured epochs or steps are done, early stopping triggers, or the
-    /// stop flag is set. Divergence (a non-finite loss or gradient) is an error naming the
-    /// step, the first operation that produced a non-finite value, any non-finite parameters
-    /// and the last good checkpoint.
-    pub fn fit(&mut self, callback: &mut dyn Callback) -> Result<StopReason> {
-        let n = self.train.len();
-        if n == 0 {
-            return Err(Error::arg("train", "the training set is empty"));
-        }
-        let total = self.config.total_steps(n);
-        let session = Instant::now();
-        let before = self.state.total_seconds;
-        let clock = move || before + session.elapsed().as_secs_f64();
-        if let Some(best_epoch) = self.already_stopped_early() {
-            return Ok(StopReason::EarlyStopped { best_epoch });
-        }
-        // An epoch whose last step ran before a checkpoint still needs its evaluation.
-        while self.state.epoch <= self.config.epochs
-            && (self.state.step < total || self.state.seen > 0)
-        {
-            if let Some(reason) = self.run_epoch(total, &clock, callback)? {
-                if reason == StopReason::Interrupted {
-                    return Ok(reason);
-                }
-                self.final_checkpoint(&clock, callback)?;
-                return Ok(reason);
-            }
-        }
-        self.model.set_training(false);
-        self.final_checkpoint(&clock, callback)?;
-        Ok(
-            if self.state.step >= total && self.config.max_steps.is_some_and(|m| m == total) {
-                StopReason::MaxSteps
-            } else {
-                StopReason::Finished
-            },
-        )
-    }
-
-    fn final_checkpoint(&mut self, clock: &dyn Fn() -> f64, cb: &mut dyn Callback) -> Result<()> {
-        if self.checkpoint.is_some() && self.last_checkpoint != Some(self.state.step) {
-            self.state.total_seconds = clock();
-            self.save_checkpoint(cb)?;
-        }
-        Ok(())
-    }
-
-    /// One epoch (or its rest after a resume); `Some` when the loop must stop.
-    fn run_epoch(
-        &mut self,
-        total: u64,
-        clock: &dyn Fn() -> f64,
-        cb: &mut dyn Callback,
-    ) -> Result<Option<StopReason>> {
-        self.model.set_training(true);
-        let mut rng = Rng::from_state(self.state.epoch_rng);
-        let batches = batch_indices(
-            self.train.len(),
-            self.config.batch_size,
-            Some(&mut rng),
-            false,
-        )?;
-        cb.epoch_start(self.state.epoch, batches.len(), self.state.batch);
-        let started = Instant::now();
-        let epoch_before = self.state.epoch_seconds;
-        let epoch_clock = || epoch_before + started.elapsed().as_secs_f64();
-        for idx in batches.iter().skip(self.state.batch) {
-            if self.state.step >= total {
-                break;
-            }
-            // The other threads stay awake through the step's parallel parts (no futex wake-up
-            // per product), but not through callbacks, which may wait for a person; nor where
-            // ranks share the cores with the collective's transfers.
-            let warm = self.collective.is_none();
-            let grads = crate::threads::warm_if(warm, || match self.config.grad_shards {
-                Some(m) => self.sharded_step(idx, m),
-                None => self.train_step(idx),
-            })?;
-            self.state.batch += 1;
-            let progress = self.progress(batches.len(), epoch_clock());
-            cb.step(&progress);
-            cb.inspect_step(&StepView {
-                progress: &progress,
-                model: &self.model,
-                batch: idx,
-                grads: &grads,
-            });
-            let due = self
-                .config
-                .checkpoint_every
-                .is_some_and(|k| self.state.step.is_multiple_of(k));
-            let stop = if self.collective.is_some() {
-                self.stop_agreed
-            } else {
-                self.stop.load(Ordering::SeqCst)
-            };
-            if self.checkpoint.is_some() && (due || stop) {
-                (self.state.epoch_seconds, self.state.total_seconds) = (epoch_clock(), clock());
-                self.save_checkpoint(cb)?;
-            }
-            if stop {
-                return Ok(Some(StopReason::Interrupted));
-            }
-        }
-        if self.state.seen == 0 {
-            return Ok(Some(StopReason::Finished));
-        }
-        let epoch_seconds = epoch_clock();
-        self.model.set_training(false);
-        let row = self.end_epoch(total, epoch_seconds, clock)?;
-        cb.epoch_end(&row);
-        self.state.history.push(row);
-        self.state.next_epoch(rng.state());
-        let stop = self.early_stop();
-        if stop.is_some() {
-            self.test_after_early_stop()?;
-        }
-        Ok(stop)
-    }
-
-    fn progress(&self, batches: usize, seconds: f64) -> StepProgress {
-        let s = &self.state;
-        StepProgress {
-            step: s.step,
-            epoch: s.epoch,
-            epochs: self.config.epochs,
-            batch: s.batch,
-            batches,
-            loss: s.loss_sum / s.seen.max(1) as f64,
-            accuracy: self
-                .train
-                .is_classification()
-                .then(|| s.correct as f64 / s.seen.max(1) as f64),
-            samples_per_second: s.seen as f64 / seconds.max(1e-9),
-        }
-    }
-
-    /// Forward, sentinel, backward, clipping and the update for the rows `idx`; the gradients
-    /// the update used.
-    fn train_step(&mut self, idx: &[usize]) -> Result<GradStore<f32>> {
-        let base = self.config.optimizer.lr();
-        self.optimizer
-            .set_lr(self.config.schedule.lr_at(base, self.state.step));
-        let (out, loss) = if self.config.detect_anomaly {
-            let (r, anomaly) = detect_anomaly(|| self.forward(idx));
-            if let Some(a) = anomaly {
-                return Err(self.diverged("an operation produced a non-finite value", Some(a)));
-            }
-            r?
-        } else {
-            self.forward(idx)?
-        };
-        let lv = loss.item()? as f64;
-        if !lv.is_finite() {
-            // Re-run this batch with every op checked, to name the first culprit.
-            let (_, anomaly) = detect_anomaly(|| self.forward(idx));
-            return Err(self.diverged(&format!("the loss is {lv}"), anomaly));
-        }
-        let mut grads = loss.backward()?;
-        for (name, p) in self.optimizer.params() {
-            if grads.get(p).is_some_and(|g| !g.all_finite()) {
-                let what = format!("the gradient of {name} is not finite (loss {lv})");
-                return Err(self.diverged(&what, None));
-            }
-        }
-        if let Some(c) = self.config.clip {
-            clip_grad_norm(&mut grads, &self.model.parameters(), c)?;
-        }
-        self.optimizer.step(&grads)?;
-        let s = &mut self.state;
-        s.step += 1;
-        s.loss_sum += lv * idx.len() as f64;
-        s.seen += idx.len();
-        if let TaskData::Class(c) = &self.train {
-            let pred = predict_class(&out.detach())?;
-            s.correct += pred
-                .iter()
-                .zip(idx)
-                .filter(|(p, &i)| **p == c.labels[i])
-                .count();
-        }
-        Ok(grads)
-    }
-
-    fn forward(&self, idx: &[usize]) -> Result<(Tensor<f32>, Tensor<f32>)> {
-        let x = self.train.x().index_select(0, idx)?;
-        let out = self.model.forward(&x)?;
-        let loss = batch_loss(
-            self.config.loss,
-            &out,
-            &self.train,
-            idx,
-            self.config.label_smoothing,
-        )?;
-        Ok((out, loss))
-    }
-
-    /// Evaluates and builds the epoch's record.
-    fn end_epoch(
-        &mut self,
-        total: u64,
-        epoch_seconds: f64,
-        clock: &dyn Fn() -> f64,
-    ) -> Result<EpochMetrics> {
-        let last = self.state.epoch == self.config.epochs || self.state.step >= total;
-        let kind = self.config.loss;
-        let eval = |d: &Option<TaskData>| -> Result<Option<Evaluation>> {
-            match d {
-                Some(d) if !d.is_empty() => Ok(Some(evaluate(&self.model, d, kind)?)),
-                _ => Ok(None),
-            }
-        };
-        let val = eval(&self.val)?;
-        // With a validation set the test set is looked at once, at the end.
-        let test = if self.val.is_none() || last {
-            eval(&self.test)?
-        } else {
-            None
-        };
-        let s = &self.state;
-        Ok(EpochMetrics {
-            epoch: s.epoch,
-            step: s.step,
-            lr: self.optimizer.lr(),
-            train_loss: s.loss_sum / s.seen as f64,
-            train_accuracy: self
-                .train
-                .is_classification()
-                .then(|| s.correct as f64 / s.seen as f64),
-            val_loss: val.as_ref().map(|e| e.loss),
-            val_accuracy: val.as_ref().and_then(|e| e.accuracy),
-            test_loss: test.as_ref().map(|e| e.loss),
-            test_accuracy: test.as_ref().and_then(|e| e.accuracy),
-            seconds: clock(),
-            samples_per_second: s.seen as f64 / epoch_seconds.max(1e-9),
-        })
-    }
-
-    /// A resumed run that had already stopped early: its best epoch.
-    fn already_stopped_early(&self) -> Option<usize> {
-        let rule = self.config.early_stopping.as_ref()?;
-        let s = &self.state;
-        (s.stale_epochs >= rule.patience).then(|| s.best.map_or(s.epoch, |b| b.1))
-    }
-
-    /// With a validation set the test set waits for the last epoch; early stopping makes the
-    /// epoch just finished the last one.
-    fn test_after_early_stop(&mut self) -> Result<()> {
-        let (Some(test), true) = (&self.test, self.val.is_some()) else {
-            return Ok(());
-        };
-        if test.is_empty()
-            || self
-                .state
-                .history
-                .last()
-                .is_some_and(|r| r.test_loss.is_some())
-        {
-            return Ok(());
-        }
-        let e = evaluate(&self.model, test, self.config.loss)?;
-        if let Some(row) = self.state.history.last_mut() {
-            row.test_loss = Some(e.loss);
-            row.test_accuracy = e.accuracy;
-        }
-        Ok(())
-    }
-
-    /// Updates the early-stopping record with the last epoch; `Some` when it says stop.
-    fn early_stop(&mut self) -> Option<StopReason> {
-        let rule = self.config.early_stopping.as_ref()?;
-        let row = self.state.history.last()?;
-        let (monitored, epoch) = (row.val_loss.or(row.test_loss)?, row.epoch);
-        let s = &mut self.state;
-        match s.best {
-            Some((best, _)) if monitored > best - rule.min_delta => s.stale_epochs += 1,
-            _ => {
-                s.best = Some((monitored, epoch));
-                s.stale_epochs = 0;
-            }
-        }
-        (s.stale_epochs >= rule.patience).then(|| StopReason::EarlyStopped {
-            best_epoch: s.best.map_or(epoch, |b| b.1),
-        })
-    }
-
-    fn save_checkpoint(&mut self, cb: &mut dyn Callback) -> Result<()> {
-        let Some(path) = self.checkpoint.clone() else {
-            return Ok(());
-        };
-        if self.collective.as_ref().is_some_and(|c| c.rank() != 0) {
-            self.last_checkpoint = Some(self.state.step); // rank 0 writes it
-            return Ok(());
-        }
-        super::state::save(
-            &path,
-            &self.model,
-            self.optimizer.as_ref(),
-            &self.config,
-            &self.state,
-            self.fingerprint.as_ref(),
-            &self.metadata,
-        )?;
-        self.last_checkpoint = Some(self.state.step);
-        cb.checkpoint(self.state.step, &path);
-        Ok(())
-    }
-
-    fn diverged(&self, what: &str, anomaly: Option<Anomaly>) -> Error {
-        let (step, epoch) = (self.state.step, self.state.epoch);
-        let mut culprit = match anomaly {
-            Some(a) => format!("; first non-finite value in forward order: {a}"),
-            None => String::new(),
-        };
-        let bad_params = non_finite_parameters(&self.model.named_parameters());
-        culprit += &bad_params;
-        let kept = match (self.last_checkpoint, &self.checkpoint) {
-            (Some(s), Some(p)) if s == step && !bad_params.is_empty() => {
-                format!(
-                    "; the checkpoint of step {s}, {}, already holds them",
-                    p.display()
-                )
-            }
-            (Some(s), Some(p)) => {
-                format!("; the last good checkpoint (step {s}) is {}", p.display())
-            }
-            _ => String::new(),
-        };
-        Error::Diverged {
-            msg: format!(
-                "training diverged at step {step} (epoch {epoch}): {what}{culprit}{kept}; \
-                 try a smaller learning rate or gradient clipping"
-            ),
-        }
-    }
 }
 
-#[path = "sharded.rs"]
-mod sharded;
-
-/// Checks that the model fits the data: input width, outputs, and the loss for the task.
+/// Checks that the model fits the data (its input and outputs, when the config has a model
+/// spec) and that the loss fits the task.
 pub(super) fn check_fits(config: &TrainConfig, data: &TaskData, what: &str) -> Result<()> {
-    let sizes = &config.model.sizes;
     let bad = |m: String| Err(Error::arg("train", m));
-    if sizes.first() != Some(&data.features()) {
-        return bad(format!(
-            "the model takes {:?} inputs, the {what} data have {} features",
-            sizes.first(),
-            data.features()
-        ));
-    }
-    if sizes.last() != Some(&data.outputs()) {
-        return bad(format!(
-            "the model has {:?} outputs, the {what} data need {}",
-            sizes.last(),
-            data.outputs()
-        ));
+    if let Some(spec) = &config.model {
+        if spec.input_features() != data.features() {
+            return bad(format!(
+                "the model takes inputs of {} ({} values), the {what} data have {} features",
+                fmt_shape(&spec.input),
+                spec.input_features(),
+                data.features()
+            ));
+        }
+        let out = spec.output_shape(1)?;
+        if out != [1, data.outputs()] {
+            return bad(format!(
+                "the model's output is {}, the {what} data need [N, {}]",
+                crate::nn::fmt_batch(&out),
+                data.outputs()
+            ));
+        }
     }
     if (config.loss == LossKind::CrossEntropy) != data.is_classification() {
         return bad(format!(
@@ -687,20 +389,32 @@ pub(super) fn check_fits(config: &TrainConfig, data: &TaskData, what: &str) -> R
     Ok(())
 }
 
-/// Parameters holding NaN or ±∞, with how many of their values.
-fn non_finite_parameters(params: &[(String, Tensor<f32>)]) -> String {
-    let bad: Vec<String> = params
-        .iter()
-        .filter(|(_, p)| !p.all_finite())
-        .map(|(name, p)| {
-            let values = p.to_vec().unwrap_or_default();
-            let n = values.iter().filter(|v| !v.is_finite()).count();
-            format!("{name} {:?} ({n} of {})", p.shape(), p.numel())
-        })
-        .collect();
-    if bad.is_empty() {
-        String::new()
-    } else {
-        format!("; non-finite parameters: {}", bad.join(", "))
+/// Ok when `model` has the parameters and buffers (names and shapes) that `spec` builds.
+fn check_describes(spec: &ModelSpec, model: &dyn Module<f32>) -> Result<()> {
+    let shapes = |v: Vec<(String, crate::tensor::Tensor<f32>)>| -> Vec<(String, Vec<usize>)> {
+        v.into_iter()
+            .map(|(n, t)| (n, t.shape().to_vec()))
+            .collect()
+    };
+    let want = shapes(named_state(&spec.build::<f32>()?));
+    let have = shapes(named_state(model));
+    if want != have {
+        let diff: Vec<String> = want
+            .iter()
+            .filter(|w| !have.contains(w))
+            .map(|(n, s)| format!("{n} {}", fmt_shape(s)))
+            .take(4)
+            .collect();
+        return Err(Error::Mismatch {
+            what: "Trainer::with_module".into(),
+            msg: format!(
+                "the config's model spec does not describe the module ({} tensors against {}; \
+                 the spec's {} are not in the module)",
+                want.len(),
+                have.len(),
+                diff.join(", ")
+            ),
+        });
     }
+    Ok(())
 }

@@ -1,0 +1,295 @@
+//! The loop: epochs of shuffled batches, each step's forward pass, sentinel, backward pass,
+//! clipping and update, the per-epoch evaluation and early stopping.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::metrics::{batch_loss, evaluate, EpochMetrics, Evaluation};
+use super::{Callback, StepProgress, StepView, StopReason, Trainer};
+use crate::autograd::{detect_anomaly, GradStore};
+use crate::data::{batch_indices, TaskData};
+use crate::error::{Error, Result};
+use crate::nn::loss::predict_class;
+use crate::optim::clip_grad_norm;
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+impl Trainer {
+    /// Trains until the configured epochs or steps are done, early stopping triggers, or the
+    /// stop flag is set. Divergence (a non-finite loss or gradient) is an error naming the
+    /// step, the first operation that produced a non-finite value, any non-finite parameters
+    /// and the last good checkpoint.
+    pub fn fit(&mut self, callback: &mut dyn Callback) -> Result<StopReason> {
+        let n = self.train.len();
+        if n == 0 {
+            return Err(Error::arg("train", "the training set is empty"));
+        }
+        let total = self.config.total_steps(n);
+        let session = Instant::now();
+        let before = self.state.total_seconds;
+        let clock = move || before + session.elapsed().as_secs_f64();
+        if let Some(best_epoch) = self.already_stopped_early() {
+            return Ok(StopReason::EarlyStopped { best_epoch });
+        }
+        // An epoch whose last step ran before a checkpoint still needs its evaluation.
+        while self.state.epoch <= self.config.epochs
+            && (self.state.step < total || self.state.seen > 0)
+        {
+            if let Some(reason) = self.run_epoch(total, &clock, callback)? {
+                if reason == StopReason::Interrupted {
+                    return Ok(reason);
+                }
+                self.final_checkpoint(&clock, callback)?;
+                return Ok(reason);
+            }
+        }
+        self.model.set_training(false);
+        self.final_checkpoint(&clock, callback)?;
+        Ok(
+            if self.state.step >= total && self.config.max_steps.is_some_and(|m| m == total) {
+                StopReason::MaxSteps
+            } else {
+                StopReason::Finished
+            },
+        )
+    }
+
+    /// One epoch (or its rest after a resume); `Some` when the loop must stop.
+    fn run_epoch(
+        &mut self,
+        total: u64,
+        clock: &dyn Fn() -> f64,
+        cb: &mut dyn Callback,
+    ) -> Result<Option<StopReason>> {
+        self.model.set_training(true);
+        let mut rng = Rng::from_state(self.state.epoch_rng);
+        let batches = batch_indices(
+            self.train.len(),
+            self.config.batch_size,
+            Some(&mut rng),
+            false,
+        )?;
+        cb.epoch_start(self.state.epoch, batches.len(), self.state.batch);
+        let started = Instant::now();
+        let epoch_before = self.state.epoch_seconds;
+        let epoch_clock = || epoch_before + started.elapsed().as_secs_f64();
+        for idx in batches.iter().skip(self.state.batch) {
+            if self.state.step >= total {
+                break;
+            }
+            // The other threads stay awake through the step's parallel parts (no futex wake-up
+            // per product), but not through callbacks, which may wait for a person; nor where
+            // ranks share the cores with the collective's transfers.
+            let warm = self.collective.is_none();
+            let grads = crate::threads::warm_if(warm, || match self.config.grad_shards {
+                Some(m) => self.sharded_step(idx, m),
+                None => self.train_step(idx),
+            })?;
+            self.state.batch += 1;
+            let progress = self.progress(batches.len(), epoch_clock());
+            cb.step(&progress);
+            cb.inspect_step(&StepView {
+                progress: &progress,
+                model: self.model.as_ref(),
+                batch: idx,
+                grads: &grads,
+            });
+            let due = self
+                .config
+                .checkpoint_every
+                .is_some_and(|k| self.state.step.is_multiple_of(k));
+            let stop = if self.collective.is_some() {
+                self.stop_agreed
+            } else {
+                self.stop.load(Ordering::SeqCst)
+            };
+            if self.checkpoint.is_some() && (due || stop) {
+                (self.state.epoch_seconds, self.state.total_seconds) = (epoch_clock(), clock());
+                self.save_checkpoint(cb)?;
+            }
+            if stop {
+                return Ok(Some(StopReason::Interrupted));
+            }
+        }
+        if self.state.seen == 0 {
+            return Ok(Some(StopReason::Finished));
+        }
+        let epoch_seconds = epoch_clock();
+        self.model.set_training(false);
+        let row = self.end_epoch(total, epoch_seconds, clock)?;
+        cb.epoch_end(&row);
+        self.state.history.push(row);
+        self.state.next_epoch(rng.state());
+        let stop = self.early_stop();
+        if stop.is_some() {
+            self.test_after_early_stop()?;
+        }
+        Ok(stop)
+    }
+
+    fn progress(&self, batches: usize, seconds: f64) -> StepProgress {
+        let s = &self.state;
+        StepProgress {
+            step: s.step,
+            epoch: s.epoch,
+            epochs: self.config.epochs,
+            batch: s.batch,
+            batches,
+            loss: s.loss_sum / s.seen.max(1) as f64,
+            accuracy: self
+                .train
+                .is_classification()
+                .then(|| s.correct as f64 / s.seen.max(1) as f64),
+            samples_per_second: s.seen as f64 / seconds.max(1e-9),
+        }
+    }
+
+    /// Forward, sentinel, backward, clipping and the update for the rows `idx`; the gradients
+    /// the update used.
+    fn train_step(&mut self, idx: &[usize]) -> Result<GradStore<f32>> {
+        let base = self.config.optimizer.lr();
+        self.optimizer
+            .set_lr(self.config.schedule.lr_at(base, self.state.step));
+        let (out, loss) = if self.config.detect_anomaly {
+            let (r, anomaly) = detect_anomaly(|| self.forward(idx));
+            if let Some(a) = anomaly {
+                return Err(self.diverged("an operation produced a non-finite value", Some(a)));
+            }
+            r?
+        } else {
+            self.forward(idx)?
+        };
+        let lv = loss.item()? as f64;
+        if !lv.is_finite() {
+            // Re-run this batch with every op checked, to name the first culprit.
+            let (_, anomaly) = detect_anomaly(|| self.forward(idx));
+            return Err(self.diverged(&format!("the loss is {lv}"), anomaly));
+        }
+        let mut grads = loss.backward()?;
+        for (name, p) in self.optimizer.params() {
+            if grads.get(p).is_some_and(|g| !g.all_finite()) {
+                let what = format!("the gradient of {name} is not finite (loss {lv})");
+                return Err(self.diverged(&what, None));
+            }
+        }
+        if let Some(c) = self.config.clip {
+            clip_grad_norm(&mut grads, &self.model.parameters(), c)?;
+        }
+        self.optimizer.step(&grads)?;
+        let s = &mut self.state;
+        s.step += 1;
+        s.loss_sum += lv * idx.len() as f64;
+        s.seen += idx.len();
+        if let TaskData::Class(c) = &self.train {
+            let pred = predict_class(&out.detach())?;
+            s.correct += pred
+                .iter()
+                .zip(idx)
+                .filter(|(p, &i)| **p == c.labels[i])
+                .count();
+        }
+        Ok(grads)
+    }
+
+    pub(super) fn forward(&self, idx: &[usize]) -> Result<(Tensor<f32>, Tensor<f32>)> {
+        let x = self.train.x().index_select(0, idx)?;
+        let out = self.model.forward(&x)?;
+        let loss = batch_loss(
+            self.config.loss,
+            &out,
+            &self.train,
+            idx,
+            self.config.label_smoothing,
+        )?;
+        Ok((out, loss))
+    }
+
+    /// Evaluates and builds the epoch's record.
+    fn end_epoch(
+        &mut self,
+        total: u64,
+        epoch_seconds: f64,
+        clock: &dyn Fn() -> f64,
+    ) -> Result<EpochMetrics> {
+        let last = self.state.epoch == self.config.epochs || self.state.step >= total;
+        let kind = self.config.loss;
+        let eval = |d: &Option<TaskData>| -> Result<Option<Evaluation>> {
+            match d {
+                Some(d) if !d.is_empty() => Ok(Some(evaluate(self.model.as_ref(), d, kind)?)),
+                _ => Ok(None),
+            }
+        };
+        let val = eval(&self.val)?;
+        // With a validation set the test set is looked at once, at the end.
+        let test = if self.val.is_none() || last {
+            eval(&self.test)?
+        } else {
+            None
+        };
+        let s = &self.state;
+        Ok(EpochMetrics {
+            epoch: s.epoch,
+            step: s.step,
+            lr: self.optimizer.lr(),
+            train_loss: s.loss_sum / s.seen as f64,
+            train_accuracy: self
+                .train
+                .is_classification()
+                .then(|| s.correct as f64 / s.seen as f64),
+            val_loss: val.as_ref().map(|e| e.loss),
+            val_accuracy: val.as_ref().and_then(|e| e.accuracy),
+            test_loss: test.as_ref().map(|e| e.loss),
+            test_accuracy: test.as_ref().and_then(|e| e.accuracy),
+            seconds: clock(),
+            samples_per_second: s.seen as f64 / epoch_seconds.max(1e-9),
+        })
+    }
+
+    /// A resumed run that had already stopped early: its best epoch.
+    fn already_stopped_early(&self) -> Option<usize> {
+        let rule = self.config.early_stopping.as_ref()?;
+        let s = &self.state;
+        (s.stale_epochs >= rule.patience).then(|| s.best.map_or(s.epoch, |b| b.1))
+    }
+
+    /// With a validation set the test set waits for the last epoch; early stopping makes the
+    /// epoch just finished the last one.
+    fn test_after_early_stop(&mut self) -> Result<()> {
+        let (Some(test), true) = (&self.test, self.val.is_some()) else {
+            return Ok(());
+        };
+        if test.is_empty()
+            || self
+                .state
+                .history
+                .last()
+                .is_some_and(|r| r.test_loss.is_some())
+        {
+            return Ok(());
+        }
+        let e = evaluate(self.model.as_ref(), test, self.config.loss)?;
+        if let Some(row) = self.state.history.last_mut() {
+            row.test_loss = Some(e.loss);
+            row.test_accuracy = e.accuracy;
+        }
+        Ok(())
+    }
+
+    /// Updates the early-stopping record with the last epoch; `Some` when it says stop.
+    fn early_stop(&mut self) -> Option<StopReason> {
+        let rule = self.config.early_stopping.as_ref()?;
+        let row = self.state.history.last()?;
+        let (monitored, epoch) = (row.val_loss.or(row.test_loss)?, row.epoch);
+        let s = &mut self.state;
+        match s.best {
+            Some((best, _)) if monitored > best - rule.min_delta => s.stale_epochs += 1,
+            _ => {
+                s.best = Some((monitored, epoch));
+                s.stale_epochs = 0;
+            }
+        }
+        (s.stale_epochs >= rule.patience).then(|| StopReason::EarlyStopped {
+            best_epoch: s.best.map_or(epoch, |b| b.1),
+        })
+    }
+}
