@@ -391,6 +391,7 @@ fn cli_words(msg: &str) -> String {
         .replace("checkpoint_activations", "--checkpoint-activations")
         .replace("checkpoint_every", "--checkpoint-every")
         .replace("max_steps", "--max-steps")
+        .replace("grad_shards", "--grad-shards")
 }
 
 /// On `--resume`: refuses any flag but [`RESUME_FLAGS`], and applies those to the saved

@@ -141,7 +141,33 @@ fn resume_run(args: &TrainArgs, given: &[String], dir: &Path, group: &Group) -> 
         );
     }
     let saved = read_checkpoint(&ckpt)?;
+    let (done, step, epoch) = (
+        saved.state.history.len(),
+        saved.state.step,
+        saved.state.epoch,
+    );
     let config = runconfig::resumed(args, given, saved.config)?;
+    let mid_epoch = saved.state.seen > 0;
+    if !mid_epoch && done >= config.epochs {
+        bail!(
+            "{}: the run already finished {done} epochs; --epochs {} would do nothing (give more than {done})",
+            dir.display(),
+            config.epochs
+        );
+    }
+    if mid_epoch && config.epochs < epoch {
+        bail!(
+            "{}: the run has reached epoch {epoch} (step {step}); --epochs {} would do nothing (give {epoch} or more)",
+            dir.display(),
+            config.epochs
+        );
+    }
+    if let Some(m) = config.max_steps.filter(|&m| m <= step) {
+        bail!(
+            "{}: the run already took {step} steps; --max-steps {m} would do nothing (give more than {step})",
+            dir.display()
+        );
+    }
     let meta = |k: &str| {
         saved.metadata.get(k).with_context(|| {
             format!(

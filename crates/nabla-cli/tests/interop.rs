@@ -96,7 +96,8 @@ fn predict(model: &Path, input: &Path) -> BTreeMap<String, Vec<f32>> {
     outputs
 }
 
-/// The features `nabla predict` reads from `input` (IDX pixels / 255, or CSV columns).
+/// The features `nabla predict` reads from `input`, in the file's units (IDX pixels 0–255,
+/// CSV columns as written).
 fn features(input: &Path) -> Tensor<f32> {
     if input.extension().is_some_and(|e| e == "csv") {
         let text = std::fs::read_to_string(input).unwrap();
@@ -110,7 +111,7 @@ fn features(input: &Path) -> Tensor<f32> {
     } else {
         let arr = nabla::data::idx::read_idx(input).unwrap();
         let d: usize = arr.dims[1..].iter().product();
-        let x = arr.data.iter().map(|&p| p as f32 / 255.0).collect();
+        let x = arr.data.iter().map(|&p| p as f32).collect();
         Tensor::from_vec(x, &[arr.dims[0], d]).unwrap()
     }
 }
@@ -128,7 +129,12 @@ fn onnx_matches_predict(name: &str, dir: &Path, model: &Path, input: &Path) {
         s(&onnx),
     ]));
     assert!(out.contains("all preprocessing is in the graph"), "{out}");
+    // In the data file's units, shaped as the model's samples ([n, 1, 28, 28] for a CNN).
+    let sample = nabla::io::load_model(model).unwrap().1.spec.input;
     let x = features(input);
+    let mut shape = vec![x.shape()[0]];
+    shape.extend(&sample);
+    let x = x.reshape(&shape).unwrap();
     let n = x.shape()[0];
     let mut tensors = vec![("input".to_string(), x)];
     for (key, v) in predict(model, input) {
@@ -185,9 +191,23 @@ fn fashion_mnist_round_trips_through_onnx_and_torch_on_every_test_row() {
     if !pyenv::onnx_available() || !fashion_available() {
         return;
     }
+    let images = Path::new(FASHION).join("t10k-images-idx3-ubyte.gz");
+    // The CNN: convolutions, batch norm (running statistics), pooling, flatten, dropout.
+    let cnn_dir = tmpdir("onnx-fashion-cnn");
+    let cnn = train(
+        &cnn_dir,
+        &[
+            "--dataset",
+            "fashion-mnist",
+            "--arch",
+            "cnn",
+            "--max-steps",
+            "30",
+        ],
+    );
+    onnx_matches_predict("fashion-mnist cnn", &cnn_dir, &cnn, &images);
     let dir = tmpdir("onnx-fashion");
     let model = train(&dir, &["--dataset", "fashion-mnist", "--max-steps", "60"]);
-    let images = Path::new(FASHION).join("t10k-images-idx3-ubyte.gz");
     onnx_matches_predict("fashion-mnist", &dir, &model, &images);
 
     // nabla -> PyTorch layout -> nabla: the normaliser and class names travel in the metadata.

@@ -214,3 +214,52 @@ fn native_files_use_a_prefix_pytorch_cannot_match_and_old_files_still_load() {
         no_grad(|| m.forward(&x)).unwrap().to_vec().unwrap()
     );
 }
+
+#[test]
+fn numpy_reproduces_an_exported_cnn_with_batch_norm_pooling_and_a_residual_block() {
+    if !pyenv::python_available() {
+        return;
+    }
+    use nabla::nn::ModelSpec;
+    let dir = tmpdir("numpy-cnn");
+    let spec = ModelSpec::from_json(
+        r#"{"input": [2, 9, 9], "seed": 4, "layers": [
+            {"type": "conv2d", "out_channels": 6, "kernel_size": 3, "padding": 1, "stride": [1, 2]},
+            {"type": "batch_norm2d"}, {"type": "relu"},
+            {"type": "residual", "layers": [
+                {"type": "conv2d", "out_channels": 6, "kernel_size": 3, "padding": 1, "groups": 2, "bias": false},
+                {"type": "tanh"}]},
+            {"type": "max_pool2d", "kernel_size": 2, "stride": 1, "padding": 1},
+            {"type": "avg_pool2d", "kernel_size": [2, 3], "padding": [1, 1]},
+            {"type": "dropout", "p": 0.5},
+            {"type": "flatten"},
+            {"type": "linear", "out_features": 8}, {"type": "batch_norm1d"}, {"type": "gelu"},
+            {"type": "linear", "out_features": 3}]}"#,
+    )
+    .unwrap();
+    let mut m = spec.build::<f32>().unwrap();
+    // Running statistics other than the initial ones: a few forward passes in training mode.
+    for seed in 0..3 {
+        let x = Tensor::<f32>::randn(&[16, 2, 9, 9], 0.5, 2.0, seed).unwrap();
+        m.forward(&x).unwrap();
+    }
+    m.set_training(false);
+    let state = dir.join("state.safetensors");
+    export_torch(&m, &BTreeMap::new(), &state).unwrap();
+    let x = Tensor::<f32>::randn(&[10, 2, 9, 9], 0.0, 1.0, 9).unwrap();
+    let logits = no_grad(|| m.forward(&x)).unwrap();
+    let probs = logits.softmax(1).unwrap();
+    let reference = dir.join("reference.safetensors");
+    let tensors = vec![
+        ("input".to_string(), x),
+        ("logits".to_string(), logits),
+        ("probabilities".to_string(), probs),
+    ];
+    write_tensor_file(&reference, &tensors, &BTreeMap::new()).unwrap();
+    let out = pyenv::run(
+        "check_torch.py",
+        &[std::path::Path::new("export-net"), &state, &reference],
+    );
+    assert!(out.contains("max |numpy − nabla|"), "{out}");
+    eprint!("{out}");
+}

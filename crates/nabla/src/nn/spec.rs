@@ -528,7 +528,8 @@ pub(crate) fn infer(
         LayerSpec::Linear { out_features, bias } => {
             let layer = |f: usize| format!("Linear({f} → {out_features})");
             if rank < 2 {
-                return Err(bad_shape(at, &layer(0), "[N, …, features]", input));
+                let l = format!("Linear(? → {out_features})");
+                return Err(bad_shape(at, &l, "[N, …, features]", input));
             }
             let f = input[rank - 1];
             if *out_features == 0 {
@@ -561,7 +562,8 @@ pub(crate) fn infer(
             bias,
         } => {
             let c = if rank == 4 { input[1] } else { 0 };
-            let mut layer = format!("Conv2d({c} → {out_channels}, {}×{}", k.0, k.1);
+            let shown = if rank == 4 { c.to_string() } else { "?".into() };
+            let mut layer = format!("Conv2d({shown} → {out_channels}, {}×{}", k.0, k.1);
             if *s != (1, 1) {
                 layer += &format!(", stride {}", fmt_pair(*s));
             }
@@ -609,7 +611,8 @@ pub(crate) fn infer(
             bias,
         } => {
             let c = if rank == 3 { input[1] } else { 0 };
-            let layer = format!("Conv1d({c} → {out_channels}, {k}, stride {s}, padding {p})");
+            let shown = if rank == 3 { c.to_string() } else { "?".into() };
+            let layer = format!("Conv1d({shown} → {out_channels}, {k}, stride {s}, padding {p})");
             if rank != 3 {
                 return Err(bad_shape(at, &layer, "[N, C, L]", input));
             }

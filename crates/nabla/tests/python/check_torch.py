@@ -5,6 +5,12 @@
     python3 check_torch.py export STATE_DICT.safetensors REFERENCE.safetensors
         STATE_DICT was written by nabla's export_torch; REFERENCE holds `input` and nabla's
         `logits`. Rebuilds the forward pass from the state dict alone and compares.
+    python3 check_torch.py export-net STATE_DICT.safetensors REFERENCE.safetensors
+        The same for any exported network (convolutions, pooling, batch norm, flatten,
+        residual blocks): the layers are read from the metadata's `model_spec` and computed
+        with PyTorch's conventions in numpy (NCHW, weights [out, in/groups, kh, kw], running
+        statistics in batch norm); REFERENCE's `input` is [N, ...sample], and `probabilities`
+        are compared too.
     python3 check_torch.py make STATE_DICT.safetensors REFERENCE.safetensors
         Writes a PyTorch-layout state dict of a 5-7-6-3 ReLU MLP (module names of an
         nn.Sequential under a `layers.` prefix, random float32 weights) and REFERENCE with
@@ -29,9 +35,118 @@ def forward(state, x, prefix=""):
     return h
 
 
+def pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def conv2d(x, w, b, stride, padding, dilation, groups):
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((n, o, oh, ow))
+    og = o // groups
+    for g in range(groups):
+        xs = x[:, g * cg:(g + 1) * cg]
+        ws = w[g * og:(g + 1) * og]
+        for i in range(kh):
+            for j in range(kw):
+                patch = xs[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+                out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch, ws[:, :, i, j])
+    if b is not None:
+        out += b[None, :, None, None]
+    return out
+
+
+def pool2d(x, k, s, p, kind):
+    n, c, h, w = x.shape
+    fill = -np.inf if kind == "max" else 0.0
+    x = np.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=fill)
+    oh, ow = (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1
+    windows = [x[:, :, i:i + s[0] * (oh - 1) + 1:s[0], j:j + s[1] * (ow - 1) + 1:s[1]]
+               for i in range(k[0]) for j in range(k[1])]
+    stack = np.stack(windows)
+    return stack.max(axis=0) if kind == "max" else stack.mean(axis=0)
+
+
+def act(kind, h, layer):
+    if kind == "relu":
+        return np.maximum(h, 0.0)
+    if kind == "leaky_relu":
+        return np.where(h > 0, h, layer.get("negative_slope", 0.01) * h)
+    if kind == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-h))
+    if kind == "tanh":
+        return np.tanh(h)
+    if kind == "gelu":
+        return 0.5 * h * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (h + 0.044715 * h ** 3)))
+    if kind == "softplus":
+        return np.log1p(np.exp(h))
+    if kind == "identity":
+        return h
+    raise SystemExit(f"unknown layer {kind}")
+
+
+def forward_spec(state, layers, h, at=""):
+    """nn.Sequential semantics: dropout modules are absent, so PyTorch's indices skip them."""
+    k = 0
+    for layer in layers:
+        kind = layer["type"]
+        if kind == "dropout":
+            continue
+        name = f"{at}{k}"
+        k += 1
+        get = lambda leaf: state[f"{name}.{leaf}"].astype(np.float64)
+        if kind == "linear":
+            h = h @ get("weight").T
+            if f"{name}.bias" in state:
+                h = h + get("bias")
+        elif kind == "conv2d":
+            b = get("bias") if f"{name}.bias" in state else None
+            h = conv2d(h, get("weight"), b, pair(layer.get("stride", 1)), pair(layer.get("padding", 0)),
+                       pair(layer.get("dilation", 1)), layer.get("groups", 1))
+        elif kind in ("max_pool2d", "avg_pool2d"):
+            kk = pair(layer["kernel_size"])
+            st = pair(layer.get("stride") or layer["kernel_size"])
+            h = pool2d(h, kk, st, pair(layer.get("padding", 0)), kind[:3])
+        elif kind in ("batch_norm1d", "batch_norm2d"):
+            shape = (1, -1) + (1,) * (h.ndim - 2)
+            mean, var = get("running_mean").reshape(shape), get("running_var").reshape(shape)
+            h = (h - mean) / np.sqrt(var + layer.get("eps", 1e-5))
+            h = h * get("weight").reshape(shape) + get("bias").reshape(shape)
+        elif kind == "flatten":
+            h = h.reshape(h.shape[0], -1)
+        elif kind == "sequential":
+            h = forward_spec(state, layer["layers"], h, f"{name}.")
+        elif kind == "residual":
+            h = h + forward_spec(state, layer["layers"], h, f"{name}.inner.")
+        else:
+            h = act(kind, h, layer)
+    return h
+
+
 def main():
     mode, state_path, ref_path = sys.argv[1:4]
-    if mode == "export":
+    if mode == "export-net":
+        import json
+        state = load_file(state_path)
+        with safe_open(state_path, framework="np") as f:
+            meta = f.metadata()
+        assert meta["format"] == "pytorch-state-dict", meta
+        spec = json.loads(meta["model_spec"])
+        ref = load_file(ref_path)
+        logits = forward_spec(state, spec["layers"], ref["input"].astype(np.float64))
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = e / e.sum(axis=1, keepdims=True)
+        err = float(np.max(np.abs(logits - ref["logits"])))
+        perr = float(np.max(np.abs(probs - ref["probabilities"])))
+        print(f"{len(spec['layers'])} layers, {ref['input'].shape[0]} rows: max |numpy − nabla| "
+              f"logits {err:.3e}, probabilities {perr:.3e}")
+        if not (err <= 1e-4 * max(1.0, float(np.abs(ref["logits"]).max())) and perr <= 1e-5):
+            sys.exit(f"differ: logits {err}, probabilities {perr}")
+    elif mode == "export":
         state = load_file(state_path)
         with safe_open(state_path, framework="np") as f:
             meta = f.metadata()
