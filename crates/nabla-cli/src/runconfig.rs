@@ -296,10 +296,7 @@ pub fn build(args: &TrainArgs, data: &Loaded, features: usize) -> Result<TrainCo
             }
         );
     }
-    let lr = args.lr.unwrap_or(d.lr);
-    if !(lr > 0.0 && lr.is_finite()) {
-        bail!("--lr {lr}: the learning rate must be positive");
-    }
+    let lr = args.lr.unwrap_or(d.lr); // checked with every other setting by validate()
     let model = model_spec(args, data, features)?;
     let mut config = TrainConfig::new(model, optimizer(args, data, lr));
     config.loss = LossKind::from(loss);
@@ -386,6 +383,7 @@ fn schedule(args: &TrainArgs, default: ScheduleName, lr: f64, total: u64) -> LrS
 /// The library's setting names as the CLI's flags.
 fn cli_words(msg: &str) -> String {
     msg.replace("train config: ", "")
+        .replace("learning rate ", "--lr ")
         .replace("label smoothing", "--label-smoothing")
         .replace("clip norm", "--clip")
         .replace("checkpoint_activations", "--checkpoint-activations")

@@ -315,6 +315,7 @@ fn write_config(
     let d = &s.data;
     let settings = json!({
         "run_id": s.run_id,
+        "command": std::env::args().collect::<Vec<_>>(),
         "dataset": d.name, "source": d.source, "task": d.task, "data": s.data_args,
         "train_samples": rows.0, "validation_samples": rows.1, "test_samples": d.test.len(),
         "normalization": normalizer.mode,

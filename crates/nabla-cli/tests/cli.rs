@@ -511,7 +511,7 @@ fn malformed_inputs_fail_with_one_line_naming_the_file() {
     // flags
     fails_with(&nabla(&["train", "--epochs", "abc"]), "--epochs");
     fails_with(&nabla(&["train", "--hidden", "0"]), "--hidden");
-    fails_with(&nabla(&["train", "--lr=-1"]), "learning rate");
+    fails_with(&nabla(&["train", "--lr=-1"]), "--lr -1 must be positive");
     fails_with(&nabla(&["train", "--activation", "swish"]), "swish");
     fails_with(&nabla(&["train", "--dropout", "1.5"]), "1.5");
     fails_with(&nabla(&["frobnicate"]), "frobnicate");

@@ -113,6 +113,61 @@ fn one_two_and_four_ranks_give_bit_identical_weights() {
     }
 }
 
+#[test]
+fn a_cnn_with_batch_norm_gives_bit_identical_weights_and_buffers_on_one_two_and_four_ranks() {
+    if !mpirun_available() {
+        return;
+    }
+    let dir = tmpdir("mpi-cnn");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    common::write_mnist_dir(&data, 200, 40);
+    let train = |n: usize, out: &Path| {
+        mpirun(
+            n,
+            &[
+                "train",
+                "--distributed",
+                "--data-dir",
+                s(&data),
+                "--arch",
+                "cnn",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "30", // slices of 8, 8, 7, 7 rows; the last batch is smaller
+                "--threads",
+                "1",
+                "--no-plots",
+                "--quiet",
+                "--out",
+                s(out),
+            ],
+        )
+        .output()
+        .unwrap()
+    };
+    let runs: Vec<PathBuf> = [1, 2, 4]
+        .iter()
+        .map(|&n| {
+            let out = dir.join(format!("np{n}"));
+            ok(&train(n, &out));
+            out
+        })
+        .collect();
+    let w = weights(&runs[0]);
+    assert!(w.iter().any(|(n, _)| n.ends_with("running_var")));
+    for r in &runs[1..] {
+        assert_eq!(weights(r), w, "{}", r.display());
+        assert_eq!(
+            metrics_values(r),
+            metrics_values(&runs[0]),
+            "{}",
+            r.display()
+        );
+    }
+}
+
 /// The pids of the ranks of the job whose command line holds `marker` (not mpirun itself).
 fn ranks_of(marker: &str, mpirun_pid: u32) -> Vec<String> {
     let out = Command::new("pgrep").args(["-f", marker]).output().unwrap();

@@ -321,10 +321,7 @@ fn flags_that_do_not_apply_are_errors_in_the_clis_words() {
             &["--test-fraction", "0.3"],
             "--test-fraction applies only to --csv data",
         ),
-        (
-            &["--lr", "-1"],
-            "--lr -1: the learning rate must be positive",
-        ),
+        (&["--lr", "-1"], "--lr -1 must be positive and finite"),
         (
             &["--loss", "mse"],
             "--loss mse does not fit a classification data set",

@@ -56,7 +56,10 @@ impl AdamConfig {
 /// `w ← w − (η / (1−β₁ᵗ)) · m / (√v / √(1−β₂ᵗ) + ε)`.
 /// AdamW first applies `w ← w(1 − ηλ)`; Adam with weight decay adds `λw` to `g`.
 pub struct Adam<T: Float = f32> {
+    /// The configuration, its `lr` the base rate (never changed by [`Optimizer::set_lr`]).
     config: AdamConfig,
+    /// The live learning rate (the base rate until a schedule sets another).
+    lr: f64,
     params: Vec<(String, Tensor<T>)>,
     m: Vec<Option<Vec<T>>>,
     v: Vec<Option<Vec<T>>>,
@@ -83,6 +86,7 @@ impl<T: Float> Adam<T> {
         }
         let n = params.len();
         Ok(Adam {
+            lr: config.lr,
             config,
             params,
             m: vec![None; n],
@@ -111,13 +115,13 @@ impl<T: Float> Optimizer<T> for Adam<T> {
         let t = (self.steps + 1) as i32;
         let bc1 = 1.0 - c.beta1.powi(t);
         let bc2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
-        let step_size = T::from_f64(c.lr / bc1);
+        let step_size = T::from_f64(self.lr / bc1);
         let (b1, b2) = (T::from_f64(c.beta1), T::from_f64(c.beta2));
         let (one_b1, one_b2) = (T::from_f64(1.0 - c.beta1), T::from_f64(1.0 - c.beta2));
         let inv_bc2_sqrt = T::from_f64(1.0 / bc2_sqrt);
         let eps = T::from_f64(c.eps);
         let wd = T::from_f64(c.weight_decay);
-        let decay = T::from_f64(1.0 - c.lr * c.weight_decay);
+        let decay = T::from_f64(1.0 - self.lr * c.weight_decay);
         let decoupled = c.decoupled;
         // Inputs whose products would be subnormal are flushed to zero first (what a CPU's
         // flush-to-zero mode does, but in the arithmetic, so the same on every machine and
@@ -160,11 +164,11 @@ impl<T: Float> Optimizer<T> for Adam<T> {
     }
 
     fn lr(&self) -> f64 {
-        self.config.lr
+        self.lr
     }
 
     fn set_lr(&mut self, lr: f64) {
-        self.config.lr = lr;
+        self.lr = lr;
     }
 
     fn steps(&self) -> u64 {
@@ -192,6 +196,7 @@ impl<T: Float> Optimizer<T> for Adam<T> {
         load_buffers("optimizer state", "exp_avg", &self.params, state, &mut m)?;
         load_buffers("optimizer state", "exp_avg_sq", &self.params, state, &mut v)?;
         (self.m, self.v) = (m, v);
+        self.lr = config.lr;
         self.config = config;
         self.steps = state.steps;
         Ok(())

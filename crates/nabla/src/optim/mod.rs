@@ -34,9 +34,11 @@ pub struct OptimizerState<T: Float = f32> {
 pub trait Optimizer<T: Float = f32> {
     /// One update of every parameter that has a gradient in `grads` (others are left alone).
     fn step(&mut self, grads: &GradStore<T>) -> Result<()>;
-    /// The current learning rate.
+    /// The live learning rate (the configuration's base rate until [`Optimizer::set_lr`]).
     fn lr(&self) -> f64;
-    /// Sets the learning rate (schedules call this before each step).
+    /// Sets the live learning rate (schedules call this before each step); the configuration
+    /// keeps its base rate, which is what [`Optimizer::state`] saves and `load_state` restores
+    /// as the live rate.
     fn set_lr(&mut self, lr: f64);
     /// Steps taken.
     fn steps(&self) -> u64;

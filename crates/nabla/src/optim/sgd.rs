@@ -38,7 +38,10 @@ impl SgdConfig {
 /// SGD as in PyTorch: `d = g + λw`; with momentum `b ← μb + d` (`b = d` at the first step) and
 /// `d = b` (or `d + μb` for Nesterov); then `w ← w − η·d`.
 pub struct Sgd<T: Float = f32> {
+    /// The configuration, its `lr` the base rate (never changed by [`Optimizer::set_lr`]).
     config: SgdConfig,
+    /// The live learning rate (the base rate until a schedule sets another).
+    lr: f64,
     params: Vec<(String, Tensor<T>)>,
     momentum: Vec<Option<Vec<T>>>,
     steps: u64,
@@ -60,6 +63,7 @@ impl<T: Float> Sgd<T> {
         }
         let momentum = vec![None; params.len()];
         Ok(Sgd {
+            lr: config.lr,
             config,
             params,
             momentum,
@@ -75,7 +79,7 @@ impl<T: Float> Sgd<T> {
 
 impl<T: Float> Optimizer<T> for Sgd<T> {
     fn step(&mut self, grads: &GradStore<T>) -> Result<()> {
-        let lr = T::from_f64(self.config.lr);
+        let lr = T::from_f64(self.lr);
         let mu = T::from_f64(self.config.momentum);
         let wd = T::from_f64(self.config.weight_decay);
         let (use_momentum, nesterov) = (self.config.momentum > 0.0, self.config.nesterov);
@@ -108,11 +112,11 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
     }
 
     fn lr(&self) -> f64 {
-        self.config.lr
+        self.lr
     }
 
     fn set_lr(&mut self, lr: f64) {
-        self.config.lr = lr;
+        self.lr = lr;
     }
 
     fn steps(&self) -> u64 {
@@ -141,6 +145,7 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
             state,
             &mut self.momentum,
         )?;
+        self.lr = config.lr;
         self.config = config;
         self.steps = state.steps;
         Ok(())

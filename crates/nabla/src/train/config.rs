@@ -178,6 +178,10 @@ impl TrainConfig {
                 self.version
             ));
         }
+        let lr = self.optimizer.lr();
+        if !(lr > 0.0 && lr.is_finite()) {
+            return bad(format!("learning rate {lr} must be positive and finite"));
+        }
         if self.epochs == 0 || self.batch_size == 0 {
             return bad(format!(
                 "epochs ({}) and batch size ({}) must be at least 1",
