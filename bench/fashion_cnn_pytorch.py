@@ -2,16 +2,18 @@
 """PyTorch reference for `nabla train --dataset fashion-mnist --arch cnn`: the same model,
 data preparation and settings, for accuracy and wall time side by side.
 
-    python3 bench/fashion_cnn_pytorch.py --seed 0 [--threads 2] [--epochs 10] [--val-fraction 0]
+    python3 bench/fashion_cnn_pytorch.py --spec runs/X/config.json --seed 0 [--threads 2]
+        [--epochs N] [--hflip]
 
-Model (nabla's cnn preset): [conv 3x3 pad 1 (no bias) - BatchNorm2d - ReLU] x2 with 32
-channels, max-pool 2; the same with 64 channels, max-pool 2; flatten - Linear(3136, 256) -
-ReLU - Dropout(0.3) - Linear(256, 10). Data: pixels/255, then one global mean and std fitted
-on the training rows (nabla's normaliser for images). Training: AdamW (lr 1e-3, weight decay
-0.01), cosine decay to lr/100 over all steps (per step), label smoothing 0.1, batch 128,
-shuffled every epoch, 10 epochs. PyTorch's default initialisation (nabla: Kaiming uniform).
-Timed: the whole run, data in memory (as nabla's "s" in its last epoch line), test
-evaluation after each epoch included as nabla does. Prints one JSON line.
+Model: the nabla model spec in FILE (a run's config.json, whose train_config.model is the
+spec, or a spec's JSON), built as the nn.Sequential nabla's exporter writes (conv2d,
+batch_norm2d, relu, max_pool2d, flatten, linear, dropout). Data: pixels/255, then one global
+mean and std fitted on the training rows (nabla's normaliser for images). Training as nabla's
+cnn preset: AdamW (lr 1e-3, weight decay 0.01), cosine decay to lr/100 over all steps (per
+step), label smoothing 0.1, batch 128, shuffled every epoch, with --hflip each training image
+mirrored left to right with probability 1/2. PyTorch's default initialisation (nabla: Kaiming
+uniform). Timed: the whole run with the data in memory, the test evaluation after each epoch
+included (as nabla's "s" in its last epoch line). Prints one JSON line.
 """
 import argparse
 import json
@@ -29,16 +31,43 @@ import bench_data  # noqa: E402
 FASHION = "/usr/share/datasets/fashion-mnist"
 
 
-def model():
+def pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def model(spec):
+    """The nn.Sequential of a nabla model spec (the layer kinds the cnn preset uses)."""
     nn = torch.nn
+    shape = list(spec["input"])  # [C, H, W] or [F]
     layers = []
-    c_in = 1
-    for c in (32, 64):
-        for _ in range(2):
-            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
-            c_in = c
-        layers.append(nn.MaxPool2d(2))
-    layers += [nn.Flatten(), nn.Linear(3136, 256), nn.ReLU(), nn.Dropout(0.3), nn.Linear(256, 10)]
+    for l in spec["layers"]:
+        t = l["type"]
+        if t == "conv2d":
+            k, p = pair(l["kernel_size"]), pair(l.get("padding", 0))
+            s = pair(l.get("stride", 1))
+            layers.append(nn.Conv2d(shape[0], l["out_channels"], k, stride=s, padding=p,
+                                    bias=l.get("bias", True)))
+            shape = [l["out_channels"], (shape[1] + 2 * p[0] - k[0]) // s[0] + 1,
+                     (shape[2] + 2 * p[1] - k[1]) // s[1] + 1]
+        elif t == "batch_norm2d":
+            layers.append(nn.BatchNorm2d(shape[0], eps=l.get("eps", 1e-5),
+                                         momentum=l.get("momentum", 0.1)))
+        elif t == "relu":
+            layers.append(nn.ReLU())
+        elif t == "max_pool2d":
+            k = pair(l["kernel_size"])
+            layers.append(nn.MaxPool2d(k))
+            shape = [shape[0], shape[1] // k[0], shape[2] // k[1]]
+        elif t == "flatten":
+            layers.append(nn.Flatten())
+            shape = [int(np.prod(shape))]
+        elif t == "linear":
+            layers.append(nn.Linear(shape[-1], l["out_features"], bias=l.get("bias", True)))
+            shape = [l["out_features"]]
+        elif t == "dropout":
+            layers.append(nn.Dropout(l["p"]))
+        else:
+            raise SystemExit(f"layer {t} is not translated by this script")
     return nn.Sequential(*layers)
 
 
@@ -57,7 +86,12 @@ def main():
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--data-dir", default=FASHION)
+    ap.add_argument("--spec", required=True)
+    ap.add_argument("--hflip", action="store_true")
     args = ap.parse_args()
+    with open(args.spec) as f:
+        spec = json.load(f)
+    spec = spec.get("train_config", {}).get("model", spec)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     x, y = bench_data.fashion_split(args.data_dir, "train")
@@ -66,7 +100,7 @@ def main():
     prep = lambda a: torch.from_numpy(((a - mean) / std).astype(np.float32)).reshape(-1, 1, 28, 28)
     x, xt = prep(x), prep(xt)
     y, yt = torch.from_numpy(y), torch.from_numpy(yt)
-    net = model()
+    net = model(spec)
     lr = 1e-3
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
     steps_per_epoch = math.ceil(len(y) / args.batch)
@@ -80,8 +114,12 @@ def main():
         order = torch.randperm(len(y))
         for i in range(0, len(y), args.batch):
             idx = order[i:i + args.batch]
+            xb = x[idx]
+            if args.hflip:
+                flip = torch.rand(len(idx)) < 0.5
+                xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(x[idx]), y[idx])
+            loss = loss_fn(net(xb), y[idx])
             loss.backward()
             opt.step()
             sched.step()

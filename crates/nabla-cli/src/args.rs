@@ -323,14 +323,18 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// The model: mlp (shaped by --hidden, --activation, --dropout) or cnn (for images: four
-    /// 3×3 convolutions with batch norm and two max-pools, then a 256-wide hidden layer; see
-    /// the README) [default: mlp].
+    /// 3×3 convolutions with batch norm and two max-pools, then a 256-wide hidden layer with
+    /// dropout; 10 epochs by default; see the README) [default: mlp].
     #[arg(long, value_enum)]
     pub arch: Option<ArchName>,
     /// The model as a JSON model spec (layers with their settings; the input shape may be
     /// left out: the data's own). Instead of --arch and its flags.
     #[arg(long, value_name = "FILE.json", conflicts_with_all = ["arch", "hidden", "activation", "dropout"])]
     pub model: Option<PathBuf>,
+    /// Mirror each training image left to right with probability ½ (data augmentation;
+    /// models that take images) [default: off].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub hflip: Option<bool>,
     /// Hidden layer widths, e.g. 512,256 [default: per data set: 64,64 spiral and sine; 32,32
     /// moons and circles; 8 xor; 512,256 images; 64,64 csv].
     #[arg(long, value_delimiter = ',')]

@@ -182,6 +182,9 @@ fn read_inputs(args: &PredictArgs) -> Result<Tensor<f32>> {
         .with_context(|| format!("{}: cannot shape the inputs", path.display()))
 }
 
+/// Rows per forward pass of `nabla predict`.
+const PREDICT_BATCH: usize = 128;
+
 /// `nabla predict`.
 pub fn predict(args: &PredictArgs) -> Result<()> {
     let (model, meta) = load_model(&args.checkpoint)?;
@@ -192,7 +195,20 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     check_width(&meta, x.shape()[1], &args.input.display().to_string(), csv)?;
     let x = meta.card()?.prepare(&x)?;
-    let out = no_grad(|| model.forward(&x))?;
+    // In batches: a convolution's activations for 10,000 images at once would be gigabytes.
+    let rows = x.shape()[0];
+    if rows == 0 {
+        bail!("{}: no rows to predict", args.input.display());
+    }
+    let parts = (0..rows)
+        .step_by(PREDICT_BATCH)
+        .map(|a| {
+            let b = (a + PREDICT_BATCH).min(rows);
+            no_grad(|| model.forward(&x.narrow(0, a, b - a)?.contiguous()?))
+        })
+        .collect::<nabla::Result<Vec<_>>>()?;
+    let refs: Vec<&Tensor<f32>> = parts.iter().collect();
+    let out = Tensor::concat(&refs, 0)?;
     let n = out.shape()[0];
     let limit = args.limit.unwrap_or(n).min(n);
     if meta.task == Task::Regression {

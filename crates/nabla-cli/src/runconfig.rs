@@ -207,6 +207,10 @@ pub fn model_spec(args: &TrainArgs, data: &Loaded, features: usize) -> Result<Mo
     Ok(spec)
 }
 
+/// The cnn preset's default epochs (its default settings are otherwise the image data set's:
+/// AdamW 1e-3, weight decay 0.01, cosine, label smoothing 0.1, batch 128).
+pub const CNN_EPOCHS: usize = 10;
+
 /// The cnn preset's dropout before its last layer.
 pub const CNN_DROPOUT: f64 = 0.3;
 
@@ -307,7 +311,10 @@ pub fn build(args: &TrainArgs, data: &Loaded, features: usize) -> Result<TrainCo
         } else {
             0.0
         });
-    config.epochs = args.epochs.unwrap_or(d.epochs);
+    let cnn = args.arch == Some(ArchName::Cnn) && args.model.is_none();
+    config.epochs = args
+        .epochs
+        .unwrap_or(if cnn { CNN_EPOCHS } else { d.epochs });
     config.batch_size = args.batch_size.unwrap_or(d.batch);
     config.max_steps = args.max_steps;
     config.clip = args.clip;
@@ -319,6 +326,7 @@ pub fn build(args: &TrainArgs, data: &Loaded, features: usize) -> Result<TrainCo
         None if args.distributed => Some(4),
         g => g,
     };
+    config.hflip = args.hflip.unwrap_or(false);
     config.early_stopping = args.early_stopping.map(|patience| EarlyStopping {
         patience,
         min_delta: 0.0,
@@ -390,6 +398,7 @@ fn cli_words(msg: &str) -> String {
         .replace("checkpoint_every", "--checkpoint-every")
         .replace("max_steps", "--max-steps")
         .replace("grad_shards", "--grad-shards")
+        .replace("hflip mirrors", "--hflip mirrors")
 }
 
 /// On `--resume`: refuses any flag but [`RESUME_FLAGS`], and applies those to the saved

@@ -147,22 +147,25 @@ fn resume_run(args: &TrainArgs, given: &[String], dir: &Path, group: &Group) -> 
         saved.state.epoch,
     );
     let config = runconfig::resumed(args, given, saved.config)?;
+    // A --epochs or --max-steps that leaves nothing to do is refused; a plain --resume of a
+    // finished run (killed after its last checkpoint) still writes the run's files.
     let mid_epoch = saved.state.seen > 0;
-    if !mid_epoch && done >= config.epochs {
+    let asked = args.epochs.is_some();
+    if asked && !mid_epoch && done >= config.epochs {
         bail!(
             "{}: the run already finished {done} epochs; --epochs {} would do nothing (give more than {done})",
             dir.display(),
             config.epochs
         );
     }
-    if mid_epoch && config.epochs < epoch {
+    if asked && mid_epoch && config.epochs < epoch {
         bail!(
             "{}: the run has reached epoch {epoch} (step {step}); --epochs {} would do nothing (give {epoch} or more)",
             dir.display(),
             config.epochs
         );
     }
-    if let Some(m) = config.max_steps.filter(|&m| m <= step) {
+    if let Some(m) = args.max_steps.filter(|&m| m <= step) {
         bail!(
             "{}: the run already took {step} steps; --max-steps {m} would do nothing (give more than {step})",
             dir.display()

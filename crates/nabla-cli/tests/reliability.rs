@@ -54,8 +54,13 @@ const TRAIN: &[&str] = &[
 /// metrics must be those of an uninterrupted run.
 fn stop_at_random_moments_then_resume(signal: &str) {
     let dir = tmpdir(&format!("kill{signal}"));
+    stop_and_resume_with(signal, &dir, TRAIN);
+}
+
+/// [`stop_at_random_moments_then_resume`] of the run `TRAIN` (flags) in `dir`.
+fn stop_and_resume_with(signal: &str, dir: &Path, train: &[&str]) {
     let reference = dir.join("reference");
-    run_ok(&[TRAIN, &["--out", reference.to_str().unwrap()]].concat());
+    run_ok(&[train, &["--out", reference.to_str().unwrap()]].concat());
     let want = weights(&reference.join("model.safetensors"));
 
     let victim = dir.join("victim");
@@ -72,7 +77,7 @@ fn stop_at_random_moments_then_resume(signal: &str) {
             ]
         } else {
             // Killed before its first checkpoint: start afresh over that run's files.
-            [TRAIN, &["--out", victim.to_str().unwrap(), "--overwrite"]]
+            [train, &["--out", victim.to_str().unwrap(), "--overwrite"]]
                 .concat()
                 .iter()
                 .map(|s| s.to_string())
@@ -137,6 +142,32 @@ fn stop_at_random_moments_then_resume(signal: &str) {
 #[test]
 fn sigkill_at_random_moments_then_resume_is_bit_identical() {
     stop_at_random_moments_then_resume("KILL");
+}
+
+#[test]
+fn sigkill_at_random_moments_of_a_cnn_with_batch_norm_then_resume_is_bit_identical() {
+    let dir = tmpdir("killcnn");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    common::write_mnist_dir(&data, 320, 40);
+    let flags = [
+        "train",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--arch",
+        "cnn",
+        "--epochs",
+        "8",
+        "--batch-size",
+        "16",
+        "--checkpoint-every",
+        "7",
+        "--threads",
+        "1",
+        "--no-plots",
+        "--quiet",
+    ];
+    stop_and_resume_with("KILL", &dir, &flags);
 }
 
 #[test]

@@ -128,6 +128,10 @@ pub struct TrainConfig {
     /// number). `None`: one gradient per batch.
     #[serde(default)]
     pub grad_shards: Option<usize>,
+    /// Data augmentation: mirror each training image left to right with probability ½ (a
+    /// model whose input is `[C, H, W]`; drawn from the seed, the step and the row).
+    #[serde(default)]
+    pub hflip: bool,
 }
 
 impl TrainConfig {
@@ -166,6 +170,7 @@ impl TrainConfig {
             detect_anomaly: false,
             early_stopping: None,
             grad_shards: None,
+            hflip: false,
         }
     }
 
@@ -201,6 +206,9 @@ impl TrainConfig {
         }
         if self.checkpoint_activations == Some(0) {
             return bad("checkpoint_activations must be at least 1 (blocks per segment)".into());
+        }
+        if self.hflip && self.model.as_ref().is_none_or(|m| m.input.len() != 3) {
+            return bad("hflip mirrors images: it needs a model whose input is [C, H, W]".into());
         }
         if let Some(c) = self.clip {
             if !(c > 0.0 && c.is_finite()) {

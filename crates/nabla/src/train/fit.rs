@@ -192,7 +192,10 @@ impl Trainer {
     }
 
     pub(super) fn forward(&self, idx: &[usize]) -> Result<(Tensor<f32>, Tensor<f32>)> {
-        let x = self.train.x().index_select(0, idx)?;
+        let mut x = self.train.x().index_select(0, idx)?;
+        if self.config.hflip {
+            x = self.flipped(x, idx)?;
+        }
         let out = self.model.forward(&x)?;
         let loss = batch_loss(
             self.config.loss,
@@ -202,6 +205,40 @@ impl Trainer {
             self.config.label_smoothing,
         )?;
         Ok((out, loss))
+    }
+
+    /// `x` (the rows `idx` of the training set) with each image mirrored left to right with
+    /// probability ½, drawn from the seed, the step and the row — not from the rank or the
+    /// slice, so sliced and resumed runs flip the same images.
+    fn flipped(&self, x: Tensor<f32>, idx: &[usize]) -> Result<Tensor<f32>> {
+        let w = match self.config.model.as_ref().map(|m| &m.input[..]) {
+            Some([_, _, w]) => *w,
+            _ => {
+                return Err(Error::arg(
+                    "train",
+                    "hflip needs a model spec whose input is an image [C, H, W]",
+                ))
+            }
+        };
+        let d = x.shape()[1];
+        let mut data = x.to_vec()?;
+        let step = self
+            .state
+            .step
+            .wrapping_add(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for (row, &i) in data.chunks_mut(d).zip(idx) {
+            let mut rng = Rng::new(
+                self.config.seed
+                    ^ 0x0F11_F11F
+                    ^ step
+                    ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93),
+            );
+            if rng.uniform() < 0.5 {
+                row.chunks_mut(w).for_each(<[f32]>::reverse);
+            }
+        }
+        Tensor::from_vec(data, x.shape())
     }
 
     /// Evaluates and builds the epoch's record.
