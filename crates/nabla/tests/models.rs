@@ -242,6 +242,21 @@ fn sliced_steps_with_batch_norm_are_bit_identical_on_one_two_and_four_ranks() {
 }
 
 #[test]
+fn gradient_checkpointing_of_a_network_changes_memory_not_results() {
+    let data = images(60, 7);
+    let run = |blocks: Option<usize>| {
+        let mut c = cnn_config();
+        c.checkpoint_activations = blocks;
+        let mut t = Trainer::new(c, data.clone()).unwrap();
+        t.fit(&mut ()).unwrap();
+        state_bits(t.model())
+    };
+    assert_eq!(run(Some(1)), run(None));
+    // Blocks start at each weighted layer: the spec's conv and linear layers.
+    assert_eq!(ModelSpec::from_json(CNN).unwrap().blocks(), [0, 6]);
+}
+
+#[test]
 fn hflip_mirrors_training_images_and_only_images() {
     let data = images(80, 6);
     let run = |hflip: bool| {

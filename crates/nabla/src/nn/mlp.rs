@@ -185,20 +185,36 @@ pub struct ModelSummary {
 
 impl fmt::Display for ModelSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Columns as wide as their longest entry (a layer such as `Conv2d(32 → 64, 3×3,
+        // padding 1)` is longer than a linear one).
+        let width =
+            |it: &mut dyn Iterator<Item = usize>, min: usize| it.max().unwrap_or(0).max(min);
+        let shape = |s: &[usize]| format!("{s:?}");
+        let name_w = width(&mut self.rows.iter().map(|r| r.name.chars().count()), 10);
+        let layer_w = width(&mut self.rows.iter().map(|r| r.layer.chars().count()), 5);
+        let out_w = width(
+            &mut self.rows.iter().map(|r| shape(&r.output_shape).len()),
+            shape(&self.input_shape).len().max(6),
+        );
         writeln!(
             f,
-            "{:<10} {:<22} {:<16} {:>12} {:>12}",
+            "{:<name_w$} {:<layer_w$} {:<out_w$} {:>12} {:>12}",
             "name", "layer", "output", "params", "bytes"
         )?;
-        let input = format!("{:?}", self.input_shape);
-        writeln!(f, "{:<10} {:<22} {:<16}", "input", "", input)?;
+        writeln!(
+            f,
+            "{:<name_w$} {:<layer_w$} {}",
+            "input",
+            "",
+            shape(&self.input_shape)
+        )?;
         for r in &self.rows {
             writeln!(
                 f,
-                "{:<10} {:<22} {:<16} {:>12} {:>12}",
+                "{:<name_w$} {:<layer_w$} {:<out_w$} {:>12} {:>12}",
                 r.name,
                 r.layer,
-                format!("{:?}", r.output_shape),
+                shape(&r.output_shape),
                 r.params,
                 r.bytes
             )?;
