@@ -19,14 +19,7 @@ use crate::model::{load_model, save_model, ModelMeta};
 pub fn check_output(out: &Path, inputs: &[&Path], overwrite: bool) -> Result<()> {
     let shown = out.display();
     if out.is_dir() || out.as_os_str().to_string_lossy().ends_with('/') {
-        bail!(
-            "--out {shown} is a directory; give a file name (e.g. {}model.onnx)",
-            if out.as_os_str().to_string_lossy().ends_with('/') {
-                shown.to_string()
-            } else {
-                format!("{shown}/")
-            }
-        );
+        bail!("--out {shown} is a directory; give a file name in it");
     }
     if let Ok(o) = std::fs::canonicalize(out) {
         for i in inputs {
