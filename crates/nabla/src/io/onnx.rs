@@ -359,12 +359,7 @@ impl Builder {
                     let body = self.last.clone();
                     self.node_from("Add", vec![skip, body], &out, vec![]);
                 }
-                other => {
-                    let a = other
-                        .activation()
-                        .expect("internal: every other layer is an activation");
-                    self.activation(a, &out);
-                }
+                other => self.activation(other.as_activation()?, &out),
             }
             *shape = out_shape;
         }

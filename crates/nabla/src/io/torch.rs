@@ -356,11 +356,7 @@ fn torch_layers(
                 w.names.extend(inner.names);
                 format!("Residual({})", inner.parts.join(", "))
             }
-            other => torch_module(
-                other
-                    .activation()
-                    .expect("internal: every other layer is an activation"),
-            ),
+            other => torch_module(other.as_activation()?),
         });
         shape = out;
     }

@@ -16,6 +16,7 @@ mod norm;
 mod pool;
 mod residual;
 mod sequential;
+mod shape;
 mod spec;
 
 pub use activation::Activation;
@@ -31,7 +32,8 @@ pub use norm::{BatchNorm1d, BatchNorm2d};
 pub use pool::{AvgPool2d, Flatten, MaxPool2d};
 pub use residual::Residual;
 pub use sequential::Sequential;
-pub(crate) use spec::{fmt_batch, infer as spec_infer, spec_or_mlp};
+pub(crate) use shape::{fmt_batch, infer as spec_infer};
+pub(crate) use spec::spec_or_mlp;
 pub use spec::{LayerShape, LayerSpec, ModelSpec};
 
 use std::collections::BTreeMap;

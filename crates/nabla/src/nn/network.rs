@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
-use crate::nn::spec::{fmt_batch, infer};
+use crate::nn::shape::{fmt_batch, infer};
 use crate::nn::{
     prefixed, under, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout, Init, LayerSpec, Linear,
     MaxPool2d, ModelSpec, ModelSummary, Module, Residual, Sequential, SharedForward, SummaryRow,
@@ -242,11 +242,7 @@ fn build_layer<T: Float>(
             Box::new(Residual::new(build_seq::<T>(layers, input, at, ctx)?))
         }
         LayerSpec::Sequential { layers } => Box::new(build_seq::<T>(layers, input, at, ctx)?),
-        other => Box::new(
-            other
-                .activation()
-                .expect("internal: every other layer is an activation"),
-        ),
+        other => Box::new(other.as_activation()?),
     })
 }
 
