@@ -481,25 +481,9 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
         Op::BatchNorm(x, w, b, st, eps) => {
             let reads = Saved::inputs(if w.is_some() { 0b11 } else { 0b1 });
             r.rule(reads, |_, g| {
-                let present: Vec<&Tensor<T>> = op.inputs();
                 if super::is_grad_enabled() {
-                    let wanted: Vec<Tensor<T>> = present
-                        .iter()
-                        .zip(need)
-                        .filter(|(_, n)| **n)
-                        .map(|(t, _)| (*t).clone())
-                        .collect();
                     let y = x.batch_norm_composed(w.as_ref(), b.as_ref(), *eps)?;
-                    let opts = super::GradOptions {
-                        create_graph: true,
-                        allow_unused: true,
-                        grad_outputs: Some(vec![g.clone()]),
-                    };
-                    let mut grads = super::grad(&[y], &wanted, opts)?.into_iter();
-                    return Ok(need
-                        .iter()
-                        .map(|&n| if n { grads.next() } else { None })
-                        .collect());
+                    return through_composition(&op.inputs(), need, &y, g);
                 }
                 let slot = |t: &Option<Tensor<T>>, before: usize| t.as_ref().map(|_| before);
                 let (wi, bi) = (slot(w, 1), slot(b, 1 + usize::from(w.is_some())));
@@ -509,16 +493,37 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
                     st,
                     [needs(0), wi.is_some_and(needs), bi.is_some_and(needs)],
                 )?;
-                let mut grads = vec![dx];
-                if w.is_some() {
-                    grads.push(dw);
-                }
-                if b.is_some() {
-                    grads.push(db);
-                }
-                Ok(grads)
+                Ok(present_grads([dx, dw, db], w.is_some(), b.is_some()))
             })
         }
+        // y = x̂·w + b, x̂ = (x − μ)/σ over each row  ⇒  db = Σ_rows g, dw = Σ_rows g·x̂,
+        // dx = (gw − mean(gw) − x̂·mean(gw·x̂))/σ with gw = g·w; recorded: through the composition
+        Op::LayerNorm(x, w, b, st, eps) => {
+            let reads = Saved::inputs(if w.is_some() { 0b11 } else { 0b1 });
+            r.rule(reads, |_, g| {
+                if super::is_grad_enabled() {
+                    let d = x.numel().checked_div(st.mean.len()).unwrap_or(0);
+                    let y = x.layer_norm_composed(d, w.as_ref(), b.as_ref(), *eps)?;
+                    return through_composition(&op.inputs(), need, &y, g);
+                }
+                let slot = |t: &Option<Tensor<T>>, before: usize| t.as_ref().map(|_| before);
+                let (wi, bi) = (slot(w, 1), slot(b, 1 + usize::from(w.is_some())));
+                let [dx, dw, db] = g.layer_norm_grads(
+                    x,
+                    w.as_ref(),
+                    st,
+                    [needs(0), wi.is_some_and(needs), bi.is_some_and(needs)],
+                )?;
+                Ok(present_grads([dx, dw, db], w.is_some(), b.is_some()))
+            })
+        }
+        // y = softmax(c·x) (masked entries 0)  ⇒  dx = c·y·(g − Σ g·y)
+        Op::AttentionSoftmax(_, c, _) => r.rule(Saved::OUTPUT, |y, g| {
+            Ok(vec![when(0, &|| {
+                let s = g.mul(y)?.sum(&[y.rank() - 1], true)?;
+                g.sub(&s)?.mul(y)?.mul_scalar(c.to_f64())
+            })?])
+        }),
         // y = f(xs), recomputed  ⇒  dxs = the chain rule through f's recorded graph
         Op::Checkpoint(c) => {
             let reads = Saved {
@@ -529,4 +534,48 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
             r.rule(reads, |y, g| checkpoint::backward(c, y, g, need))
         }
     }
+}
+
+/// The gradients, in the op's input order, of a fused op whose inputs are `present` (weight
+/// and bias optional): `dx`, then `dw` and `db` where those inputs exist.
+fn present_grads<T: Float>(
+    [dx, dw, db]: [Option<Tensor<T>>; 3],
+    has_w: bool,
+    has_b: bool,
+) -> Grads<T> {
+    let mut grads = vec![dx];
+    if has_w {
+        grads.push(dw);
+    }
+    if has_b {
+        grads.push(db);
+    }
+    grads
+}
+
+/// The gradients (where `need` asks) of `inputs` for the output gradient `g`, through `y`: the
+/// same function as a fused op, composed of differentiable ops, so that a gradient taken with
+/// `create_graph` can be differentiated again (the fused rule's own kernels are not).
+fn through_composition<T: Float>(
+    inputs: &[&Tensor<T>],
+    need: &[bool],
+    y: &Tensor<T>,
+    g: &Tensor<T>,
+) -> Result<Grads<T>> {
+    let wanted: Vec<Tensor<T>> = inputs
+        .iter()
+        .zip(need)
+        .filter(|(_, n)| **n)
+        .map(|(t, _)| (*t).clone())
+        .collect();
+    let opts = super::GradOptions {
+        create_graph: true,
+        allow_unused: true,
+        grad_outputs: Some(vec![g.clone()]),
+    };
+    let mut grads = super::grad(&[y.clone()], &wanted, opts)?.into_iter();
+    Ok(need
+        .iter()
+        .map(|&n| if n { grads.next() } else { None })
+        .collect())
 }

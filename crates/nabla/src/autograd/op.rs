@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::tensor::kernels::conv::{Conv2dOptions, PoolOptions};
 use crate::tensor::kernels::norm::NormStats;
+use crate::tensor::kernels::rows::RowStats;
 use crate::tensor::{Float, Tensor};
 
 /// Declares every op: `Variant(field: Type, ..) "name" => inputs;` where `inputs` is an
@@ -163,6 +164,15 @@ ops! {
     /// then the optional per-channel `weight` and `bias`: (x, weight, bias, statistics, eps).
     BatchNorm(x: Tensor<T>, w: Option<Tensor<T>>, b: Option<Tensor<T>>, st: Arc<NormStats>, eps: f64)
         "batch_norm" => [Some(x), w.as_ref(), b.as_ref()].into_iter().flatten().collect();
+    /// Layer normalisation of each row of the trailing `d` values with the row's statistics
+    /// (kept), then the optional `weight` and `bias` (`d` values each): (x, weight, bias,
+    /// statistics, eps).
+    LayerNorm(x: Tensor<T>, w: Option<Tensor<T>>, b: Option<Tensor<T>>, st: Arc<RowStats>, eps: f64)
+        "layer_norm" => [Some(x), w.as_ref(), b.as_ref()].into_iter().flatten().collect();
+    /// Softmax of `scale·x` along the last axis of `[.., t, s]` attention scores, with the keys
+    /// after each query's position left out when `causal` (backward reads the output):
+    /// (x, scale, causal).
+    AttentionSoftmax(x: Tensor<T>, scale: T, causal: bool) "attention_softmax" => vec![x];
     /// A function run without keeping its activations, recomputed during backward.
     Checkpoint(c: Box<Checkpointed<T>>) "checkpoint" => c.inputs.iter().collect();
 }

@@ -13,10 +13,12 @@ mod norm;
 mod pool;
 mod reduce;
 mod scatter;
+mod sequence;
 mod unary;
 
 pub use crate::tensor::kernels::conv::{Conv2dOptions, PoolOptions};
 pub use conv::Conv1dOptions;
+pub use sequence::scaled_dot_product_attention;
 
 use crate::autograd::{record, Op};
 use crate::error::Result;

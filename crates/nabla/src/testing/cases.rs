@@ -92,6 +92,7 @@ pub fn op_cases() -> Vec<OpCase> {
         view_cases(),
         adjoint_cases(),
         super::image_cases::image_op_cases(),
+        super::sequence_cases::sequence_op_cases(),
     ]
     .into_iter()
     .flatten()

@@ -19,6 +19,7 @@ mod cases;
 mod image_cases;
 mod program;
 mod second;
+mod sequence_cases;
 
 pub use cases::{module_cases, op_cases, run_op_gradchecks, OpCase, OpCheck};
 pub use image_cases::image_module_cases;

@@ -10,6 +10,7 @@ pub mod norm;
 mod operand;
 pub mod pool;
 pub mod reduce;
+pub mod rows;
 pub mod sgemm;
 
 use crate::tensor::shape::numel;

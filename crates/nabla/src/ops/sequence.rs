@@ -1,0 +1,267 @@
+//! The ops of sequence models, as `torch.nn.functional` names them: `layer_norm` (one fused op,
+//! [`Op::LayerNorm`], whose second derivatives come from the same function composed of
+//! differentiable ops), `embedding` (an `index_select` of table rows, whose gradient
+//! scatters into the table with repeated rows added), the softmax of attention scores
+//! ([`Op::AttentionSoftmax`]: scaled and optionally causal, without a mask tensor) and
+//! [`scaled_dot_product_attention`].
+
+use std::sync::Arc;
+
+use crate::autograd::{record, Op};
+use crate::error::{Error, Result};
+use crate::tensor::kernels::rows::{self, RowStats};
+use crate::tensor::shape::fmt_shape;
+use crate::tensor::{Float, Tensor};
+
+impl<T: Float> Tensor<T> {
+    /// Layer normalisation over the trailing axes `normalized_shape`: each row of those values
+    /// becomes `(x − mean) / √(var + eps) · weight + bias` (biased variance; `weight` and
+    /// `bias`, of shape `normalized_shape`, are optional), as `torch.nn.functional.layer_norm`.
+    ///
+    /// ```
+    /// use nabla::Tensor;
+    /// let x = Tensor::<f64>::from_vec(vec![1.0, 3.0, 2.0, 6.0], &[2, 2]).unwrap();
+    /// let y = x.layer_norm(&[2], None, None, 0.0).unwrap();
+    /// assert_eq!(y.to_vec().unwrap(), [-1.0, 1.0, -1.0, 1.0]);
+    /// ```
+    pub fn layer_norm(
+        &self,
+        normalized_shape: &[usize],
+        weight: Option<&Tensor<T>>,
+        bias: Option<&Tensor<T>>,
+        eps: f64,
+    ) -> Result<Tensor<T>> {
+        let s = self.shape();
+        let k = normalized_shape.len();
+        if k == 0 || k > s.len() || s[s.len() - k..] != *normalized_shape {
+            return Err(Error::shape(
+                "layer_norm",
+                format!(
+                    "normalized_shape {} must be the trailing axes of input {}",
+                    fmt_shape(normalized_shape),
+                    fmt_shape(s)
+                ),
+            ));
+        }
+        for (name, t) in [("weight", weight), ("bias", bias)] {
+            if let Some(t) = t.filter(|t| t.shape() != normalized_shape) {
+                return Err(Error::shape(
+                    "layer_norm",
+                    format!(
+                        "{name} {} does not match normalized_shape {}",
+                        fmt_shape(t.shape()),
+                        fmt_shape(normalized_shape)
+                    ),
+                ));
+            }
+        }
+        if !(eps >= 0.0 && eps.is_finite()) {
+            return Err(Error::arg(
+                "layer_norm",
+                format!("eps {eps} must be finite and ≥ 0"),
+            ));
+        }
+        let d: usize = normalized_shape.iter().product();
+        let (y, stats) = {
+            let x = self.data()?;
+            let w = weight.map(|w| w.data()).transpose()?;
+            let b = bias.map(|b| b.data()).transpose()?;
+            rows::layer_norm(&x, d, w.as_deref(), b.as_deref(), eps)
+        };
+        let inputs: Vec<&Tensor<T>> = [Some(self), weight, bias].into_iter().flatten().collect();
+        let stats = Arc::new(stats);
+        Ok(record(y, s.to_vec(), &inputs, || {
+            Op::LayerNorm(self.clone(), weight.cloned(), bias.cloned(), stats, eps)
+        }))
+    }
+
+    /// Layer normalisation over rows of the trailing `d` values, composed of differentiable
+    /// ops: the function the fused op's rule differentiates when a gradient must itself be
+    /// differentiable.
+    pub(crate) fn layer_norm_composed(
+        &self,
+        d: usize,
+        weight: Option<&Tensor<T>>,
+        bias: Option<&Tensor<T>>,
+        eps: f64,
+    ) -> Result<Tensor<T>> {
+        let rows = self.numel().checked_div(d).unwrap_or(0);
+        let x = self.reshape(&[rows, d])?;
+        let centred = x.sub(&x.mean(&[1], true)?)?;
+        let var = centred.square()?.mean(&[1], true)?;
+        let y = centred
+            .mul(&var.add_scalar(eps)?.pow_scalar(-0.5)?)?
+            .reshape(self.shape())?;
+        let y = match weight {
+            Some(w) => y.mul(w)?,
+            None => y,
+        };
+        match bias {
+            Some(b) => y.add(b),
+            None => Ok(y),
+        }
+    }
+
+    /// The gradients of the fused layer normalisation of `x` (row statistics `st`) for the
+    /// output gradient `self`, each where `need` asks: `(dx, dweight, dbias)`, plain values.
+    pub(crate) fn layer_norm_grads(
+        &self,
+        x: &Tensor<T>,
+        weight: Option<&Tensor<T>>,
+        st: &RowStats,
+        need: [bool; 3],
+    ) -> Result<[Option<Tensor<T>>; 3]> {
+        let d = x.numel().checked_div(st.mean.len()).unwrap_or(0);
+        let (dx, dw, db) = {
+            let (g, xd) = (self.data()?, x.data()?);
+            let w = weight.map(|w| w.data()).transpose()?;
+            rows::layer_norm_grads(&g, &xd, d, w.as_deref(), st, need[0])
+        };
+        let wshape = weight.map_or_else(|| vec![d], |w| w.shape().to_vec());
+        let vector =
+            |v: Vec<f64>| Tensor::from_vec(v.into_iter().map(T::from_f64).collect(), &wshape);
+        Ok([
+            dx.map(|dx| Tensor::from_vec(dx, x.shape())).transpose()?,
+            need[1].then(|| vector(dw)).transpose()?,
+            need[2].then(|| vector(db)).transpose()?,
+        ])
+    }
+
+    /// Rows of the table `self` (`[vocab, dim]`) for each id: `[ids.len(), dim]`, as
+    /// `torch.nn.functional.embedding`. The gradient adds into the table's rows, repeated ids
+    /// adding up. An id outside the table is an error naming it.
+    ///
+    /// ```
+    /// use nabla::Tensor;
+    /// let table = Tensor::<f64>::from_vec(vec![0.0, 1.0, 10.0, 11.0], &[2, 2]).unwrap();
+    /// let rows = table.embedding(&[1, 0, 1]).unwrap();
+    /// assert_eq!(rows.to_vec().unwrap(), [10.0, 11.0, 0.0, 1.0, 10.0, 11.0]);
+    /// assert!(table.embedding(&[2]).is_err());
+    /// ```
+    pub fn embedding(&self, ids: &[usize]) -> Result<Tensor<T>> {
+        let s = self.shape();
+        if s.len() != 2 {
+            return Err(Error::shape(
+                "embedding",
+                format!("the table must be [vocab, dim], got {}", fmt_shape(s)),
+            ));
+        }
+        if let Some(&bad) = ids.iter().find(|&&i| i >= s[0]) {
+            return Err(Error::arg(
+                "embedding",
+                format!("id {bad} is outside the table of {} rows", s[0]),
+            ));
+        }
+        self.index_select(0, ids)
+    }
+
+    /// Softmax of `scale·self` along the last axis of `[.., t, s]` attention scores (`t`
+    /// queries against `s` keys). With `causal`, query `i` — the queries being the last `t` of
+    /// the `s` positions — sees keys `0..=i + s − t` only: the others get probability exactly
+    /// 0 without a mask tensor being made, and their gradient is 0.
+    ///
+    /// ```
+    /// use nabla::Tensor;
+    /// let scores = Tensor::<f64>::zeros(&[2, 2]).unwrap();
+    /// let p = scores.attention_softmax(1.0, true).unwrap();
+    /// assert_eq!(p.to_vec().unwrap(), [1.0, 0.0, 0.5, 0.5]);
+    /// ```
+    pub fn attention_softmax(&self, scale: f64, causal: bool) -> Result<Tensor<T>> {
+        let sh = self.shape();
+        if sh.len() < 2 || (causal && sh[sh.len() - 2] > sh[sh.len() - 1]) {
+            return Err(Error::shape(
+                "attention_softmax",
+                format!(
+                    "expected scores [.., queries, keys]{}, got {}",
+                    if causal { " with queries ≤ keys" } else { "" },
+                    fmt_shape(sh)
+                ),
+            ));
+        }
+        if !scale.is_finite() {
+            return Err(Error::arg(
+                "attention_softmax",
+                format!("scale {scale} must be finite"),
+            ));
+        }
+        let (t, s) = (sh[sh.len() - 2], sh[sh.len() - 1]);
+        let c = T::from_f64(scale);
+        let y = rows::attention_softmax(&self.data()?, t, s, c, causal);
+        Ok(record(y, sh.to_vec(), &[self], || {
+            Op::AttentionSoftmax(self.clone(), c, causal)
+        }))
+    }
+}
+
+/// Attention `softmax(q·kᵀ/√d + mask)·v`, as `torch.nn.functional.scaled_dot_product_attention`:
+/// `q` `[.., t, d]`, `k` `[.., s, d]`, `v` `[.., s, dv]` with the same leading axes (one or
+/// two of them, e.g. batch and head), giving `[.., t, dv]`. `mask`, if given, is added to the
+/// scaled scores (broadcast to `[.., t, s]`; `−∞` hides a key). With `causal`, each query —
+/// the queries being the last `t` of the `s` positions, as when a key/value cache holds the
+/// earlier ones — sees only keys at or before its own position, without a mask tensor.
+///
+/// ```
+/// use nabla::{ops::scaled_dot_product_attention, Tensor};
+/// let q = Tensor::<f64>::zeros(&[1, 2, 4]).unwrap();
+/// let v = Tensor::<f64>::from_vec((0..8).map(f64::from).collect(), &[1, 2, 4]).unwrap();
+/// let y = scaled_dot_product_attention(&q, &q, &v, None, true).unwrap();
+/// // the first query sees the first value only; the second, the mean of both
+/// assert_eq!(y.to_vec().unwrap(), [0.0, 1.0, 2.0, 3.0, 2.0, 3.0, 4.0, 5.0]);
+/// ```
+pub fn scaled_dot_product_attention<T: Float>(
+    q: &Tensor<T>,
+    k: &Tensor<T>,
+    v: &Tensor<T>,
+    mask: Option<&Tensor<T>>,
+    causal: bool,
+) -> Result<Tensor<T>> {
+    let (sq, sk, sv) = (q.shape(), k.shape(), v.shape());
+    let r = sq.len();
+    let lead_ok = |s: &[usize]| s.len() == r && s[..r - 2] == sq[..r - 2];
+    if !(3..=4).contains(&r)
+        || !lead_ok(sk)
+        || !lead_ok(sv)
+        || sk[r - 1] != sq[r - 1]
+        || sv[r - 2] != sk[r - 2]
+    {
+        return Err(Error::shape(
+            "scaled_dot_product_attention",
+            format!(
+                "expected q [.., t, d], k [.., s, d], v [.., s, dv] with the same one or two \
+                 leading axes, got q {}, k {}, v {}",
+                fmt_shape(sq),
+                fmt_shape(sk),
+                fmt_shape(sv)
+            ),
+        ));
+    }
+    let batch: usize = sq[..r - 2].iter().product();
+    let (t, d, s, dv) = (sq[r - 2], sq[r - 1], sk[r - 2], sv[r - 1]);
+    let flat = |x: &Tensor<T>, rows: usize, cols: usize| x.reshape(&[batch, rows, cols]);
+    let scores = flat(q, t, d)?.matmul_t(&flat(k, s, d)?, false, true)?;
+    let scale = 1.0 / (d.max(1) as f64).sqrt();
+    let p = match mask {
+        Some(m) => {
+            let mut full = sq[..r - 2].to_vec();
+            full.extend([t, s]);
+            let m = m.broadcast_to(&full).map_err(|_| {
+                Error::shape(
+                    "scaled_dot_product_attention",
+                    format!(
+                        "mask {} does not broadcast to the scores {}",
+                        fmt_shape(m.shape()),
+                        fmt_shape(&full)
+                    ),
+                )
+            })?;
+            let scaled = scores.mul_scalar(scale)?;
+            scaled
+                .add(&m.reshape(&[batch, t, s])?)?
+                .attention_softmax(1.0, causal)?
+        }
+        None => scores.attention_softmax(scale, causal)?,
+    };
+    let mut out = sq[..r - 2].to_vec();
+    out.extend([t, dv]);
+    p.matmul(&flat(v, s, dv)?)?.reshape(&out)
+}

@@ -1,0 +1,148 @@
+//! Kernels that work row by row over contiguous `[rows, d]` data: layer normalisation (forward
+//! and its fused gradient) and the softmax of attention scores (scaled, optionally causal).
+//! Each row is computed by one thread in one fixed order, and sums over rows (the layer-norm
+//! weight and bias gradients) run in row order on one thread: the same bits on any thread
+//! count. Rows are shared among threads above [`PAR_THRESHOLD`](super::PAR_THRESHOLD) values.
+
+use super::for_each_run;
+use crate::tensor::Float;
+
+/// Per-row statistics a recorded layer normalisation keeps for its gradient: the mean and
+/// `1/√(var + eps)` of each row, in f64.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowStats {
+    /// Per-row mean.
+    pub mean: Vec<f64>,
+    /// Per-row `1/√(var + eps)`.
+    pub invstd: Vec<f64>,
+}
+
+/// Layer normalisation of each `d`-long row of `x`: `(x − mean)·invstd·w + b` (`w`, `b` of
+/// length `d` when given), with the biased variance computed in f64. Returns the output and the
+/// statistics.
+pub fn layer_norm<T: Float>(
+    x: &[T],
+    d: usize,
+    w: Option<&[T]>,
+    b: Option<&[T]>,
+    eps: f64,
+) -> (Vec<T>, RowStats) {
+    let rows = x.len().checked_div(d).unwrap_or(0);
+    let mut stats = RowStats {
+        mean: vec![0.0; rows],
+        invstd: vec![0.0; rows],
+    };
+    for (r, row) in x.chunks_exact(d.max(1)).enumerate() {
+        let mean = row.iter().map(|v| v.to_f64()).sum::<f64>() / d as f64;
+        let var = row.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / d as f64;
+        stats.mean[r] = mean;
+        stats.invstd[r] = 1.0 / (var + eps).sqrt();
+    }
+    let mut y = vec![T::ZERO; x.len()];
+    for_each_run(&mut y, d.max(1), |r, out| {
+        let row = &x[r * d..(r + 1) * d];
+        let (m, s) = (T::from_f64(stats.mean[r]), T::from_f64(stats.invstd[r]));
+        for (j, (o, &v)) in out.iter_mut().zip(row).enumerate() {
+            let h = (v - m) * s;
+            let h = w.map_or(h, |w| h * w[j]);
+            *o = b.map_or(h, |b| h + b[j]);
+        }
+    });
+    (y, stats)
+}
+
+/// The gradients of [`layer_norm`] for the output gradient `g`: with `x̂ = (x − mean)·invstd`
+/// and `gw = g·w`, `dx = invstd·(gw − mean(gw) − x̂·mean(gw·x̂))` (when `need_dx`), and the
+/// row sums `dw = Σ g·x̂`, `db = Σ g` (in f64, row order). Returns `(dx, dw, db)`.
+pub fn layer_norm_grads<T: Float>(
+    g: &[T],
+    x: &[T],
+    d: usize,
+    w: Option<&[T]>,
+    st: &RowStats,
+    need_dx: bool,
+) -> (Option<Vec<T>>, Vec<f64>, Vec<f64>) {
+    let (mut dw, mut db) = (vec![0.0; d], vec![0.0; d]);
+    for (r, (gr, xr)) in g
+        .chunks_exact(d.max(1))
+        .zip(x.chunks_exact(d.max(1)))
+        .enumerate()
+    {
+        let (m, s) = (st.mean[r], st.invstd[r]);
+        for j in 0..d {
+            let gv = gr[j].to_f64();
+            dw[j] += gv * (xr[j].to_f64() - m) * s;
+            db[j] += gv;
+        }
+    }
+    let dx = need_dx.then(|| {
+        let mut dx = vec![T::ZERO; x.len()];
+        for_each_run(&mut dx, d.max(1), |r, out| {
+            let (gr, xr) = (&g[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]);
+            let (m, s) = (st.mean[r], st.invstd[r]);
+            let gw = |j: usize| gr[j].to_f64() * w.map_or(1.0, |w| w[j].to_f64());
+            let (mut sum_g, mut sum_gx) = (0.0, 0.0);
+            for j in 0..d {
+                let h = (xr[j].to_f64() - m) * s;
+                sum_g += gw(j);
+                sum_gx += gw(j) * h;
+            }
+            let (mg, mgx) = (sum_g / d as f64, sum_gx / d as f64);
+            for (j, o) in out.iter_mut().enumerate() {
+                let h = (xr[j].to_f64() - m) * s;
+                *o = T::from_f64(s * (gw(j) - mg - h * mgx));
+            }
+        });
+        dx
+    });
+    (dx, dw, db)
+}
+
+/// Softmax of `scale·x` along the last axis of `[.., t, s]` score blocks. With `causal`, the
+/// entries `j > i + (s − t)` of row `i` (keys after the query's own position, the queries being
+/// the last `t` of `s` positions) are left out: their probability is exactly 0, and no mask
+/// tensor is made. A row whose entries are all `−∞` gives NaN, as in PyTorch.
+pub fn attention_softmax<T: Float>(x: &[T], t: usize, s: usize, scale: T, causal: bool) -> Vec<T> {
+    let mut y = vec![T::ZERO; x.len()];
+    for_each_run(&mut y, s.max(1), |r, out| {
+        let row = &x[r * s..(r + 1) * s];
+        let visible = if causal {
+            (r % t.max(1) + 1 + (s - t)).min(s)
+        } else {
+            s
+        };
+        let mut m = T::NEG_INFINITY;
+        for &v in &row[..visible] {
+            m = m.max(v * scale);
+        }
+        let mut sum = T::ZERO;
+        for (o, &v) in out[..visible].iter_mut().zip(row) {
+            *o = (v * scale - m).exp();
+            sum += *o;
+        }
+        let inv = T::ONE / sum;
+        for o in out[..visible].iter_mut() {
+            *o *= inv;
+        }
+    });
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causal_rows_see_their_past_only() {
+        // t = 2 queries, the last two of s = 3 positions: row 0 sees 2 keys, row 1 all 3.
+        let y = attention_softmax(&[0.0f64; 6], 2, 3, 1.0, true);
+        assert_eq!(y, [0.5, 0.5, 0.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0]);
+    }
+
+    #[test]
+    fn layer_norm_rows_have_zero_mean_unit_variance() {
+        let (y, st) = layer_norm(&[1.0f64, 3.0, 2.0, 6.0], 2, None, None, 0.0);
+        assert_eq!(y, [-1.0, 1.0, -1.0, 1.0]);
+        assert_eq!(st.mean, [2.0, 4.0]);
+    }
+}

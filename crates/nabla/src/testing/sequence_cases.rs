@@ -1,0 +1,59 @@
+//! Gradient-check cases of the sequence ops (layer norm, embedding, the softmax of attention
+//! scores, scaled dot-product attention) and of their layers, first and second order.
+
+use super::cases::{case, u, us, OpCase};
+use crate::ops::scaled_dot_product_attention;
+use crate::tensor::Tensor;
+
+/// Every sequence op, as functions of all their differentiable inputs.
+pub(super) fn sequence_op_cases() -> Vec<OpCase> {
+    vec![
+        case(
+            "layer_norm over the last axis (x, weight, bias)",
+            vec![us(&[2, 3, 4], 300, 2.0), u(&[4], 301), u(&[4], 302)],
+            |t| t[0].layer_norm(&[4], Some(&t[1]), Some(&t[2]), 1e-5),
+        ),
+        case(
+            "layer_norm over two axes, no affine",
+            vec![us(&[3, 2, 3], 303, 2.0)],
+            |t| t[0].layer_norm(&[2, 3], None, None, 1e-5),
+        ),
+        case(
+            "embedding with repeated ids (table)",
+            vec![u(&[4, 3], 304)],
+            |t| t[0].embedding(&[2, 0, 2, 3, 2]),
+        ),
+        case(
+            "attention_softmax scaled",
+            vec![us(&[2, 3, 4], 305, 2.0)],
+            |t| t[0].attention_softmax(0.7, false),
+        ),
+        case(
+            "attention_softmax causal, 2 queries over 4 keys",
+            vec![us(&[2, 2, 4], 306, 2.0)],
+            |t| t[0].attention_softmax(0.7, true),
+        ),
+        case(
+            "scaled_dot_product_attention causal [b, h, t, d] (q, k, v)",
+            vec![
+                u(&[2, 2, 3, 4], 307),
+                u(&[2, 2, 3, 4], 308),
+                u(&[2, 2, 3, 2], 309),
+            ],
+            |t| scaled_dot_product_attention(&t[0], &t[1], &t[2], None, true),
+        ),
+        case(
+            "scaled_dot_product_attention with an additive mask (q, k, v)",
+            vec![u(&[2, 3, 4], 310), u(&[2, 5, 4], 311), u(&[2, 5, 3], 312)],
+            |t| {
+                let mask = Tensor::from_vec(
+                    (0..15)
+                        .map(|i| if i % 4 == 3 { -1e9 } else { 0.1 * i as f64 })
+                        .collect(),
+                    &[3, 5],
+                )?;
+                scaled_dot_product_attention(&t[0], &t[1], &t[2], Some(&mask), false)
+            },
+        ),
+    ]
+}
