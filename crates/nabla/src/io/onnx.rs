@@ -359,6 +359,7 @@ impl Builder {
                     let body = self.last.clone();
                     self.node_from("Add", vec![skip, body], &out, vec![]);
                 }
+                seq if seq.is_sequence_layer() => return Err(seq.not_exportable("ONNX", &name)),
                 other => self.activation(other.as_activation()?, &out),
             }
             *shape = out_shape;

@@ -356,6 +356,7 @@ fn torch_layers(
                 w.names.extend(inner.names);
                 format!("Residual({})", inner.parts.join(", "))
             }
+            seq if seq.is_sequence_layer() => return Err(seq.not_exportable("PyTorch", &name)),
             other => torch_module(other.as_activation()?),
         });
         shape = out;

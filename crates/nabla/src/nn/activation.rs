@@ -51,6 +51,13 @@ impl<T: Float> Module<T> for Activation {
     fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
         self.apply(x)
     }
+    fn forward_cached(
+        &self,
+        x: &Tensor<T>,
+        _cache: &mut crate::nn::KvCache<T>,
+    ) -> Result<Tensor<T>> {
+        self.forward(x)
+    }
 
     fn shared_forward(&self) -> Option<SharedForward<T>> {
         let me = *self;

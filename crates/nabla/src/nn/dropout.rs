@@ -41,6 +41,13 @@ impl Dropout {
 }
 
 impl<T: Float> Module<T> for Dropout {
+    fn forward_cached(
+        &self,
+        x: &Tensor<T>,
+        _cache: &mut crate::nn::KvCache<T>,
+    ) -> Result<Tensor<T>> {
+        self.forward(x)
+    }
     fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
         if !self.training || self.p == 0.0 {
             return Ok(x.clone());

@@ -82,6 +82,13 @@ impl<T: Float> Module<T> for Linear<T> {
             None => x.matmul(&self.weight),
         }
     }
+    fn forward_cached(
+        &self,
+        x: &Tensor<T>,
+        _cache: &mut crate::nn::KvCache<T>,
+    ) -> Result<Tensor<T>> {
+        self.forward(x)
+    }
 
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
         let mut v = vec![("weight".to_string(), self.weight.clone())];

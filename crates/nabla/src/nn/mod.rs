@@ -7,6 +7,7 @@ mod activation;
 mod conv;
 mod conv1d;
 mod dropout;
+mod gpt;
 mod init;
 mod linear;
 pub mod loss;
@@ -18,11 +19,13 @@ mod residual;
 mod sequential;
 mod shape;
 mod spec;
+mod transformer;
 
 pub use activation::Activation;
 pub use conv::Conv2d;
 pub use conv1d::Conv1d;
 pub use dropout::Dropout;
+pub use gpt::{Gpt, GptConfig};
 pub use init::Init;
 pub use linear::Linear;
 pub use loss::Reduction;
@@ -35,6 +38,7 @@ pub use sequential::Sequential;
 pub(crate) use shape::{fmt_batch, infer as spec_infer};
 pub(crate) use spec::spec_or_mlp;
 pub use spec::{LayerShape, LayerSpec, ModelSpec};
+pub use transformer::{Embedding, KvCache, LayerNorm, MultiHeadAttention, TransformerBlock};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -101,6 +105,19 @@ pub trait Module<T: Float = f32>: Send + Sync {
         None
     }
 
+    /// The forward pass over the next positions of sequences whose earlier positions are in
+    /// `cache` (see [`forward_with_cache`]): attention layers read and extend their keys and
+    /// values there, so each new position costs one position. Layers that work position by
+    /// position (linear, norms, activations, embeddings) give their forward pass. The
+    /// default: an error saying the module cannot run with a cache.
+    fn forward_cached(&self, x: &Tensor<T>, _cache: &mut KvCache<T>) -> Result<Tensor<T>> {
+        let _ = x;
+        Err(crate::error::Error::arg(
+            "generate",
+            format!("{} cannot run with a key/value cache", self.describe()),
+        ))
+    }
+
     /// Gradient checkpointing by segments of `k` blocks, where the module says what a block is
     /// ([`Sequential`]: one child; [`Network`]: a linear or convolution layer and what follows
     /// it). `None` turns it off. The default: an error saying the module does not support it.
@@ -116,6 +133,35 @@ pub trait Module<T: Float = f32>: Send + Sync {
             )),
         }
     }
+}
+
+/// Runs `model` over the next positions `x` (`[b, t]` token ids) of the sequences whose
+/// earlier positions `cache` holds, and records them there: the logits of the new positions
+/// equal those of running the whole sequence without a cache.
+///
+/// ```
+/// use nabla::nn::{forward_with_cache, Gpt, GptConfig, KvCache, Module};
+/// use nabla::{Rng, Tensor};
+/// let config = GptConfig { vocab: 5, context: 8, width: 8, depth: 1, heads: 2, bias: true, tied: true };
+/// let gpt = Gpt::<f64>::new(config, &mut Rng::new(0)).unwrap();
+/// let ids = Tensor::from_vec(vec![1.0, 4.0, 2.0], &[1, 3]).unwrap();
+/// let full = gpt.forward(&ids).unwrap().to_vec().unwrap();
+/// let mut cache = KvCache::new();
+/// forward_with_cache(&gpt, &ids.narrow(1, 0, 2).unwrap(), &mut cache).unwrap();
+/// let last = forward_with_cache(&gpt, &ids.narrow(1, 2, 1).unwrap(), &mut cache).unwrap();
+/// for (a, b) in last.to_vec().unwrap().iter().zip(&full[10..]) {
+///     assert!((a - b).abs() < 1e-12);
+/// }
+/// ```
+pub fn forward_with_cache<T: Float>(
+    model: &dyn Module<T>,
+    x: &Tensor<T>,
+    cache: &mut KvCache<T>,
+) -> Result<Tensor<T>> {
+    cache.begin();
+    let y = model.forward_cached(x, cache)?;
+    cache.advance(x.shape().get(1).copied().unwrap_or(0));
+    Ok(y)
 }
 
 /// A module's forward pass as an owned, shareable function (see [`Module::shared_forward`]).

@@ -8,7 +8,9 @@ use crate::nn::{
     prefixed, under, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout, Init, LayerSpec, Linear,
     MaxPool2d, ModelSpec, ModelSummary, Module, Residual, Sequential, SharedForward, SummaryRow,
 };
-use crate::nn::{AvgPool2d, Flatten};
+use crate::nn::{
+    AvgPool2d, Embedding, Flatten, Gpt, LayerNorm, MultiHeadAttention, TransformerBlock,
+};
 use crate::ops::{Conv1dOptions, Conv2dOptions};
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
@@ -238,6 +240,44 @@ fn build_layer<T: Float>(
             let i = ctx.weighted.saturating_sub(1);
             Box::new(Dropout::new(*p, ctx.seed ^ (0x9E37_79B9 + i))?)
         }
+        LayerSpec::Embedding {
+            num_embeddings,
+            embedding_dim,
+        } => Box::new(Embedding::<T>::new(
+            *num_embeddings,
+            *embedding_dim,
+            1.0,
+            &mut ctx.rng,
+        )?),
+        LayerSpec::LayerNorm { eps, bias } => Box::new(LayerNorm::<T>::new(last, *bias, *eps)?),
+        LayerSpec::MultiHeadAttention {
+            heads,
+            causal,
+            bias,
+        } => Box::new(MultiHeadAttention::<T>::new(
+            last,
+            *heads,
+            *causal,
+            *bias,
+            (0.02, 0.02),
+            &mut ctx.rng,
+        )?),
+        LayerSpec::TransformerBlock {
+            heads,
+            causal,
+            bias,
+        } => Box::new(TransformerBlock::<T>::new(
+            last,
+            *heads,
+            *causal,
+            *bias,
+            (0.02, 0.02),
+            &mut ctx.rng,
+        )?),
+        LayerSpec::Gpt { .. } => {
+            let g = l.gpt_config().expect("internal: a Gpt layer");
+            Box::new(Gpt::<T>::new(g, &mut ctx.rng)?)
+        }
         LayerSpec::Residual { layers } => {
             Box::new(Residual::new(build_seq::<T>(layers, input, at, ctx)?))
         }
@@ -310,5 +350,12 @@ impl<T: Float> Module<T> for Network<T> {
     }
     fn set_checkpoint_blocks(&mut self, k: Option<usize>) -> Result<()> {
         Network::set_checkpoint_blocks(self, k)
+    }
+    fn forward_cached(
+        &self,
+        x: &Tensor<T>,
+        cache: &mut crate::nn::KvCache<T>,
+    ) -> Result<Tensor<T>> {
+        self.layers.forward_cached(x, cache)
     }
 }

@@ -187,6 +187,17 @@ impl<T: Float> Sequential<T> {
 }
 
 impl<T: Float> Module<T> for Sequential<T> {
+    fn forward_cached(
+        &self,
+        x: &Tensor<T>,
+        cache: &mut crate::nn::KvCache<T>,
+    ) -> Result<Tensor<T>> {
+        let mut h = x.clone();
+        for layer in &self.layers {
+            h = layer.forward_cached(&h, cache)?;
+        }
+        Ok(h)
+    }
     fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
         let mut h = x.clone();
         match &self.segments {

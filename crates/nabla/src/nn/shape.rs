@@ -122,6 +122,61 @@ pub(crate) fn infer(l: &LayerSpec, input: &[usize], at: &str) -> Result<Shaped> 
             }
             Ok((input.to_vec(), 0, format!("Dropout(p={p})")))
         }
+        LayerSpec::Embedding {
+            num_embeddings: v,
+            embedding_dim: c,
+        } => {
+            let layer = format!("Embedding({v} × {c})");
+            if *v == 0 || *c == 0 {
+                return Err(arg(at, format!("{layer}: both sizes must be > 0")));
+            }
+            Ok(([input, &[*c]].concat(), v.saturating_mul(*c), layer))
+        }
+        LayerSpec::LayerNorm { eps, bias } => {
+            let c = input[input.len() - 1];
+            let layer = format!("LayerNorm({c})");
+            if input.len() < 2 || !(*eps >= 0.0 && eps.is_finite()) {
+                return Err(arg(
+                    at,
+                    format!("{layer}: eps {eps} must be finite and ≥ 0"),
+                ));
+            }
+            Ok((input.to_vec(), c * (1 + usize::from(*bias)), layer))
+        }
+        LayerSpec::MultiHeadAttention {
+            heads,
+            causal,
+            bias,
+        } => attention(*heads, *causal, *bias, false, input, at),
+        LayerSpec::TransformerBlock {
+            heads,
+            causal,
+            bias,
+        } => attention(*heads, *causal, *bias, true, input, at),
+        LayerSpec::Gpt { .. } => {
+            let g = l.gpt_config().expect("internal: a Gpt layer");
+            let layer = format!(
+                "Gpt(vocab {}, context {}, width {}, {}×{} heads{})",
+                g.vocab,
+                g.context,
+                g.width,
+                g.depth,
+                g.heads,
+                if g.tied { ", tied" } else { "" }
+            );
+            g.validate().map_err(|e| arg(at, e.to_string()))?;
+            match input {
+                [n, t] if *t <= g.context => {
+                    Ok((vec![*n, *t, g.vocab], g.parameter_count(), layer))
+                }
+                _ => Err(bad_shape(
+                    at,
+                    &layer,
+                    &format!("token ids [N, T] with T ≤ {}", g.context),
+                    input,
+                )),
+            }
+        }
         LayerSpec::Residual { layers } => container(layers, true, input, at),
         LayerSpec::Sequential { layers } => container(layers, false, input, at),
         other => {
@@ -277,6 +332,44 @@ fn norm(two: bool, momentum: f64, eps: f64, input: &[usize], at: &str) -> Result
         ));
     }
     Ok((input.to_vec(), 2 * c, layer))
+}
+
+/// Multi-head attention, or (`block`) a whole pre-LN transformer block, over `[N, T, C]`.
+fn attention(
+    heads: usize,
+    causal: bool,
+    bias: bool,
+    block: bool,
+    input: &[usize],
+    at: &str,
+) -> Result<Shaped> {
+    let c = input[input.len() - 1];
+    let kind = if block {
+        "TransformerBlock"
+    } else {
+        "MultiHeadAttention"
+    };
+    let layer = format!(
+        "{kind}({c}, {heads} heads{})",
+        if causal { ", causal" } else { "" }
+    );
+    if input.len() != 3 {
+        return Err(bad_shape(at, &layer, "[N, T, C]", input));
+    }
+    if heads == 0 || !c.is_multiple_of(heads) {
+        return Err(arg(
+            at,
+            format!("{layer}: the width {c} must be a multiple of the heads"),
+        ));
+    }
+    let b = usize::from(bias);
+    let attn = 4 * c * c + 4 * c * b;
+    let params = if block {
+        attn + 2 * c * (1 + b) + 8 * c * c + 5 * c * b
+    } else {
+        attn
+    };
+    Ok((input.to_vec(), params, layer))
 }
 
 fn container(layers: &[LayerSpec], residual: bool, input: &[usize], at: &str) -> Result<Shaped> {

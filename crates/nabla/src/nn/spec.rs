@@ -136,6 +136,64 @@ pub enum LayerSpec {
     Softplus,
     /// `x` (a placeholder that keeps later layers' names).
     Identity,
+    /// Vectors looked up by token id, as `torch.nn.Embedding`: ids `[N, …]` give
+    /// `[N, …, embedding_dim]` (drawn from `N(0, 1)`, PyTorch's default).
+    Embedding {
+        /// Rows of the table (the vocabulary).
+        num_embeddings: usize,
+        /// Width of each vector.
+        embedding_dim: usize,
+    },
+    /// Layer normalisation over the last axis.
+    LayerNorm {
+        /// Added to the variance (default 1e-5).
+        #[serde(default = "eps")]
+        eps: f64,
+        /// With a bias (default true).
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    /// Multi-head self-attention of `[N, T, C]`.
+    MultiHeadAttention {
+        /// Heads (dividing C).
+        heads: usize,
+        /// Each position attends to itself and earlier ones only (default true).
+        #[serde(default = "yes")]
+        causal: bool,
+        /// Biases in the projections (default true).
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    /// A pre-LN transformer block of `[N, T, C]`: `x + attn(ln(x))`, `x + mlp(ln(x))`.
+    TransformerBlock {
+        /// Heads (dividing C).
+        heads: usize,
+        /// Causal attention (default true).
+        #[serde(default = "yes")]
+        causal: bool,
+        /// Biases in the linear layers and norms (default true).
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    /// A GPT language model: token ids `[N, T]` (`T ≤ context`) to logits `[N, T, vocab]`.
+    Gpt {
+        /// Tokens in the vocabulary.
+        vocab: usize,
+        /// The longest context.
+        context: usize,
+        /// Width of the residual stream.
+        width: usize,
+        /// Transformer blocks.
+        depth: usize,
+        /// Attention heads per block.
+        heads: usize,
+        /// Biases in the linear layers and norms (default true).
+        #[serde(default = "yes")]
+        bias: bool,
+        /// The head is the token embedding's transpose (default false).
+        #[serde(default)]
+        tied: bool,
+    },
     /// `x + body(x)`; the body must keep the shape.
     Residual {
         /// The body.
@@ -210,6 +268,58 @@ impl LayerSpec {
 
     /// [`LayerSpec::activation`], or an error for a layer that is not one: what the walks over
     /// a spec (shapes, building, exports) use for the kinds they do not handle themselves.
+    /// The configuration of a [`LayerSpec::Gpt`] layer.
+    pub fn gpt_config(&self) -> Option<crate::nn::GptConfig> {
+        match *self {
+            LayerSpec::Gpt {
+                vocab,
+                context,
+                width,
+                depth,
+                heads,
+                bias,
+                tied,
+            } => Some(crate::nn::GptConfig {
+                vocab,
+                context,
+                width,
+                depth,
+                heads,
+                bias,
+                tied,
+            }),
+            _ => None,
+        }
+    }
+
+    /// True for the layers of sequence models (embedding, layer norm, attention, transformer
+    /// block, GPT), which the exporters do not write yet.
+    pub fn is_sequence_layer(&self) -> bool {
+        matches!(
+            self,
+            LayerSpec::Embedding { .. }
+                | LayerSpec::LayerNorm { .. }
+                | LayerSpec::MultiHeadAttention { .. }
+                | LayerSpec::TransformerBlock { .. }
+                | LayerSpec::Gpt { .. }
+        )
+    }
+
+    /// The error of an exporter (`format`) meeting a layer it does not write.
+    pub(crate) fn not_exportable(&self, format: &str, at: &str) -> Error {
+        let kind = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str().map(String::from)))
+            .unwrap_or_default();
+        Error::arg(
+            "export",
+            format!(
+                "{at} is a {kind} layer, which {format} export does not support yet (the \
+                 model file itself holds it: nabla eval, predict and generate read it)"
+            ),
+        )
+    }
+
     pub(crate) fn as_activation(&self) -> Result<Activation> {
         crate::nn::shape::activation_of(self)
     }

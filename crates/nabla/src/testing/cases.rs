@@ -518,6 +518,7 @@ pub fn run_op_gradchecks() -> Result<Vec<OpCheck>> {
         .into_iter()
         .chain(module_cases())
         .chain(super::image_cases::image_module_cases())
+        .chain(super::sequence_cases::sequence_module_cases())
         .map(|c| {
             let report = gradcheck(&c.f, &c.inputs, &opts)?;
             let second = gradgradcheck(&c.f, &c.inputs, &opts)?;

@@ -25,6 +25,7 @@ pub use cases::{module_cases, op_cases, run_op_gradchecks, OpCase, OpCheck};
 pub use image_cases::image_module_cases;
 pub use program::{run_program, PROGRAM_ALLOCATION_LIMIT};
 pub use second::gradgradcheck;
+pub use sequence_cases::sequence_module_cases;
 
 use std::fmt;
 

@@ -57,3 +57,50 @@ pub(super) fn sequence_op_cases() -> Vec<OpCase> {
         ),
     ]
 }
+
+/// The sequence layers, as functions of their input (or, for the GPT, its token table), and
+/// a small GPT's cross-entropy loss.
+pub fn sequence_module_cases() -> Vec<OpCase> {
+    use crate::nn::{
+        loss, Gpt, GptConfig, LayerNorm, Module, MultiHeadAttention, TransformerBlock,
+    };
+    use crate::rng::Rng;
+    let config = GptConfig {
+        vocab: 5,
+        context: 4,
+        width: 4,
+        depth: 1,
+        heads: 2,
+        bias: true,
+        tied: true,
+    };
+    vec![
+        case("LayerNorm (input)", vec![us(&[2, 3, 4], 320, 2.0)], |t| {
+            LayerNorm::<f64>::new(4, true, 1e-5)?.forward(&t[0])
+        }),
+        case(
+            "MultiHeadAttention causal (input)",
+            vec![u(&[2, 3, 4], 321)],
+            |t| {
+                MultiHeadAttention::<f64>::new(4, 2, true, true, (0.5, 0.5), &mut Rng::new(322))?
+                    .forward(&t[0])
+            },
+        ),
+        case("TransformerBlock (input)", vec![u(&[1, 3, 4], 323)], |t| {
+            TransformerBlock::<f64>::new(4, 2, true, true, (0.5, 0.5), &mut Rng::new(324))?
+                .forward(&t[0])
+        }),
+        case(
+            "Gpt tied: loss of next tokens (token table)",
+            vec![u(&[5, 4], 325)],
+            move |t| {
+                let mut gpt = Gpt::<f64>::new(config, &mut Rng::new(326))?;
+                gpt.tok_emb.weight = t[0].clone();
+                let ids = Tensor::from_vec(vec![1.0, 4.0, 4.0, 0.0, 2.0, 3.0], &[2, 3])?;
+                let logits = gpt.forward(&ids)?.reshape(&[6, 5])?;
+                let target = loss::Target::Classes(&[4, 4, 0, 3, 1, 2]);
+                loss::cross_entropy(&logits, target, 0.0, loss::Reduction::Mean)
+            },
+        ),
+    ]
+}

@@ -1,0 +1,213 @@
+//! [`Gpt`]: a decoder-only transformer language model — token and position embeddings,
+//! pre-LN [`TransformerBlock`]s, a final [`LayerNorm`] and a head onto the vocabulary, tied
+//! to the token embedding or its own.
+
+use crate::error::{Error, Result};
+use crate::nn::transformer::normal_linear;
+use crate::nn::{prefixed, Embedding, KvCache, LayerNorm, Linear, Module, TransformerBlock};
+use crate::rng::Rng;
+use crate::tensor::shape::fmt_shape;
+use crate::tensor::{Float, Tensor};
+
+/// The shape of a [`Gpt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GptConfig {
+    /// Tokens in the vocabulary.
+    pub vocab: usize,
+    /// The longest context (positions with an embedding).
+    pub context: usize,
+    /// Width of the residual stream.
+    pub width: usize,
+    /// Transformer blocks.
+    pub depth: usize,
+    /// Attention heads per block (dividing `width`).
+    pub heads: usize,
+    /// Biases in the linear layers and layer norms.
+    pub bias: bool,
+    /// The head is the token embedding's transpose (no weights of its own).
+    pub tied: bool,
+}
+
+impl GptConfig {
+    /// Checks that the sizes make a model.
+    pub fn validate(&self) -> Result<()> {
+        let ok = self.vocab > 0
+            && self.context > 0
+            && self.width > 0
+            && self.depth > 0
+            && self.heads > 0
+            && self.width % self.heads == 0;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::arg(
+                "Gpt",
+                format!(
+                    "vocab {}, context {}, width {}, depth {}, heads {}: all must be > 0 and \
+                     the width a multiple of the heads",
+                    self.vocab, self.context, self.width, self.depth, self.heads
+                ),
+            ))
+        }
+    }
+
+    /// Parameters of the model.
+    pub fn parameter_count(&self) -> usize {
+        let (c, b) = (self.width, usize::from(self.bias));
+        let norm = c * (1 + b);
+        let block = 2 * norm
+            + (3 * c * c + 3 * c * b)
+            + (c * c + c * b)
+            + (4 * c * c + 4 * c * b)
+            + (4 * c * c + c * b);
+        self.vocab * c
+            + self.context * c
+            + self.depth * block
+            + norm
+            + if self.tied {
+                0
+            } else {
+                c * self.vocab + self.vocab * b
+            }
+    }
+}
+
+/// A GPT: `logits = head(ln_f(blocks(tok_emb[ids] + pos_emb[positions])))`, for ids `[b, t]`
+/// (`t ≤ context`) giving `[b, t, vocab]`. Initialised as GPT-2: weights `N(0, 0.02²)`, the
+/// projections into the residual stream `N(0, (0.02/√(2·depth))²)`, biases 0.
+pub struct Gpt<T: Float = f32> {
+    config: GptConfig,
+    /// `[vocab, width]`.
+    pub tok_emb: Embedding<T>,
+    /// `[context, width]`.
+    pub pos_emb: Embedding<T>,
+    /// The blocks.
+    pub blocks: Vec<TransformerBlock<T>>,
+    /// The final norm.
+    pub ln_f: LayerNorm<T>,
+    /// `[width, vocab]`, when not tied.
+    pub head: Option<Linear<T>>,
+}
+
+impl<T: Float> Gpt<T> {
+    /// A model drawn from `rng`.
+    pub fn new(config: GptConfig, rng: &mut Rng) -> Result<Self> {
+        config.validate()?;
+        let c = config.width;
+        let std = (0.02, 0.02 / (2.0 * config.depth as f64).sqrt());
+        let tok_emb = Embedding::new(config.vocab, c, 0.02, rng)?;
+        let pos_emb = Embedding::new(config.context, c, 0.02, rng)?;
+        let blocks = (0..config.depth)
+            .map(|_| TransformerBlock::new(c, config.heads, true, config.bias, std, rng))
+            .collect::<Result<Vec<_>>>()?;
+        let head = (!config.tied)
+            .then(|| normal_linear(c, config.vocab, config.bias, 0.02, rng))
+            .transpose()?;
+        Ok(Gpt {
+            config,
+            tok_emb,
+            pos_emb,
+            blocks,
+            ln_f: LayerNorm::new(c, config.bias, 1e-5)?,
+            head,
+        })
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &GptConfig {
+        &self.config
+    }
+
+    fn run(&self, x: &Tensor<T>, mut cache: Option<&mut KvCache<T>>) -> Result<Tensor<T>> {
+        let (b, t) = match x.shape() {
+            [b, t] => (*b, *t),
+            s => {
+                return Err(Error::shape(
+                    "Gpt",
+                    format!(
+                        "input {} must be token ids [batch, positions]",
+                        fmt_shape(s)
+                    ),
+                ))
+            }
+        };
+        let start = cache.as_ref().map_or(0, |c| c.position());
+        let (c, n) = (self.config.width, self.config.context);
+        if start + t > n {
+            return Err(Error::shape(
+                "Gpt",
+                format!(
+                    "positions {start}..{} exceed the model's context of {n}",
+                    start + t
+                ),
+            ));
+        }
+        let tok = self.tok_emb.forward(x)?;
+        let pos = self.pos_emb.weight.narrow(0, start, t)?;
+        let mut h = tok.add(&pos)?;
+        for block in &self.blocks {
+            h = match cache.as_deref_mut() {
+                Some(cache) => block.forward_cached(&h, cache)?,
+                None => block.forward(&h)?,
+            };
+        }
+        let h = self.ln_f.forward(&h.reshape(&[b * t, c])?)?;
+        let logits = match &self.head {
+            Some(head) => head.forward(&h)?,
+            None => h.matmul_t(&self.tok_emb.weight, false, true)?,
+        };
+        logits.reshape(&[b, t, self.config.vocab])
+    }
+}
+
+impl<T: Float> Module<T> for Gpt<T> {
+    fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        self.run(x, None)
+    }
+    fn forward_cached(&self, x: &Tensor<T>, cache: &mut KvCache<T>) -> Result<Tensor<T>> {
+        self.run(x, Some(cache))
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
+        let mut v: Vec<(String, Tensor<T>)> = prefixed("tok_emb.", self.tok_emb.named_parameters());
+        v.extend(prefixed::<_, Vec<_>>(
+            "pos_emb.",
+            self.pos_emb.named_parameters(),
+        ));
+        for (i, b) in self.blocks.iter().enumerate() {
+            v.extend(prefixed::<_, Vec<_>>(
+                &format!("blocks.{i}."),
+                b.named_parameters(),
+            ));
+        }
+        v.extend(prefixed::<_, Vec<_>>("ln_f.", self.ln_f.named_parameters()));
+        if let Some(h) = &self.head {
+            v.extend(prefixed::<_, Vec<_>>("head.", h.named_parameters()));
+        }
+        v
+    }
+    fn describe(&self) -> String {
+        let g = &self.config;
+        format!(
+            "Gpt(vocab {}, context {}, width {}, {} blocks × {} heads{})",
+            g.vocab,
+            g.context,
+            g.width,
+            g.depth,
+            g.heads,
+            if g.tied { ", tied head" } else { "" }
+        )
+    }
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        match input {
+            [b, t] if *t <= self.config.context => Ok(vec![*b, *t, self.config.vocab]),
+            _ => Err(Error::shape(
+                "Gpt",
+                format!(
+                    "input {} must be token ids [batch, positions ≤ {}]",
+                    fmt_shape(input),
+                    self.config.context
+                ),
+            )),
+        }
+    }
+}
