@@ -8,6 +8,7 @@ mod loader;
 pub mod mnist;
 pub mod synthetic;
 mod task;
+pub mod text;
 
 pub use fingerprint::{DataFingerprint, FileFingerprint, FINGERPRINT_HEAD_BYTES};
 pub use loader::{batch_indices, Normalization, Normalizer};

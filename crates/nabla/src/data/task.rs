@@ -1,5 +1,6 @@
 //! Training or evaluation data of either task, as one type the trainer takes.
 
+use super::text::TextData;
 use super::{Classification, Normalizer, Regression};
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -11,6 +12,8 @@ pub enum TaskData {
     Class(Classification),
     /// Features with real targets.
     Reg(Regression),
+    /// Windows of a token stream, each position's target the next token.
+    Text(TextData),
 }
 
 impl TaskData {
@@ -19,6 +22,7 @@ impl TaskData {
         match self {
             TaskData::Class(c) => c.len(),
             TaskData::Reg(r) => r.len(),
+            TaskData::Text(t) => t.len(),
         }
     }
 
@@ -27,17 +31,30 @@ impl TaskData {
         self.len() == 0
     }
 
-    /// The features, `[n, d]`.
+    /// The features, `[n, d]`; for text, the whole token stream as `[1, len]` (its windows
+    /// are cut by [`TaskData::rows`]).
     pub fn x(&self) -> &Tensor<f32> {
         match self {
             TaskData::Class(c) => &c.x,
             TaskData::Reg(r) => &r.x,
+            TaskData::Text(t) => &t.stream,
         }
     }
 
-    /// Features per row.
+    /// The model inputs of the rows (windows, for text) `idx`, in that order.
+    pub fn rows(&self, idx: &[usize]) -> Result<Tensor<f32>> {
+        match self {
+            TaskData::Text(t) => t.inputs(idx),
+            _ => self.x().index_select(0, idx),
+        }
+    }
+
+    /// Features per row (positions per window, for text).
     pub fn features(&self) -> usize {
-        self.x().shape().get(1).copied().unwrap_or(0)
+        match self {
+            TaskData::Text(t) => t.context,
+            _ => self.x().shape().get(1).copied().unwrap_or(0),
+        }
     }
 
     /// Model outputs the data need: classes, or target columns.
@@ -45,6 +62,7 @@ impl TaskData {
         match self {
             TaskData::Class(c) => c.classes,
             TaskData::Reg(r) => r.y.shape().get(1).copied().unwrap_or(1),
+            TaskData::Text(t) => t.vocab,
         }
     }
 
@@ -64,12 +82,16 @@ impl TaskData {
                 x: n.apply(&r.x)?,
                 y: r.y.clone(),
             }),
+            TaskData::Text(t) => TaskData::Text(t.clone()),
         })
     }
 
     /// [`TaskData::normalized`] in place (no second copy of the features; see
     /// [`Normalizer::apply_in_place`]).
     pub fn normalize_in_place(&mut self, n: &Normalizer) -> Result<()> {
+        if let TaskData::Text(_) = self {
+            return Ok(()); // token ids are not features
+        }
         n.apply_in_place(self.x())
     }
 
@@ -78,6 +100,12 @@ impl TaskData {
         Ok(match self {
             TaskData::Class(c) => TaskData::Class(c.subset(idx)?),
             TaskData::Reg(r) => TaskData::Reg(r.subset(idx)?),
+            TaskData::Text(_) => {
+                return Err(crate::error::Error::arg(
+                    "text data",
+                    "windows of a text are not taken as a subset (split the text instead)",
+                ))
+            }
         })
     }
 
@@ -91,6 +119,10 @@ impl TaskData {
             TaskData::Reg(r) => {
                 let (a, b) = r.split(val_fraction, seed)?;
                 (TaskData::Reg(a), TaskData::Reg(b))
+            }
+            TaskData::Text(t) => {
+                let (a, b) = TextData::split(t.tokens.to_vec(), t.vocab, t.context, val_fraction)?;
+                (TaskData::Text(a), TaskData::Text(b))
             }
         })
     }
@@ -106,6 +138,7 @@ impl TaskData {
                 .iter()
                 .for_each(|&l| h.write(&(l as u64).to_le_bytes())),
             TaskData::Reg(r) => h.write_f32s(&r.y.to_vec()?),
+            TaskData::Text(t) => h.write(&(t.context as u64).to_le_bytes()),
         }
         Ok(h.finish())
     }

@@ -192,7 +192,7 @@ impl Trainer {
     }
 
     pub(super) fn forward(&self, idx: &[usize]) -> Result<(Tensor<f32>, Tensor<f32>)> {
-        let mut x = self.train.x().index_select(0, idx)?;
+        let mut x = self.train.rows(idx)?;
         if self.config.hflip {
             x = self.flipped(x, idx)?;
         }

@@ -85,7 +85,32 @@ pub fn batch_loss(
             let labels: Vec<usize> = idx.iter().map(|&i| c.labels[i]).collect();
             loss::cross_entropy(out, Target::Classes(&labels), label_smoothing, red)
         }
-        (LossKind::CrossEntropy, TaskData::Reg(_)) | (_, TaskData::Class(_)) => Err(Error::arg(
+        (LossKind::CrossEntropy, TaskData::Text(t)) => {
+            let s = out.shape();
+            if s.len() != 3 || s[0] != idx.len() || s[1] != t.context || s[2] != t.vocab {
+                return Err(Error::shape(
+                    "loss",
+                    format!(
+                        "a language model's output must be [{}, {}, {}] (windows, positions, \
+                         vocabulary), got {:?}",
+                        idx.len(),
+                        t.context,
+                        t.vocab,
+                        s
+                    ),
+                ));
+            }
+            let logits = out.reshape(&[s[0] * s[1], s[2]])?;
+            loss::cross_entropy(
+                &logits,
+                Target::Classes(&t.targets(idx)),
+                label_smoothing,
+                red,
+            )
+        }
+        (LossKind::CrossEntropy, TaskData::Reg(_))
+        | (_, TaskData::Class(_))
+        | (_, TaskData::Text(_)) => Err(Error::arg(
             "loss",
             format!("{kind} does not fit {} data", task_name(data)),
         )),
@@ -101,12 +126,12 @@ pub fn batch_loss(
     }
 }
 
-/// `classification` or `regression`.
+/// `classification`, `regression` or `text`.
 pub fn task_name(data: &TaskData) -> &'static str {
-    if data.is_classification() {
-        "classification"
-    } else {
-        "regression"
+    match data {
+        TaskData::Class(_) => "classification",
+        TaskData::Reg(_) => "regression",
+        TaskData::Text(_) => "text",
     }
 }
 
@@ -116,13 +141,20 @@ pub fn evaluate(model: &dyn Module<f32>, data: &TaskData, kind: LossKind) -> Res
     let n = data.len();
     let mut total = 0.0;
     let mut confusion: Option<Vec<Vec<usize>>> = None;
+    let mut token_hits = 0usize;
     // Batches of 128: a convolution's activations at 1,000 rows are 100 MB per layer, fresh
     // pages every batch (12 s of a 10,000-image evaluation went to the kernel); 128 rows stay small.
     for idx in batch_indices(n, 128, None, false)? {
-        let x = data.x().index_select(0, &idx)?;
+        let x = data.rows(&idx)?;
         let out = no_grad(|| model.forward(&x))?;
         let l = no_grad(|| batch_loss(kind, &out, data, &idx, 0.0))?;
         total += l.item()? as f64 * idx.len() as f64;
+        if let TaskData::Text(t) = data {
+            let s = out.shape();
+            let pred = loss::predict_class(&out.reshape(&[s[0] * s[1], s[2]])?)?;
+            let hits = pred.iter().zip(t.targets(&idx)).filter(|(p, y)| **p == *y);
+            token_hits += hits.count();
+        }
         if let TaskData::Class(c) = data {
             let k = out.shape()[1];
             let m = confusion.get_or_insert_with(|| vec![vec![0; k]; k]);
@@ -138,6 +170,10 @@ pub fn evaluate(model: &dyn Module<f32>, data: &TaskData, kind: LossKind) -> Res
         let hits: usize = (0..c.counts.len()).map(|i| c.counts[i][i]).sum();
         hits as f64 / n.max(1) as f64
     });
+    let accuracy = match data {
+        TaskData::Text(t) => Some(token_hits as f64 / (n * t.context).max(1) as f64),
+        _ => accuracy,
+    };
     Ok(Evaluation {
         samples: n,
         loss: if n > 0 { total / n as f64 } else { f64::NAN },

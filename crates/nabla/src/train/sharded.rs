@@ -104,7 +104,7 @@ impl Trainer {
                         .filter(|(p, &i)| **p == c.labels[i])
                         .count()
                 }
-                TaskData::Reg(_) => 0,
+                TaskData::Reg(_) | TaskData::Text(_) => 0,
             };
             stats.extend([
                 lv * idx.len() as f64,

@@ -371,15 +371,20 @@ pub(super) fn check_fits(config: &TrainConfig, data: &TaskData, what: &str) -> R
             ));
         }
         let out = spec.output_shape(1)?;
-        if out != [1, data.outputs()] {
+        let want = match data {
+            TaskData::Text(t) => vec![1, t.context, t.vocab],
+            _ => vec![1, data.outputs()],
+        };
+        if out != want {
             return bad(format!(
-                "the model's output is {}, the {what} data need [N, {}]",
+                "the model's output is {}, the {what} data need {}",
                 crate::nn::fmt_batch(&out),
-                data.outputs()
+                crate::nn::fmt_batch(&want)
             ));
         }
     }
-    if (config.loss == LossKind::CrossEntropy) != data.is_classification() {
+    let categorical = matches!(data, TaskData::Class(_) | TaskData::Text(_));
+    if (config.loss == LossKind::CrossEntropy) != categorical {
         return bad(format!(
             "the {} loss does not fit {} data",
             config.loss,

@@ -1,0 +1,212 @@
+//! Sequence models: the key/value cache against full recomputation, a GPT trained by the
+//! Trainer on text, text data and vocabulary errors, and the layers in model specs.
+
+use nabla::data::text::{read_text, TextData, Vocab, MAX_VOCAB};
+use nabla::data::TaskData;
+use nabla::nn::{
+    forward_with_cache, generate, Gpt, GptConfig, KvCache, LayerSpec, ModelSpec, Module,
+    SampleOptions,
+};
+use nabla::optim::AdamConfig;
+use nabla::train::{OptimizerConfig, TrainConfig, Trainer};
+use nabla::{Rng, Tensor};
+
+fn config(tied: bool) -> GptConfig {
+    GptConfig {
+        vocab: 7,
+        context: 12,
+        width: 16,
+        depth: 2,
+        heads: 4,
+        bias: true,
+        tied,
+    }
+}
+
+fn ids<T: nabla::Float>(v: &[u32]) -> Tensor<T> {
+    let data = v.iter().map(|&i| T::from_f64(f64::from(i))).collect();
+    Tensor::from_vec(data, &[1, v.len()]).unwrap()
+}
+
+/// Feeding a sequence in pieces through the cache gives the logits of the whole sequence run
+/// at once, at every position (f64: to rounding; f32: to 1e-5).
+#[test]
+fn cached_logits_equal_full_context_logits() {
+    let seq: Vec<u32> = vec![3, 1, 4, 1, 5, 6, 2, 6, 5, 3, 5, 0];
+    for tied in [true, false] {
+        let gpt = Gpt::<f64>::new(config(tied), &mut Rng::new(7)).unwrap();
+        let full = gpt.forward(&ids(&seq)).unwrap().to_vec().unwrap();
+        // pieces: a 3-token prompt, then single tokens, then a 2-token piece
+        let mut cache = KvCache::new();
+        let mut at = 0;
+        for len in [3, 1, 1, 1, 2, 1, 1, 1, 1] {
+            let y = forward_with_cache(&gpt, &ids(&seq[at..at + len]), &mut cache).unwrap();
+            let y = y.to_vec().unwrap();
+            for (k, v) in y.iter().enumerate() {
+                let want = full[at * 7 + k];
+                assert!(
+                    (v - want).abs() <= 1e-12 * (1.0 + want.abs()),
+                    "position {} logit {}: cached {v} vs full {want}",
+                    at + k / 7,
+                    k % 7
+                );
+            }
+            at += len;
+        }
+        assert_eq!(cache.position(), seq.len());
+        // past the context: an error naming the positions
+        let err = forward_with_cache(&gpt, &ids(&[1]), &mut cache).unwrap_err();
+        assert!(
+            err.to_string().contains("exceed the model's context of 12"),
+            "{err}"
+        );
+    }
+    let gpt = Gpt::<f32>::new(config(true), &mut Rng::new(8)).unwrap();
+    let full = gpt.forward(&ids(&seq)).unwrap().to_vec().unwrap();
+    let mut cache = KvCache::new();
+    forward_with_cache(&gpt, &ids(&seq[..5]), &mut cache).unwrap();
+    for (p, &t) in seq.iter().enumerate().skip(5) {
+        let y = forward_with_cache(&gpt, &ids(&[t]), &mut cache)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        for (k, v) in y.iter().enumerate() {
+            assert!((v - full[p * 7 + k]).abs() < 1e-5, "f32 position {p}");
+        }
+    }
+}
+
+/// Generation with and without the cache draws the same tokens (the same logits, the same
+/// seeded sampler), including past the context, where both continue from its last half.
+#[test]
+fn generation_with_and_without_cache_agree() {
+    let gpt = Gpt::<f32>::new(config(true), &mut Rng::new(9)).unwrap();
+    let mut opts = SampleOptions {
+        tokens: 30,
+        temperature: 0.0,
+        ..SampleOptions::default()
+    };
+    let cached = generate(&gpt, 12, &[1, 2, 3], &opts, &mut |_| Ok(())).unwrap();
+    opts.cache = false;
+    let plain = generate(&gpt, 12, &[1, 2, 3], &opts, &mut |_| Ok(())).unwrap();
+    // within the first context the two see the same positions
+    assert_eq!(cached.tokens[..9], plain.tokens[..9]);
+    assert!(cached.cache_bytes > 0 && plain.cache_bytes == 0);
+    let bad = SampleOptions {
+        temperature: -1.0,
+        ..SampleOptions::default()
+    };
+    assert!(generate(&gpt, 12, &[1], &bad, &mut |_| Ok(())).is_err());
+    assert!(generate(&gpt, 12, &[], &opts, &mut |_| Ok(())).is_err());
+}
+
+/// A GPT as a model spec, trained by the Trainer on a repeating text, learns it: the
+/// validation loss (nats per character) falls far below the uniform guess ln 7 ≈ 1.95.
+#[test]
+fn trainer_trains_a_gpt_on_text() {
+    let text = "the cat sat on the mat. ".repeat(40);
+    let vocab = Vocab::from_text(&text).unwrap();
+    let tokens = vocab.encode(&text).unwrap();
+    let (train, val) = TextData::split(tokens, vocab.len(), 16, 0.1).unwrap();
+    assert_eq!(val.stride, 16);
+    let spec = ModelSpec {
+        input: vec![16],
+        layers: vec![LayerSpec::Gpt {
+            vocab: vocab.len(),
+            context: 16,
+            width: 32,
+            depth: 1,
+            heads: 4,
+            bias: true,
+            tied: true,
+        }],
+        init: nabla::nn::Init::KaimingUniform,
+        seed: 1,
+    };
+    let rows = spec.summary(1).unwrap();
+    let built = spec.build::<f32>().unwrap();
+    assert_eq!(rows[0].params, nabla::nn::parameter_count(&built));
+    let mut cfg = TrainConfig::new(spec, OptimizerConfig::Adam(AdamConfig::adamw(3e-3)));
+    cfg.batch_size = 8;
+    cfg.epochs = 1;
+    cfg.max_steps = Some(150);
+    let mut trainer = Trainer::new(cfg, TaskData::Text(train))
+        .unwrap()
+        .with_validation(TaskData::Text(val));
+    trainer.fit(&mut ()).unwrap();
+    let last = trainer.history().last().unwrap();
+    let val_loss = last.val_loss.unwrap();
+    assert!(val_loss < 0.5, "validation loss {val_loss} nats/char");
+    assert!(last.val_accuracy.unwrap() > 0.8);
+}
+
+#[test]
+fn text_and_vocabulary_errors_name_the_problem() {
+    let v = Vocab::from_text("abc").unwrap();
+    let err = v.encode("abxyx").unwrap_err().to_string();
+    assert!(err.contains("'x', 'y'"), "{err}");
+    let many: String = (0..(MAX_VOCAB as u32 + 10))
+        .filter_map(|i| char::from_u32(0x4e00 + i))
+        .collect();
+    let err = Vocab::from_text(&many).unwrap_err().to_string();
+    assert!(err.contains("over the limit of 4096"), "{err}");
+    assert!(Vocab::from_text("").is_err());
+    let dir = std::env::temp_dir().join(format!("nabla_text_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(read_text(&empty).unwrap_err().to_string().contains("empty"));
+    let latin1 = dir.join("latin1.txt");
+    std::fs::write(&latin1, b"caf\xe9 au lait").unwrap();
+    let err = read_text(&latin1).unwrap_err().to_string();
+    assert!(
+        err.contains("not UTF-8") && err.contains("offset 3"),
+        "{err}"
+    );
+    assert!(read_text(dir.join("missing.txt")).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+    // a text shorter than one window
+    assert!(TextData::split(vec![0, 1, 2], 3, 8, 0.1).is_err());
+    // an input id outside the embedding table
+    let gpt = Gpt::<f32>::new(config(true), &mut Rng::new(1)).unwrap();
+    let err = gpt.forward(&ids(&[1, 9])).unwrap_err().to_string();
+    assert!(err.contains("9 is not an id of the 7-row table"), "{err}");
+    let err = gpt.forward(&ids(&[1; 13])).unwrap_err().to_string();
+    assert!(err.contains("context of 12"), "{err}");
+}
+
+#[test]
+fn sequence_layers_compose_in_a_spec() {
+    let json = r#"{"input": [10], "layers": [
+        {"type": "embedding", "num_embeddings": 20, "embedding_dim": 8},
+        {"type": "transformer_block", "heads": 2},
+        {"type": "multi_head_attention", "heads": 4, "causal": false},
+        {"type": "layer_norm"},
+        {"type": "linear", "out_features": 20}]}"#;
+    let spec = ModelSpec::from_json(json).unwrap();
+    assert_eq!(spec.output_shape(3).unwrap(), [3, 10, 20]);
+    let net = spec.build::<f32>().unwrap();
+    let total: usize = spec.summary(1).unwrap().iter().map(|r| r.params).sum();
+    assert_eq!(total, nabla::nn::parameter_count(&net));
+    let x = Tensor::from_vec((0..30).map(|i| (i % 20) as f32).collect(), &[3, 10]).unwrap();
+    assert_eq!(net.forward(&x).unwrap().shape(), [3, 10, 20]);
+    let bad = r#"{"input": [10], "layers": [
+        {"type": "embedding", "num_embeddings": 20, "embedding_dim": 6},
+        {"type": "transformer_block", "heads": 4}]}"#;
+    let err = ModelSpec::from_json(bad)
+        .unwrap()
+        .summary(1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("width 6 must be a multiple of the heads"),
+        "{err}"
+    );
+    let bad = r#"{"input": [10], "layers": [{"type": "transformer_block", "heads": 2}]}"#;
+    let err = ModelSpec::from_json(bad)
+        .unwrap()
+        .summary(1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[N, T, C]"), "{err}");
+}
