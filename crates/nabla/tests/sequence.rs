@@ -210,3 +210,71 @@ fn sequence_layers_compose_in_a_spec() {
         .to_string();
     assert!(err.contains("[N, T, C]"), "{err}");
 }
+
+/// Evaluation every k steps within an epoch, checkpoints and resume: a GPT run stopped and
+/// resumed ends with the same history and weights as one run straight through.
+#[test]
+fn evaluation_within_an_epoch_resumes_exactly() {
+    let text = "to be or not to be, that is the question. ".repeat(30);
+    let vocab = Vocab::from_text(&text).unwrap();
+    let (train, val) = TextData::split(vocab.encode(&text).unwrap(), vocab.len(), 8, 0.2).unwrap();
+    let val = val.spread(5);
+    assert!(val.len() <= 5 && val.len() >= 4, "{}", val.len());
+    let spec = ModelSpec {
+        input: vec![8],
+        layers: vec![LayerSpec::Gpt {
+            vocab: vocab.len(),
+            context: 8,
+            width: 16,
+            depth: 1,
+            heads: 2,
+            bias: false,
+            tied: false,
+        }],
+        init: nabla::nn::Init::KaimingUniform,
+        seed: 3,
+    };
+    let mut cfg = TrainConfig::new(spec, OptimizerConfig::Adam(AdamConfig::adamw(1e-2)));
+    cfg.batch_size = 4;
+    cfg.max_steps = Some(60);
+    cfg.eval_every = Some(20);
+    cfg.checkpoint_every = Some(30);
+    let dir = std::env::temp_dir().join(format!("nabla_gpt_resume_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ckpt = dir.join("state.safetensors");
+    let make = |c: TrainConfig| {
+        Trainer::new(c, TaskData::Text(train.clone()))
+            .unwrap()
+            .with_validation(TaskData::Text(val.clone()))
+            .with_checkpoint(&ckpt)
+    };
+    let mut straight = make(cfg.clone());
+    straight.fit(&mut ()).unwrap();
+    let rows = straight.history();
+    assert_eq!(
+        rows.iter().map(|r| r.step).collect::<Vec<_>>(),
+        [20, 40, 60]
+    );
+    assert!(rows.iter().all(|r| r.val_loss.is_some() && r.epoch == 1));
+    let mut first = cfg.clone();
+    first.max_steps = Some(30);
+    make(first).fit(&mut ()).unwrap();
+    let mut resumed = make(cfg);
+    resumed.resume(&ckpt).unwrap();
+    resumed.fit(&mut ()).unwrap();
+    let strip = |h: &[nabla::train::EpochMetrics]| -> Vec<(u64, f64, Option<f64>)> {
+        h.iter()
+            .map(|r| (r.step, r.train_loss, r.val_loss))
+            .collect()
+    };
+    assert_eq!(strip(resumed.history()), strip(straight.history()));
+    for ((n, a), (_, b)) in straight
+        .model()
+        .named_parameters()
+        .iter()
+        .zip(resumed.model().named_parameters())
+    {
+        assert_eq!(a.to_vec().unwrap(), b.to_vec().unwrap(), "{n}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -239,6 +239,21 @@ impl TextData {
             .collect()
     }
 
+    /// The same text with at most `max_windows` windows, spread evenly over it (the stride
+    /// grows; it is never below the context, so windows do not overlap): a quicker
+    /// evaluation during training.
+    pub fn spread(&self, max_windows: usize) -> TextData {
+        let span = self.tokens.len().saturating_sub(self.context + 1);
+        let stride = self
+            .stride
+            .max(self.context)
+            .max(span.div_ceil(max_windows.saturating_sub(1).max(1)));
+        TextData {
+            stride,
+            ..self.clone()
+        }
+    }
+
     /// The first `1 − val_fraction` of `tokens` for training (every window) and the rest for
     /// validation (non-overlapping windows): a contiguous split, as language models are
     /// evaluated on text they have not seen.

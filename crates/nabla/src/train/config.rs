@@ -132,6 +132,11 @@ pub struct TrainConfig {
     /// model whose input is `[C, H, W]`; drawn from the seed, the step and the row).
     #[serde(default)]
     pub hflip: bool,
+    /// Also evaluate every this many steps within an epoch (a row of the history each time,
+    /// its training loss the mean since the previous row): for long epochs, such as a
+    /// language model's pass over every window of a text. `None`: at the end of each epoch.
+    #[serde(default)]
+    pub eval_every: Option<u64>,
 }
 
 impl TrainConfig {
@@ -171,6 +176,7 @@ impl TrainConfig {
             early_stopping: None,
             grad_shards: None,
             hflip: false,
+            eval_every: None,
         }
     }
 
@@ -206,6 +212,9 @@ impl TrainConfig {
         }
         if self.checkpoint_activations == Some(0) {
             return bad("checkpoint_activations must be at least 1 (blocks per segment)".into());
+        }
+        if self.eval_every == Some(0) {
+            return bad("eval_every must be at least 1 step".into());
         }
         if self.hflip && self.model.as_ref().is_none_or(|m| m.input.len() != 3) {
             return bad("hflip mirrors images: it needs a model whose input is [C, H, W]".into());

@@ -70,9 +70,9 @@ impl Trainer {
             false,
         )?;
         cb.epoch_start(self.state.epoch, batches.len(), self.state.batch);
-        let started = Instant::now();
-        let epoch_before = self.state.epoch_seconds;
-        let epoch_clock = || epoch_before + started.elapsed().as_secs_f64();
+        // Seconds of the current row: the epoch, or the steps since the last evaluation.
+        let (mut started, mut before) = (Instant::now(), self.state.epoch_seconds);
+        let row_clock = |started: &Instant, before: f64| before + started.elapsed().as_secs_f64();
         for idx in batches.iter().skip(self.state.batch) {
             if self.state.step >= total {
                 break;
@@ -86,7 +86,7 @@ impl Trainer {
                 None => self.train_step(idx),
             })?;
             self.state.batch += 1;
-            let progress = self.progress(batches.len(), epoch_clock());
+            let progress = self.progress(batches.len(), row_clock(&started, before));
             cb.step(&progress);
             cb.inspect_step(&StepView {
                 progress: &progress,
@@ -103,8 +103,22 @@ impl Trainer {
             } else {
                 self.stop.load(Ordering::SeqCst)
             };
+            let eval_due = self
+                .config
+                .eval_every
+                .is_some_and(|k| self.state.step.is_multiple_of(k));
+            if eval_due && self.state.batch < batches.len() && self.state.step < total {
+                // A row within the epoch; the next one counts from here.
+                let row = self.end_epoch(None, row_clock(&started, before), clock)?;
+                cb.epoch_end(&row);
+                self.state.history.push(row);
+                (self.state.loss_sum, self.state.correct, self.state.seen) = (0.0, 0, 0);
+                (started, before) = (Instant::now(), 0.0);
+                self.model.set_training(true);
+            }
             if self.checkpoint.is_some() && (due || stop) {
-                (self.state.epoch_seconds, self.state.total_seconds) = (epoch_clock(), clock());
+                let row_seconds = row_clock(&started, before);
+                (self.state.epoch_seconds, self.state.total_seconds) = (row_seconds, clock());
                 self.save_checkpoint(cb)?;
             }
             if stop {
@@ -114,9 +128,9 @@ impl Trainer {
         if self.state.seen == 0 {
             return Ok(Some(StopReason::Finished));
         }
-        let epoch_seconds = epoch_clock();
+        let epoch_seconds = row_clock(&started, before);
         self.model.set_training(false);
-        let row = self.end_epoch(total, epoch_seconds, clock)?;
+        let row = self.end_epoch(Some(total), epoch_seconds, clock)?;
         cb.epoch_end(&row);
         self.state.history.push(row);
         self.state.next_epoch(rng.state());
@@ -241,14 +255,16 @@ impl Trainer {
         Tensor::from_vec(data, x.shape())
     }
 
-    /// Evaluates and builds the epoch's record.
+    /// Evaluates and builds the record of the epoch (`total`: the run's steps) or, with
+    /// `None`, of the steps since the last row within an epoch.
     fn end_epoch(
         &mut self,
-        total: u64,
+        total: Option<u64>,
         epoch_seconds: f64,
         clock: &dyn Fn() -> f64,
     ) -> Result<EpochMetrics> {
-        let last = self.state.epoch == self.config.epochs || self.state.step >= total;
+        let last =
+            total.is_some_and(|t| self.state.epoch == self.config.epochs || self.state.step >= t);
         let kind = self.config.loss;
         let eval = |d: &Option<TaskData>| -> Result<Option<Evaluation>> {
             match d {
