@@ -16,7 +16,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Train an MLP and write a run directory (config, metrics, checkpoint, plots).
+    /// Train a model (an MLP, a CNN, a GPT, or any model spec) and write a run directory
+    /// (config, metrics, checkpoint, plots).
     Train(Box<TrainArgs>),
     /// Evaluate a checkpoint on a data set: loss, accuracy, per-class precision/recall,
     /// confusion matrix.
@@ -37,6 +38,44 @@ pub enum Command {
     Serve(ServeArgs),
     /// Write the recorded graph of one training step (forward, loss, backward) as DOT or JSON.
     Graph(GraphArgs),
+    /// Sample text from a language model trained on --dataset text, streaming each character
+    /// as it is drawn.
+    Generate(GenerateArgs),
+}
+
+/// `nabla generate`.
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// A language model written by `nabla train --dataset text` (model.safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Text to continue (every character must be in the model's vocabulary) [default: a
+    /// newline, or the vocabulary's first character].
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Characters to generate.
+    #[arg(long, default_value_t = 500)]
+    pub tokens: usize,
+    /// Sampling temperature: below 1 more predictable, above 1 more varied; 0 always takes
+    /// the most likely character.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    /// Sample among the K most likely characters only.
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Run the whole context again for every character instead of keeping the attention
+    /// layers' keys and values (slower; for comparison).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the generated text only (no statistics line).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// `nabla serve`.
@@ -213,6 +252,8 @@ pub enum DatasetName {
     Mnist,
     /// A CSV file given with --csv.
     Csv,
+    /// A UTF-8 text file given with --text: next-character prediction (a language model).
+    Text,
 }
 
 /// Where the data come from (shared by train and eval; saved with a run, paths made absolute).
@@ -228,15 +269,23 @@ pub struct DataArgs {
     /// A CSV file of numeric columns.
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// A UTF-8 text file to train a character-level language model on (its last
+    /// --test-fraction is held out for validation).
+    #[arg(long, value_name = "FILE")]
+    pub text: Option<PathBuf>,
+    /// Characters per training window of --text data (the model's context) [default: 64].
+    #[arg(long)]
+    pub context: Option<usize>,
     /// CSV target column, by name or 0-based index (default: the last column).
     #[arg(long)]
     pub target_column: Option<String>,
     /// CSV task: classification (integer targets) or regression.
     #[arg(long, value_enum, default_value_t = Task::Classification)]
     pub task: Task,
-    /// Fraction of a CSV held out as the test set.
-    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
-    pub test_fraction: f64,
+    /// Fraction of a CSV held out as the test set, or of a text (its end) for validation
+    /// [default: 0.2 CSV; 0.1 text].
+    #[arg(long, allow_negative_numbers = true)]
+    pub test_fraction: Option<f64>,
     /// Points per class for synthetic sets [default: 300; sine 500].
     #[arg(long)]
     pub points: Option<usize>,
@@ -259,6 +308,9 @@ pub enum Task {
     Classification,
     /// Real targets, MSE/L1/Huber.
     Regression,
+    /// The next character of a text (set by --dataset text, not a --task).
+    #[value(skip)]
+    Text,
 }
 
 /// Losses.
@@ -303,6 +355,9 @@ pub enum ArchName {
     Mlp,
     /// A convolutional network for images.
     Cnn,
+    /// A small GPT for --dataset text: 4 blocks of width 128 with 4 heads, the context of
+    /// --context, tied embedding and head, no biases (nanoGPT's CPU "baby GPT").
+    GptTiny,
 }
 
 /// Learning-rate schedules.
@@ -374,10 +429,10 @@ pub struct TrainArgs {
     /// Learning-rate schedule [default: cosine; constant for xor].
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleName>,
-    /// Linear warm-up steps before the schedule.
-    #[arg(long, default_value_t = 0)]
-    pub warmup: u64,
-    /// Clip gradients to this global norm [default: no clipping].
+    /// Linear warm-up steps before the schedule [default: 100 for text; 0 otherwise].
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// Clip gradients to this global norm [default: 1 for text; no clipping otherwise].
     #[arg(long, allow_negative_numbers = true)]
     pub clip: Option<f64>,
     /// Epochs [default: 15 images; 60 spiral; 40 moons and circles; 400 xor; 200 sine; 100 csv].
@@ -408,9 +463,13 @@ pub struct TrainArgs {
     /// operation.
     #[arg(long)]
     pub detect_anomaly: bool,
-    /// Stop after this many optimizer steps (smoke tests).
+    /// Stop after this many optimizer steps [default: 2000 for text; none otherwise].
     #[arg(long)]
     pub max_steps: Option<u64>,
+    /// Also evaluate every N steps within an epoch (a metrics row each time) [default: 250
+    /// for text, whose epoch is every window of the text; none otherwise].
+    #[arg(long, value_name = "N")]
+    pub eval_every: Option<u64>,
     /// Threads for matrix products and large element-wise kernels (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,

@@ -144,7 +144,7 @@ pub fn eval(args: &EvalArgs, given: &[String]) -> Result<()> {
     )?;
     normalized.normalize_in_place(&meta.normalizer)?; // (the raw features are not needed)
     let kind = match meta.task {
-        Task::Classification => LossName::CrossEntropy,
+        Task::Classification | Task::Text => LossName::CrossEntropy,
         Task::Regression => LossName::Mse,
     }
     .into();
@@ -158,9 +158,25 @@ pub fn eval(args: &EvalArgs, given: &[String]) -> Result<()> {
             data.name,
             args.checkpoint.display()
         );
-        crate::out!("{}", report(&e, &meta.class_names));
+        if meta.task == Task::Text {
+            crate::outln!("{}", text_report(&e));
+        } else {
+            crate::out!("{}", report(&e, &meta.class_names));
+        }
     }
     Ok(())
+}
+
+/// A language model's evaluation: loss per character in nats and bits, and how often the
+/// most likely next character is the right one.
+pub fn text_report(e: &nabla::train::Evaluation) -> String {
+    format!(
+        "windows {}\nloss {:.4} nats/char ({:.4} bits/char)\nnext-character accuracy {:.2}%",
+        e.samples,
+        e.loss,
+        e.loss / std::f64::consts::LN_2,
+        100.0 * e.accuracy.unwrap_or(f64::NAN)
+    )
 }
 
 fn read_inputs(args: &PredictArgs) -> Result<Tensor<f32>> {

@@ -8,11 +8,22 @@ use nabla::data::csv::{read_csv, Header, TargetColumn};
 use nabla::data::mnist::{
     load_mnist_dir, mnist_files, Split, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR,
 };
+use nabla::data::text::{read_text, TextData, Vocab};
 use nabla::data::{synthetic, Classification, Normalization};
 
 use crate::args::{DataArgs, DatasetName, OptimizerName, ScheduleName, Task};
 
 pub use nabla::data::TaskData;
+
+impl Loaded {
+    /// Characters of a text's training part (0 for other data).
+    pub fn train_chars(&self) -> usize {
+        match &self.train {
+            TaskData::Text(t) => t.tokens.len(),
+            _ => 0,
+        }
+    }
+}
 
 /// Settings a data set trains well with; every one can be overridden by a flag.
 #[derive(Debug, Clone)]
@@ -28,6 +39,18 @@ pub struct Defaults {
     pub dropout: f64,
     pub label_smoothing: f64,
     pub normalization: Normalization,
+    /// Steps to stop after (text: 2,000; none otherwise).
+    pub max_steps: Option<u64>,
+    /// Evaluations within an epoch (text: every 250 steps).
+    pub eval_every: Option<u64>,
+    /// Warm-up steps.
+    pub warmup: u64,
+    /// Gradient clipping norm.
+    pub clip: Option<f64>,
+    /// Adam's β₂.
+    pub beta2: f64,
+    /// The cosine schedule's final rate as a fraction of the base rate.
+    pub min_lr_ratio: f64,
 }
 
 /// A resolved data set.
@@ -67,6 +90,7 @@ fn synthetic_defaults(hidden: Vec<usize>, epochs: usize, lr: f64) -> Defaults {
         dropout: 0.0,
         label_smoothing: 0.0,
         normalization: Normalization::None,
+        ..PLAIN
     }
 }
 
@@ -84,8 +108,57 @@ pub fn image_defaults() -> Defaults {
         dropout: 0.1,
         label_smoothing: 0.1,
         normalization: Normalization::Global,
+        ..PLAIN
     }
 }
+
+/// What every data set's defaults share unless they say otherwise (no step limit, warm-up or
+/// clipping; PyTorch's β₂; cosine down to 1% of the rate).
+const PLAIN: Defaults = Defaults {
+    hidden: Vec::new(),
+    activation: "relu",
+    epochs: 1,
+    batch: 32,
+    optimizer: OptimizerName::Adam,
+    lr: 1e-3,
+    weight_decay: 0.0,
+    schedule: ScheduleName::Cosine,
+    dropout: 0.0,
+    label_smoothing: 0.0,
+    normalization: Normalization::None,
+    max_steps: None,
+    eval_every: None,
+    warmup: 0,
+    clip: None,
+    beta2: 0.999,
+    min_lr_ratio: 0.01,
+};
+
+/// A character-level language model's settings: nanoGPT's CPU configuration ("baby GPT" on
+/// Shakespeare): 2,000 steps of batch 12, AdamW 1e-3 (β₂ 0.99, weight decay 0.1), 100 steps of
+/// warm-up then cosine to 1e-4, clipping at 1; an evaluation every 250 steps.
+pub fn text_defaults() -> Defaults {
+    Defaults {
+        epochs: 1,
+        batch: 12,
+        optimizer: OptimizerName::Adamw,
+        lr: 1e-3,
+        weight_decay: 0.1,
+        max_steps: Some(2000),
+        eval_every: Some(250),
+        warmup: 100,
+        clip: Some(1.0),
+        beta2: 0.99,
+        min_lr_ratio: 0.1,
+        ..PLAIN
+    }
+}
+
+/// The default context (characters per window) of text data.
+pub const TEXT_CONTEXT: usize = 64;
+
+/// Validation windows evaluated during training (spread evenly over the held-out text).
+pub const TEXT_EVAL_WINDOWS: usize = 256;
 
 fn class_names(n: usize) -> Vec<String> {
     (0..n).map(|i| i.to_string()).collect()
@@ -93,6 +166,20 @@ fn class_names(n: usize) -> Vec<String> {
 
 /// Which data set the flags select.
 pub fn which(args: &DataArgs) -> Result<DatasetName> {
+    match (args.dataset, &args.text) {
+        (Some(DatasetName::Text), None) => bail!("--dataset text needs --text FILE"),
+        (None | Some(DatasetName::Text), Some(_)) => {
+            if args.data_dir.is_some() || args.csv.is_some() {
+                bail!("give --text alone, without --data-dir or --csv");
+            }
+            return Ok(DatasetName::Text);
+        }
+        (Some(d), Some(_)) => bail!(
+            "--text applies only to --dataset text, not {}",
+            crate::runconfig::spelled(&d)
+        ),
+        _ => {}
+    }
     Ok(match (args.dataset, &args.data_dir, &args.csv) {
         (Some(DatasetName::Csv), _, None) => bail!("--dataset csv needs --csv FILE"),
         (Some(DatasetName::Mnist), None, _) => bail!("--dataset mnist needs --data-dir DIR"),
@@ -186,6 +273,54 @@ pub fn load(args: &DataArgs) -> Result<Loaded> {
                 .context("--dataset csv needs --csv FILE")?;
             load_csv(path, args)?
         }
+        DatasetName::Text => {
+            let path = args
+                .text
+                .as_ref()
+                .context("--dataset text needs --text FILE")?;
+            load_text(path, args)?
+        }
+    })
+}
+
+/// A UTF-8 text: its characters as the vocabulary (the "class names"), its start for
+/// training (every window), its last `--test-fraction` (default 0.1) held out (the
+/// non-overlapping windows).
+fn load_text(path: &Path, args: &DataArgs) -> Result<Loaded> {
+    let text = read_text(path)?;
+    let vocab = Vocab::from_text(&text).with_context(|| path.display().to_string())?;
+    let context = args.context.unwrap_or(TEXT_CONTEXT);
+    if context == 0 {
+        bail!("--context must be at least 1");
+    }
+    let tokens = vocab.encode(&text)?;
+    let fraction = args.test_fraction.unwrap_or(0.1);
+    let (train, held_out) = TextData::split(tokens, vocab.len(), context, fraction)
+        .with_context(|| path.display().to_string())?;
+    if held_out.is_empty() && fraction > 0.0 {
+        bail!(
+            "{}: the held-out {:.0}% ({} characters) is shorter than one window of {context} + 1; give a smaller --context or a larger --test-fraction",
+            path.display(),
+            100.0 * fraction,
+            held_out.tokens.len()
+        );
+    }
+    Ok(Loaded {
+        kind: DatasetName::Text,
+        files: vec![path.to_path_buf()],
+        name: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| "text".into()),
+        source: path.display().to_string(),
+        task: Task::Text,
+        outputs: vocab.len(),
+        class_names: vocab.to_strings(),
+        train: TaskData::Text(train),
+        test: TaskData::Text(held_out),
+        defaults: text_defaults(),
+        sample_shape: vec![context],
+        input_scale: 1.0,
     })
 }
 
@@ -276,13 +411,17 @@ fn load_csv(path: &Path, args: &DataArgs) -> Result<Loaded> {
     let (train, test, outputs, names) = match args.task {
         Task::Classification => {
             let all = table.into_classification(path)?;
-            let (tr, te) = all.split(args.test_fraction, args.seed)?;
+            let (tr, te) = all.split(args.test_fraction.unwrap_or(0.2), args.seed)?;
             let k = all.classes;
             (TaskData::Class(tr), TaskData::Class(te), k, class_names(k))
         }
+        Task::Text => bail!(
+            "{}: a CSV holds classes or targets, not text (use --text)",
+            path.display()
+        ),
         Task::Regression => {
             let all = table.into_regression()?;
-            let (tr, te) = all.split(args.test_fraction, args.seed)?;
+            let (tr, te) = all.split(args.test_fraction.unwrap_or(0.2), args.seed)?;
             (TaskData::Reg(tr), TaskData::Reg(te), 1, vec![])
         }
     };

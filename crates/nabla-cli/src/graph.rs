@@ -53,6 +53,7 @@ fn batch(meta: &ModelMeta, rows: usize, width: usize) -> Result<(Tensor<f32>, Ta
     let x = Tensor::from_vec(x, &[rows, width])?;
     let outputs = meta.spec.output_shape(1)?.last().copied().unwrap_or(1);
     let data = match meta.task {
+        Task::Text => bail!("nabla graph of a language model is not supported yet"),
         Task::Classification => TaskData::Class(nabla::data::Classification {
             x: x.clone(),
             labels: (0..rows).map(|i| i % outputs).collect(),
@@ -78,6 +79,7 @@ pub fn run(args: &GraphArgs) -> Result<()> {
     let loss = scope("loss", || match &data {
         TaskData::Class(c) => cross_entropy(&out, Target::Classes(&c.labels), 0.0, Reduction::Mean),
         TaskData::Reg(r) => mse(&out, &r.y, Reduction::Mean),
+        TaskData::Text(_) => unreachable!("batch() refuses language models"),
     })?;
     let mut names = model.named_parameters();
     names.push(("input".into(), x));

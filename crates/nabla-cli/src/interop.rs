@@ -63,6 +63,11 @@ pub fn export(args: &ExportArgs) -> Result<()> {
             let head = match meta.task {
                 Task::Classification => OnnxHead::Classification,
                 Task::Regression => OnnxHead::Regression,
+                Task::Text => bail!(
+                    "{}: a language model cannot be exported to ONNX yet (the model file itself \
+                     holds it: nabla generate and eval read it)",
+                    args.checkpoint.display()
+                ),
             };
             let options = OnnxOptions {
                 input_scale: meta.input_scale,

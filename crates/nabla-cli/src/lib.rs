@@ -8,6 +8,7 @@ pub mod bench;
 pub mod commands;
 pub mod dataset;
 pub mod experiment;
+pub mod generate;
 pub mod graph;
 pub mod group;
 pub mod interop;

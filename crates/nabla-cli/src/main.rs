@@ -45,6 +45,7 @@ fn main() {
         Command::Import(a) => interop::import(a),
         Command::Serve(a) => nabla_cli::serve::run(a),
         Command::Graph(a) => nabla_cli::graph::run(a),
+        Command::Generate(a) => nabla_cli::generate::run(a),
     };
     if let Err(e) = result {
         if let Some(i) = e.downcast_ref::<train::Interrupted>() {

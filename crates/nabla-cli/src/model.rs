@@ -33,6 +33,7 @@ impl ModelMeta {
             match self.task {
                 Task::Classification => CardTask::Classification,
                 Task::Regression => CardTask::Regression,
+                Task::Text => CardTask::Language,
             },
         );
         card.input_scale = self.input_scale;
@@ -59,6 +60,7 @@ impl ModelMeta {
             task: match card.task {
                 CardTask::Classification => Task::Classification,
                 CardTask::Regression => Task::Regression,
+                CardTask::Language => Task::Text,
             },
             input_scale: card.input_scale,
             normalizer: card.normalizer,

@@ -205,11 +205,22 @@ pub fn curves(
     y_desc: &str,
     series: &[(&str, Vec<(f64, f64)>)],
 ) -> Result<()> {
+    curves_over(path, title, "epoch", y_desc, series)
+}
+
+/// Line plot of named series over `x_desc` (epochs, steps).
+pub fn curves_over(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+) -> Result<()> {
     let s: Vec<Series> = series
         .iter()
         .map(|(n, p)| Series::new(*n, p.clone()))
         .collect();
-    chart(path, title, "epoch", y_desc, &s, false)
+    chart(path, title, x_desc, y_desc, &s, false)
 }
 
 /// Heat map of a confusion matrix with counts.
@@ -421,10 +432,20 @@ pub fn write_run_plots(
     names: &[String],
 ) -> Result<Vec<String>> {
     let mut written = Vec::new();
+    // Rows within an epoch (--eval-every) are drawn over steps.
+    let by_step = history.windows(2).any(|w| w[0].epoch == w[1].epoch);
+    let x_desc = if by_step { "step" } else { "epoch" };
     let series = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
         history
             .iter()
-            .filter_map(|m| f(m).map(|v| (m.epoch as f64, v)))
+            .filter_map(|m| {
+                let x = if by_step {
+                    m.step as f64
+                } else {
+                    m.epoch as f64
+                };
+                f(m).map(|v| (x, v))
+            })
             .collect()
     };
     let mut loss = vec![("train", series(&|m| Some(m.train_loss)))];
@@ -436,7 +457,7 @@ pub fn write_run_plots(
     if !test_loss.is_empty() {
         loss.push(("test", test_loss));
     }
-    curves(&dir.join("loss.png"), "Loss", "loss", &loss)?;
+    curves_over(&dir.join("loss.png"), "Loss", x_desc, "loss", &loss)?;
     written.push("loss.png".to_string());
     if history.iter().any(|m| m.train_accuracy.is_some()) {
         let mut acc = vec![("train", series(&|m| m.train_accuracy.map(|a| 100.0 * a)))];
@@ -448,7 +469,13 @@ pub fn write_run_plots(
         if !test_acc.is_empty() {
             acc.push(("test", test_acc));
         }
-        curves(&dir.join("accuracy.png"), "Accuracy", "accuracy (%)", &acc)?;
+        curves_over(
+            &dir.join("accuracy.png"),
+            "Accuracy",
+            x_desc,
+            "accuracy (%)",
+            &acc,
+        )?;
         written.push("accuracy.png".to_string());
     }
     match test {

@@ -12,7 +12,7 @@ use nabla::train::{EarlyStopping, LossKind, OptimizerConfig, TrainConfig};
 use crate::args::{
     ArchName, DataArgs, DatasetName, LossName, OptimizerName, ScheduleName, Task, TrainArgs,
 };
-use crate::dataset::Loaded;
+use crate::dataset::{Defaults, Loaded};
 
 /// Flags (clap argument ids) that `--resume` accepts besides itself.
 pub const RESUME_FLAGS: [&str; 8] = [
@@ -62,13 +62,19 @@ pub fn check_relevant(args: &TrainArgs, given: &[String], data: &Loaded) -> Resu
         kind,
         DatasetName::Spiral | DatasetName::Moons | DatasetName::Circles | DatasetName::Sine
     );
-    let rules: [(&str, bool, String); 9] = [
+    let rules: [(&str, bool, String); 11] = [
         (
             "data_dir",
             matches!(kind, DatasetName::Mnist | DatasetName::FashionMnist),
             "MNIST-format data (--dataset mnist or fashion-mnist)".into(),
         ),
         ("csv", kind == DatasetName::Csv, "--dataset csv".into()),
+        ("text", kind == DatasetName::Text, "--dataset text".into()),
+        (
+            "context",
+            kind == DatasetName::Text,
+            "--dataset text".into(),
+        ),
         (
             "target_column",
             kind == DatasetName::Csv,
@@ -76,8 +82,8 @@ pub fn check_relevant(args: &TrainArgs, given: &[String], data: &Loaded) -> Resu
         ),
         (
             "test_fraction",
-            kind == DatasetName::Csv,
-            "--csv data (other sets have their own test split)".into(),
+            matches!(kind, DatasetName::Csv | DatasetName::Text),
+            "--csv and --text data (other sets have their own test split)".into(),
         ),
         (
             "task",
@@ -176,6 +182,28 @@ pub fn model_spec(args: &TrainArgs, data: &Loaded, features: usize) -> Result<Mo
                 args.dropout.unwrap_or(CNN_DROPOUT),
             )?
         }
+        (None, ArchName::GptTiny) => {
+            if data.task != Task::Text {
+                bail!(
+                    "--arch gpt-tiny is a language model: it needs --dataset text --text FILE; {} is a {} data set",
+                    data.name,
+                    spelled(&data.task)
+                );
+            }
+            for (id, given) in [
+                ("--hidden", args.hidden.is_some()),
+                ("--activation", args.activation.is_some()),
+                ("--dropout", args.dropout.is_some()),
+            ] {
+                if given {
+                    bail!("{id} applies only to --arch mlp and cnn (gpt-tiny has its own layers; give --model FILE.json for others)");
+                }
+            }
+            gpt_tiny(data.outputs, features)
+        }
+        (None, ArchName::Mlp) if data.task == Task::Text => {
+            bail!("a text data set needs a language model: --arch gpt-tiny, or --model FILE.json with a gpt layer")
+        }
         (None, ArchName::Mlp) => {
             let activation = parse_act()?;
             let hidden = args.hidden.clone().unwrap_or_else(|| d.hidden.clone());
@@ -205,6 +233,25 @@ pub fn model_spec(args: &TrainArgs, data: &Loaded, features: usize) -> Result<Mo
     spec.summary(1)
         .map_err(|e| anyhow::anyhow!("the model does not fit the data's samples: {e}"))?;
     Ok(spec)
+}
+
+/// `--arch gpt-tiny`: nanoGPT's CPU "baby GPT" — 4 blocks of width 128 with 4 heads, tied
+/// embedding and head, no biases — over `vocab` characters and a context of `context`.
+pub fn gpt_tiny(vocab: usize, context: usize) -> ModelSpec {
+    ModelSpec {
+        input: vec![context],
+        layers: vec![LayerSpec::Gpt {
+            vocab,
+            context,
+            width: 128,
+            depth: 4,
+            heads: 4,
+            bias: false,
+            tied: true,
+        }],
+        init: Init::KaimingUniform,
+        seed: 0,
+    }
 }
 
 /// The cnn preset's default epochs (its default settings are otherwise the image data set's:
@@ -284,16 +331,16 @@ pub fn cnn_preset(
 pub fn build(args: &TrainArgs, data: &Loaded, features: usize) -> Result<TrainConfig> {
     let d = &data.defaults;
     let loss = args.loss.unwrap_or(match data.task {
-        Task::Classification => LossName::CrossEntropy,
+        Task::Classification | Task::Text => LossName::CrossEntropy,
         Task::Regression => LossName::Mse,
     });
-    if (loss == LossName::CrossEntropy) != (data.task == Task::Classification) {
+    if (loss == LossName::CrossEntropy) != (data.task != Task::Regression) {
         bail!(
             "--loss {} does not fit a {} data set ({}); use {}",
             spelled(&loss),
             spelled(&data.task),
             data.name,
-            if data.task == Task::Classification {
+            if data.task != Task::Regression {
                 "cross-entropy"
             } else {
                 "mse, l1 or huber"
@@ -316,8 +363,9 @@ pub fn build(args: &TrainArgs, data: &Loaded, features: usize) -> Result<TrainCo
         .epochs
         .unwrap_or(if cnn { CNN_EPOCHS } else { d.epochs });
     config.batch_size = args.batch_size.unwrap_or(d.batch);
-    config.max_steps = args.max_steps;
-    config.clip = args.clip;
+    config.max_steps = args.max_steps.or(d.max_steps);
+    config.eval_every = args.eval_every.or(d.eval_every);
+    config.clip = args.clip.or(d.clip);
     config.seed = args.data.seed;
     config.checkpoint_every = args.checkpoint_every;
     config.checkpoint_activations = args.checkpoint_activations;
@@ -339,7 +387,7 @@ pub fn build(args: &TrainArgs, data: &Loaded, features: usize) -> Result<TrainCo
     }
     let n = data.train.len();
     let rows = n.saturating_sub((n as f64 * args.val_fraction).round() as usize);
-    config.schedule = schedule(args, d.schedule, lr, config.total_steps(rows));
+    config.schedule = schedule(args, d, lr, config.total_steps(rows));
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("{}", cli_words(&e.to_string())))?;
@@ -357,30 +405,33 @@ fn optimizer(args: &TrainArgs, data: &Loaded, lr: f64) -> OptimizerConfig {
         }),
         OptimizerName::Adam => OptimizerConfig::Adam(AdamConfig {
             weight_decay,
+            beta2: data.defaults.beta2,
             ..AdamConfig::adam(lr)
         }),
         OptimizerName::Adamw => OptimizerConfig::Adam(AdamConfig {
             weight_decay,
+            beta2: data.defaults.beta2,
             ..AdamConfig::adamw(lr)
         }),
     }
 }
 
-fn schedule(args: &TrainArgs, default: ScheduleName, lr: f64, total: u64) -> LrSchedule {
-    let main = match args.schedule.unwrap_or(default) {
+fn schedule(args: &TrainArgs, d: &Defaults, lr: f64, total: u64) -> LrSchedule {
+    let warmup = args.warmup.unwrap_or(d.warmup);
+    let main = match args.schedule.unwrap_or(d.schedule) {
         ScheduleName::Constant => LrSchedule::Constant,
         ScheduleName::Cosine => LrSchedule::Cosine {
-            total: total.saturating_sub(args.warmup).max(1),
-            min_lr: lr / 100.0,
+            total: total.saturating_sub(warmup).max(1),
+            min_lr: lr * d.min_lr_ratio,
         },
         ScheduleName::Step => LrSchedule::Step {
             every: (total / 4).max(1),
             gamma: 0.5,
         },
     };
-    if args.warmup > 0 {
+    if warmup > 0 {
         LrSchedule::Warmup {
-            steps: args.warmup,
+            steps: warmup,
             then: Box::new(main),
         }
     } else {

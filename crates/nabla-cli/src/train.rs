@@ -244,7 +244,16 @@ fn execute(args: &TrainArgs, mut s: Setup, group: &mut Group) -> Result<()> {
     s.data.test.normalize_in_place(&normalizer)?;
     let d = &s.data;
     let (train, test) = (d.train.clone(), d.test.clone());
-    let (train, val) = if s.val_fraction == 0.0 {
+    let text = matches!(test, TaskData::Text(_));
+    let (train, val) = if let TaskData::Text(held_out) = &test {
+        // A text's held-out end is its validation set, evaluated during training on evenly
+        // spread windows (`nabla eval` reads all of it).
+        let spread = held_out.spread(dataset::TEXT_EVAL_WINDOWS);
+        (
+            train,
+            (!spread.is_empty()).then_some(TaskData::Text(spread)),
+        )
+    } else if s.val_fraction == 0.0 {
         (train, None)
     } else {
         let (tr, va) = train.split(s.val_fraction, s.data_args.seed ^ 0x0A11_DA7E)?;
@@ -258,9 +267,11 @@ fn execute(args: &TrainArgs, mut s: Setup, group: &mut Group) -> Result<()> {
     ]);
     let rows = (train.len(), val.as_ref().map_or(0, TaskData::len));
     let mut trainer = Trainer::new(s.config.clone(), train)?
-        .with_test(test.clone())
         .with_fingerprint(fingerprint)
         .with_metadata(metadata);
+    if !text {
+        trainer = trainer.with_test(test.clone());
+    }
     if let Some(v) = val {
         trainer = trainer.with_validation(v);
     }
@@ -289,7 +300,21 @@ fn execute(args: &TrainArgs, mut s: Setup, group: &mut Group) -> Result<()> {
         write_config(&s, &normalizer, rows, args.threads)?;
     }
     install_signal_handlers(&trainer.stop_handle())?;
-    if show {
+    if show && text {
+        crate::outln!(
+            "training {} on {} ({} characters, {} in the vocabulary; {} validation windows): {} lr {}, {} parameters, {} steps, batch {}",
+            trainer.model().describe(),
+            d.name,
+            d.train_chars(),
+            d.outputs,
+            rows.1,
+            s.config.optimizer.name(),
+            s.config.optimizer.lr(),
+            trainer.model().parameters().iter().map(|p| p.numel()).sum::<usize>(),
+            s.config.total_steps(rows.0),
+            s.config.batch_size
+        );
+    } else if show {
         crate::outln!(
             "training {} on {} ({} train / {} test samples): {} lr {}, {} parameters, {} epochs, batch {}",
             trainer.model().describe(),
@@ -356,6 +381,7 @@ fn finish(
     reason: StopReason,
 ) -> Result<()> {
     let d = &s.data;
+    let text = matches!(test, TaskData::Text(_));
     trainer.model_mut().set_training(false);
     if !group.leader() {
         // Every rank holds the same weights; rank 0 writes them.
@@ -400,14 +426,21 @@ fn finish(
             plots::write_run_plots(&s.path, history, trainer.model(), test, &d.class_names)?;
     }
     let last = history.last().context("no epoch ran")?;
-    let headline = match (last.test_accuracy, last.test_loss) {
-        (Some(a), _) => format!(
-            "test accuracy {:.2}% (train {})",
-            100.0 * a,
-            pct(last.train_accuracy)
+    let headline = match (last.val_loss, last.test_accuracy, last.test_loss) {
+        (Some(l), ..) if text => format!(
+            "validation loss {l:.4} nats/char ({:.4} bits/char; train {:.4})",
+            l / std::f64::consts::LN_2,
+            last.train_loss
         ),
-        (None, Some(l)) => format!("test loss {l:.4} (train {:.4})", last.train_loss),
-        (None, None) => format!("train loss {:.4}", last.train_loss),
+        (_, a, l) => match (a, l) {
+            (Some(a), _) => format!(
+                "test accuracy {:.2}% (train {})",
+                100.0 * a,
+                pct(last.train_accuracy)
+            ),
+            (None, Some(l)) => format!("test loss {l:.4} (train {:.4})", last.train_loss),
+            (None, None) => format!("train loss {:.4}", last.train_loss),
+        },
     };
     let stopped = match reason {
         StopReason::EarlyStopped { best_epoch } => {

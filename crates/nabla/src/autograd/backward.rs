@@ -573,7 +573,7 @@ fn through_composition<T: Float>(
         allow_unused: true,
         grad_outputs: Some(vec![g.clone()]),
     };
-    let mut grads = super::grad(&[y.clone()], &wanted, opts)?.into_iter();
+    let mut grads = super::grad(std::slice::from_ref(y), &wanted, opts)?.into_iter();
     Ok(need
         .iter()
         .map(|&n| if n { grads.next() } else { None })

@@ -20,6 +20,9 @@ pub enum Task {
     Classification,
     /// Real targets.
     Regression,
+    /// Next-token prediction (a language model): the class names hold the vocabulary, one
+    /// character each.
+    Language,
 }
 
 /// What a model file says about its model, besides the weights.

@@ -36,7 +36,7 @@ impl GptConfig {
             && self.width > 0
             && self.depth > 0
             && self.heads > 0
-            && self.width % self.heads == 0;
+            && self.width.is_multiple_of(self.heads);
         if ok {
             Ok(())
         } else {

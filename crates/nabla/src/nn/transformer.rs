@@ -228,7 +228,7 @@ impl<T: Float> MultiHeadAttention<T> {
         std: (f64, f64),
         rng: &mut Rng,
     ) -> Result<Self> {
-        if heads == 0 || dim % heads != 0 {
+        if heads == 0 || !dim.is_multiple_of(heads) {
             return Err(Error::arg(
                 "MultiHeadAttention",
                 format!("width {dim} must be a multiple of the {heads} heads"),
@@ -352,10 +352,10 @@ impl<T: Float> TransformerBlock<T> {
         })
     }
 
-    fn run(&self, x: &Tensor<T>, mut cache: Option<&mut KvCache<T>>) -> Result<Tensor<T>> {
+    fn run(&self, x: &Tensor<T>, cache: Option<&mut KvCache<T>>) -> Result<Tensor<T>> {
         let s = self.attn.output_shape(x.shape())?;
         let h = self.ln1.forward(x)?;
-        let a = match cache.as_deref_mut() {
+        let a = match cache {
             Some(c) => self.attn.forward_cached(&h, c)?,
             None => self.attn.forward(&h)?,
         };

@@ -82,8 +82,8 @@ pub fn layer_norm_grads<T: Float>(
             let (m, s) = (st.mean[r], st.invstd[r]);
             let gw = |j: usize| gr[j].to_f64() * w.map_or(1.0, |w| w[j].to_f64());
             let (mut sum_g, mut sum_gx) = (0.0, 0.0);
-            for j in 0..d {
-                let h = (xr[j].to_f64() - m) * s;
+            for (j, xv) in xr.iter().enumerate() {
+                let h = (xv.to_f64() - m) * s;
                 sum_g += gw(j);
                 sum_gx += gw(j) * h;
             }

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""PyTorch counterpart of `nabla train --dataset text --arch gpt-tiny`: the same model, data,
+split and settings (nanoGPT's CPU "baby GPT"), one JSON line with the validation loss, the
+wall time and the peak RSS.
+
+    python3 bench/gpt_reference.py --text FILE [--seed S] [--threads 2] [--steps 2000]
+
+Model: token + position embeddings (N(0, 0.02²)), 4 pre-LN blocks of width 128 with 4 heads
+(causal attention, GELU tanh MLP of width 512; the projections into the residual stream
+N(0, (0.02/√8)²)), a final layer norm, the head tied to the token embedding, no biases.
+Data: the text's sorted characters as the vocabulary; its first 90% for training, windows of
+64 at random offsets; the last 10% for validation, 255–256 non-overlapping windows spread
+evenly over it, exactly the ones nabla evaluates (`TextData::spread(256)`).
+Training: batch 12, AdamW (lr 1e-3, β 0.9/0.99, ε 1e-8, weight decay 0.1 on every parameter,
+as nabla's AdamW), clipping at norm 1, 100 warm-up steps (lr·(s+1)/100) then cosine to 1e-4
+over the remaining steps; mean cross-entropy over all positions. Timed: the whole run,
+including one validation pass at the end (nabla's figure includes its evaluations too).
+"""
+import argparse
+import json
+import math
+import resource
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+class Block(torch.nn.Module):
+    def __init__(self, c, heads, depth):
+        super().__init__()
+        self.heads = heads
+        self.ln1 = torch.nn.LayerNorm(c, bias=False)
+        self.qkv = torch.nn.Linear(c, 3 * c, bias=False)
+        self.proj = torch.nn.Linear(c, c, bias=False)
+        self.ln2 = torch.nn.LayerNorm(c, bias=False)
+        self.fc = torch.nn.Linear(c, 4 * c, bias=False)
+        self.out = torch.nn.Linear(4 * c, c, bias=False)
+        for lin, std in [(self.qkv, 0.02), (self.proj, 0.02 / math.sqrt(2 * depth)),
+                         (self.fc, 0.02), (self.out, 0.02 / math.sqrt(2 * depth))]:
+            torch.nn.init.normal_(lin.weight, 0.0, std)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(a.transpose(1, 2).reshape(b, t, c))
+        return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+
+class Gpt(torch.nn.Module):
+    def __init__(self, vocab, context, width=128, depth=4, heads=4):
+        super().__init__()
+        self.tok = torch.nn.Embedding(vocab, width)
+        self.pos = torch.nn.Embedding(context, width)
+        torch.nn.init.normal_(self.tok.weight, 0.0, 0.02)
+        torch.nn.init.normal_(self.pos.weight, 0.0, 0.02)
+        self.blocks = torch.nn.ModuleList(Block(width, heads, depth) for _ in range(depth))
+        self.ln_f = torch.nn.LayerNorm(width, bias=False)
+
+    def forward(self, ids):
+        t = ids.shape[1]
+        h = self.tok(ids) + self.pos.weight[:t]
+        for blk in self.blocks:
+            h = blk(h)
+        return self.ln_f(h) @ self.tok.weight.t()
+
+
+def lr_at(step, base=1e-3, warmup=100, total=2000, min_lr=1e-4):
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t, n = step - warmup, max(total - warmup, 1)
+    if t >= n:
+        return min_lr
+    return min_lr + (base - min_lr) * (1 + math.cos(math.pi * t / n)) / 2
+
+
+def windows(tokens, context, max_windows):
+    """nabla's TextData::spread: non-overlapping windows spread evenly over the tokens."""
+    span = max(len(tokens) - context - 1, 0)
+    stride = max(context, -(-span // max(max_windows - 1, 1)))
+    n = span // stride + 1 if len(tokens) >= context + 1 else 0
+    return [i * stride for i in range(n)]
+
+
+def evaluate(model, data, starts, context):
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for a in range(0, len(starts), 128):
+            s = torch.tensor(starts[a:a + 128])
+            idx = s[:, None] + torch.arange(context)[None, :]
+            logits = model(data[idx])
+            y = data[idx + 1]
+            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                     reduction="sum").item()
+            count += y.numel()
+    model.train()
+    return total / count
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--text", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--context", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=12)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    with open(args.text, encoding="utf-8") as f:
+        text = f.read()
+    chars = sorted(set(text))
+    index = {c: i for i, c in enumerate(chars)}
+    tokens = torch.tensor([index[c] for c in text], dtype=torch.long)
+    cut = int(round(len(tokens) * 0.9))
+    train, val = tokens[:cut], tokens[cut:]
+    val_starts = windows(val, args.context, 256)
+    started = time.perf_counter()
+    model = Gpt(len(chars), args.context)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-8,
+                            weight_decay=0.1)
+    offsets = torch.arange(args.context)
+    for step in range(args.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total=args.steps)
+        s = torch.randint(len(train) - args.context - 1 + 1, (args.batch,))
+        idx = s[:, None] + offsets[None, :]
+        logits = model(train[idx])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), train[idx + 1].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    train_seconds = time.perf_counter() - started
+    val_loss = evaluate(model, val, val_starts, args.context)
+    seconds = time.perf_counter() - started
+    print(json.dumps({
+        "system": "pytorch", "version": torch.__version__, "workload": "gpt", "seed": args.seed,
+        "threads": args.threads, "steps": args.steps, "val_loss": val_loss,
+        "val_bits_per_char": val_loss / math.log(2), "val_windows": len(val_starts),
+        "last_train_loss": loss.item(), "seconds": seconds, "train_seconds": train_seconds,
+        "ms_per_step": 1000 * train_seconds / args.steps,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }))
+
+
+if __name__ == "__main__":
+    main()
