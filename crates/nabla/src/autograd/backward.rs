@@ -281,22 +281,7 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
         }),
         // y = x/2·(1 + tanh u), u = c(x + a·x³)  ⇒  dx = g·[(1 + t)/2 + x/2·(1 − t²)·c(1 + 3a·x²)]
         Op::Gelu(x) => r.rule(Saved::INPUT, |_, g| {
-            Ok(vec![when(0, &|| {
-                let x2 = x.mul(x)?;
-                let t = x2
-                    .mul_scalar(GELU_A)?
-                    .add_scalar(1.0)?
-                    .mul(x)?
-                    .mul_scalar(GELU_C)?
-                    .tanh()?;
-                let du = x2
-                    .mul_scalar(3.0 * GELU_A)?
-                    .add_scalar(1.0)?
-                    .mul_scalar(GELU_C)?;
-                let sech2 = t.mul(&t)?.neg()?.add_scalar(1.0)?;
-                let d = t.add_scalar(1.0)?.add(&x.mul(&sech2)?.mul(&du)?)?;
-                g.mul(&d)?.mul_scalar(0.5)
-            })?])
+            Ok(vec![when(0, &|| g.gelu_backward(x))?])
         }),
         // y = ln(1 + eˣ)  ⇒  dx = g·σ(x)
         Op::Softplus(x) => r.rule(Saved::INPUT, |_, g| {
@@ -424,6 +409,13 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
         // y = g·s(x), s piecewise constant  ⇒  dg = g'·s(x), dx = 0 (almost everywhere)
         Op::StepMul(_, x, step) => r.rule(Saved::inputs(u8::from(needs(0)) << 1), |_, g| {
             Ok(vec![when(0, &|| g.step_mul(x, *step))?, None])
+        }),
+        // y = h·gelu'(x)  ⇒  dh = g·gelu'(x), dx = g·h·gelu''(x) (composed)
+        Op::GeluBackward(h, x) => r.rule(crossed, |_, g| {
+            Ok(vec![
+                when(0, &|| g.gelu_backward(x))?,
+                when(1, &|| g.mul(h)?.mul(&gelu_second(x)?))?,
+            ])
         }),
         // y = index_add(h, idx)  ⇒  dh = g[idx]
         Op::IndexAdd(_, axis, idx, _) => r.rule(Saved::NOTHING, |_, g| {
@@ -578,4 +570,28 @@ fn through_composition<T: Float>(
         .iter()
         .map(|&n| if n { grads.next() } else { None })
         .collect())
+}
+
+/// GELU's (tanh approximation) second derivative, composed of differentiable ops: with
+/// `u = c(x + a x³)`, `t = tanh u`, `s = 1 − t²`, `u' = c(1 + 3a x²)`:
+/// `gelu''(x) = s·(u' + x/2·(6ac·x − 2t·u'²))`.
+fn gelu_second<T: Float>(x: &Tensor<T>) -> Result<Tensor<T>> {
+    let x2 = x.mul(x)?;
+    let t = x2
+        .mul_scalar(GELU_A)?
+        .add_scalar(1.0)?
+        .mul(x)?
+        .mul_scalar(GELU_C)?
+        .tanh()?;
+    let du = x2
+        .mul_scalar(3.0 * GELU_A)?
+        .add_scalar(1.0)?
+        .mul_scalar(GELU_C)?;
+    let s = t.mul(&t)?.neg()?.add_scalar(1.0)?;
+    let inner = x
+        .mul_scalar(6.0 * GELU_A * GELU_C)?
+        .sub(&t.mul(&du)?.mul(&du)?.mul_scalar(2.0)?)?
+        .mul(x)?
+        .mul_scalar(0.5)?;
+    s.mul(&du.add(&inner)?)
 }

@@ -134,6 +134,9 @@ ops! {
     /// `g ⊙ s(x)` for a piecewise-constant `s` (the derivative of relu & co., itself
     /// differentiable: so gradients of gradients work): (g, x, s).
     StepMul(g: Tensor<T>, x: Tensor<T>, step: Step) "step_mul" => vec![g, x];
+    /// `g ⊙ gelu'(x)`: GELU's backward in one pass (its own derivative is composed of
+    /// differentiable ops): (g, x).
+    GeluBackward(g: Tensor<T>, x: Tensor<T>) "gelu_backward" => vec![g, x];
     /// Zeros with `len` entries along `axis`, plus `g[.., j, ..]` added at `idx[j]` (the
     /// derivative of `index_select` and `narrow`): (g, axis, idx, len).
     IndexAdd(g: Tensor<T>, axis: usize, idx: Arc<Vec<usize>>, len: usize) "index_add" => vec![g];

@@ -1,5 +1,5 @@
 //! The ops that backward rules are made of, beyond the forward ones: `step_mul` (the
-//! derivative of relu, leaky relu, clamp and abs), `index_add` (of `index_select` and `narrow`)
+//! derivative of relu, leaky relu, clamp and abs), `gelu_backward`, `index_add` (of `index_select` and `narrow`)
 //! and `scatter_add` (of `gather` and `max`). Each is differentiable in turn, so the gradients
 //! that backward computes with them can be differentiated again.
 
@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::autograd::{record, Op, Step};
 use crate::error::{Error, Result};
+use crate::tensor::float::{GELU_A, GELU_C};
 use crate::tensor::kernels::split_at_axis;
 use crate::tensor::kernels::{elementwise, layout};
 use crate::tensor::shape::{check_axis, fmt_shape};
@@ -19,7 +20,7 @@ fn zip<T: Float>(
     x: &Tensor<T>,
     f: impl Fn(T, T) -> T + Sync + Send,
 ) -> Result<Vec<T>> {
-    let mut data = buffer("step_mul", g.shape())?;
+    let mut data = buffer("elementwise", g.shape())?;
     let (gs, xs) = (g.strided(), x.strided());
     elementwise::binary(
         &gs.data,
@@ -101,6 +102,40 @@ impl<T: Float> Tensor<T> {
         };
         Ok(record(data, self.shape().to_vec(), &[self, x], || {
             Op::StepMul(self.clone(), x.clone(), step)
+        }))
+    }
+
+    /// `self ⊙ gelu'(x)` for GELU's tanh approximation, in one pass: GELU's backward (`self`
+    /// the output gradient). Differentiable in both arguments.
+    ///
+    /// ```
+    /// use nabla::Tensor;
+    /// let g = Tensor::<f64>::ones(&[1]).unwrap();
+    /// let x = Tensor::from_vec(vec![0.0], &[1]).unwrap();
+    /// assert_eq!(g.gelu_backward(&x).unwrap().to_vec().unwrap(), [0.5]); // gelu'(0) = ½
+    /// ```
+    pub fn gelu_backward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        if self.shape() != x.shape() {
+            return Err(Error::shape(
+                "gelu_backward",
+                format!(
+                    "{} and {} differ (no broadcasting here)",
+                    fmt_shape(self.shape()),
+                    fmt_shape(x.shape())
+                ),
+            ));
+        }
+        let (c, a) = (T::from_f64(GELU_C), T::from_f64(GELU_A));
+        let (half, three) = (T::from_f64(0.5), T::from_f64(3.0));
+        let data = zip(self, x, move |g, x| {
+            let x2 = x * x;
+            let t = (c * x * (T::ONE + a * x2)).tanh();
+            let d =
+                half * (T::ONE + t) + half * x * (T::ONE - t * t) * c * (T::ONE + three * a * x2);
+            g * d
+        })?;
+        Ok(record(data, self.shape().to_vec(), &[self, x], || {
+            Op::GeluBackward(self.clone(), x.clone())
         }))
     }
 

@@ -54,7 +54,7 @@ pub trait Float:
     fn ln(self) -> Self;
     /// Square root.
     fn sqrt(self) -> Self;
-    /// Hyperbolic tangent.
+    /// Hyperbolic tangent (f32: [`tanh_f32`], within 4.5e-7; f64: the standard library's).
     fn tanh(self) -> Self;
     /// |x|.
     fn abs(self) -> Self;
@@ -111,8 +111,40 @@ fn not_f32<T, U>(_: T) -> Option<U> {
     None
 }
 
+/// `tanh` of an f32 as a rational function (odd degree 13 over even degree 6, the
+/// coefficients of Eigen's `generic_fast_tanh_float`) on `[−7.905, 7.905]`, where it reaches
+/// ±1 in f32: within 4.5e-7 of the exact value (a few ulp), and, unlike libm's `tanhf`,
+/// branch-free, so loops over it vectorise (GELU spent 37% of a GPT step in `tanhf`). Tiny
+/// inputs return themselves; NaN gives NaN.
+#[inline(always)]
+pub fn tanh_f32(x: f32) -> f32 {
+    const A: [f32; 7] = [
+        4.893_524_6e-3,
+        6.372_619_3e-4,
+        1.485_722_4e-5,
+        5.122_297e-8,
+        -8.604_672e-11,
+        2.000_188e-13,
+        -2.760_768_5e-16,
+    ];
+    const B: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347e-4, 1.198_258_4e-6];
+    let c = x.clamp(-7.905_311, 7.905_311);
+    let x2 = c * c;
+    let mut p = A[6];
+    for a in A[..6].iter().rev() {
+        p = x2 * p + a;
+    }
+    let q = ((x2 * B[3] + B[2]) * x2 + B[1]) * x2 + B[0];
+    let t = c * p / q;
+    if x.abs() < 4e-4 {
+        x
+    } else {
+        t
+    }
+}
+
 macro_rules! impl_float {
-    ($t:ident, $as_f32:path) => {
+    ($t:ident, $as_f32:path, $tanh:path) => {
         impl Float for $t {
             const DTYPE: &'static str = stringify!($t);
             const ZERO: Self = 0.0;
@@ -141,7 +173,7 @@ macro_rules! impl_float {
             }
             #[inline(always)]
             fn tanh(self) -> Self {
-                $t::tanh(self)
+                $tanh(self)
             }
             #[inline(always)]
             fn abs(self) -> Self {
@@ -238,5 +270,25 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, Some);
-impl_float!(f64, not_f32);
+impl_float!(f32, Some, tanh_f32);
+impl_float!(f64, not_f32, f64::tanh);
+
+#[cfg(test)]
+mod tests {
+    use super::tanh_f32;
+
+    #[test]
+    fn fast_tanh_is_within_its_documented_error() {
+        let mut worst = 0.0f64;
+        for i in -1_200_000..=1_200_000 {
+            let x = i as f32 * 1e-5;
+            let err = (f64::from(tanh_f32(x)) - f64::from(x).tanh()).abs();
+            worst = worst.max(err);
+        }
+        assert!(worst < 4.5e-7, "max error {worst}");
+        assert_eq!(tanh_f32(20.0), 1.0);
+        assert_eq!(tanh_f32(-f32::INFINITY), -1.0);
+        assert!(tanh_f32(f32::NAN).is_nan());
+        assert_eq!(tanh_f32(-0.0).to_bits(), (-0.0f32).to_bits());
+    }
+}

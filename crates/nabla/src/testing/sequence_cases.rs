@@ -19,6 +19,11 @@ pub(super) fn sequence_op_cases() -> Vec<OpCase> {
             |t| t[0].layer_norm(&[2, 3], None, None, 1e-5),
         ),
         case(
+            "gelu_backward (g, x)",
+            vec![u(&[3, 4], 313), us(&[3, 4], 314, 3.0)],
+            |t| t[0].gelu_backward(&t[1]),
+        ),
+        case(
             "embedding with repeated ids (table)",
             vec![u(&[4, 3], 304)],
             |t| t[0].embedding(&[2, 0, 2, 3, 2]),
