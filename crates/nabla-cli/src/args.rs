@@ -58,7 +58,7 @@ pub struct GenerateArgs {
     pub tokens: usize,
     /// Sampling temperature: below 1 more predictable, above 1 more varied; 0 always takes
     /// the most likely character.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     pub temperature: f64,
     /// Sample among the K most likely characters only.
     #[arg(long, value_name = "K")]

@@ -330,6 +330,15 @@ pub fn info(args: &InfoArgs) -> Result<()> {
         _ if md.contains_key("model_spec") || md.contains_key("model_config") => {
             let (model, meta) = load_model(path)?;
             crate::outln!("\n{}", model.summary(1)?);
+            if meta.task == Task::Text {
+                crate::outln!(
+                    "a language model: input [batch, ≤ {}] character ids of its {}-character vocabulary\n\
+                     to sample text: nabla generate --checkpoint {shown} [--prompt TEXT]",
+                    meta.spec.input_features(),
+                    meta.class_names.len()
+                );
+                return Ok(());
+            }
             crate::outln!(
                 "input {} in the data file's units: {}",
                 crate::interop::input_shape(&meta.spec),

@@ -11,6 +11,9 @@ pub struct Progress {
     epochs: usize,
     which: &'static str,
     bar: Option<ProgressBar>,
+    /// Counting steps, not epochs (a language model's run, whose rows come every
+    /// `--eval-every` steps): the run's total steps.
+    steps: Option<u64>,
 }
 
 impl Progress {
@@ -23,7 +26,14 @@ impl Progress {
             epochs,
             which: if validation { "val" } else { "test" },
             bar: None,
+            steps: None,
         }
+    }
+
+    /// Progress counted in steps, out of `total`: one bar for the run, a line per evaluation.
+    pub fn in_steps(mut self, total: u64) -> Self {
+        self.steps = Some(total);
+        self
     }
 }
 
@@ -34,6 +44,18 @@ pub fn pct(v: Option<f64>) -> String {
 
 impl Callback for Progress {
     fn epoch_start(&mut self, epoch: usize, batches: usize, done: usize) {
+        if let Some(total) = self.steps {
+            if self.show && self.tty && self.bar.is_none() {
+                let b = ProgressBar::new(total);
+                b.set_style(
+                    ProgressStyle::with_template("step [{bar:30}] {pos}/{len} {msg}")
+                        .expect("static template")
+                        .progress_chars("=> "),
+                );
+                self.bar = Some(b);
+            }
+            return;
+        }
         if self.show && self.tty {
             let b = ProgressBar::new(batches as u64);
             b.set_style(
@@ -49,7 +71,11 @@ impl Callback for Progress {
 
     fn step(&mut self, p: &StepProgress) {
         if let Some(b) = &self.bar {
-            b.set_position(p.batch as u64);
+            b.set_position(if self.steps.is_some() {
+                p.step
+            } else {
+                p.batch as u64
+            });
             if p.batch % 10 == 1 {
                 let acc = p
                     .accuracy
@@ -63,6 +89,27 @@ impl Callback for Progress {
     }
 
     fn epoch_end(&mut self, row: &EpochMetrics) {
+        if let Some(total) = self.steps {
+            let val = row.val_loss.map_or("-".into(), |l| {
+                format!("{l:.4} ({:.3} bits/char)", l / std::f64::consts::LN_2)
+            });
+            let line = format!(
+                "step {}/{total}  loss {:.4}  val loss {val}  val acc {}  lr {:.3e}  {:.0} windows/s  {:.1} s",
+                row.step,
+                row.train_loss,
+                pct(row.val_accuracy),
+                row.lr,
+                row.samples_per_second,
+                row.seconds
+            );
+            match &self.bar {
+                Some(b) if row.step >= total => b.finish_with_message(line),
+                Some(b) => b.println(line),
+                None if self.show => crate::outln!("{line}"),
+                None => {}
+            }
+            return;
+        }
         let which = self.which;
         let (el, ea) = if which == "val" {
             (row.val_loss, row.val_accuracy)

@@ -330,6 +330,9 @@ fn execute(args: &TrainArgs, mut s: Setup, group: &mut Group) -> Result<()> {
     }
     let tty = std::io::stdout().is_terminal();
     let mut progress = Progress::new(show, tty, s.config.epochs, rows.1 > 0);
+    if text {
+        progress = progress.in_steps(s.config.total_steps(rows.0));
+    }
     let reason = trainer.fit(&mut progress)?;
     finish(args, &s, group, &mut trainer, &normalizer, &test, reason)
 }

@@ -319,7 +319,7 @@ fn flags_that_do_not_apply_are_errors_in_the_clis_words() {
         ),
         (
             &["--test-fraction", "0.3"],
-            "--test-fraction applies only to --csv data",
+            "--test-fraction applies only to --csv and --text data",
         ),
         (&["--lr", "-1"], "--lr -1 must be positive and finite"),
         (

@@ -24,7 +24,7 @@ impl Vocab {
     /// use nabla::data::text::Vocab;
     /// let v = Vocab::from_text("hello").unwrap();
     /// assert_eq!(v.len(), 4);
-    /// assert_eq!(v.encode("olleh").unwrap(), [3, 2, 2, 1, 0]);
+    /// assert_eq!(v.encode("olleh").unwrap(), [3, 2, 2, 0, 1]);
     /// assert_eq!(v.decode(&[0, 3]), "eo");
     /// assert!(v.encode("help").is_err());
     /// ```

@@ -114,11 +114,20 @@ impl<T: Float> Network<T> {
         }
     }
 
-    /// `x` as `[N, …input]`: unchanged when it has that shape, reshaped when it is `[N, F]`
-    /// rows of the same number of values, otherwise an error naming both shapes.
+    /// `x` as `[N, …input]`: unchanged when it has that shape (or, for a model of token ids
+    /// `[T]`, is `[N, t]` with `t ≤ T`), reshaped when it is `[N, F]` rows of the same number
+    /// of values, otherwise an error naming both shapes.
     fn shaped(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
         let s = x.shape();
         if s.len() >= 2 && s[1..] == self.spec.input[..] {
+            return Ok(x.clone());
+        }
+        // Token ids: any number of positions up to the context.
+        let tokens = matches!(
+            self.spec.layers.first(),
+            Some(LayerSpec::Gpt { .. } | LayerSpec::Embedding { .. })
+        );
+        if tokens && matches!((s, &self.spec.input[..]), ([_, t], [n]) if t <= n) {
             return Ok(x.clone());
         }
         if s.len() == 2 && s[1] == self.spec.input_features() {

@@ -45,13 +45,16 @@ impl Trainer {
         }
         self.model.set_training(false);
         self.final_checkpoint(&clock, callback)?;
-        Ok(
-            if self.state.step >= total && self.config.max_steps.is_some_and(|m| m == total) {
-                StopReason::MaxSteps
-            } else {
-                StopReason::Finished
-            },
-        )
+        Ok(self.end_reason(total))
+    }
+
+    /// Why a run that ran out of steps or epochs stopped.
+    fn end_reason(&self, total: u64) -> StopReason {
+        if self.state.step >= total && self.config.max_steps.is_some_and(|m| m == total) {
+            StopReason::MaxSteps
+        } else {
+            StopReason::Finished
+        }
     }
 
     /// One epoch (or its rest after a resume); `Some` when the loop must stop.
@@ -107,9 +110,12 @@ impl Trainer {
                 .config
                 .eval_every
                 .is_some_and(|k| self.state.step.is_multiple_of(k));
-            if eval_due && self.state.batch < batches.len() && self.state.step < total {
-                // A row within the epoch; the next one counts from here.
-                let row = self.end_epoch(None, row_clock(&started, before), clock)?;
+            if eval_due && self.state.batch < batches.len() {
+                // A row within the epoch; the next one counts from here. At the run's last
+                // step it is the last row (and saved with the last checkpoint, so a resumed
+                // run has it as a run straight through would).
+                let last = (self.state.step >= total).then_some(total);
+                let row = self.end_epoch(last, row_clock(&started, before), clock)?;
                 cb.epoch_end(&row);
                 self.state.history.push(row);
                 (self.state.loss_sum, self.state.correct, self.state.seen) = (0.0, 0, 0);
@@ -126,7 +132,9 @@ impl Trainer {
             }
         }
         if self.state.seen == 0 {
-            return Ok(Some(StopReason::Finished));
+            // Nothing since the last row: a resumed epoch that had ended, or a run whose last
+            // step was also an evaluation step.
+            return Ok(Some(self.end_reason(total)));
         }
         let epoch_seconds = row_clock(&started, before);
         self.model.set_training(false);
