@@ -2,6 +2,7 @@
 """PyTorch counterpart of `nabla bench`: the same workloads, one JSON line each.
 
     python3 bench/pytorch_reference.py --threads 2 [--workload tiny|fashion|wide|cnn|all] [--steps N]
+    python3 bench/pytorch_reference.py --workload gpt --text FILE [--seed S] [--threads 2]
 
 tiny:    2-64-64-3 ReLU, 3-class spiral of 1000 points per class, batch 32, Adam 1e-3,
          10,000 steps -> steps/s
@@ -14,6 +15,8 @@ cnn:     conv(1->32, 3x3, pad 1)-ReLU-maxpool 2-conv(32->64, 3x3, pad 1)-ReLU-ma
          one shuffled epoch -> seconds (and s per step); then test accuracy (not timed).
          Slow, so not part of `all`. `--steps N` times only the first N steps and
          extrapolates: epoch_seconds = seconds_per_step * 469, "extrapolated": true.
+gpt:     nanoGPT's CPU "baby GPT" on a text (bench/gpt_reference.py; its doc has the
+         details), 2,000 steps -> validation loss (nats/char), seconds, peak RSS.
 Only the training loop is timed (data already in memory); cross-entropy from logits.
 """
 import argparse
@@ -155,6 +158,12 @@ def cnn(data_dir, max_steps=None):
 
 
 def main():
+    if "--workload" in sys.argv and sys.argv[sys.argv.index("--workload") + 1:][:1] == ["gpt"]:
+        # the character-level GPT: bench/gpt_reference.py, with the same flags
+        import gpt_reference  # noqa: E402
+        i = sys.argv.index("--workload")
+        sys.argv[i:i + 2] = []
+        return gpt_reference.main()
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--workload", default="all", choices=["tiny", "fashion", "wide", "cnn", "all"],

@@ -152,7 +152,11 @@ pub fn eval(args: &EvalArgs, given: &[String]) -> Result<()> {
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&e)?);
     } else {
-        let which = if args.train_split { "train" } else { "test" };
+        let which = match (args.train_split, meta.task) {
+            (true, _) => "train",
+            (false, Task::Text) => "held-out",
+            (false, _) => "test",
+        };
         crate::outln!(
             "{} ({which} split) with {}",
             data.name,

@@ -33,28 +33,13 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// Sets the thread count of the GEMM and of the element-wise kernels (default: one per core).
-/// With two or more, this (the main) thread is one of them: the training loop then runs inside
-/// the pool, so a parallel kernel keeps part of its work here and wakes only the others,
-/// instead of putting this thread to sleep and waking all of them — a Fashion-MNIST epoch on 2
-/// threads switched context ~4,400 times instead of 21,000–39,000 (`perf stat`). With one
-/// thread, the pool's only worker stays a thread of its own, so that work handed to the pool
-/// by any other thread always finds a worker.
+/// Sets the thread count of the GEMM and of the element-wise kernels (default: one per core),
+/// this thread being one of them: [`nabla::threads::init_pool`].
 pub fn set_threads(threads: Option<usize>) -> Result<()> {
-    let n = match threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    let builder = rayon::ThreadPoolBuilder::new().num_threads(n);
-    let builder = if n >= 2 {
-        builder.use_current_thread()
-    } else {
-        builder
-    };
-    builder
-        .build_global()
-        .context("cannot configure the thread pool")
+    if threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    nabla::threads::init_pool(threads).context("cannot configure the thread pool")
 }
 
 /// Everything a run needs before it starts.

@@ -33,8 +33,8 @@ pub fn layer_norm<T: Float>(
         invstd: vec![0.0; rows],
     };
     for (r, row) in x.chunks_exact(d.max(1)).enumerate() {
-        let mean = row.iter().map(|v| v.to_f64()).sum::<f64>() / d as f64;
-        let var = row.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / d as f64;
+        let mean = lane_sum(row, |v, _| v.to_f64()) / d as f64;
+        let var = lane_sum(row, |v, _| (v.to_f64() - mean) * (v.to_f64() - mean)) / d as f64;
         stats.mean[r] = mean;
         stats.invstd[r] = 1.0 / (var + eps).sqrt();
     }
@@ -80,13 +80,12 @@ pub fn layer_norm_grads<T: Float>(
         for_each_run(&mut dx, d.max(1), |r, out| {
             let (gr, xr) = (&g[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]);
             let (m, s) = (st.mean[r], st.invstd[r]);
-            let gw = |j: usize| gr[j].to_f64() * w.map_or(1.0, |w| w[j].to_f64());
-            let (mut sum_g, mut sum_gx) = (0.0, 0.0);
-            for (j, xv) in xr.iter().enumerate() {
-                let h = (xv.to_f64() - m) * s;
-                sum_g += gw(j);
-                sum_gx += gw(j) * h;
-            }
+            let gw = |j: usize| match w {
+                Some(w) => gr[j].to_f64() * w[j].to_f64(),
+                None => gr[j].to_f64(),
+            };
+            let sum_g = lane_sum(gr, |_, j| gw(j));
+            let sum_gx = lane_sum(xr, |xv, j| gw(j) * ((xv.to_f64() - m) * s));
             let (mg, mgx) = (sum_g / d as f64, sum_gx / d as f64);
             for (j, o) in out.iter_mut().enumerate() {
                 let h = (xr[j].to_f64() - m) * s;
@@ -96,6 +95,29 @@ pub fn layer_norm_grads<T: Float>(
         dx
     });
     (dx, dw, db)
+}
+
+/// `Σ f(xs[i], i)` in f64 over eight interleaved partial sums, added pairwise at the end: a
+/// fixed order (the same bits on any thread count), and one the compiler can vectorise,
+/// unlike a single running sum.
+#[inline(always)]
+fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T, usize) -> f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut chunks = xs.chunks_exact(8);
+    let mut base = 0;
+    for c in &mut chunks {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(c[l], base + l);
+        }
+        base += 8;
+    }
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| f(v, base + i))
+        .sum();
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
 /// Softmax of `scale·x` along the last axis of `[.., t, s]` score blocks. With `causal`, the
