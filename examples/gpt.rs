@@ -195,8 +195,9 @@ fn main() -> Result<()> {
 mod tests {
     use super::*;
 
-    /// 60 steps on the corpus (CI installs it), or on a paragraph repeated when it is missing
-    /// on a developer's machine: the validation loss falls well below its start.
+    /// 60 steps on the corpus (CI installs it), or on a couplet repeated when it is missing on
+    /// a developer's machine: the validation loss ends a nat per character below the uniform
+    /// guess (ln 84 ≈ 4.43 on the corpus; 2.79 measured).
     #[test]
     fn a_short_run_learns() {
         let corpus = Path::new(CORPUS);
@@ -215,12 +216,12 @@ mod tests {
             std::fs::write(&p, para.repeat(200)).unwrap();
             p
         };
-        let (_, _, curves) = train(&path, 60, true).unwrap();
-        let first = curves.rows.first().unwrap().train_loss;
+        let (_, vocab, curves) = train(&path, 60, true).unwrap();
+        let uniform = (vocab.len() as f64).ln();
         let last = curves.rows.last().unwrap().val_loss.unwrap();
         assert!(
-            last < first - 0.5,
-            "validation {last} vs first training {first}"
+            last < uniform - 1.0,
+            "validation {last} nats/char, uniform guess {uniform}"
         );
     }
 }

@@ -351,3 +351,51 @@ fn a_gpt_trains_bit_identically_on_one_two_and_four_ranks() {
         .collect();
     assert_eq!(w, one[0].0);
 }
+
+/// The row kernels (layer norm, the attention softmax and its backward) share rows among
+/// threads above 32,768 values: the same bits on one thread as on all of them.
+#[test]
+fn sequence_kernels_give_the_same_bits_on_any_thread_count() {
+    let run = || -> Vec<u32> {
+        let x = Tensor::<f32>::rand_uniform(&[512, 128], -2.0, 2.0, 11)
+            .unwrap()
+            .requires_grad();
+        let w = Tensor::<f32>::rand_uniform(&[128], 0.5, 1.5, 12)
+            .unwrap()
+            .requires_grad();
+        let s = Tensor::<f32>::rand_uniform(&[16, 64, 64], -3.0, 3.0, 13)
+            .unwrap()
+            .requires_grad();
+        let y = x.layer_norm(&[128], Some(&w), None, 1e-5).unwrap();
+        let p = s.attention_softmax(0.3, true).unwrap();
+        let loss = y
+            .square()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .add(&p.square().unwrap().sum_all().unwrap())
+            .unwrap();
+        let g = loss.backward().unwrap();
+        [
+            &y,
+            &p,
+            g.get(&x).unwrap(),
+            g.get(&w).unwrap(),
+            g.get(&s).unwrap(),
+        ]
+        .iter()
+        .flat_map(|t| t.to_vec().unwrap())
+        .map(f32::to_bits)
+        .collect()
+    };
+    let pool = |n: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    let one = pool(1).install(run);
+    for n in [2, 3] {
+        assert_eq!(pool(n).install(run), one, "{n} threads");
+    }
+}

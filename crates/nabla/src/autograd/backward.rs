@@ -411,7 +411,7 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
             Ok(vec![when(0, &|| g.step_mul(x, *step))?, None])
         }),
         // y = h·gelu'(x)  ⇒  dh = g·gelu'(x), dx = g·h·gelu''(x) (composed)
-        Op::GeluBackward(h, x) => r.rule(crossed, |_, g| {
+        Op::GeluBackward(h, x) => r.rule(Saved::inputs(0b11), |_, g| {
             Ok(vec![
                 when(0, &|| g.gelu_backward(x))?,
                 when(1, &|| g.mul(h)?.mul(&gelu_second(x)?))?,
@@ -511,10 +511,22 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
         }
         // y = softmax(c·x) (masked entries 0)  ⇒  dx = c·y·(g − Σ g·y)
         Op::AttentionSoftmax(_, c, _) => r.rule(Saved::OUTPUT, |y, g| {
-            Ok(vec![when(0, &|| {
-                let s = g.mul(y)?.sum(&[y.rank() - 1], true)?;
-                g.sub(&s)?.mul(y)?.mul_scalar(c.to_f64())
-            })?])
+            Ok(vec![when(0, &|| g.softmax_backward(y, c.to_f64()))?])
+        }),
+        // z = c·y⊙(h − s), s = Σ h⊙y  ⇒  dh = softmax_backward(g, y, c),
+        // dy = c·(g⊙(h − s) − h·Σ g⊙y) (composed)
+        Op::SoftmaxBackward(h, y, c) => r.rule(Saved::inputs(0b11), |_, g| {
+            let last = y.rank() - 1;
+            Ok(vec![
+                when(0, &|| g.softmax_backward(y, c.to_f64()))?,
+                when(1, &|| {
+                    let s = h.mul(y)?.sum(&[last], true)?;
+                    let s2 = g.mul(y)?.sum(&[last], true)?;
+                    g.mul(&h.sub(&s)?)?
+                        .sub(&h.mul(&s2)?)?
+                        .mul_scalar(c.to_f64())
+                })?,
+            ])
         }),
         // y = f(xs), recomputed  ⇒  dxs = the chain rule through f's recorded graph
         Op::Checkpoint(c) => {

@@ -176,6 +176,10 @@ ops! {
     /// after each query's position left out when `causal` (backward reads the output):
     /// (x, scale, causal).
     AttentionSoftmax(x: Tensor<T>, scale: T, causal: bool) "attention_softmax" => vec![x];
+    /// `c·y ⊙ (g − Σ g⊙y)` along the last axis: the softmax's backward in one pass, for the
+    /// output gradient `g` and the probabilities `y` (its own derivative is composed):
+    /// (g, y, c).
+    SoftmaxBackward(g: Tensor<T>, y: Tensor<T>, scale: T) "softmax_backward" => vec![g, y];
     /// A function run without keeping its activations, recomputed during backward.
     Checkpoint(c: Box<Checkpointed<T>>) "checkpoint" => c.inputs.iter().collect();
 }

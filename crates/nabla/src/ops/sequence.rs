@@ -193,6 +193,36 @@ impl<T: Float> Tensor<T> {
     }
 }
 
+impl<T: Float> Tensor<T> {
+    /// `scale·y ⊙ (self − Σ self⊙y)` along the last axis, in one pass: the backward of a
+    /// softmax `y` (of `scale·x`) for the output gradient `self`. Differentiable in both.
+    ///
+    /// ```
+    /// use nabla::Tensor;
+    /// let y = Tensor::<f64>::from_vec(vec![0.5, 0.5], &[1, 2]).unwrap();
+    /// let g = Tensor::from_vec(vec![1.0, 0.0], &[1, 2]).unwrap();
+    /// assert_eq!(g.softmax_backward(&y, 1.0).unwrap().to_vec().unwrap(), [0.25, -0.25]);
+    /// ```
+    pub fn softmax_backward(&self, y: &Tensor<T>, scale: f64) -> Result<Tensor<T>> {
+        if self.shape() != y.shape() || y.rank() == 0 {
+            return Err(Error::shape(
+                "softmax_backward",
+                format!(
+                    "gradient {} and probabilities {} must have the same shape (rank ≥ 1)",
+                    fmt_shape(self.shape()),
+                    fmt_shape(y.shape())
+                ),
+            ));
+        }
+        let s = y.shape()[y.rank() - 1];
+        let c = T::from_f64(scale);
+        let dx = rows::softmax_backward(&self.data()?, &y.data()?, s, c);
+        Ok(record(dx, y.shape().to_vec(), &[self, y], || {
+            Op::SoftmaxBackward(self.clone(), y.clone(), c)
+        }))
+    }
+}
+
 /// Attention `softmax(q·kᵀ/√d + mask)·v`, as `torch.nn.functional.scaled_dot_product_attention`:
 /// `q` `[.., t, d]`, `k` `[.., s, d]`, `v` `[.., s, dv]` with the same leading axes (one or
 /// two of them, e.g. batch and head), giving `[.., t, dv]`. `mask`, if given, is added to the

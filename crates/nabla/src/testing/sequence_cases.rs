@@ -34,6 +34,11 @@ pub(super) fn sequence_op_cases() -> Vec<OpCase> {
             |t| t[0].attention_softmax(0.7, false),
         ),
         case(
+            "softmax_backward (g, y)",
+            vec![u(&[2, 3, 4], 315), us(&[2, 3, 4], 316, 0.5)],
+            |t| t[0].softmax_backward(&t[1], 0.7),
+        ),
+        case(
             "attention_softmax causal, 2 queries over 4 keys",
             vec![us(&[2, 2, 4], 306, 2.0)],
             |t| t[0].attention_softmax(0.7, true),

@@ -52,14 +52,25 @@ pub const PAR_THRESHOLD: usize = 1 << 18;
 /// that a task is worth sending to another thread. Each run is handed to `f` exactly once, so
 /// results do not depend on the thread count.
 pub(crate) fn for_each_run<T: Send>(out: &mut [T], per: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    for_each_run_above(out, per, PAR_THRESHOLD, f)
+}
+
+/// [`for_each_run`] split among threads from `threshold` values on: for kernels whose work
+/// per value is heavier than an element-wise op's (a softmax's `exp`, a norm's two passes).
+pub(crate) fn for_each_run_above<T: Send>(
+    out: &mut [T],
+    per: usize,
+    threshold: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
     use rayon::prelude::*;
     if per == 0 {
         return;
     }
-    if out.len() < PAR_THRESHOLD || threads() < 2 {
+    if out.len() < threshold || threads() < 2 {
         out.chunks_mut(per).enumerate().for_each(|(i, o)| f(i, o));
     } else {
-        let k = (PAR_THRESHOLD / 16 / per).max(1);
+        let k = (threshold / 16 / per).max(1);
         out.par_chunks_mut(per * k).enumerate().for_each(|(t, os)| {
             for (i, o) in os.chunks_mut(per).enumerate() {
                 f(t * k + i, o);

@@ -4,7 +4,15 @@
 //! weight and bias gradients) run in row order on one thread: the same bits on any thread
 //! count. Rows are shared among threads above [`PAR_THRESHOLD`](super::PAR_THRESHOLD) values.
 
-use super::for_each_run;
+use super::for_each_run_above;
+
+/// Values from which a row kernel shares its rows among threads: their work per value (an
+/// `exp`, two passes, f64 sums) pays for the hand-off sooner than an element-wise op's.
+const ROWS_PARALLEL: usize = 1 << 15;
+
+fn for_each_run<T: Send>(out: &mut [T], per: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    for_each_run_above(out, per, ROWS_PARALLEL, f)
+}
 use crate::tensor::Float;
 
 /// Per-row statistics a recorded layer normalisation keeps for its gradient: the mean and
@@ -148,6 +156,31 @@ pub fn attention_softmax<T: Float>(x: &[T], t: usize, s: usize, scale: T, causal
         }
     });
     y
+}
+
+/// `c·y ⊙ (g − Σ g⊙y)` over each `s`-long row: a softmax's backward in one pass (the row sum
+/// in one fixed order).
+pub fn softmax_backward<T: Float>(g: &[T], y: &[T], s: usize, c: T) -> Vec<T> {
+    let mut dx = vec![T::ZERO; g.len()];
+    for_each_run(&mut dx, s.max(1), |r, out| {
+        let (gr, yr) = (&g[r * s..(r + 1) * s], &y[r * s..(r + 1) * s]);
+        let mut acc = [T::ZERO; 8];
+        let (mut gc, mut yc) = (gr.chunks_exact(8), yr.chunks_exact(8));
+        for (a, b) in (&mut gc).zip(&mut yc) {
+            for l in 0..8 {
+                acc[l] += a[l] * b[l];
+            }
+        }
+        let mut dot =
+            ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+        for (a, b) in gc.remainder().iter().zip(yc.remainder()) {
+            dot += *a * *b;
+        }
+        for ((o, &gv), &yv) in out.iter_mut().zip(gr).zip(yr) {
+            *o = c * yv * (gv - dot);
+        }
+    });
+    dx
 }
 
 #[cfg(test)]
