@@ -6,6 +6,40 @@ import os
 
 import numpy as np
 
+# Each peer's own switches that hold its kernels to an instruction-set tier, as nabla's
+# NABLA_MAX_ISA / `nabla bench --max-isa` does: XLA's code generator, PyTorch's ATen kernels,
+# oneDNN and MKL (the BLAS under torch.matmul). "scalar" is nabla's portable tier; the peers
+# have no scalar tier, so SSE4.2 is the nearest they offer.
+ISA_ENV = {
+    "scalar": {"xla": "SSE4_2", "ATEN_CPU_CAPABILITY": "default",
+               "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+    "avx2": {"xla": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+             "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "avx512": {"xla": "AVX512", "ATEN_CPU_CAPABILITY": "avx512",
+               "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
+}
+
+
+def hold_isa_from_argv():
+    """Reads `--max-isa scalar|avx2|avx512` from sys.argv (removing it) and sets every peer's
+    tier switch in the environment. Must run before torch or jax is imported: they read the
+    switches once, at load. Returns the tier, or None."""
+    import sys
+    if "--max-isa" not in sys.argv:
+        return None
+    i = sys.argv.index("--max-isa")
+    tier = (sys.argv[i + 1:i + 2] or [""])[0]
+    if tier not in ISA_ENV:
+        raise SystemExit(f"--max-isa {tier!r}: expected one of {', '.join(ISA_ENV)}")
+    del sys.argv[i:i + 2]
+    env = ISA_ENV[tier]
+    flags = os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_max_isa={env['xla']}"
+    os.environ["XLA_FLAGS"] = flags.strip()
+    for k, v in env.items():
+        if k != "xla":
+            os.environ[k] = v
+    return tier
+
 
 def read_idx(path):
     with open(path, "rb") as f:

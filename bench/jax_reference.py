@@ -3,6 +3,7 @@
 one JSON line each, with `jax.jit` on the whole training step (forward, loss, backward, Adam).
 
     python3 bench/jax_reference.py --threads 2 [--workload tiny|fashion|wide|cnn|all] [--steps N]
+        [--max-isa scalar|avx2|avx512]
 
 tiny:    2-64-64-3 ReLU, 3-class spiral of 1000 points per class, batch 32, Adam 1e-3,
          10,000 steps -> steps/s
@@ -253,6 +254,8 @@ def cnn(data_dir, threads, max_steps=None):
 
 
 def main():
+    # `--max-isa T` holds XLA's code generation to a tier (XLA_FLAGS, read when jax loads).
+    max_isa = bench_data.hold_isa_from_argv()
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--workload", default="all", choices=["tiny", "fashion", "wide", "cnn", "all"],
@@ -264,14 +267,15 @@ def main():
     configure_threads(args.threads)
     import jax
     jax.config.update("jax_platforms", "cpu")
+    tier = {"isa_tier": max_isa or "widest", "xla_flags": os.environ.get("XLA_FLAGS", "")}
     if args.workload in ("tiny", "all"):
-        print(json.dumps(tiny(10_000, args.threads)), flush=True)
+        print(json.dumps({**tiny(10_000, args.threads), **tier}), flush=True)
     if args.workload in ("fashion", "all"):
-        print(json.dumps(fashion(args.data_dir, args.threads)), flush=True)
+        print(json.dumps({**fashion(args.data_dir, args.threads), **tier}), flush=True)
     if args.workload in ("wide", "all"):
-        print(json.dumps(wide(args.data_dir, 40, args.threads)), flush=True)
+        print(json.dumps({**wide(args.data_dir, 40, args.threads), **tier}), flush=True)
     if args.workload == "cnn":
-        print(json.dumps(cnn(args.data_dir, args.threads, args.steps)), flush=True)
+        print(json.dumps({**cnn(args.data_dir, args.threads, args.steps), **tier}), flush=True)
 
 
 if __name__ == "__main__":

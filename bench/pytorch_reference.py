@@ -26,10 +26,13 @@ import sys
 import time
 
 import numpy as np
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_data  # noqa: E402
+
+# `--max-isa T` holds torch's kernels to a tier: set before torch loads.
+MAX_ISA = bench_data.hold_isa_from_argv()
+import torch  # noqa: E402
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 
@@ -173,14 +176,15 @@ def main():
                     help="cnn: time only the first N steps and extrapolate the epoch")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    tier = {"isa_tier": MAX_ISA or "widest", "aten_capability": torch.backends.cpu.get_cpu_capability()}
     if args.workload in ("tiny", "all"):
-        print(json.dumps(tiny(10_000)), flush=True)
+        print(json.dumps({**tiny(10_000), **tier}), flush=True)
     if args.workload in ("fashion", "all"):
-        print(json.dumps(fashion(args.data_dir)), flush=True)
+        print(json.dumps({**fashion(args.data_dir), **tier}), flush=True)
     if args.workload in ("wide", "all"):
-        print(json.dumps(wide(args.data_dir, 40)), flush=True)
+        print(json.dumps({**wide(args.data_dir, 40), **tier}), flush=True)
     if args.workload == "cnn":
-        print(json.dumps(cnn(args.data_dir, args.steps)), flush=True)
+        print(json.dumps({**cnn(args.data_dir, args.steps), **tier}), flush=True)
 
 
 if __name__ == "__main__":

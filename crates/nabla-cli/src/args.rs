@@ -206,6 +206,10 @@ pub enum Workload {
     /// Linear(3136→128)–ReLU–Linear(128→10) on Fashion-MNIST, batch 128, Adam, one epoch →
     /// seconds, test accuracy (not part of `all`: it takes a while).
     Cnn,
+    /// Inference through `nabla::nn::Predictor` (evaluation mode, no graph): batch-1 latency
+    /// (median and p99 over --steps calls, default 10,000) and batch-256 rows/s, of --model or
+    /// a 784-512-256-10 MLP; `bench/onnx_infer.py` times ONNX Runtime on the exported model.
+    Infer,
     /// The peak and the three MLP workloads.
     All,
 }
@@ -230,6 +234,19 @@ pub struct BenchArgs {
     /// `nabla::threads::warm` (which `nabla train` and the default bench use): for comparison.
     #[arg(long)]
     pub cold: bool,
+    /// Hold every kernel to this instruction-set tier or narrower: scalar, avx2 or avx512
+    /// (default: NABLA_MAX_ISA, else the widest the CPU has). Each result line names the tier.
+    #[arg(long, value_parser = parse_isa)]
+    pub max_isa: Option<nabla::isa::Isa>,
+    /// A model file (`nabla train`'s model.safetensors) for --workload infer.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+/// `--max-isa`'s value.
+fn parse_isa(s: &str) -> Result<nabla::isa::Isa, String> {
+    s.parse()
+        .map_err(|_| format!("unknown tier {s:?}: expected scalar, avx2 or avx512"))
 }
 
 /// Built-in data sets.

@@ -193,8 +193,59 @@ fn cnn(dir: &PathBuf, max_steps: Option<u64>, cold: bool) -> Result<serde_json::
 }
 
 /// Runs `nabla bench`.
+/// infer: `calls` single-row predictions (each timed: median and p99 in µs), then batches of
+/// 256 rows for at least a second (rows/s), through `Predictor`, on inputs drawn N(0, 1) of the
+/// model's input shape. The model: `model`'s file, else a 784-512-256-10 ReLU MLP.
+fn infer(model: Option<&PathBuf>, calls: u64) -> Result<serde_json::Value> {
+    let net = match model {
+        Some(p) => nabla::io::load_model(p)?.0,
+        None => nabla::nn::ModelSpec::mlp(&MlpConfig::new(&[784, 512, 256, 10])).build()?,
+    };
+    let what = model.map_or("mlp 784-512-256-10".to_string(), |p| {
+        p.display().to_string()
+    });
+    let sample = net.spec().input.clone();
+    let shaped = |rows: usize| [&[rows][..], &sample[..]].concat();
+    let predictor = nabla::nn::Predictor::new(net).with_batch(256)?;
+    let one = Tensor::<f32>::randn(&shaped(1), 0.0, 1.0, 1)?;
+    let many = Tensor::<f32>::randn(&shaped(256), 0.0, 1.0, 2)?;
+    // Warm-up (first-touch allocations, the thread pool).
+    for _ in 0..100 {
+        predictor.predict(&one)?;
+    }
+    let mut times = Vec::with_capacity(calls as usize);
+    for _ in 0..calls {
+        let t = Instant::now();
+        std::hint::black_box(predictor.predict(&one)?);
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    predictor.predict(&many)?;
+    let (start, mut batches) = (Instant::now(), 0u64);
+    while batches < 10 || start.elapsed().as_secs_f64() < 1.0 {
+        std::hint::black_box(predictor.predict(&many)?);
+        batches += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(
+        json!({"name": "infer", "system": "nabla", "model": what, "threads": threads(),
+        "calls": calls, "batch1_median_us": at(0.5), "batch1_p99_us": at(0.99),
+        "batch256_rows_per_s": (batches * 256) as f64 / secs}),
+    )
+}
+
 pub fn run(args: &BenchArgs) -> Result<()> {
     set_threads(args.threads)?;
+    if let Some(t) = args.max_isa {
+        nabla::isa::set_max(Some(t));
+    }
+    // Every line names the instruction-set tier its kernels ran on.
+    let tier = nabla::isa::active().name();
+    let print = |mut v: serde_json::Value| {
+        v["isa_tier"] = json!(tier);
+        crate::outln!("{v}");
+    };
     if cfg!(debug_assertions) && std::env::var_os("NABLA_NO_DEBUG_WARNING").is_none() {
         eprintln!("warning: this is a debug build; benchmark numbers mean nothing (use --release)");
     }
@@ -210,17 +261,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut peak = None;
     if all || args.workload == Workload::Peak {
         let p = crate::peak::peak(threads());
-        crate::outln!("{p}");
+        print(p.clone());
         peak = Some(p);
     }
     if all || args.workload == Workload::Tiny {
-        crate::outln!("{}", tiny(args.steps.unwrap_or(10_000), args.cold)?);
+        print(tiny(args.steps.unwrap_or(10_000), args.cold)?);
     }
     if all || args.workload == Workload::Fashion {
-        crate::outln!("{}", fashion(&dir, args.steps, args.cold)?);
+        print(fashion(&dir, args.steps, args.cold)?);
     }
     if args.workload == Workload::Cnn {
-        crate::outln!("{}", cnn(&dir, args.steps, args.cold)?);
+        print(cnn(&dir, args.steps, args.cold)?);
+    }
+    if args.workload == Workload::Infer {
+        print(infer(args.model.as_ref(), args.steps.unwrap_or(10_000))?);
+    } else if args.model.is_some() {
+        bail!("--model is for --workload infer");
     }
     if all || args.workload == Workload::Wide {
         let mut w = wide(&dir, args.steps.unwrap_or(40), args.cold)?;
@@ -229,7 +285,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             w["peak_gflops"] = json!(top);
             w["of_peak"] = json!(g / top);
         }
-        crate::outln!("{w}");
+        print(w);
     }
     Ok(())
 }

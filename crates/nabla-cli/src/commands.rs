@@ -5,9 +5,9 @@ use nabla::data::csv::{read_csv, Header, TargetColumn};
 use nabla::data::idx::read_idx;
 use nabla::io::read_tensor_file;
 use nabla::nn::loss::{predict_class, predict_proba};
-use nabla::nn::Module;
+use nabla::nn::Predictor;
 use nabla::testing::run_op_gradchecks;
-use nabla::{no_grad, Tensor};
+use nabla::Tensor;
 use serde_json::json;
 
 use crate::args::{DataArgs, DatasetName, EvalArgs, InfoArgs, LossName, PredictArgs, Task};
@@ -202,9 +202,6 @@ fn read_inputs(args: &PredictArgs) -> Result<Tensor<f32>> {
         .with_context(|| format!("{}: cannot shape the inputs", path.display()))
 }
 
-/// Rows per forward pass of `nabla predict`.
-const PREDICT_BATCH: usize = 128;
-
 /// `nabla predict`.
 pub fn predict(args: &PredictArgs) -> Result<()> {
     let (model, meta) = load_model(&args.checkpoint)?;
@@ -215,20 +212,11 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     check_width(&meta, x.shape()[1], &args.input.display().to_string(), csv)?;
     let x = meta.card()?.prepare(&x)?;
-    // In batches: a convolution's activations for 10,000 images at once would be gigabytes.
-    let rows = x.shape()[0];
-    if rows == 0 {
+    if x.shape()[0] == 0 {
         bail!("{}: no rows to predict", args.input.display());
     }
-    let parts = (0..rows)
-        .step_by(PREDICT_BATCH)
-        .map(|a| {
-            let b = (a + PREDICT_BATCH).min(rows);
-            no_grad(|| model.forward(&x.narrow(0, a, b - a)?.contiguous()?))
-        })
-        .collect::<nabla::Result<Vec<_>>>()?;
-    let refs: Vec<&Tensor<f32>> = parts.iter().collect();
-    let out = Tensor::concat(&refs, 0)?;
+    // In evaluation mode, with no graph, in batches (the library's `Predictor`).
+    let out = Predictor::new(model).predict(&x)?;
     let n = out.shape()[0];
     let limit = args.limit.unwrap_or(n).min(n);
     if meta.task == Task::Regression {

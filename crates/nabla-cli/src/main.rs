@@ -34,6 +34,11 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // A tier the library cannot read would be ignored there: say so instead.
+    if let Err(e) = nabla::isa::from_env() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     let result = match &cli.command {
         Command::Train(a) => train::run(a, &given),
         Command::Eval(a) => commands::eval(a, &given),

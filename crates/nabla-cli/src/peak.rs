@@ -4,8 +4,8 @@
 //! Each thread runs 12 independent chains of vector FMAs (`a = a·b + c`, enough chains to hide
 //! the FMA latency on two FMA units); the result is the FLOPs of all threads (2 per lane per
 //! FMA) over the wall time, the best of five 0.2 s windows. Measured with the widest instructions the
-//! CPU has (AVX-512, else AVX2+FMA, else scalar `mul_add`), and with AVX2 as well where
-//! AVX-512 exists, since a GEMM kernel may use either.
+//! active tier allows (`nabla::isa`: AVX-512, else AVX2+FMA, else SSE2's separate multiply and
+//! add, the scalar tier's baseline), and with each narrower tier as well.
 
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,28 @@ mod x86 {
         )
     }
 
+    /// The scalar tier's peak: SSE2 (the x86-64 baseline, so always there), 4 lanes, a
+    /// multiply then an add (no FMA in SSE2), 2 FLOPs per lane per pair.
+    pub fn sse2() -> (f32, f64) {
+        // SAFETY: SSE2 is part of the x86-64 baseline.
+        unsafe {
+            fma_chains!(
+                _mm_set1_ps,
+                mul_add_sse,
+                _mm_add_ps,
+                _mm_storeu_ps,
+                4,
+                __m128
+            )
+        }
+    }
+
+    /// `a·b + c` in two SSE instructions.
+    #[inline(always)]
+    unsafe fn mul_add_sse(a: __m128, b: __m128, c: __m128) -> __m128 {
+        _mm_add_ps(_mm_mul_ps(a, b), c)
+    }
+
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
@@ -75,6 +97,8 @@ mod x86 {
     }
 }
 
+/// Off x86-64: scalar `mul_add`.
+#[cfg(not(target_arch = "x86_64"))]
 fn scalar() -> (f32, f64) {
     let (b, c) = (
         std::hint::black_box(0.999_999f32),
@@ -89,20 +113,28 @@ fn scalar() -> (f32, f64) {
     (acc.iter().sum(), (ROUNDS / 16 * CHAINS * 2) as f64)
 }
 
-/// The kernels this CPU can run, widest first: (name, kernel).
+/// The kernels this CPU can run on the active tier, widest first: (name, kernel).
 fn kernels() -> Vec<(&'static str, Kernel)> {
     let mut k: Vec<(&'static str, Kernel)> = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        // The kernels of the active tier and below (`NABLA_MAX_ISA`, `--max-isa`).
+        let tier = nabla::isa::active();
+        if tier >= nabla::isa::Isa::Avx512 && is_x86_feature_detected!("avx512f") {
             // SAFETY: AVX-512F was detected on this CPU just above.
             k.push(("avx512f", || unsafe { x86::avx512() }));
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if tier >= nabla::isa::Isa::Avx2
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
             // SAFETY: AVX2 and FMA were detected on this CPU just above.
             k.push(("avx2+fma", || unsafe { x86::avx2() }));
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    k.push(("sse2", x86::sse2));
+    #[cfg(not(target_arch = "x86_64"))]
     k.push(("scalar", scalar));
     k
 }

@@ -123,6 +123,7 @@ pub mod data;
 pub mod dist;
 pub mod error;
 pub mod io;
+pub mod isa;
 pub mod nn;
 pub mod ops;
 pub mod optim;

@@ -65,14 +65,14 @@ pub(crate) fn par_update4<T: Float>(
 ) {
     use rayon::prelude::*;
     if w.len() < PAR_UPDATE {
-        return vectorized(|| f(w, g, a, b));
+        return crate::isa::vectorized(|| f(w, g, a, b));
     }
     const CHUNK: usize = 1 << 13;
     w.par_chunks_mut(CHUNK)
         .zip(g.par_chunks(CHUNK))
         .zip(a.par_chunks_mut(CHUNK))
         .zip(b.par_chunks_mut(CHUNK))
-        .for_each(|(((w, g), a), b)| vectorized(|| f(w, g, a, b)));
+        .for_each(|(((w, g), a), b)| crate::isa::vectorized(|| f(w, g, a, b)));
 }
 
 /// [`par_update4`] with one state buffer.
@@ -84,30 +84,13 @@ pub(crate) fn par_update3<T: Float>(
 ) {
     use rayon::prelude::*;
     if w.len() < PAR_UPDATE {
-        return vectorized(|| f(w, g, a));
+        return crate::isa::vectorized(|| f(w, g, a));
     }
     const CHUNK: usize = 1 << 13;
     w.par_chunks_mut(CHUNK)
         .zip(g.par_chunks(CHUNK))
         .zip(a.par_chunks_mut(CHUNK))
-        .for_each(|((w, g), a)| vectorized(|| f(w, g, a)));
-}
-
-/// Runs `f` compiled for the widest vector instructions the CPU has (AVX-512, AVX2, NEON…,
-/// chosen at run time by `pulp`), so the element loops the compiler vectorises inside it use
-/// them; the default build's baseline is SSE2. The arithmetic is the same (no fused
-/// multiply-adds are introduced), so results are bit-identical on every path.
-#[inline(always)]
-pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
-    struct Run<F>(F);
-    impl<R, F: FnOnce() -> R> pulp::WithSimd for Run<F> {
-        type Output = R;
-        #[inline(always)]
-        fn with_simd<S: pulp::Simd>(self, _simd: S) -> R {
-            (self.0)()
-        }
-    }
-    pulp::Arch::new().dispatch(Run(f))
+        .for_each(|((w, g), a)| crate::isa::vectorized(|| f(w, g, a)));
 }
 
 /// Checks a learning rate (finite and ≥ 0).

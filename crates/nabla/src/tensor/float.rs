@@ -144,7 +144,7 @@ pub fn tanh_f32(x: f32) -> f32 {
 }
 
 macro_rules! impl_float {
-    ($t:ident, $as_f32:path, $tanh:path) => {
+    ($t:ident, $as_f32:path, $tanh:path, $gemm:path) => {
         impl Float for $t {
             const DTYPE: &'static str = stringify!($t);
             const ZERO: Self = 0.0;
@@ -239,8 +239,9 @@ macro_rules! impl_float {
                 csc: isize,
                 threads: usize,
             ) {
-                // gemm computes dst := alpha·dst + beta·lhs·rhs, reading dst only if asked.
-                gemm::gemm(
+                // dst := alpha·dst + beta·lhs·rhs, dst read only if asked; on the kernels of
+                // the active instruction-set tier.
+                $gemm(
                     m,
                     n,
                     k,
@@ -256,22 +257,25 @@ macro_rules! impl_float {
                     rsb,
                     beta,
                     1.0,
-                    false,
-                    false,
-                    false,
-                    if threads > 1 {
-                        gemm::Parallelism::Rayon(threads)
-                    } else {
-                        gemm::Parallelism::None
-                    },
+                    threads,
                 )
             }
         }
     };
 }
 
-impl_float!(f32, Some, tanh_f32);
-impl_float!(f64, not_f32, f64::tanh);
+impl_float!(
+    f32,
+    Some,
+    tanh_f32,
+    crate::tensor::kernels::tiered_gemm::gemm_f32
+);
+impl_float!(
+    f64,
+    not_f32,
+    f64::tanh,
+    crate::tensor::kernels::tiered_gemm::gemm_f64
+);
 
 #[cfg(test)]
 mod tests {

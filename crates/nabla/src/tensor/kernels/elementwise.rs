@@ -1,7 +1,10 @@
 //! Element-wise kernels: unary maps and binary maps with NumPy broadcasting, reading strided
-//! inputs directly and appending to an output buffer the caller allocated.
+//! inputs directly and appending to an output buffer the caller allocated. Each loop runs
+//! compiled for the active instruction-set tier ([`vectorized`]); the arithmetic is the
+//! caller's closure, unchanged, so every tier gives the same bits.
 
 use super::PAR_THRESHOLD;
+use crate::isa::vectorized;
 use crate::tensor::view::Layout;
 use crate::tensor::Float;
 use rayon::prelude::*;
@@ -11,8 +14,7 @@ const CHUNK: usize = 1 << 14;
 /// Appends `f(x[i])` for every element of a contiguous slice.
 pub fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync + Send, out: &mut Vec<T>) {
     if x.len() < PAR_THRESHOLD {
-        out.extend(x.iter().map(|&v| f(v)));
-        return;
+        return vectorized(|| out.extend(x.iter().map(|&v| f(v))));
     }
     let start = out.len();
     out.resize(start + x.len(), T::ZERO);
@@ -20,9 +22,11 @@ pub fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync + Send, out: &mut Vec<T>
         .par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(o, i)| {
-            for (o, &v) in o.iter_mut().zip(i) {
-                *o = f(v);
-            }
+            vectorized(|| {
+                for (o, &v) in o.iter_mut().zip(i) {
+                    *o = f(v);
+                }
+            })
         });
 }
 
@@ -37,11 +41,13 @@ pub fn map_strided<T: Float>(
         return map(&src[r], f, out);
     }
     layout.for_each_row(|start, len, stride| {
-        if stride == 1 {
-            out.extend(src[start..start + len].iter().map(|&v| f(v)));
-        } else {
-            out.extend((0..len).map(|j| f(src[start + j * stride])));
-        }
+        vectorized(|| {
+            if stride == 1 {
+                out.extend(src[start..start + len].iter().map(|&v| f(v)));
+            } else {
+                out.extend((0..len).map(|j| f(src[start + j * stride])));
+            }
+        })
     });
 }
 
@@ -49,8 +55,7 @@ pub fn map_strided<T: Float>(
 pub fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send, out: &mut Vec<T>) {
     debug_assert_eq!(a.len(), b.len());
     if a.len() < PAR_THRESHOLD {
-        out.extend(a.iter().zip(b).map(|(&x, &y)| f(x, y)));
-        return;
+        return vectorized(|| out.extend(a.iter().zip(b).map(|(&x, &y)| f(x, y))));
     }
     let start = out.len();
     out.resize(start + a.len(), T::ZERO);
@@ -58,9 +63,11 @@ pub fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send, 
         .par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(o, (a, b))| {
-            for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
-                *o = f(x, y);
-            }
+            vectorized(|| {
+                for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+                    *o = f(x, y);
+                }
+            })
         });
 }
 
@@ -137,12 +144,14 @@ pub fn binary<T: Float>(
     out.resize(start + n, T::ZERO);
     let dst = &mut out[start..];
     if n < PAR_THRESHOLD {
-        for (r, o) in dst.chunks_mut(last).enumerate() {
-            row(r, o);
-        }
+        vectorized(|| {
+            for (r, o) in dst.chunks_mut(last).enumerate() {
+                row(r, o);
+            }
+        })
     } else {
         dst.par_chunks_mut(last)
             .enumerate()
-            .for_each(|(r, o)| row(r, o));
+            .for_each(|(r, o)| vectorized(|| row(r, o)));
     }
 }

@@ -119,12 +119,21 @@ unsafe fn gemm_ptr<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: *
         return;
     }
     if let (Some(ad), Some(bd)) = (T::as_f32(a.data), T::as_f32(b.data)) {
-        if super::sgemm::suits(m, k, n, b.cs == 1 || n == 1) {
+        if let Some(kernel) = super::sgemm::suits(m, k, n, b.cs == 1 || n == 1) {
             let (a, b) = (a.with_data(ad), b.with_data(bd));
             let threads = super::threads();
-            // SAFETY: T is f32 (`as_f32` answered), so `out` points to f32s; the rest is this
-            // function's contract.
-            unsafe { super::sgemm::sgemm(a, b, beta.to_f64() as f32, out.cast::<f32>(), threads) };
+            // SAFETY: T is f32 (`as_f32` answered), so `out` points to f32s; `kernel` came
+            // from the active tier, which the CPU runs; the rest is this function's contract.
+            unsafe {
+                super::sgemm::sgemm(
+                    kernel,
+                    a,
+                    b,
+                    beta.to_f64() as f32,
+                    out.cast::<f32>(),
+                    threads,
+                )
+            };
             return;
         }
     }

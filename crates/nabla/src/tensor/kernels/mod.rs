@@ -12,6 +12,7 @@ pub mod pool;
 pub mod reduce;
 pub mod rows;
 pub mod sgemm;
+pub mod tiered_gemm;
 
 use crate::tensor::shape::numel;
 use std::cell::Cell;

@@ -117,7 +117,7 @@ pub(crate) fn with_rows_of<R>(
 }
 
 /// Writes the k×w matrix whose column j is `src[off + j·cs ..][..k]` into `dst` row-major
-/// (`dst[p·w + j]`): in 8×8 blocks transposed in AVX registers where the CPU has AVX, the
+/// (`dst[p·w + j]`): in 8×8 blocks transposed in AVX registers on the AVX2 and AVX-512 tiers, the
 /// edges (and everything elsewhere) one value at a time.
 pub(super) fn rows_of_columns(
     src: &[f32],
@@ -133,9 +133,9 @@ pub(super) fn rows_of_columns(
     let dst = &mut dst[..k * w];
     let (mut jb, mut pb) = (0, 0);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") {
+    if crate::isa::active() >= crate::isa::Isa::Avx2 {
         (jb, pb) = (w / 8 * 8, k / 8 * 8);
-        // SAFETY: AVX is available (checked just above).
+        // SAFETY: the active tier has AVX2, so the CPU has AVX.
         unsafe { blocks_8x8(src, off, cs, (jb, pb), w, dst) };
     }
     for j in 0..w {
