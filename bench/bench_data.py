@@ -9,13 +9,20 @@ import numpy as np
 # Each peer's own switches that hold its kernels to an instruction-set tier, as nabla's
 # NABLA_MAX_ISA / `nabla bench --max-isa` does: XLA's code generator, PyTorch's ATen kernels,
 # oneDNN and MKL (the BLAS under torch.matmul). "scalar" is nabla's portable tier; the peers
-# have no scalar tier, so SSE4.2 is the nearest they offer.
+# have no scalar tier, so SSE4.2 is the nearest they offer. Checked by bench/isa_check.py
+# (bench/README.md, "Instruction-set tiers"): XLA's --xla_cpu_max_isa alone does not hold its
+# matrix products, which YNNPACK runs with the widest instructions; with YNNPACK's dot fusion
+# off (--xla_cpu_experimental_ynn_fusion_type=) XLA's own emitter runs them and obeys the
+# tier (a 1024² product: 292 GFLOP/s widest, 151 at AVX2, 55 at SSE4_2 on a Xeon whose AVX2
+# and SSE peaks are 190 and 62).
 ISA_ENV = {
-    "scalar": {"xla": "SSE4_2", "ATEN_CPU_CAPABILITY": "default",
+    "scalar": {"xla": "--xla_cpu_max_isa=SSE4_2 --xla_cpu_experimental_ynn_fusion_type=",
+               "ATEN_CPU_CAPABILITY": "default",
                "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
-    "avx2": {"xla": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+    "avx2": {"xla": "--xla_cpu_max_isa=AVX2 --xla_cpu_experimental_ynn_fusion_type=",
+             "ATEN_CPU_CAPABILITY": "avx2",
              "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
-    "avx512": {"xla": "AVX512", "ATEN_CPU_CAPABILITY": "avx512",
+    "avx512": {"xla": "--xla_cpu_max_isa=AVX512", "ATEN_CPU_CAPABILITY": "avx512",
                "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
 }
 
@@ -33,7 +40,7 @@ def hold_isa_from_argv():
         raise SystemExit(f"--max-isa {tier!r}: expected one of {', '.join(ISA_ENV)}")
     del sys.argv[i:i + 2]
     env = ISA_ENV[tier]
-    flags = os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_max_isa={env['xla']}"
+    flags = os.environ.get("XLA_FLAGS", "") + " " + env["xla"]
     os.environ["XLA_FLAGS"] = flags.strip()
     for k, v in env.items():
         if k != "xla":

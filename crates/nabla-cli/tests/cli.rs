@@ -586,7 +586,60 @@ fn bench_smoke_prints_one_json_line_per_workload() {
     assert!(g > 0.1 && g < 10_000.0, "{g} GFLOP/s on one core");
     let isa = p["isa"].as_str().unwrap();
     assert_eq!(p["gflops_by_isa"][isa].as_f64(), Some(g));
-    assert!(p["gflops_by_isa"]["scalar"].as_f64().unwrap() > 0.0);
+    // The scalar tier's peak: SSE2's multiply and add on x86-64, `mul_add` elsewhere.
+    let narrowest = if cfg!(target_arch = "x86_64") {
+        "sse2"
+    } else {
+        "scalar"
+    };
+    assert!(p["gflops_by_isa"][narrowest].as_f64().unwrap() > 0.0);
+    // Held to a tier: only that tier's kernels and below, and every line says which.
+    let out = ok(&nabla(&[
+        "bench",
+        "--workload",
+        "peak",
+        "--threads",
+        "1",
+        "--max-isa",
+        "scalar",
+    ]));
+    let p: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(p["isa_tier"], "scalar");
+    assert_eq!(p["gflops_by_isa"].as_object().unwrap().len(), 1, "{p}");
+    fails_with(
+        &nabla(&["bench", "--workload", "peak", "--max-isa", "avx1024"]),
+        "unknown tier \"avx1024\"",
+    );
+    fails_with(
+        &common::command()
+            .env("NABLA_MAX_ISA", "sse9")
+            .args(["bench", "--workload", "peak"])
+            .output()
+            .unwrap(),
+        "NABLA_MAX_ISA: unknown tier \"sse9\"",
+    );
+    // Inference: one line with the latency and the throughput; --model only with it.
+    let out = ok(&nabla(&[
+        "bench",
+        "--workload",
+        "infer",
+        "--steps",
+        "20",
+        "--threads",
+        "1",
+    ]));
+    let p: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(p["name"], "infer");
+    let (median, p99) = (
+        p["batch1_median_us"].as_f64().unwrap(),
+        p["batch1_p99_us"].as_f64().unwrap(),
+    );
+    assert!(median > 0.0 && p99 >= median, "{p}");
+    assert!(p["batch256_rows_per_s"].as_f64().unwrap() > 0.0, "{p}");
+    fails_with(
+        &nabla(&["bench", "--workload", "tiny", "--model", "m.safetensors"]),
+        "--model is for --workload infer",
+    );
     fails_with(
         &nabla(&[
             "bench",

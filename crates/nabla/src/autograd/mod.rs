@@ -206,7 +206,7 @@ impl<T: Float> Tensor<T> {
     }
 }
 
-fn should_record<T: Float>(inputs: &[&Tensor<T>]) -> bool {
+pub(crate) fn should_record<T: Float>(inputs: &[&Tensor<T>]) -> bool {
     if is_grad_enabled() {
         inputs.iter().any(|t| t.requires_grad_flag())
     } else {
