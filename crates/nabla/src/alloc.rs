@@ -7,12 +7,11 @@
 //! [`retain_freed_memory`] raises the threshold (to 32 MiB, glibc's maximum) and stops heap
 //! trimming, so freed buffers are reused instead.
 //!
-//! The `nabla` tool no longer calls it: since matrix products go through the `gemm` crate
-//! (which keeps its packing buffers per thread) and the data set is normalised in place,
-//! the same workloads run as fast without it (alternated, 2026-11-29: Fashion-MNIST epoch
-//! 1.75/1.84 s without vs 1.77/1.90 s with; tiny 11.4k/11.5k vs 11.3k/12.7k steps/s; wide
-//! 191/157 vs 156/170 GFLOP/s) and the default `nabla train --dataset fashion-mnist` peaks at
-//! 249 MB instead of 287 MB. It stays for programs whose own allocations still benefit.
+//! The `nabla` tool does not call it: since matrix products go through the `gemm` crate's
+//! kernels (which keep their packing buffers per thread) and the data set is normalised in
+//! place, the tool's workloads measured no faster with it (`bench/README.md`, "Speed v2").
+//! Two experiments (`examples/backprop_memory.rs`, `examples/l1_vs_l2.rs`) call it, for
+//! programs whose own allocations still benefit.
 
 /// Keeps freed memory in the process for reuse (glibc on Linux; a no-op elsewhere). Call it once
 /// at the start of a program that trains; it changes allocator settings for the whole process.

@@ -138,6 +138,16 @@ pub mod train;
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
+/// The code examples of the guides in `docs/`, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/library.md")]
+struct LibraryGuideDoctests;
+
+/// The model guide's code examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/models.md")]
+struct ModelGuideDoctests;
+
 pub use autograd::{is_grad_enabled, no_grad, GradStore, GraphStats, NoGradGuard, Op, OpKind};
 pub use error::{Error, Result};
 pub use rng::Rng;

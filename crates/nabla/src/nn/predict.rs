@@ -25,7 +25,7 @@ pub const DEFAULT_PREDICT_BATCH: usize = 256;
 /// let x = Tensor::<f32>::randn(&[1000, 4], 0.0, 1.0, 7)?;
 /// let logits = predictor.predict(&x)?; // 16 passes of at most 64 rows
 /// assert_eq!(logits.shape(), &[1000, 3]);
-/// assert!(!logits.requires_grad());
+/// assert!(!logits.requires_grad_flag());
 /// let classes = predictor.predict_classes(&x)?;
 /// assert_eq!(classes.len(), 1000);
 /// # Ok(()) }
