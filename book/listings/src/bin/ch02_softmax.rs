@@ -20,7 +20,7 @@ fn main() -> nabla::Result<()> {
         println!("logits {}  softmax {}  (sum {sum:.4})", row(zr), row(pr));
     }
     println!("one-hot argmax: {:?}", hot.to_vec()?);
-    // softmax is increasing in each logit, so the largest probability is the largest logit:
+    // softmax keeps the order of a row's logits, so the largest probability is the largest logit:
     println!(
         "argmax of logits {:?} = argmax of probabilities {:?}",
         z.argmax(1)?,
