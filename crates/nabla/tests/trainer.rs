@@ -9,7 +9,7 @@ use std::sync::Arc;
 use nabla::data::{synthetic, DataFingerprint, TaskData};
 use nabla::io::{load_training_state, read_tensor_file, write_tensor_file};
 use nabla::nn::{MlpConfig, Module};
-use nabla::optim::{AdamConfig, SgdConfig};
+use nabla::optim::{AdamConfig, LrSchedule, SgdConfig};
 use nabla::train::{
     Callback, EarlyStopping, OptimizerConfig, StepProgress, StopReason, TrainConfig, Trainer,
 };
@@ -33,6 +33,12 @@ fn config() -> TrainConfig {
     c.epochs = 6;
     c.batch_size = 16;
     c.checkpoint_every = Some(5);
+    // A schedule, so that a resumed run must also restore the live learning rate (a run
+    // resumed right after an epoch's last step writes that epoch's row before any step).
+    c.schedule = LrSchedule::Cosine {
+        total: 54,
+        min_lr: 1e-4,
+    };
     c
 }
 
@@ -75,7 +81,7 @@ fn an_interrupted_run_resumes_to_bit_identical_weights_and_metrics() {
 
     // 135 training rows in batches of 16: 9 steps per epoch, 54 in all; stopping at the last
     // step leaves the last epoch's evaluation to the resumed run.
-    for at in [1, 7, 23, 54] {
+    for at in [1, 7, 9, 23, 27, 54] {
         let dir = tmp(&format!("stop{at}"));
         let ckpt = dir.join("ckpt.safetensors");
         let mut first = Trainer::new(config(), train.clone())

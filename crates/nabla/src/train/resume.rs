@@ -25,6 +25,14 @@ impl Trainer {
         crate::io::load_training_state(path, self.model.as_mut(), self.optimizer.as_mut())?;
         self.state = saved.state;
         self.last_checkpoint = Some(self.state.step);
+        // Loading restores the base learning rate as the live one; the uninterrupted run has
+        // the schedule's rate of its last step there (an epoch resumed after its last step
+        // reports it in its row before taking any step).
+        if let Some(last) = self.state.step.checked_sub(1) {
+            let base = self.config.optimizer.lr();
+            self.optimizer
+                .set_lr(self.config.schedule.lr_at(base, last));
+        }
         Ok(())
     }
 
