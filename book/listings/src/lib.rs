@@ -13,6 +13,21 @@ pub fn arg(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// `--NAME VALUE` read as a `T` (or `default`); a value that does not parse ends the program
+/// with one line saying what `--NAME` takes (`what`), exit code 2.
+pub fn parsed<T: std::str::FromStr>(name: &str, default: &str, what: &str) -> T {
+    let value = arg(name, default);
+    value
+        .parse()
+        .unwrap_or_else(|_| usage(&format!("--{name} {value:?}: expected {what}")))
+}
+
+/// Ends the program with `message` on one line, exit code 2 (a usage error).
+pub fn usage(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(2)
+}
+
 /// A row of values, each with 4 decimals (or in scientific notation from 10⁴ on).
 pub fn row(values: &[f32]) -> String {
     let cells: Vec<String> = values.iter().map(|&v| num(v)).collect();

@@ -176,23 +176,24 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
         }
     }
     #[cfg(target_arch = "x86_64")]
-    match active() {
-        Isa::Avx512 => {
+    {
+        let tier = active();
+        if tier == Isa::Avx512 {
             if let Some(s) = pulp::x86::V4::try_new() {
                 return pulp::Simd::vectorize(s, Run(f));
             }
         }
-        Isa::Avx2 => {
+        if tier >= Isa::Avx2 {
             if let Some(s) = pulp::x86::V3::try_new() {
                 return pulp::Simd::vectorize(s, Run(f));
             }
         }
-        Isa::Scalar => {}
+        f()
     }
     #[cfg(not(target_arch = "x86_64"))]
-    return pulp::Arch::new().dispatch(Run(f));
-    #[allow(unreachable_code)]
-    f()
+    {
+        pulp::Arch::new().dispatch(Run(f))
+    }
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 use nabla::nn::loss::{mse, Reduction};
 use nabla::optim::{Optimizer, Sgd, SgdConfig};
 use nabla::Tensor;
-use nabla_book::{arg, num, row};
+use nabla_book::{num, parsed, row};
 
 fn main() -> nabla::Result<()> {
-    let lr: f64 = arg("lr", "0.1").parse().expect("--lr takes a number");
+    let lr: f64 = parsed("lr", "0.1", "a number");
     // ANCHOR: data
     // n = 200 examples of d = 3 features, p = 2 outputs: W is d×p, b has p values.
     let (n, d, p) = (200, 3, 2);

@@ -5,10 +5,10 @@
 use nabla::nn::loss::{accuracy, cross_entropy, predict_class, Reduction, Target};
 use nabla::optim::{Optimizer, Sgd, SgdConfig};
 use nabla::{no_grad, Tensor};
-use nabla_book::{arg, row};
+use nabla_book::{parsed, row};
 
 fn main() -> nabla::Result<()> {
-    let steps: usize = arg("steps", "300").parse().expect("--steps takes a count");
+    let steps: usize = parsed("steps", "300", "a count");
     // ANCHOR: softmax
     // Two examples, three classes: the logits a linear model would give.
     let z = Tensor::<f32>::from_vec(vec![2.0, 1.0, 0.1, -1.0, 3.0, 0.5], &[2, 3])?;

@@ -8,16 +8,18 @@ use nabla::nn::loss::{accuracy, cross_entropy, predict_class, Reduction, Target}
 use nabla::nn::{Activation, Mlp, MlpConfig, Module};
 use nabla::optim::{Adam, AdamConfig, Optimizer};
 use nabla::{no_grad, Tensor};
-use nabla_book::arg;
+use nabla_book::{arg, parsed, usage};
 
 fn main() -> nabla::Result<()> {
     let activation = match arg("activation", "relu").as_str() {
         "relu" => Activation::Relu,
         "tanh" => Activation::Tanh,
         "identity" => Activation::Identity,
-        other => panic!("--activation {other}: expected relu, tanh or identity"),
+        other => usage(&format!(
+            "--activation {other:?}: expected relu, tanh or identity"
+        )),
     };
-    let width: usize = arg("width", "64").parse().expect("--width takes a count");
+    let width: usize = parsed("width", "64", "a count");
     // ANCHOR: linear
     // Two linear maps in a row, x·W1·W2, are one linear map x·(W1·W2) ...
     let x = Tensor::<f32>::randn(&[4, 2], 0.0, 1.0, 5)?;

@@ -6,10 +6,10 @@
 use nabla::nn::{Mlp, MlpConfig, Module};
 use nabla::testing::{gradcheck, GradcheckOptions};
 use nabla::Tensor;
-use nabla_book::arg;
+use nabla_book::parsed;
 
 fn main() -> nabla::Result<()> {
-    let batch: usize = arg("batch", "128").parse().expect("--batch takes a count");
+    let batch: usize = parsed("batch", "128", "a count");
     // ANCHOR: by_hand
     // x (1×2) → a = x·W1 (1×2) → h = relu(a) → y = h·W2 (1×1) → L = (y − t)²
     let x: [f64; 2] = [1.0, 2.0];

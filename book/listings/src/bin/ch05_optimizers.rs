@@ -4,7 +4,7 @@
 
 use nabla::optim::{Adam, AdamConfig, LrSchedule, Optimizer, Sgd, SgdConfig};
 use nabla::Tensor;
-use nabla_book::{arg, num};
+use nabla_book::{num, parsed};
 
 /// f(w) = ½(w₀² + 100·w₁²): a valley 10 times steeper across than along.
 fn valley(w: &Tensor<f64>) -> nabla::Result<Tensor<f64>> {
@@ -27,7 +27,7 @@ fn descend(name: &str, w: &Tensor<f64>, opt: &mut dyn Optimizer<f64>) -> nabla::
 }
 
 fn main() -> nabla::Result<()> {
-    let lr: f64 = arg("lr", "0.019").parse().expect("--lr takes a number");
+    let lr: f64 = parsed("lr", "0.019", "a number");
     // ANCHOR: valley
     let start = || Tensor::<f64>::from_vec(vec![-4.0, 1.0], &[2]).map(|t| t.requires_grad());
     println!(

@@ -5,7 +5,7 @@
 use nabla::nn::loss::{l1, mse, Reduction};
 use nabla::optim::{Adam, AdamConfig, Optimizer};
 use nabla::Tensor;
-use nabla_book::arg;
+use nabla_book::parsed;
 
 /// A loss between predictions and targets (`mse`, `l1`).
 type Loss = fn(&Tensor<f32>, &Tensor<f32>, Reduction) -> nabla::Result<Tensor<f32>>;
@@ -24,9 +24,7 @@ fn fit(x: &Tensor<f32>, y: &Tensor<f32>, loss: Loss) -> nabla::Result<(f32, f32)
 }
 
 fn main() -> nabla::Result<()> {
-    let outliers: f64 = arg("outliers", "0.1")
-        .parse()
-        .expect("--outliers takes a fraction");
+    let outliers: f64 = parsed("outliers", "0.1", "a fraction");
     // ANCHOR: constant
     // The best constant for a set of numbers: L2 gives their mean, L1 their median.
     let ys = Tensor::<f32>::from_vec(vec![1.0, 2.0, 3.0, 4.0, 100.0], &[5, 1])?;

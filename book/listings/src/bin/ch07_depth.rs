@@ -4,7 +4,7 @@
 //! `cargo run --release -p nabla-book --bin ch07_depth [-- --depth 30]`
 
 use nabla::Tensor;
-use nabla_book::arg;
+use nabla_book::parsed;
 
 /// The tent map on [0, 1] as a width-2 ReLU layer: t(x) = 2·relu(x) − 4·relu(x − ½).
 fn tent(x: &Tensor<f64>) -> nabla::Result<Tensor<f64>> {
@@ -24,7 +24,7 @@ fn pieces(ys: &[f64]) -> usize {
 }
 
 fn main() -> nabla::Result<()> {
-    let depth: usize = arg("depth", "30").parse().expect("--depth takes a count");
+    let depth: usize = parsed("depth", "30", "a count");
     // ANCHOR: sawtooth
     // k tent layers of 2 units each: a sawtooth with 2^(k−1) teeth, 2^k straight pieces.
     let grid = 4096;

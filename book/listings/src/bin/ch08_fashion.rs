@@ -9,12 +9,10 @@ use nabla::data::TaskData;
 use nabla::nn::{MlpConfig, Module};
 use nabla::optim::AdamConfig;
 use nabla::train::{OptimizerConfig, TrainConfig, Trainer};
-use nabla_book::arg;
+use nabla_book::parsed;
 
 fn main() -> nabla::Result<()> {
-    let hidden: usize = arg("hidden", "128")
-        .parse()
-        .expect("--hidden takes a width");
+    let hidden: usize = parsed("hidden", "128", "a width");
     // ANCHOR: data
     // 60,000 training and 10,000 test images of 28×28 pixels (scaled to [0, 1]), 10 classes.
     // The first 12,000 training images and 2,000 test images keep this chapter quick.

@@ -6,7 +6,7 @@
 use nabla::autograd::{grad, hessian, hvp, GradOptions};
 use nabla::nn::loss::{bce_with_logits, Reduction};
 use nabla::Tensor;
-use nabla_book::arg;
+use nabla_book::parsed;
 
 /// Solves the 3×3 system `a·x = b` (Gaussian elimination with partial pivoting).
 fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> [f64; 3] {
@@ -33,7 +33,7 @@ fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> [f64; 3] {
 }
 
 fn main() -> nabla::Result<()> {
-    let lr: f64 = arg("lr", "1.0").parse().expect("--lr takes a number");
+    let lr: f64 = parsed("lr", "1.0", "a number");
     // ANCHOR: second
     // f(x) = x³ at x = 2: f′ = 3x² = 12, f″ = 6x = 12. The first gradient is built with a
     // graph of its own (create_graph), so it can be differentiated again.

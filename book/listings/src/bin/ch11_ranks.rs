@@ -8,7 +8,7 @@ use nabla::nn::{MlpConfig, Module};
 use nabla::optim::AdamConfig;
 use nabla::train::{Collective, OptimizerConfig, ThreadGroup, TrainConfig, Trainer};
 use nabla::Tensor;
-use nabla_book::arg;
+use nabla_book::parsed;
 
 /// A hash of the weights' bits: equal hashes, (almost surely) equal weights.
 fn fingerprint(m: &dyn Module<f32>) -> u64 {
@@ -22,7 +22,7 @@ fn fingerprint(m: &dyn Module<f32>) -> u64 {
 }
 
 fn main() -> nabla::Result<()> {
-    let shards: usize = arg("shards", "4").parse().expect("--shards takes a count");
+    let shards: usize = parsed("shards", "4", "a count");
     // ANCHOR: sum
     // Floating-point addition is not associative: the order of a sum changes its last bits.
     let xs = Tensor::<f32>::randn(&[1000], 0.0, 1.0, 3)?.to_vec()?;

@@ -10,10 +10,10 @@ use nabla::ops::scaled_dot_product_attention;
 use nabla::optim::AdamConfig;
 use nabla::train::{OptimizerConfig, TrainConfig, Trainer};
 use nabla::Tensor;
-use nabla_book::{arg, row};
+use nabla_book::{parsed, row};
 
 fn main() -> nabla::Result<()> {
-    let steps: u64 = arg("steps", "300").parse().expect("--steps takes a count");
+    let steps: u64 = parsed("steps", "300", "a count");
     // ANCHOR: by_hand
     // Three positions, each with a query, a key and a value of 2 numbers ([batch 1, 3, 2]).
     let q = Tensor::<f32>::from_vec(vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[1, 3, 2])?;
