@@ -100,30 +100,13 @@ pub(crate) fn max_pool<T: Float>(g: &PoolGeom, x: &[T], y: &mut [T], arg: &mut [
     let work = |p: usize, ys: &mut [T], args: &mut [usize]| {
         let plane = &x[p * hw..(p + 1) * hw];
         if plain2 {
-            // The common 2×2 window, stride 2, without data-dependent branches (on random data
-            // a branch per comparison mispredicts half the time, which made this loop 10× slower
-            // than a ReLU over the same tensor): the maximum by `max`, its index as the first
-            // of the four equal to it, computed in integers; a NaN (rare, so its branch is
-            // predictable) makes the value NaN and the index the first NaN's.
             for oy in 0..g.oh {
                 let (r0, r1) = (
-                    &plane[2 * oy * g.w..][..g.w],
-                    &plane[(2 * oy + 1) * g.w..][..g.w],
+                    &plane[2 * oy * g.w..][..2 * g.ow],
+                    &plane[(2 * oy + 1) * g.w..][..2 * g.ow],
                 );
                 let (yr, ar) = (&mut ys[oy * g.ow..][..g.ow], &mut args[oy * g.ow..][..g.ow]);
-                let base = 2 * oy * g.w;
-                for (ox, (yv, av)) in yr.iter_mut().zip(ar.iter_mut()).enumerate() {
-                    let c = 2 * ox;
-                    let (a, b, d, e) = (r0[c], r0[c + 1], r1[c], r1[c + 1]);
-                    let mut m = a.max(b).max(d.max(e));
-                    if a.is_nan() | b.is_nan() | d.is_nan() | e.is_nan() {
-                        m = T::from_f64(f64::NAN);
-                    }
-                    let miss = |v: T| usize::from(!(v == m || v.is_nan()));
-                    let k = miss(a) * (1 + miss(b) * (1 + miss(d)));
-                    *yv = m;
-                    *av = base + c + (k & 1) + (k >> 1) * g.w;
-                }
+                max2x2_row(r0, r1, (2 * oy * g.w, g.w), yr, ar);
             }
             return;
         }
@@ -158,6 +141,151 @@ pub(crate) fn max_pool<T: Float>(g: &PoolGeom, x: &[T], y: &mut [T], arg: &mut [
                     work(t * k + i, ys, args);
                 }
             });
+    }
+}
+
+/// One output row of the 2×2, stride-2 window over the input rows `r0` and `r1` (`2·ow` values
+/// each, `r0` starting at `base` in a plane `w` wide): the maxima into `yr`, their indices into
+/// `ar`. f32 rows of at least 4 outputs run in vector code, 4 outputs at a time ([`simd`]; the
+/// last block overlaps the one before it and writes the same values again); everything else,
+/// and any block holding a NaN, runs [`max2x2_exact`]. Both give the same values and indices.
+fn max2x2_row<T: Float>(
+    r0: &[T],
+    r1: &[T],
+    (base, w): (usize, usize),
+    yr: &mut [T],
+    ar: &mut [usize],
+) {
+    let ow = yr.len();
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(p), Some(q), true) = (T::as_f32(r0), T::as_f32(r1), simd::usable(ow, base, w)) {
+        let y = T::as_f32_mut(yr).expect("T is f32: its inputs are");
+        let mut ox = 0;
+        while ox < ow {
+            let at = ox.min(ow - 4);
+            // SAFETY: `usable` checked AVX2 and that the indices fit; `at + 4 ≤ ow`, so the
+            // block reads `2·at .. 2·at + 8 ≤ 2·ow` values of each row (their lengths, sliced
+            // by the caller) and writes `at .. at + 4` of `y` and `ar` (both `ow` long).
+            let done = unsafe {
+                simd::block4(
+                    p.as_ptr().add(2 * at),
+                    q.as_ptr().add(2 * at),
+                    w,
+                    base + 2 * at,
+                    y.as_mut_ptr().add(at),
+                    ar.as_mut_ptr().add(at),
+                )
+            };
+            if !done {
+                max2x2_exact(r0, r1, (base, w), at..at + 4, yr, ar);
+                return max2x2_row_rest(r0, r1, (base, w), at + 4, yr, ar);
+            }
+            ox = at + 4;
+        }
+        return;
+    }
+    max2x2_exact(r0, r1, (base, w), 0..ow, yr, ar)
+}
+
+/// [`max2x2_row`] from output `from` on (after a block with a NaN: the rest of the row).
+fn max2x2_row_rest<T: Float>(
+    r0: &[T],
+    r1: &[T],
+    (base, w): (usize, usize),
+    from: usize,
+    yr: &mut [T],
+    ar: &mut [usize],
+) {
+    let ow = yr.len();
+    if from < ow {
+        max2x2_exact(r0, r1, (base, w), from..ow, yr, ar);
+    }
+}
+
+/// Outputs `range` of one row of [`max2x2_row`], one at a time: the first maximum in row-major
+/// window order, a NaN winning over any number (the first NaN).
+fn max2x2_exact<T: Float>(
+    r0: &[T],
+    r1: &[T],
+    (base, w): (usize, usize),
+    range: std::ops::Range<usize>,
+    yr: &mut [T],
+    ar: &mut [usize],
+) {
+    for ox in range {
+        let c = 2 * ox;
+        let four = [(r0[c], 0), (r0[c + 1], 1), (r1[c], w), (r1[c + 1], w + 1)];
+        let (mut best, mut at) = four[0];
+        for &(v, k) in &four[1..] {
+            if !best.is_nan() && (v > best || v.is_nan()) {
+                (best, at) = (v, k);
+            }
+        }
+        yr[ox] = best;
+        ar[ox] = base + c + at;
+    }
+}
+
+/// Vector code for 2×2, stride-2 max pooling of f32 rows.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// Whether [`block4`] may run: AVX2 in the active tier, rows of at least 4 outputs, and
+    /// every index of the row small enough for 32-bit offsets.
+    pub(super) fn usable(ow: usize, base: usize, w: usize) -> bool {
+        ow >= 4
+            && w < (i32::MAX as usize) / 2
+            && base.checked_add(2 * ow + w).is_some()
+            && crate::isa::active() >= crate::isa::Isa::Avx2
+    }
+
+    /// Four outputs from 8 values of each input row (`r0`, `r1`): maxima into `y`, indices
+    /// `first + 2i + k` into `arg` (`k` = 0, 1, `w`, `w + 1`: the first of the window's four
+    /// values, row-major, equal to the maximum). Returns `false`, writing nothing, if a NaN is
+    /// among the 16 values.
+    ///
+    /// # Safety
+    /// AVX2 must be available; `r0` and `r1` must be readable for 8 values, `y` and `arg`
+    /// writable for 4.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn block4(
+        r0: *const f32,
+        r1: *const f32,
+        w: usize,
+        first: usize,
+        y: *mut f32,
+        arg: *mut usize,
+    ) -> bool {
+        let (v0, v1) = (_mm256_loadu_ps(r0), _mm256_loadu_ps(r1));
+        let nan = _mm256_or_ps(
+            _mm256_cmp_ps::<_CMP_UNORD_Q>(v0, v0),
+            _mm256_cmp_ps::<_CMP_UNORD_Q>(v1, v1),
+        );
+        if _mm256_movemask_ps(nan) != 0 {
+            return false;
+        }
+        let even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+        let odd = _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7);
+        let half = |v: __m256, i: __m256i| _mm256_castps256_ps128(_mm256_permutevar8x32_ps(v, i));
+        let (a, b, d, e) = (half(v0, even), half(v0, odd), half(v1, even), half(v1, odd));
+        // Ties keep the earlier value, as the exact loop does.
+        let ab = _mm_blendv_ps(a, b, _mm_cmpgt_ps(b, a));
+        let de = _mm_blendv_ps(d, e, _mm_cmpgt_ps(e, d));
+        let m = _mm_blendv_ps(ab, de, _mm_cmpgt_ps(de, ab));
+        // The offset of the first of the four equal to the maximum: set from the last to
+        // the first, so that the first match is written last.
+        let w = w as i32;
+        let pick = |k: __m128i, v: __m128, off: i32| {
+            _mm_blendv_epi8(k, _mm_set1_epi32(off), _mm_castps_si128(_mm_cmpeq_ps(v, m)))
+        };
+        let k = _mm_set1_epi32(w + 1);
+        let k = pick(pick(pick(k, d, w), b, 1), a, 0);
+        let k = _mm_add_epi32(k, _mm_setr_epi32(0, 2, 4, 6));
+        let idx = _mm256_add_epi64(_mm256_cvtepi32_epi64(k), _mm256_set1_epi64x(first as i64));
+        _mm_storeu_ps(y, m);
+        _mm256_storeu_si256(arg as *mut __m256i, idx);
+        true
     }
 }
 
@@ -199,4 +327,46 @@ pub(crate) fn avg_pool_adjoint<T: Float>(g: &PoolGeom, gy: &[T], dx: &mut [T]) {
             }
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector rows give the exact loop's values and indices, bit for bit, on every tier:
+    /// rows of 1–19 outputs, values drawn from a few levels so that ties are common, ±0, and
+    /// NaNs in some rows.
+    #[test]
+    fn max2x2_rows_match_the_exact_loop() {
+        let levels = [-1.5f32, -0.0, 0.0, 0.25, 2.0, f32::NAN];
+        let mut state = 12345u64;
+        let mut draw = |nan: bool| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let k = (state >> 33) as usize % if nan { 6 } else { 5 };
+            levels[k]
+        };
+        for tier in [crate::isa::Isa::Scalar, crate::isa::Isa::Avx2] {
+            let before = crate::isa::limit();
+            crate::isa::set_max(Some(tier));
+            for ow in 1..20 {
+                for trial in 0..40 {
+                    let nan = trial % 8 == 7;
+                    let w = 2 * ow + trial % 3;
+                    let r0: Vec<f32> = (0..2 * ow).map(|_| draw(nan)).collect();
+                    let r1: Vec<f32> = (0..2 * ow).map(|_| draw(nan)).collect();
+                    let base = 2 * w * trial;
+                    let (mut y, mut a) = (vec![0f32; ow], vec![0usize; ow]);
+                    let (mut ye, mut ae) = (vec![0f32; ow], vec![0usize; ow]);
+                    max2x2_row(&r0, &r1, (base, w), &mut y, &mut a);
+                    max2x2_exact(&r0, &r1, (base, w), 0..ow, &mut ye, &mut ae);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&y), bits(&ye), "{tier:?} ow {ow} trial {trial}");
+                    assert_eq!(a, ae, "{tier:?} ow {ow} trial {trial}");
+                }
+            }
+            crate::isa::set_max(before);
+        }
+    }
 }
