@@ -184,6 +184,10 @@ impl ConvGeom {
         let width = (COL_MAX / self.ckk().max(1)).min(COLS_MAX);
         (width / self.l().max(1)).max(1)
     }
+    /// Whether the convolution moves by one and its kernel taps are adjacent.
+    fn unit_steps(&self) -> bool {
+        self.opts.stride == (1, 1) && self.opts.dilation == (1, 1)
+    }
     /// Whether the input is its own column matrix (1×1, stride 1, no padding).
     fn direct(&self) -> bool {
         let o = self.opts;
@@ -274,6 +278,9 @@ fn im2col<T: Float>(
     at: (usize, usize),
     col: &mut [T],
 ) {
+    if g.unit_steps() && tile == (0, g.l()) {
+        return im2col_unit(g, x, at, col);
+    }
     let hw = g.h * g.w;
     let cols = g.columns();
     for ci in 0..g.cg() {
@@ -302,6 +309,9 @@ fn col2im<T: Float>(
     at: (usize, usize),
     x: &mut [T],
 ) {
+    if g.unit_steps() && tile == (0, g.l()) {
+        return col2im_unit(g, col, at, x);
+    }
     let hw = g.h * g.w;
     let cols = g.columns();
     for ci in 0..g.cg() {
@@ -317,6 +327,89 @@ fn col2im<T: Float>(
                 for (i, v) in col[at..at + len].iter().enumerate() {
                     plane[start + i * step] += *v;
                 }
+            }
+        });
+    }
+}
+
+/// For each kernel offset `(ki, kj)` of a stride-1, dilation-1 convolution and each output row
+/// `oy`: the input row it reads (`None` in the padding) and, along the row, the output columns
+/// `first..end` inside the input and the shift `dx` (input column = output column + `dx`).
+#[inline(always)]
+fn unit_rows(
+    g: &ConvGeom,
+    mut f: impl FnMut(usize, usize, usize, Option<usize>, (usize, usize, isize)),
+) {
+    let (ph, pw) = (g.opts.padding.0 as isize, g.opts.padding.1 as isize);
+    for ki in 0..g.kh {
+        for kj in 0..g.kw {
+            let dx = kj as isize - pw;
+            let first = (-dx).clamp(0, g.ow as isize) as usize;
+            let end = (g.w as isize - dx).clamp(first as isize, g.ow as isize) as usize;
+            for oy in 0..g.oh {
+                let iy = oy as isize + ki as isize - ph;
+                let row = (iy >= 0 && (iy as usize) < g.h).then_some(iy as usize);
+                f(ki, kj, oy, row, (first, end, dx));
+            }
+        }
+    }
+}
+
+/// Copies `src` into `dst` (equal lengths) in blocks of 8 values, the last block overlapping
+/// the one before it: constant-size moves instead of a `memcpy` call for rows of 14 or 28.
+#[inline(always)]
+fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    let n = dst.len();
+    if n < 8 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let mut i = 0;
+    while i < n {
+        let j = i.min(n - 8);
+        dst[j..j + 8].copy_from_slice(&src[j..j + 8]);
+        i += 8;
+    }
+}
+
+/// [`im2col`] of whole planes for a stride-1, dilation-1 convolution: each column-matrix row
+/// is `oh` runs of `ow` values, each a shifted input row with zeros where it leaves the input.
+fn im2col_unit<T: Float>(g: &ConvGeom, x: &[T], (ld, off): (usize, usize), col: &mut [T]) {
+    let (hw, l, ow) = (g.h * g.w, g.l(), g.ow);
+    for ci in 0..g.cg() {
+        let plane = &x[ci * hw..(ci + 1) * hw];
+        unit_rows(g, |ki, kj, oy, row, (first, end, dx)| {
+            let r = (ci * g.kh + ki) * g.kw + kj;
+            let dst = &mut col[r * ld + off..][..l][oy * ow..][..ow];
+            let Some(iy) = row else {
+                dst.fill(T::ZERO);
+                return;
+            };
+            dst[..first].fill(T::ZERO);
+            dst[end..].fill(T::ZERO);
+            if end > first {
+                let s = (iy * g.w) as isize + first as isize + dx;
+                copy_short(&mut dst[first..end], &plane[s as usize..][..end - first]);
+            }
+        });
+    }
+}
+
+/// [`col2im`] of whole planes for a stride-1, dilation-1 convolution (the adjoint of
+/// [`im2col_unit`], adding in the same order as the general loop).
+fn col2im_unit<T: Float>(g: &ConvGeom, col: &[T], (ld, off): (usize, usize), x: &mut [T]) {
+    let (hw, l, ow) = (g.h * g.w, g.l(), g.ow);
+    for ci in 0..g.cg() {
+        let plane = &mut x[ci * hw..(ci + 1) * hw];
+        unit_rows(g, |ki, kj, oy, row, (first, end, dx)| {
+            let (Some(iy), true) = (row, end > first) else {
+                return;
+            };
+            let r = (ci * g.kh + ki) * g.kw + kj;
+            let src = &col[r * ld + off..][..l][oy * ow..][first..end];
+            let s = (iy * g.w) as isize + first as isize + dx;
+            for (d, v) in plane[s as usize..][..end - first].iter_mut().zip(src) {
+                *d += *v;
             }
         });
     }

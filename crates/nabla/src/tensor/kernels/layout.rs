@@ -118,12 +118,15 @@ pub fn scatter_add<T: Float>(g: &[T], shape: &[usize], axis: usize, idx: &[usize
         return; // nothing addressed (and `outer` may be huge when `inner` is 0)
     }
     let k = idx.len() / (outer * inner).max(1);
-    for o in 0..outer {
+    // Each outer slice adds only into its own `dim · inner` values, in a fixed order: the
+    // slices can go to different threads without changing a bit.
+    let slice = |o: usize, out: &mut [T]| {
         for j in 0..k {
             for i in 0..inner {
                 let n = (o * k + j) * inner + i;
-                out[(o * dim + idx[n]) * inner + i] += g[n];
+                out[idx[n] * inner + i] += g[n];
             }
         }
-    }
+    };
+    super::for_each_run(out, dim * inner, slice);
 }
