@@ -41,7 +41,7 @@ impl<T: Float> Tensor<T> {
         let flat = self.reshape(&[s[0], s[1], g.h * g.w])?;
         let shape = [s[0], s[1], g.oh * g.ow];
         let mut y = filled("max_pool2d", &shape, T::ZERO)?;
-        let mut arg = vec![0usize; y.len()];
+        let mut arg = filled("max_pool2d", &shape, 0usize)?;
         pool::max_pool(&g, &self.data()?, &mut y, &mut arg);
         // The values are the gather of the arg-maxes: record that op.
         let y = record(y, shape.to_vec(), &[&flat], || {

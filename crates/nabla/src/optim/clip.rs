@@ -21,7 +21,7 @@ pub fn clip_grad_norm<T: Float>(
     let mut sq = 0.0f64;
     for p in params {
         if let Some(g) = grads.get(p) {
-            g.for_each(|v| sq += v.to_f64() * v.to_f64());
+            sq += sum_of_squares(&g.data()?);
         }
     }
     let norm = sq.sqrt();
@@ -35,4 +35,27 @@ pub fn clip_grad_norm<T: Float>(
         }
     }
     Ok(norm)
+}
+
+/// `Σ v²` in f64 over eight lanes (the sum of each lane in order, then the lanes in order): a
+/// fixed association, so the same bits on every thread count and tier, without a chain of
+/// dependent additions through one accumulator (which made this 1.4 ms per step of the baby
+/// GPT's 806,528 gradients).
+fn sum_of_squares<T: Float>(v: &[T]) -> f64 {
+    crate::isa::vectorized(|| {
+        let mut lanes = [0.0f64; 8];
+        let blocks = v.chunks_exact(8);
+        let rest = blocks.remainder();
+        for b in blocks {
+            for (acc, x) in lanes.iter_mut().zip(b) {
+                let x = x.to_f64();
+                *acc += x * x;
+            }
+        }
+        let mut s = lanes.iter().fold(0.0, |s, &l| s + l);
+        for x in rest {
+            s += x.to_f64() * x.to_f64();
+        }
+        s
+    })
 }

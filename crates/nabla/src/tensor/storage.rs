@@ -108,10 +108,26 @@ pub(crate) fn buffer<T>(op: &'static str, shape: &[usize]) -> Result<Vec<T>> {
     Ok(v)
 }
 
-/// A buffer holding the elements of `shape`, all `value`.
-pub(crate) fn filled<T: Clone>(op: &'static str, shape: &[usize], value: T) -> Result<Vec<T>> {
+/// A buffer holding the elements of `shape`, all `value`. A large buffer is filled by all
+/// threads, in place (a convolution's output of 12.8 MB took ~1.5 ms to zero on one thread
+/// while the others waited).
+pub(crate) fn filled<T: Copy + Send + Sync>(
+    op: &'static str,
+    shape: &[usize],
+    value: T,
+) -> Result<Vec<T>> {
+    use rayon::prelude::*;
+    const LARGE: usize = 1 << 20;
     let n = checked_numel(op, shape)?;
     let mut v = buffer(op, shape)?;
-    v.resize(n, value);
+    if n < LARGE || crate::tensor::kernels::threads() < 2 {
+        v.resize(n, value);
+        return Ok(v);
+    }
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(1 << 16)
+        .for_each(|c| c.fill(std::mem::MaybeUninit::new(value)));
+    // SAFETY: `buffer` reserved `n` values and every one was written above.
+    unsafe { v.set_len(n) };
     Ok(v)
 }

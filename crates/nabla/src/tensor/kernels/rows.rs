@@ -71,34 +71,38 @@ pub fn layer_norm_grads<T: Float>(
     need_dx: bool,
 ) -> (Option<Vec<T>>, Vec<f64>, Vec<f64>) {
     let (mut dw, mut db) = (vec![0.0; d], vec![0.0; d]);
-    for (r, (gr, xr)) in g
-        .chunks_exact(d.max(1))
-        .zip(x.chunks_exact(d.max(1)))
-        .enumerate()
-    {
-        let (m, s) = (st.mean[r], st.invstd[r]);
-        for j in 0..d {
-            let gv = gr[j].to_f64();
-            dw[j] += gv * (xr[j].to_f64() - m) * s;
-            db[j] += gv;
+    crate::isa::vectorized(|| {
+        for (r, (gr, xr)) in g
+            .chunks_exact(d.max(1))
+            .zip(x.chunks_exact(d.max(1)))
+            .enumerate()
+        {
+            let (m, s) = (st.mean[r], st.invstd[r]);
+            for (((dw, db), gv), xv) in dw.iter_mut().zip(db.iter_mut()).zip(gr).zip(xr) {
+                let gv = gv.to_f64();
+                *dw += gv * (xv.to_f64() - m) * s;
+                *db += gv;
+            }
         }
-    }
+    });
     let dx = need_dx.then(|| {
         let mut dx = vec![T::ZERO; x.len()];
         for_each_run(&mut dx, d.max(1), |r, out| {
-            let (gr, xr) = (&g[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]);
-            let (m, s) = (st.mean[r], st.invstd[r]);
-            let gw = |j: usize| match w {
-                Some(w) => gr[j].to_f64() * w[j].to_f64(),
-                None => gr[j].to_f64(),
-            };
-            let sum_g = lane_sum(gr, |_, j| gw(j));
-            let sum_gx = lane_sum(xr, |xv, j| gw(j) * ((xv.to_f64() - m) * s));
-            let (mg, mgx) = (sum_g / d as f64, sum_gx / d as f64);
-            for (j, o) in out.iter_mut().enumerate() {
-                let h = (xr[j].to_f64() - m) * s;
-                *o = T::from_f64(s * (gw(j) - mg - h * mgx));
-            }
+            crate::isa::vectorized(|| {
+                let (gr, xr) = (&g[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]);
+                let (m, s) = (st.mean[r], st.invstd[r]);
+                let gw = |j: usize| match w {
+                    Some(w) => gr[j].to_f64() * w[j].to_f64(),
+                    None => gr[j].to_f64(),
+                };
+                let sum_g = lane_sum(gr, |_, j| gw(j));
+                let sum_gx = lane_sum(xr, |xv, j| gw(j) * ((xv.to_f64() - m) * s));
+                let (mg, mgx) = (sum_g / d as f64, sum_gx / d as f64);
+                for (j, o) in out.iter_mut().enumerate() {
+                    let h = (xr[j].to_f64() - m) * s;
+                    *o = T::from_f64(s * (gw(j) - mg - h * mgx));
+                }
+            })
         });
         dx
     });
@@ -141,21 +145,41 @@ pub fn attention_softmax<T: Float>(x: &[T], t: usize, s: usize, scale: T, causal
         } else {
             s
         };
-        let mut m = T::NEG_INFINITY;
-        for &v in &row[..visible] {
-            m = m.max(v * scale);
-        }
-        let mut sum = T::ZERO;
-        for (o, &v) in out[..visible].iter_mut().zip(row) {
-            *o = (v * scale - m).exp();
-            sum += *o;
-        }
-        let inv = T::ONE / sum;
-        for o in out[..visible].iter_mut() {
-            *o *= inv;
-        }
+        crate::isa::vectorized(|| {
+            let m = lane_fold(&row[..visible], T::NEG_INFINITY, |v| v * scale, T::max);
+            for (o, &v) in out[..visible].iter_mut().zip(row) {
+                *o = (v * scale - m).exp_fast();
+            }
+            let sum = lane_fold(&out[..visible], T::ZERO, |v| v, |a, b| a + b);
+            let inv = T::ONE / sum;
+            for o in out[..visible].iter_mut() {
+                *o *= inv;
+            }
+        })
     });
     y
+}
+
+/// `map(x)` of every element of `xs` combined by `f` in eight interleaved lanes from `init`,
+/// the lanes then combined in a fixed order: the same result on any thread count and tier, in
+/// vector registers.
+#[inline(always)]
+fn lane_fold<T: Float>(xs: &[T], init: T, map: impl Fn(T) -> T, f: impl Fn(T, T) -> T) -> T {
+    let mut acc = [init; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = f(*a, map(v));
+        }
+    }
+    let mut r = f(
+        f(f(acc[0], acc[4]), f(acc[1], acc[5])),
+        f(f(acc[2], acc[6]), f(acc[3], acc[7])),
+    );
+    for &v in chunks.remainder() {
+        r = f(r, map(v));
+    }
+    r
 }
 
 /// `c·y ⊙ (g − Σ g⊙y)` over each `s`-long row: a softmax's backward in one pass (the row sum
