@@ -8,29 +8,8 @@ use crate::isa::vectorized;
 use crate::tensor::view::Layout;
 use crate::tensor::Float;
 use rayon::prelude::*;
-use std::mem::MaybeUninit;
 
-const CHUNK: usize = 1 << 14;
-
-/// Appends `n` values to `out`, written straight into its spare capacity by `fill(i, chunk)`
-/// for the `i`-th chunk of [`CHUNK`] values, the chunks shared among the threads (no zeroing
-/// pass first: for a 12.8 MB activation that pass cost as much as the op). `fill` writes every
-/// value of its chunk; the length is set only after all chunks are done.
-fn append_par<T: Float>(
-    out: &mut Vec<T>,
-    n: usize,
-    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
-) {
-    out.reserve(n);
-    let start = out.len();
-    out.spare_capacity_mut()[..n]
-        .par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(i, chunk)| fill(i, chunk));
-    // SAFETY: the capacity holds `n` more values and every chunk of them was written above
-    // (each caller's `fill` writes its whole chunk); a panic in `fill` leaves the length as it was.
-    unsafe { out.set_len(start + n) };
-}
+use crate::tensor::storage::{append_par, CHUNK};
 
 /// Appends `f(x[i])` for every element of a contiguous slice.
 pub fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync + Send, out: &mut Vec<T>) {

@@ -177,29 +177,14 @@ fn max2x2_row<T: Float>(
                 )
             };
             if !done {
-                max2x2_exact(r0, r1, (base, w), at..at + 4, yr, ar);
-                return max2x2_row_rest(r0, r1, (base, w), at + 4, yr, ar);
+                // a NaN: the rest of the row one window at a time
+                return max2x2_exact(r0, r1, (base, w), at..ow, yr, ar);
             }
             ox = at + 4;
         }
         return;
     }
     max2x2_exact(r0, r1, (base, w), 0..ow, yr, ar)
-}
-
-/// [`max2x2_row`] from output `from` on (after a block with a NaN: the rest of the row).
-fn max2x2_row_rest<T: Float>(
-    r0: &[T],
-    r1: &[T],
-    (base, w): (usize, usize),
-    from: usize,
-    yr: &mut [T],
-    ar: &mut [usize],
-) {
-    let ow = yr.len();
-    if from < ow {
-        max2x2_exact(r0, r1, (base, w), from..ow, yr, ar);
-    }
 }
 
 /// Outputs `range` of one row of [`max2x2_row`], one at a time: the first maximum in row-major

@@ -113,7 +113,7 @@ pub fn layer_norm_grads<T: Float>(
 /// fixed order (the same bits on any thread count), and one the compiler can vectorise,
 /// unlike a single running sum.
 #[inline(always)]
-fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T, usize) -> f64) -> f64 {
+pub(crate) fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T, usize) -> f64) -> f64 {
     let mut acc = [0.0f64; 8];
     let mut chunks = xs.chunks_exact(8);
     let mut base = 0;
