@@ -417,7 +417,7 @@ fn col2im_unit<T: Float>(g: &ConvGeom, col: &[T], (ld, off): (usize, usize), x: 
 
 /// Runs `f` with this thread's scratch buffer of at least `len` values (taken out of its slot
 /// for the call, so that a nested job on this thread allocates its own).
-fn with_scratch<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+pub(super) fn with_scratch<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
     let mut buf = T::scratch().with(|c| c.take());
     if buf.len() < len {
         buf.resize(len, T::ZERO);
@@ -437,7 +437,29 @@ fn units(g: &ConvGeom) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
 
 /// `y = conv(x, w) + b`: `x` `[n, c, h, w]`, `w` `[o, c/groups, kh, kw]`, `b` `[o]` (if any),
 /// `y` `[n, o, oh, ow]` (every element written).
+/// f32 convolutions with stride 1 and dilation 1 run the direct kernels of
+/// [`conv_direct`](super::conv_direct) on the AVX-512 and AVX2 tiers; everything else the
+/// column-matrix path below.
 pub(crate) fn forward<T: Float>(g: &ConvGeom, x: &[T], wt: &[T], bias: Option<&[T]>, y: &mut [T]) {
+    if let (Some(xf), Some(wf)) = (T::as_f32(x), T::as_f32(wt)) {
+        let bf = bias.and_then(T::as_f32);
+        if let Some(yf) = T::as_f32_mut(y) {
+            if (bias.is_none() || bf.is_some()) && super::conv_direct::forward(g, xf, wf, bf, yf) {
+                return;
+            }
+        }
+    }
+    forward_cols(g, x, wt, bias, y)
+}
+
+/// [`forward`] through column matrices.
+pub(super) fn forward_cols<T: Float>(
+    g: &ConvGeom,
+    x: &[T],
+    wt: &[T],
+    bias: Option<&[T]>,
+    y: &mut [T],
+) {
     let (l, og, ckk, cg, hw) = (g.l(), g.og(), g.ckk(), g.cg(), g.h * g.w);
     let ns = g.per_chunk();
     let sample = g.o * l;
@@ -513,6 +535,18 @@ fn gather_grad<T: Float>(
 /// `dx = conv_input(gy, w)`: the gradient of `conv` in its input (a transposed convolution),
 /// `gy` `[n, o, oh, ow]`, `dx` `[n, c, h, w]` (every element written).
 pub(crate) fn input_grad<T: Float>(g: &ConvGeom, gy: &[T], wt: &[T], dx: &mut [T]) {
+    if let (Some(gf), Some(wf)) = (T::as_f32(gy), T::as_f32(wt)) {
+        if let Some(xf) = T::as_f32_mut(dx) {
+            if super::conv_direct::input_grad(g, gf, wf, xf) {
+                return;
+            }
+        }
+    }
+    input_grad_cols(g, gy, wt, dx)
+}
+
+/// [`input_grad`] through column matrices.
+pub(super) fn input_grad_cols<T: Float>(g: &ConvGeom, gy: &[T], wt: &[T], dx: &mut [T]) {
     let (l, og, ckk, cg, hw) = (g.l(), g.og(), g.ckk(), g.cg(), g.h * g.w);
     let ns = g.per_chunk();
     let sample = g.c * hw;
@@ -587,27 +621,51 @@ fn weight_part<T: Float>(
 /// (every element written). The chunks' parts are computed a wave of one per thread at a time
 /// and added in chunk order (memory: one weight-sized part per thread).
 pub(crate) fn weight_grad<T: Float>(g: &ConvGeom, x: &[T], gy: &[T], dw: &mut [T]) {
-    let size = g.o * g.ckk();
+    if let (Some(xf), Some(gf)) = (T::as_f32(x), T::as_f32(gy)) {
+        if let Some(wf) = T::as_f32_mut(dw) {
+            if super::conv_direct::weight_grad(g, xf, gf, wf, sum_parts) {
+                return;
+            }
+        }
+    }
+    weight_grad_cols(g, x, gy, dw)
+}
+
+/// [`weight_grad`] through column matrices.
+pub(super) fn weight_grad_cols<T: Float>(g: &ConvGeom, x: &[T], gy: &[T], dw: &mut [T]) {
     let ns = g.per_chunk();
-    let chunks = g.n.div_ceil(ns);
     let chunk = |c: usize| (c * ns, ns.min(g.n - c * ns));
+    sum_parts(
+        g.n.div_ceil(ns),
+        &|c, part: &mut [T]| weight_part(g, x, gy, chunk(c), part),
+        dw,
+    );
+}
+
+/// `dw = Σ part(c)` over the chunks `c < chunks`, added in chunk order: every chunk's part is
+/// summed on its own (zeroed first), a wave of one per thread at a time, so the association
+/// is the same on any number of threads (a product accumulated onto `dw` directly would add
+/// its k blocks one by one instead). Memory: one `dw`-sized part per thread.
+pub(super) fn sum_parts<T: Float>(
+    chunks: usize,
+    part: &(dyn Fn(usize, &mut [T]) + Sync),
+    dw: &mut [T],
+) {
+    let size = dw.len();
     dw.fill(T::ZERO);
-    // Every chunk's part is summed on its own, then added: the same association on any
-    // number of threads (a product accumulated onto `dw` directly would add its k blocks
-    // one by one instead).
     let wave = super::threads().clamp(1, chunks.max(1));
     let mut parts = vec![T::ZERO; wave * size];
     for first in (0..chunks).step_by(wave) {
         let count = wave.min(chunks - first);
         parts[..count * size]
-            .par_chunks_mut(size)
+            .par_chunks_mut(size.max(1))
             .enumerate()
-            .for_each(|(i, part)| {
-                part.fill(T::ZERO);
-                weight_part(g, x, gy, chunk(first + i), part);
+            .for_each(|(i, p)| {
+                p.fill(T::ZERO);
+                part(first + i, p);
             });
-        for part in parts[..count * size].chunks(size) {
-            for (d, v) in dw.iter_mut().zip(part) {
+        for p in parts[..count * size].chunks(size.max(1)) {
+            for (d, v) in dw.iter_mut().zip(p) {
                 *d += *v;
             }
         }

@@ -3,6 +3,7 @@
 //! only above [`PAR_THRESHOLD`] elements, because tiny tensors are faster on one thread.
 
 pub mod conv;
+mod conv_direct;
 pub mod elementwise;
 pub mod layout;
 pub mod matmul;

@@ -1,0 +1,681 @@
+//! Direct f32 convolution for stride 1 and dilation 1 on the AVX-512 and AVX2 tiers: no
+//! column matrix. Each sample's input is copied once into a zero-padded buffer (`[c, h + 2·ph,
+//! w + 2·pw]`); in it, the receptive-field value of kernel tap `(ci, ki, kj)` for output
+//! position `(oy, ox)` lies at `tap(ci, ki, kj) + oy·wp + ox`, so the column matrix's rows are
+//! the padded planes shifted by one offset per tap (an offset table stands in for it). The
+//! register tiles then read the input straight from that buffer:
+//!
+//! - **forward** (and the input gradient, which is the forward convolution of the padded output
+//!   gradient with the flipped, transposed kernel): a tile of `R` output channels × `V`
+//!   vectors of output positions (a vector holds up to `LANES` positions of one output row),
+//!   the bias in its accumulators, one multiply-add per tap and accumulator, the tap order
+//!   ascending, written to the output with lane masks;
+//! - **weight gradient**: a tile of `R` output channels × `Q` taps whose accumulators run along
+//!   the output positions of a chunk of samples (lanes masked past each row's end, in both
+//!   operands), summed across lanes at the end of the chunk.
+//!
+//! Every output value is computed the same way whichever thread computes it (forward: per
+//! sample; weight gradient: per chunk of samples fixed by the shapes, chunks added in order), so
+//! results are bit-identical for any thread count. The forward pass gives the same bits on both
+//! tiers (the same multiply-adds in the same order per element); the weight gradient's lane sums
+//! differ between 8 and 16 lanes, by rounding. Against the column-matrix path, results agree to
+//! rounding (tested in `tests`).
+
+use super::conv::{with_scratch, ConvGeom};
+use crate::isa::{self, Isa};
+use rayon::prelude::*;
+
+/// The most values of padded input one thread keeps (16 MB); larger samples take the
+/// column-matrix path.
+const PAD_MAX: usize = 1 << 22;
+/// Samples whose weight-gradient contributions are summed in one chunk (at most).
+const CHUNK_SAMPLES: usize = 8;
+
+/// The vector instructions of one tier, as the tiles use them.
+trait Lanes {
+    /// A vector of f32 lanes.
+    type V: Copy;
+    /// Which lanes of a vector are live (the first `n`).
+    type M: Copy;
+    /// Safety of every method: the CPU has the tier's instructions; pointers are valid for the
+    /// live lanes (and for all lanes in `load`).
+    unsafe fn splat(x: f32) -> Self::V;
+    unsafe fn load(p: *const f32) -> Self::V;
+    unsafe fn load_live(p: *const f32, m: Self::M) -> Self::V;
+    unsafe fn store_live(p: *mut f32, m: Self::M, v: Self::V);
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    unsafe fn live(n: usize) -> Self::M;
+    unsafe fn sum(v: Self::V) -> f32;
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Lanes;
+    use std::arch::x86_64::*;
+
+    /// AVX-512F: 16 lanes, lane masks in a `k` register.
+    pub(super) struct Avx512;
+    impl Lanes for Avx512 {
+        type V = __m512;
+        type M = u16;
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m512 {
+            _mm512_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn load_live(p: *const f32, m: u16) -> __m512 {
+            _mm512_maskz_loadu_ps(m, p)
+        }
+        #[inline(always)]
+        unsafe fn store_live(p: *mut f32, m: u16, v: __m512) {
+            _mm512_mask_storeu_ps(p, m, v)
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn live(n: usize) -> u16 {
+            if n >= 16 {
+                u16::MAX
+            } else {
+                (1u16 << n) - 1
+            }
+        }
+        #[inline(always)]
+        unsafe fn sum(v: __m512) -> f32 {
+            _mm512_reduce_add_ps(v)
+        }
+    }
+
+    /// AVX2 with FMA: 8 lanes; a partial vector through `vmaskmovps` (a full one through
+    /// plain loads and stores).
+    pub(super) struct Avx2;
+    impl Lanes for Avx2 {
+        type V = __m256;
+        type M = (bool, __m256i);
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m256 {
+            _mm256_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn load_live(p: *const f32, (full, m): (bool, __m256i)) -> __m256 {
+            if full {
+                _mm256_loadu_ps(p)
+            } else {
+                _mm256_maskload_ps(p, m)
+            }
+        }
+        #[inline(always)]
+        unsafe fn store_live(p: *mut f32, (full, m): (bool, __m256i), v: __m256) {
+            if full {
+                _mm256_storeu_ps(p, v)
+            } else {
+                _mm256_maskstore_ps(p, m, v)
+            }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn live(n: usize) -> (bool, __m256i) {
+            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let n = n.min(8) as i32;
+            (n == 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane))
+        }
+        #[inline(always)]
+        unsafe fn sum(v: __m256) -> f32 {
+            // Fixed order: the two halves, then pairs, then the last two lanes.
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+        }
+    }
+}
+
+/// The tier the direct kernels run on: a value exists only where the CPU runs it (made by
+/// [`Tier::active`], or in tests from the detected tier).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tier {
+    Avx512,
+    Avx2,
+}
+
+impl Tier {
+    fn active() -> Option<Tier> {
+        if !cfg!(target_arch = "x86_64") {
+            return None;
+        }
+        match isa::active() {
+            Isa::Avx512 => Some(Tier::Avx512),
+            Isa::Avx2 => Some(Tier::Avx2),
+            Isa::Scalar => None,
+        }
+    }
+    fn lanes(self) -> usize {
+        match self {
+            Tier::Avx512 => 16,
+            Tier::Avx2 => 8,
+        }
+    }
+}
+
+/// The padded geometry of one convolution that the direct kernels run.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    tier: Tier,
+    /// Padded plane height and width, and the values of one padded sample (plus the slack a
+    /// full vector may read past the last row).
+    hp: usize,
+    wp: usize,
+    sample: usize,
+    /// Vectors per output row and per output plane.
+    per_row: usize,
+    vectors: usize,
+}
+
+impl Plan {
+    /// The plan for `g`, or `None` where the direct kernels do not apply (another tier, a
+    /// stride or dilation other than 1, a 1×1 kernel, or a padded sample over [`PAD_MAX`]).
+    fn new(g: &ConvGeom, tier: Tier) -> Option<Plan> {
+        let o = g.opts;
+        if o.stride != (1, 1) || o.dilation != (1, 1) || g.kh * g.kw == 1 || g.l() == 0 {
+            return None;
+        }
+        let (hp, wp) = (g.h + 2 * o.padding.0, g.w + 2 * o.padding.1);
+        let lanes = tier.lanes();
+        let sample = g.c.checked_mul(hp)?.checked_mul(wp)?.checked_add(lanes)?;
+        if sample > PAD_MAX {
+            return None;
+        }
+        let per_row = g.ow.div_ceil(lanes);
+        Some(Plan {
+            tier,
+            hp,
+            wp,
+            sample,
+            per_row,
+            vectors: g.oh * per_row,
+        })
+    }
+
+    /// Offsets in a padded sample of every tap of one group, `(ci, ki, kj)` in weight order.
+    fn taps(&self, g: &ConvGeom) -> Vec<usize> {
+        let cg = g.c / g.opts.groups;
+        let mut taps = Vec::with_capacity(cg * g.kh * g.kw);
+        for ci in 0..cg {
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    taps.push((ci * self.hp + ki) * self.wp + kj);
+                }
+            }
+        }
+        taps
+    }
+
+    /// Vector `j` of an output plane: its offset in the output plane, in the padded input
+    /// plane (tap 0), and its live lanes.
+    fn vector(&self, g: &ConvGeom, j: usize) -> (usize, usize, usize) {
+        let lanes = self.tier.lanes();
+        let (oy, x0) = (j / self.per_row, (j % self.per_row) * lanes);
+        (oy * g.ow + x0, oy * self.wp + x0, lanes.min(g.ow - x0))
+    }
+
+    /// Copies one sample's planes `x` (`[c, h, w]`) into `buf` with zero borders.
+    fn pad(&self, g: &ConvGeom, x: &[f32], buf: &mut [f32]) {
+        let (ph, pw) = g.opts.padding;
+        buf[..self.sample].fill(0.0);
+        for ci in 0..g.c {
+            for iy in 0..g.h {
+                let dst = (ci * self.hp + iy + ph) * self.wp + pw;
+                buf[dst..dst + g.w].copy_from_slice(&x[(ci * g.h + iy) * g.w..][..g.w]);
+            }
+        }
+    }
+}
+
+/// A forward tile's operands: `R` weight rows (stride `lda`, one value per tap), `V` input
+/// vectors (tap 0; the tap offsets added), `V` output vectors (row 0; rows `ldc` apart).
+struct FwdTile {
+    taps: *const usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    bias: *const f32,
+    b: [*const f32; 4],
+    c: [*mut f32; 4],
+    live: [usize; 4],
+    ldc: usize,
+}
+
+/// One forward tile of `R` rows × `V` vectors (the vectors past `live`'s non-zero ones are
+/// computed from vector 0's input and not stored).
+///
+/// # Safety
+/// The tier's instructions exist; the pointers cover the tile's reads and writes.
+#[inline(always)]
+unsafe fn fwd_tile<S: Lanes, const R: usize, const V: usize>(t: &FwdTile) {
+    let live: [S::M; V] = std::array::from_fn(|v| S::live(t.live[v]));
+    let mut acc: [[S::V; V]; R] = [[S::splat(0.0); V]; R];
+    for (r, acc) in acc.iter_mut().enumerate() {
+        *acc = [S::splat(*t.bias.add(r)); V];
+    }
+    for kk in 0..t.k {
+        let off = *t.taps.add(kk);
+        let bv: [S::V; V] = std::array::from_fn(|v| S::load(t.b[v].add(off)));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let a = S::splat(*t.a.add(r * t.lda + kk));
+            for (acc, b) in acc.iter_mut().zip(&bv) {
+                *acc = S::fmadd(a, *b, *acc);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        for v in 0..V {
+            if t.live[v] > 0 {
+                S::store_live(t.c[v].add(r * t.ldc), live[v], acc[v]);
+            }
+        }
+    }
+}
+
+/// The forward pass of one sample's group: `y` (`[o/groups, oh, ow]` of this group) from the
+/// padded sample at `xp` (this group's first plane), weights `w` (`[o/groups, ckk]`).
+///
+/// # Safety
+/// The tier's instructions exist; `xp` holds the group's padded planes plus slack.
+#[inline(always)]
+unsafe fn fwd_group<S: Lanes, const R: usize, const V: usize>(
+    p: &Plan,
+    g: &ConvGeom,
+    taps: &[usize],
+    xp: *const f32,
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+) {
+    let (og, k, l) = (bias.len(), taps.len(), g.l());
+    debug_assert!(w.len() >= og * k && y.len() >= og * l);
+    // Output channels outer: a block's weights (R·ckk values) and the padded sample stay in
+    // the first-level cache while the vectors go by.
+    for r0 in (0..og).step_by(R) {
+        let rows = R.min(og - r0);
+        for j0 in (0..p.vectors).step_by(V) {
+            let mut t = FwdTile {
+                taps: taps.as_ptr(),
+                k,
+                a: w.as_ptr().add(r0 * k),
+                lda: k,
+                bias: bias.as_ptr().add(r0),
+                b: [xp; 4],
+                c: [y.as_mut_ptr(); 4],
+                live: [0; 4],
+                ldc: l,
+            };
+            for v in 0..V.min(p.vectors - j0) {
+                let (out, inp, live) = p.vector(g, j0 + v);
+                t.b[v] = xp.add(inp);
+                t.c[v] = y.as_mut_ptr().add(r0 * l + out);
+                t.live[v] = live;
+            }
+            macro_rules! rows {
+                ($($r:literal)*) => {
+                    match rows {
+                        $($r if $r <= R => fwd_tile::<S, $r, V>(&t),)*
+                        _ => unreachable!("internal: a tile of {rows} rows"),
+                    }
+                };
+            }
+            rows!(1 2 3 4 5 6 7 8);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fwd_avx512(
+    p: &Plan,
+    g: &ConvGeom,
+    t: &[usize],
+    xp: *const f32,
+    w: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+) {
+    fwd_group::<x86::Avx512, 8, 3>(p, g, t, xp, w, b, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fwd_avx2(
+    p: &Plan,
+    g: &ConvGeom,
+    t: &[usize],
+    xp: *const f32,
+    w: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+) {
+    fwd_group::<x86::Avx2, 4, 3>(p, g, t, xp, w, b, y)
+}
+
+/// `y = conv(x, w) + b` (f32, `y` `[n, o, oh, ow]`, every element written) where the direct
+/// kernels apply on the active tier; `false` (nothing written) where they do not.
+pub(super) fn forward(
+    g: &ConvGeom,
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> bool {
+    Tier::active().is_some_and(|t| forward_on(t, g, x, wt, bias, y))
+}
+
+/// [`forward`] on `tier`.
+fn forward_on(
+    tier: Tier,
+    g: &ConvGeom,
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> bool {
+    let Some(p) = Plan::new(g, tier) else {
+        return false;
+    };
+    let (groups, l) = (g.opts.groups, g.l());
+    let (cg, og) = (g.c / groups, g.o / groups);
+    let taps = p.taps(g);
+    let ckk = taps.len();
+    let zeros = vec![0.0f32; og];
+    let (chw, sample) = (g.c * g.h * g.w, g.o * l);
+    assert!(
+        x.len() >= g.n * chw && wt.len() >= g.o * ckk && y.len() >= g.n * sample,
+        "internal: conv_direct operand sizes disagree"
+    );
+    y.par_chunks_mut(sample.max(1))
+        .enumerate()
+        .for_each(|(s, ys)| {
+            with_scratch(p.sample, |buf| {
+                p.pad(g, &x[s * chw..][..chw], buf);
+                for gi in 0..groups {
+                    let xp = buf[gi * cg * p.hp * p.wp..].as_ptr();
+                    let w = &wt[gi * og * ckk..][..og * ckk];
+                    let b = bias.map_or(&zeros[..], |b| &b[gi * og..][..og]);
+                    let y = &mut ys[gi * og * l..][..og * l];
+                    // SAFETY: a `Tier` exists only where the CPU runs it; the padded group planes plus
+                    // `lanes` values of slack cover every full-vector read (tap offsets stay
+                    // inside the group's planes, a vector starts inside its row); outputs
+                    // are written through live-lane masks inside `y`.
+                    unsafe {
+                        match p.tier {
+                            #[cfg(target_arch = "x86_64")]
+                            Tier::Avx512 => fwd_avx512(&p, g, &taps, xp, w, b, y),
+                            #[cfg(target_arch = "x86_64")]
+                            Tier::Avx2 => fwd_avx2(&p, g, &taps, xp, w, b, y),
+                            #[cfg(not(target_arch = "x86_64"))]
+                            _ => unreachable!("no direct kernels off x86-64"),
+                        }
+                    }
+                }
+            })
+        });
+    true
+}
+
+/// `dx = conv_input(gy, w)` where the direct kernels apply (`false`, nothing written, where
+/// not): the forward convolution of `gy` padded by `k − 1 − p` with the kernel flipped and its
+/// channel axes swapped (per group).
+pub(super) fn input_grad(g: &ConvGeom, gy: &[f32], wt: &[f32], dx: &mut [f32]) -> bool {
+    Tier::active().is_some_and(|t| input_grad_on(t, g, gy, wt, dx))
+}
+
+/// [`input_grad`] on `tier`.
+fn input_grad_on(tier: Tier, g: &ConvGeom, gy: &[f32], wt: &[f32], dx: &mut [f32]) -> bool {
+    let o = g.opts;
+    let (ph, pw) = o.padding;
+    if ph >= g.kh || pw >= g.kw {
+        return false;
+    }
+    let t = ConvGeom {
+        n: g.n,
+        c: g.o,
+        h: g.oh,
+        w: g.ow,
+        o: g.c,
+        kh: g.kh,
+        kw: g.kw,
+        oh: g.h,
+        ow: g.w,
+        opts: super::conv::Conv2dOptions {
+            padding: (g.kh - 1 - ph, g.kw - 1 - pw),
+            ..o
+        },
+    };
+    if Plan::new(&t, tier).is_none() {
+        return false;
+    }
+    let (groups, kk) = (o.groups, g.kh * g.kw);
+    let (cg, og) = (g.c / groups, g.o / groups);
+    // wf[gi·cg + ci, oi, ki, kj] = w[gi·og + oi, ci, kh−1−ki, kw−1−kj]
+    let mut wf = vec![0.0f32; g.c * og * kk];
+    for gi in 0..groups {
+        for ci in 0..cg {
+            for oi in 0..og {
+                let src = &wt[((gi * og + oi) * cg + ci) * kk..][..kk];
+                let dst = &mut wf[((gi * cg + ci) * og + oi) * kk..][..kk];
+                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
+            }
+        }
+    }
+    forward_on(tier, &t, gy, &wf, None, dx)
+}
+
+/// A weight-gradient tile's operands: `R` output-gradient rows (`ldg` apart) from `g` and `Q`
+/// taps of the padded input from `x`, at the positions `items` lists; the sums go to `out`
+/// (rows `ldo` apart; taps past `q_live` are not stored).
+struct WgtTile {
+    g: *const f32,
+    ldg: usize,
+    x: *const f32,
+    taps: [usize; 6],
+    q_live: usize,
+    out: *mut f32,
+    ldo: usize,
+}
+
+/// One weight-gradient tile of `R` output channels × `Q` taps over `items`: (offset in the
+/// output gradient, offset in the padded input, live lanes) of every vector of every sample.
+///
+/// # Safety
+/// The tier's instructions exist; the pointers cover the tile's reads (live lanes only) and
+/// writes.
+#[inline(always)]
+unsafe fn wgt_tile<S: Lanes, const R: usize, const Q: usize>(
+    items: &[(usize, usize, S::M)],
+    t: &WgtTile,
+) {
+    let mut acc: [[S::V; Q]; R] = [[S::splat(0.0); Q]; R];
+    for &(go, xo, m) in items {
+        let (gp, xp) = (t.g.add(go), t.x.add(xo));
+        let xv: [S::V; Q] = std::array::from_fn(|q| S::load_live(xp.add(t.taps[q]), m));
+        #[allow(clippy::needless_range_loop)]
+        for r in 0..R {
+            let gv = S::load_live(gp.add(r * t.ldg), m);
+            for q in 0..Q {
+                acc[r][q] = S::fmadd(gv, xv[q], acc[r][q]);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        // Every accumulator is visited (a loop of run-time length would index the array
+        // dynamically and keep it in memory instead of registers).
+        for (q, v) in acc.iter().enumerate() {
+            if q < t.q_live {
+                *t.out.add(r * t.ldo + q) = S::sum(*v);
+            }
+        }
+    }
+}
+
+/// The weight gradient's part from `samples` samples of one group: `part` (`[o/groups, ckk]`)
+/// from the padded samples at `xp` (`p.sample` apart, this group's first plane) and the output
+/// gradient at `gy` (the group's first row of the first sample; samples `o·l` apart).
+///
+/// # Safety
+/// The tier's instructions exist; the pointers cover the samples' group planes.
+#[inline(always)]
+unsafe fn wgt_group<S: Lanes, const R: usize, const Q: usize>(
+    p: &Plan,
+    g: &ConvGeom,
+    taps: &[usize],
+    (xp, gy, samples): (*const f32, *const f32, usize),
+    part: &mut [f32],
+) {
+    let (og, ckk, l) = (g.o / g.opts.groups, taps.len(), g.l());
+    debug_assert!(part.len() >= og * ckk);
+    let mut items: Vec<(usize, usize, S::M)> = Vec::with_capacity(samples * p.vectors);
+    for s in 0..samples {
+        for j in 0..p.vectors {
+            let (out, inp, live) = p.vector(g, j);
+            items.push((s * g.o * l + out, s * p.sample + inp, S::live(live)));
+        }
+    }
+    for r0 in (0..og).step_by(R) {
+        let rows = R.min(og - r0);
+        for q0 in (0..ckk).step_by(Q) {
+            let q_live = Q.min(ckk - q0);
+            let t = WgtTile {
+                g: gy.add(r0 * l),
+                ldg: l,
+                x: xp,
+                taps: std::array::from_fn(|q| taps[q0 + q.min(q_live - 1)]),
+                q_live,
+                out: part.as_mut_ptr().add(r0 * ckk + q0),
+                ldo: ckk,
+            };
+            macro_rules! rows {
+                ($($r:literal)*) => {
+                    match rows {
+                        $($r if $r <= R => wgt_tile::<S, $r, Q>(&items, &t),)*
+                        _ => unreachable!("internal: a tile of {rows} rows"),
+                    }
+                };
+            }
+            rows!(1 2 3 4 5 6);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn wgt_avx512(
+    p: &Plan,
+    g: &ConvGeom,
+    t: &[usize],
+    ops: (*const f32, *const f32, usize),
+    part: &mut [f32],
+) {
+    wgt_group::<x86::Avx512, 4, 4>(p, g, t, ops, part)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn wgt_avx2(
+    p: &Plan,
+    g: &ConvGeom,
+    t: &[usize],
+    ops: (*const f32, *const f32, usize),
+    part: &mut [f32],
+) {
+    wgt_group::<x86::Avx2, 3, 3>(p, g, t, ops, part)
+}
+
+/// Samples per weight-gradient chunk for `p` (fixed by the shapes).
+fn chunk_samples(p: &Plan) -> usize {
+    (PAD_MAX / 4 / p.sample).clamp(1, CHUNK_SAMPLES)
+}
+
+/// `dw = conv_weight(x, gy)` (`[o, c/groups, kh, kw]`, every element written) where the direct
+/// kernels apply; `false` (nothing written) where not. Chunks of samples fixed by the shapes
+/// each give a part; `sum_parts` adds them in chunk order.
+pub(super) fn weight_grad(
+    g: &ConvGeom,
+    x: &[f32],
+    gy: &[f32],
+    dw: &mut [f32],
+    sum_parts: impl FnOnce(usize, &(dyn Fn(usize, &mut [f32]) + Sync), &mut [f32]),
+) -> bool {
+    Tier::active().is_some_and(|t| weight_grad_on(t, g, x, gy, dw, sum_parts))
+}
+
+/// [`weight_grad`] on `tier`.
+fn weight_grad_on(
+    tier: Tier,
+    g: &ConvGeom,
+    x: &[f32],
+    gy: &[f32],
+    dw: &mut [f32],
+    sum_parts: impl FnOnce(usize, &(dyn Fn(usize, &mut [f32]) + Sync), &mut [f32]),
+) -> bool {
+    let Some(p) = Plan::new(g, tier) else {
+        return false;
+    };
+    let (groups, l) = (g.opts.groups, g.l());
+    let (cg, og) = (g.c / groups, g.o / groups);
+    let taps = p.taps(g);
+    let ckk = taps.len();
+    let (chw, ol) = (g.c * g.h * g.w, g.o * l);
+    assert!(
+        x.len() >= g.n * chw && gy.len() >= g.n * ol && dw.len() >= g.o * ckk,
+        "internal: conv_direct operand sizes disagree"
+    );
+    let per = chunk_samples(&p);
+    let chunks = g.n.div_ceil(per);
+    let part = |c: usize, part: &mut [f32]| {
+        let (s0, ns) = (c * per, per.min(g.n - c * per));
+        with_scratch(ns * p.sample, |buf| {
+            for s in 0..ns {
+                p.pad(
+                    g,
+                    &x[(s0 + s) * chw..][..chw],
+                    &mut buf[s * p.sample..][..p.sample],
+                );
+            }
+            for gi in 0..groups {
+                let xp = buf[gi * cg * p.hp * p.wp..].as_ptr();
+                let gp = gy[s0 * ol + gi * og * l..].as_ptr();
+                let part = &mut part[gi * og * ckk..][..og * ckk];
+                // SAFETY: a `Tier` exists only where the CPU runs it; every read is of live lanes inside a padded
+                // sample's group planes or a sample's output-gradient rows.
+                unsafe {
+                    match p.tier {
+                        #[cfg(target_arch = "x86_64")]
+                        Tier::Avx512 => wgt_avx512(&p, g, &taps, (xp, gp, ns), part),
+                        #[cfg(target_arch = "x86_64")]
+                        Tier::Avx2 => wgt_avx2(&p, g, &taps, (xp, gp, ns), part),
+                        #[cfg(not(target_arch = "x86_64"))]
+                        _ => unreachable!("no direct kernels off x86-64"),
+                    }
+                }
+            }
+        })
+    };
+    sum_parts(chunks, &part, dw);
+    true
+}
+
+#[cfg(test)]
+#[path = "conv_direct_tests.rs"]
+mod tests;
