@@ -46,6 +46,13 @@ trait Lanes {
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     unsafe fn live(n: usize) -> Self::M;
     unsafe fn sum(v: Self::V) -> f32;
+    /// [`wgt_tile`] compiled on its own for this tier (inlined into the group loop, its
+    /// accumulators spilled to the stack).
+    unsafe fn wgt_tile<const R: usize, const Q: usize>(
+        items: &[(usize, usize, Self::M)],
+        t: &WgtTile,
+        acc: *mut Self::V,
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -89,6 +96,15 @@ mod x86 {
         #[inline(always)]
         unsafe fn sum(v: __m512) -> f32 {
             _mm512_reduce_add_ps(v)
+        }
+        #[target_feature(enable = "avx512f")]
+        #[inline(never)]
+        unsafe fn wgt_tile<const R: usize, const Q: usize>(
+            items: &[(usize, usize, u16)],
+            t: &super::WgtTile,
+            acc: *mut __m512,
+        ) {
+            super::wgt_tile::<Self, R, Q>(items, t, acc)
         }
     }
 
@@ -138,6 +154,15 @@ mod x86 {
             let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
             let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
             _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+        }
+        #[target_feature(enable = "avx2,fma")]
+        #[inline(never)]
+        unsafe fn wgt_tile<const R: usize, const Q: usize>(
+            items: &[(usize, usize, (bool, __m256i))],
+            t: &super::WgtTile,
+            acc: *mut __m256,
+        ) {
+            super::wgt_tile::<Self, R, Q>(items, t, acc)
         }
     }
 }
@@ -483,30 +508,29 @@ fn input_grad_on(tier: Tier, g: &ConvGeom, gy: &[f32], wt: &[f32], dx: &mut [f32
 }
 
 /// A weight-gradient tile's operands: `R` output-gradient rows (`ldg` apart) from `g` and `Q`
-/// taps of the padded input from `x`, at the positions `items` lists; the sums go to `out`
-/// (rows `ldo` apart; taps past `q_live` are not stored).
+/// taps of the padded input from `x` (taps past the live ones repeat the last).
 struct WgtTile {
     g: *const f32,
     ldg: usize,
     x: *const f32,
     taps: [usize; 6],
-    q_live: usize,
-    out: *mut f32,
-    ldo: usize,
 }
 
-/// One weight-gradient tile of `R` output channels × `Q` taps over `items`: (offset in the
-/// output gradient, offset in the padded input, live lanes) of every vector of every sample.
+/// One weight-gradient tile of `R` output channels × `Q` taps over `items` ((offset in the
+/// output gradient, offset in the padded input, live lanes) of vectors of samples), added onto
+/// its `R·Q` vector accumulators at `acc_at`.
 ///
 /// # Safety
 /// The tier's instructions exist; the pointers cover the tile's reads (live lanes only) and
-/// writes.
+/// its accumulators.
 #[inline(always)]
 unsafe fn wgt_tile<S: Lanes, const R: usize, const Q: usize>(
     items: &[(usize, usize, S::M)],
     t: &WgtTile,
+    acc_at: *mut S::V,
 ) {
-    let mut acc: [[S::V; Q]; R] = [[S::splat(0.0); Q]; R];
+    let mut acc: [[S::V; Q]; R] =
+        std::array::from_fn(|r| std::array::from_fn(|q| *acc_at.add(r * Q + q)));
     for &(go, xo, m) in items {
         let (gp, xp) = (t.g.add(go), t.x.add(xo));
         let xv: [S::V; Q] = std::array::from_fn(|q| S::load_live(xp.add(t.taps[q]), m));
@@ -519,19 +543,22 @@ unsafe fn wgt_tile<S: Lanes, const R: usize, const Q: usize>(
         }
     }
     for (r, acc) in acc.iter().enumerate() {
-        // Every accumulator is visited (a loop of run-time length would index the array
-        // dynamically and keep it in memory instead of registers).
         for (q, v) in acc.iter().enumerate() {
-            if q < t.q_live {
-                *t.out.add(r * t.ldo + q) = S::sum(*v);
-            }
+            *acc_at.add(r * Q + q) = *v;
         }
     }
 }
 
+/// Output-gradient values of one sub-chunk's `R` rows that stay in the first-level cache
+/// (24 KB) while a row of tiles goes by.
+const SUB_VALUES: usize = 6 << 10;
+
 /// The weight gradient's part from `samples` samples of one group: `part` (`[o/groups, ckk]`)
 /// from the padded samples at `xp` (`p.sample` apart, this group's first plane) and the output
-/// gradient at `gy` (the group's first row of the first sample; samples `o·l` apart).
+/// gradient at `gy` (the group's first row of the first sample; samples `o·l` apart). The
+/// samples go by in sub-chunks small enough that a tile row's output gradient stays in the
+/// first-level cache; each tile's vector accumulators carry over from one sub-chunk to the next
+/// (in memory) and are summed across lanes once, at the end.
 ///
 /// # Safety
 /// The tier's instructions exist; the pointers cover the samples' group planes.
@@ -545,35 +572,49 @@ unsafe fn wgt_group<S: Lanes, const R: usize, const Q: usize>(
 ) {
     let (og, ckk, l) = (g.o / g.opts.groups, taps.len(), g.l());
     debug_assert!(part.len() >= og * ckk);
-    let mut items: Vec<(usize, usize, S::M)> = Vec::with_capacity(samples * p.vectors);
-    for s in 0..samples {
-        for j in 0..p.vectors {
-            let (out, inp, live) = p.vector(g, j);
-            items.push((s * g.o * l + out, s * p.sample + inp, S::live(live)));
+    let (row_tiles, tap_tiles) = (og.div_ceil(R), ckk.div_ceil(Q));
+    let mut acc: Vec<S::V> = vec![S::splat(0.0); row_tiles * tap_tiles * R * Q];
+    let sub = (SUB_VALUES / (R * l).max(1)).clamp(1, samples.max(1));
+    let mut items: Vec<(usize, usize, S::M)> = Vec::with_capacity(sub * p.vectors);
+    for s0 in (0..samples).step_by(sub) {
+        items.clear();
+        for s in s0..samples.min(s0 + sub) {
+            for j in 0..p.vectors {
+                let (out, inp, live) = p.vector(g, j);
+                items.push((s * g.o * l + out, s * p.sample + inp, S::live(live)));
+            }
+        }
+        for (bi, r0) in (0..og).step_by(R).enumerate() {
+            let rows = R.min(og - r0);
+            for (bj, q0) in (0..ckk).step_by(Q).enumerate() {
+                let q_live = Q.min(ckk - q0);
+                let t = WgtTile {
+                    g: gy.add(r0 * l),
+                    ldg: l,
+                    x: xp,
+                    taps: std::array::from_fn(|q| taps[q0 + q.min(q_live - 1)]),
+                };
+                let at = acc.as_mut_ptr().add((bi * tap_tiles + bj) * R * Q);
+                macro_rules! rows {
+                    ($($r:literal)*) => {
+                        match rows {
+                            $($r if $r <= R => S::wgt_tile::<$r, Q>(&items, &t, at),)*
+                            _ => unreachable!("internal: a tile of {rows} rows"),
+                        }
+                    };
+                }
+                rows!(1 2 3 4 5 6);
+            }
         }
     }
-    for r0 in (0..og).step_by(R) {
-        let rows = R.min(og - r0);
-        for q0 in (0..ckk).step_by(Q) {
-            let q_live = Q.min(ckk - q0);
-            let t = WgtTile {
-                g: gy.add(r0 * l),
-                ldg: l,
-                x: xp,
-                taps: std::array::from_fn(|q| taps[q0 + q.min(q_live - 1)]),
-                q_live,
-                out: part.as_mut_ptr().add(r0 * ckk + q0),
-                ldo: ckk,
-            };
-            macro_rules! rows {
-                ($($r:literal)*) => {
-                    match rows {
-                        $($r if $r <= R => wgt_tile::<S, $r, Q>(&items, &t),)*
-                        _ => unreachable!("internal: a tile of {rows} rows"),
-                    }
-                };
+    for (bi, r0) in (0..og).step_by(R).enumerate() {
+        for (bj, q0) in (0..ckk).step_by(Q).enumerate() {
+            let at = (bi * tap_tiles + bj) * R * Q;
+            for r in 0..R.min(og - r0) {
+                for q in 0..Q.min(ckk - q0) {
+                    part[(r0 + r) * ckk + q0 + q] = S::sum(acc[at + r * Q + q]);
+                }
             }
-            rows!(1 2 3 4 5 6);
         }
     }
 }

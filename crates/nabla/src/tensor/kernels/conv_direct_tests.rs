@@ -270,3 +270,4 @@ fn other_convolutions_are_left_to_the_column_path() {
         ));
     }
 }
+

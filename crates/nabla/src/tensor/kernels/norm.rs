@@ -1,8 +1,11 @@
 //! Batch-normalisation kernels over contiguous `[n, c, l]` data (`l` the product of the
 //! trailing axes): per-channel statistics and gradient sums (accumulated in f64, one channel
-//! per task, each in one fixed order: the same bits on any thread count), and the per-element
-//! passes, shared among threads by `(sample, channel)` rows.
+//! per task, each row in eight interleaved lanes and the rows in sample order: the same bits
+//! on any thread count and tier), and the per-element passes, shared among threads by
+//! `(sample, channel)` rows. Every loop is compiled for the active tier (`isa::vectorized`).
 
+use super::rows::lane_sum;
+use crate::isa::vectorized;
 use crate::tensor::Float;
 use rayon::prelude::*;
 
@@ -45,14 +48,14 @@ impl NormGeom {
         super::for_each_run(out, l, |r, o| f(r % self.c, r * l, o));
     }
 
-    /// `Σ f(v)` over the values of channel `ch`, in f64, samples in order.
+    /// `Σ f(v)` over the values of channel `ch`, in f64: each sample's row in eight lanes
+    /// ([`lane_sum`]), the rows added in sample order.
+    #[inline(always)]
     fn sum<T: Float>(&self, x: &[T], ch: usize, f: impl Fn(usize, T) -> f64) -> f64 {
         let mut s = 0.0;
         for i in 0..self.n {
             let start = (i * self.c + ch) * self.l;
-            for (j, v) in x[start..start + self.l].iter().enumerate() {
-                s += f(start + j, *v);
-            }
+            s += lane_sum(&x[start..start + self.l], |v, j| f(start + j, v));
         }
         s
     }
@@ -62,9 +65,14 @@ impl NormGeom {
 pub(crate) fn stats<T: Float>(g: &NormGeom, x: &[T]) -> (Vec<f64>, Vec<f64>) {
     let m = g.count().max(1) as f64;
     g.per_channel(|ch| {
-        let mean = g.sum(x, ch, |_, v| v.to_f64()) / m;
-        let var = g.sum(x, ch, |_, v| (v.to_f64() - mean).powi(2)) / m;
-        (mean, var)
+        vectorized(
+            #[inline(always)]
+            || {
+                let mean = g.sum(x, ch, |_, v| v.to_f64()) / m;
+                let var = g.sum(x, ch, |_, v| (v.to_f64() - mean).powi(2)) / m;
+                (mean, var)
+            },
+        )
     })
     .into_iter()
     .unzip()
@@ -74,9 +82,14 @@ pub(crate) fn stats<T: Float>(g: &NormGeom, x: &[T]) -> (Vec<f64>, Vec<f64>) {
 pub(crate) fn affine<T: Float>(g: &NormGeom, x: &[T], scale: &[T], shift: &[T], y: &mut [T]) {
     g.per_row(y, |ch, at, out| {
         let (a, b, len) = (scale[ch], shift[ch], out.len());
-        for (o, v) in out.iter_mut().zip(&x[at..at + len]) {
-            *o = *v * a + b;
-        }
+        vectorized(
+            #[inline(always)]
+            || {
+                for (o, v) in out.iter_mut().zip(&x[at..at + len]) {
+                    *o = *v * a + b;
+                }
+            },
+        )
     });
 }
 
@@ -90,12 +103,41 @@ pub(crate) fn grad_sums<T: Float>(
 ) -> (Vec<f64>, Vec<f64>) {
     g.per_channel(|ch| {
         let (m, s) = (mean[ch], invstd[ch]);
-        let sg = g.sum(gy, ch, |_, v| v.to_f64());
-        let sgx = g.sum(gy, ch, |i, v| v.to_f64() * (x[i].to_f64() - m) * s);
-        (sg, sgx)
+        vectorized(
+            #[inline(always)]
+            || {
+                let sg = g.sum(gy, ch, |_, v| v.to_f64());
+                let mut sgx = 0.0;
+                for i in 0..g.n {
+                    let at = (i * g.c + ch) * g.l;
+                    let (gr, xr) = (&gy[at..at + g.l], &x[at..at + g.l]);
+                    sgx += pair_lane_sum(gr, xr, |a, b| a.to_f64() * (b.to_f64() - m) * s);
+                }
+                (sg, sgx)
+            },
+        )
     })
     .into_iter()
     .unzip()
+}
+
+/// `Σ f(a[i], b[i])` in f64 over eight interleaved lanes, added as [`lane_sum`] adds them.
+#[inline(always)]
+fn pair_lane_sum<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..8 {
+            acc[l] += f(x[l], y[l]);
+        }
+    }
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| f(x, y))
+        .sum();
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
 /// `dx = k·(gy − Σgy/M − x̂·Σgy·x̂/M)` with `k = weight·invstd` per channel, every element
@@ -117,9 +159,14 @@ pub(crate) fn input_grad<T: Float>(
         let (a, b) = (sg[ch] / m, sgx[ch] / m);
         let len = out.len();
         let rows = gy[at..at + len].iter().zip(&x[at..at + len]);
-        for (o, (gv, xv)) in out.iter_mut().zip(rows) {
-            let xhat = (xv.to_f64() - mu) * s;
-            *o = T::from_f64(kk * (gv.to_f64() - a - xhat * b));
-        }
+        vectorized(
+            #[inline(always)]
+            || {
+                for (o, (gv, xv)) in out.iter_mut().zip(rows) {
+                    let xhat = (xv.to_f64() - mu) * s;
+                    *o = T::from_f64(kk * (gv.to_f64() - a - xhat * b));
+                }
+            },
+        )
     });
 }
