@@ -270,4 +270,3 @@ fn other_convolutions_are_left_to_the_column_path() {
         ));
     }
 }
-
