@@ -97,6 +97,7 @@ pub(crate) fn max_pool<T: Float>(g: &PoolGeom, x: &[T], y: &mut [T], arg: &mut [
         .map(|i| PoolGeom::span(i, o.kernel.1, o.stride.1, o.padding.1, g.w))
         .collect();
     let plain2 = o.kernel == (2, 2) && o.stride == (2, 2) && o.padding == (0, 0);
+    let tier = crate::isa::active();
     let work = |p: usize, ys: &mut [T], args: &mut [usize]| {
         let plane = &x[p * hw..(p + 1) * hw];
         if plain2 {
@@ -106,7 +107,7 @@ pub(crate) fn max_pool<T: Float>(g: &PoolGeom, x: &[T], y: &mut [T], arg: &mut [
                     &plane[(2 * oy + 1) * g.w..][..2 * g.ow],
                 );
                 let (yr, ar) = (&mut ys[oy * g.ow..][..g.ow], &mut args[oy * g.ow..][..g.ow]);
-                max2x2_row(r0, r1, (2 * oy * g.w, g.w), yr, ar);
+                max2x2_row(r0, r1, (2 * oy * g.w, g.w), yr, ar, tier);
             }
             return;
         }
@@ -149,16 +150,23 @@ pub(crate) fn max_pool<T: Float>(g: &PoolGeom, x: &[T], y: &mut [T], arg: &mut [
 /// `ar`. f32 rows of at least 4 outputs run in vector code, 4 outputs at a time ([`simd`]; the
 /// last block overlaps the one before it and writes the same values again); everything else,
 /// and any block holding a NaN, runs [`max2x2_exact`]. Both give the same values and indices.
+/// `tier` is the instruction-set tier to use (the active one, passed in so that a test can
+/// pick one without changing the process-wide limit under other threads).
 fn max2x2_row<T: Float>(
     r0: &[T],
     r1: &[T],
     (base, w): (usize, usize),
     yr: &mut [T],
     ar: &mut [usize],
+    tier: crate::isa::Isa,
 ) {
     let ow = yr.len();
     #[cfg(target_arch = "x86_64")]
-    if let (Some(p), Some(q), true) = (T::as_f32(r0), T::as_f32(r1), simd::usable(ow, base, w)) {
+    if let (Some(p), Some(q), true) = (
+        T::as_f32(r0),
+        T::as_f32(r1),
+        simd::usable(ow, base, w, tier),
+    ) {
         let y = T::as_f32_mut(yr).expect("T is f32: its inputs are");
         let mut ox = 0;
         while ox < ow {
@@ -218,13 +226,14 @@ fn max2x2_exact<T: Float>(
 mod simd {
     use std::arch::x86_64::*;
 
-    /// Whether [`block4`] may run: AVX2 in the active tier, rows of at least 4 outputs, and
-    /// every index of the row small enough for 32-bit offsets.
-    pub(super) fn usable(ow: usize, base: usize, w: usize) -> bool {
+    /// Whether [`block4`] may run: AVX2 in `tier` (which the CPU runs), rows of at least
+    /// 4 outputs, and every index of the row small enough for 32-bit offsets.
+    pub(super) fn usable(ow: usize, base: usize, w: usize, tier: crate::isa::Isa) -> bool {
         ow >= 4
             && w < (i32::MAX as usize) / 2
             && base.checked_add(2 * ow + w).is_some()
-            && crate::isa::active() >= crate::isa::Isa::Avx2
+            && tier >= crate::isa::Isa::Avx2
+            && crate::isa::detected() >= tier
     }
 
     /// Four outputs from 8 values of each input row (`r0`, `r1`): maxima into `y`, indices
@@ -353,9 +362,13 @@ mod tests {
             levels[k]
         };
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        // The tier is passed in, never set process-wide: other tests run on other threads
+        // meanwhile (setting it here once made a product test compare two tiers' bits).
+        let active = crate::isa::active();
         for tier in [crate::isa::Isa::Scalar, crate::isa::Isa::Avx2] {
-            let before = crate::isa::limit();
-            crate::isa::set_max(Some(tier));
+            if tier > active {
+                continue;
+            }
             for ow in 1..20 {
                 for trial in 0..40 {
                     let nan = trial % 8 == 7;
@@ -365,7 +378,7 @@ mod tests {
                     let base = 2 * w * trial;
                     let (ye, ae) = reference(&r0, &r1, (base, w));
                     let (mut y, mut a) = (vec![0f32; ow], vec![0usize; ow]);
-                    max2x2_row(&r0, &r1, (base, w), &mut y, &mut a);
+                    max2x2_row(&r0, &r1, (base, w), &mut y, &mut a, tier);
                     assert_eq!(bits(&y), bits(&ye), "{tier:?} ow {ow} trial {trial}");
                     assert_eq!(a, ae, "{tier:?} ow {ow} trial {trial}");
                     max2x2_exact(&r0, &r1, (base, w), 0..ow, &mut y, &mut a);
@@ -373,7 +386,6 @@ mod tests {
                     assert_eq!(a, ae, "exact loop, ow {ow} trial {trial}");
                 }
             }
-            crate::isa::set_max(before);
         }
     }
 }
