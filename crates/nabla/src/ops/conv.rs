@@ -8,7 +8,7 @@ use crate::autograd::{record, Op};
 use crate::error::{Error, Result};
 use crate::tensor::kernels::conv::{self, Conv2dOptions, ConvGeom};
 use crate::tensor::shape::fmt_shape;
-use crate::tensor::storage::filled;
+use crate::tensor::storage::{filled, written};
 use crate::tensor::{Float, Tensor};
 
 /// Options of a 1-D convolution, as `torch.nn.functional.conv1d` takes them.
@@ -70,9 +70,15 @@ impl<T: Float> Tensor<T> {
             }
         }
         let shape = g.out_shape();
-        let mut y = filled("conv2d", &shape, T::ZERO)?;
         let b = bias.map(|b| b.data()).transpose()?;
-        conv::forward(&g, &self.data()?, &weight.data()?, b.as_deref(), &mut y);
+        let (x, w) = (self.data()?, weight.data()?);
+        // SAFETY: `conv::forward` writes every element of its output.
+        let y = unsafe {
+            written("conv2d", &shape, |y| {
+                conv::forward(&g, &x, &w, b.as_deref(), y)
+            })
+        }?;
+        drop((x, w, b));
         let inputs: Vec<&Tensor<T>> = [Some(self), Some(weight), bias]
             .into_iter()
             .flatten()
@@ -141,8 +147,10 @@ impl<T: Float> Tensor<T> {
         let x = [gs[0], ws[1] * opts.groups, h, w];
         let g = ConvGeom::new("conv2d_input", &x, ws, opts)?;
         check_out("conv2d_input", &g, gs)?;
-        let mut dx = filled("conv2d_input", &x, T::ZERO)?;
-        conv::input_grad(&g, &self.data()?, &weight.data()?, &mut dx);
+        let (gy, wd) = (self.data()?, weight.data()?);
+        // SAFETY: `conv::input_grad` writes every element of its output.
+        let dx = unsafe { written("conv2d_input", &x, |dx| conv::input_grad(&g, &gy, &wd, dx)) }?;
+        drop((gy, wd));
         Ok(record(dx, x.to_vec(), &[self, weight], || {
             Op::Conv2dInput(self.clone(), weight.clone(), opts, (h, w))
         }))

@@ -7,7 +7,7 @@ use crate::autograd::{record, Op};
 use crate::error::{Error, Result};
 use crate::tensor::kernels::matmul::{gemm_into, gemm_uninit, MatRef};
 use crate::tensor::shape::fmt_shape;
-use crate::tensor::storage::buffer;
+use crate::tensor::storage::{buffer, written};
 use crate::tensor::{Float, Layout, Tensor};
 use std::mem::MaybeUninit;
 
@@ -152,12 +152,8 @@ fn product_output<T: Float>(
     shape: &[usize],
     fill: impl FnOnce(&mut [MaybeUninit<T>]),
 ) -> Result<Vec<T>> {
-    let mut out = buffer("matmul", shape)?;
-    let n = shape.iter().product();
-    fill(&mut out.spare_capacity_mut()[..n]);
-    // SAFETY: `buffer` reserved room for the n elements and `fill` initialised all of them.
-    unsafe { out.set_len(n) };
-    Ok(out)
+    // SAFETY: every caller's `fill` writes the whole slice (above).
+    unsafe { written("matmul", shape, fill) }
 }
 
 impl<T: Float> Tensor<T> {

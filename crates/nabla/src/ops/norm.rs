@@ -11,7 +11,7 @@ use crate::autograd::{record, Op};
 use crate::error::{Error, Result};
 use crate::tensor::kernels::norm::{self, NormGeom, NormStats};
 use crate::tensor::shape::fmt_shape;
-use crate::tensor::storage::filled;
+use crate::tensor::storage::written;
 use crate::tensor::{Float, Tensor};
 
 impl<T: Float> Tensor<T> {
@@ -126,8 +126,12 @@ impl<T: Float> Tensor<T> {
                 })
                 .collect();
             let scale: Vec<T> = scale.into_iter().map(T::from_f64).collect();
-            let mut y = filled("batch_norm", s, T::ZERO)?;
-            norm::affine(&geom, &x, &scale, &shift, &mut y);
+            // SAFETY: `affine` writes every element of its output.
+            let y = unsafe {
+                written("batch_norm", s, |y| {
+                    norm::affine(&geom, &x, &scale, &shift, y)
+                })
+            }?;
             drop(x);
             let inputs: Vec<&Tensor<T>> =
                 [Some(self), weight, bias].into_iter().flatten().collect();
@@ -171,8 +175,13 @@ impl<T: Float> Tensor<T> {
             c,
             l: s[2..].iter().product(),
         };
-        let mut y = filled("batch_norm", s, T::ZERO)?;
-        norm::affine(&geom, &x, &scale.to_vec()?, &shift.to_vec()?, &mut y);
+        let (scale, shift) = (scale.to_vec()?, shift.to_vec()?);
+        // SAFETY: `affine` writes every element of its output.
+        let y = unsafe {
+            written("batch_norm", s, |y| {
+                norm::affine(&geom, &x, &scale, &shift, y)
+            })
+        }?;
         drop(x);
         Tensor::from_vec(y, s)
     }
@@ -233,17 +242,12 @@ impl<T: Float> Tensor<T> {
             let k: Vec<f64> = (0..c)
                 .map(|ch| st.invstd[ch] * w.as_ref().map_or(1.0, |w| w[ch].to_f64()))
                 .collect();
-            let mut dx = filled("batch_norm", s, T::ZERO)?;
-            norm::input_grad(
-                &geom,
-                &gy,
-                &xd,
-                &st.mean,
-                &st.invstd,
-                &k,
-                (&sg, &sgx),
-                &mut dx,
-            );
+            // SAFETY: `input_grad` writes every element of its output.
+            let dx = unsafe {
+                written("batch_norm", s, |dx| {
+                    norm::input_grad(&geom, &gy, &xd, &st.mean, &st.invstd, &k, (&sg, &sgx), dx)
+                })
+            }?;
             Some(Tensor::from_vec(dx, s)?)
         } else {
             None

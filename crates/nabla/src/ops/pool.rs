@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::tensor::kernels::conv::PoolOptions;
 use crate::tensor::kernels::pool::{self, PoolGeom};
 use crate::tensor::shape::fmt_shape;
-use crate::tensor::storage::filled;
+use crate::tensor::storage::{buffer, filled, written};
 use crate::tensor::{Float, Tensor};
 
 impl<T: Float> Tensor<T> {
@@ -40,9 +40,19 @@ impl<T: Float> Tensor<T> {
         let s = self.shape();
         let flat = self.reshape(&[s[0], s[1], g.h * g.w])?;
         let shape = [s[0], s[1], g.oh * g.ow];
-        let mut y = filled("max_pool2d", &shape, T::ZERO)?;
-        let mut arg = filled("max_pool2d", &shape, 0usize)?;
-        pool::max_pool(&g, &self.data()?, &mut y, &mut arg);
+        let n = shape.iter().product();
+        let mut arg: Vec<usize> = buffer("max_pool2d", &shape)?;
+        let x = self.data()?;
+        // SAFETY: `max_pool` writes every element of both outputs (`arg` has room for n).
+        let y = unsafe {
+            written("max_pool2d", &shape, |y| {
+                pool::max_pool(&g, &x, y, &mut arg.spare_capacity_mut()[..n])
+            })
+        }?;
+        drop(x);
+        // SAFETY: `max_pool` wrote all n elements of `arg` above (`written` returned Ok, so it
+        // ran).
+        unsafe { arg.set_len(n) };
         // The values are the gather of the arg-maxes: record that op.
         let y = record(y, shape.to_vec(), &[&flat], || {
             Op::Gather(flat.clone(), 2, Arc::new(arg))

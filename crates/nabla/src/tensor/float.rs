@@ -83,6 +83,11 @@ pub trait Float:
     /// The slice as `f32`s when `Self` is `f32`.
     #[doc(hidden)]
     fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
+    /// The (uninitialised) slice as `f32`s when `Self` is `f32`.
+    #[doc(hidden)]
+    fn as_f32_uninit(
+        s: &mut [std::mem::MaybeUninit<Self>],
+    ) -> Option<&mut [std::mem::MaybeUninit<f32>]>;
     /// `C = A·B + beta·C` over strided matrices (m×k times k×n), via the `gemm` crate (its
     /// kernel chosen at run time: AVX-512, AVX2+FMA, NEON or scalar), on up to `threads` of
     /// rayon's threads. Threads split the output, never the k sum, so results do not depend
@@ -269,6 +274,11 @@ macro_rules! impl_float {
                 &SCRATCH
             }
             fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+                $as_f32(s)
+            }
+            fn as_f32_uninit(
+                s: &mut [std::mem::MaybeUninit<Self>],
+            ) -> Option<&mut [std::mem::MaybeUninit<f32>]> {
                 $as_f32(s)
             }
             unsafe fn gemm(

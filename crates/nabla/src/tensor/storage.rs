@@ -126,6 +126,37 @@ pub(crate) fn filled<T: Copy + Send + Sync>(
     Ok(v)
 }
 
+/// A buffer of `shape`'s elements, every one written by `write` into uninitialised memory: for
+/// the outputs that a kernel writes whole (a convolution's, a normalisation's, a pooling's), whose
+/// zero-fill first was a pass over memory as long as the kernel's own (7% of a CNN's step).
+///
+/// # Safety
+/// `write` writes every element of the slice it is given (an element left unwritten would be
+/// read later as an uninitialised value). A panic inside it leaves nothing behind.
+pub(crate) unsafe fn written<T>(
+    op: &'static str,
+    shape: &[usize],
+    write: impl FnOnce(&mut [std::mem::MaybeUninit<T>]),
+) -> Result<Vec<T>> {
+    let n = checked_numel(op, shape)?;
+    let mut v = buffer(op, shape)?;
+    write(&mut v.spare_capacity_mut()[..n]);
+    // SAFETY: `buffer` reserved room for the n elements and, by this function's contract,
+    // `write` initialised all of them.
+    unsafe { v.set_len(n) };
+    Ok(v)
+}
+
+/// `out` with every element set to `value`, as an initialised slice (for a kernel that writes
+/// only part of its output, or that reads it).
+pub(crate) fn init_with<T: Copy>(out: &mut [std::mem::MaybeUninit<T>], value: T) -> &mut [T] {
+    for o in out.iter_mut() {
+        o.write(value);
+    }
+    // SAFETY: every element was written just above; `MaybeUninit<T>` has `T`'s layout.
+    unsafe { &mut *(out as *mut [std::mem::MaybeUninit<T>] as *mut [T]) }
+}
+
 /// Values per chunk of [`append_par`].
 pub(crate) const CHUNK: usize = 1 << 14;
 

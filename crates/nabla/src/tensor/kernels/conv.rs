@@ -18,9 +18,11 @@
 use super::matmul::{gemm_block, MatRef};
 use crate::error::{Error, Result};
 use crate::tensor::shape::fmt_shape;
+use crate::tensor::storage::init_with;
 use crate::tensor::Float;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::mem::MaybeUninit;
 
 /// Options of a 2-D convolution, as `torch.nn.functional.conv2d` takes them (height, width).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -436,20 +438,26 @@ fn units(g: &ConvGeom) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
 }
 
 /// `y = conv(x, w) + b`: `x` `[n, c, h, w]`, `w` `[o, c/groups, kh, kw]`, `b` `[o]` (if any),
-/// `y` `[n, o, oh, ow]` (every element written).
+/// `y` `[n, o, oh, ow]` (every element written: it may start uninitialised).
 /// f32 convolutions with stride 1 and dilation 1 run the direct kernels of
 /// [`conv_direct`](super::conv_direct) on the AVX-512 and AVX2 tiers; everything else the
 /// column-matrix path below.
-pub(crate) fn forward<T: Float>(g: &ConvGeom, x: &[T], wt: &[T], bias: Option<&[T]>, y: &mut [T]) {
+pub(crate) fn forward<T: Float>(
+    g: &ConvGeom,
+    x: &[T],
+    wt: &[T],
+    bias: Option<&[T]>,
+    y: &mut [MaybeUninit<T>],
+) {
     if let (Some(xf), Some(wf)) = (T::as_f32(x), T::as_f32(wt)) {
         let bf = bias.and_then(T::as_f32);
-        if let Some(yf) = T::as_f32_mut(y) {
+        if let Some(yf) = T::as_f32_uninit(y) {
             if (bias.is_none() || bf.is_some()) && super::conv_direct::forward(g, xf, wf, bf, yf) {
                 return;
             }
         }
     }
-    forward_cols(g, x, wt, bias, y)
+    forward_cols(g, x, wt, bias, init_with(y, T::ZERO))
 }
 
 /// [`forward`] through column matrices.
@@ -533,16 +541,17 @@ fn gather_grad<T: Float>(
 }
 
 /// `dx = conv_input(gy, w)`: the gradient of `conv` in its input (a transposed convolution),
-/// `gy` `[n, o, oh, ow]`, `dx` `[n, c, h, w]` (every element written).
-pub(crate) fn input_grad<T: Float>(g: &ConvGeom, gy: &[T], wt: &[T], dx: &mut [T]) {
+/// `gy` `[n, o, oh, ow]`, `dx` `[n, c, h, w]` (every element written: it may start
+/// uninitialised).
+pub(crate) fn input_grad<T: Float>(g: &ConvGeom, gy: &[T], wt: &[T], dx: &mut [MaybeUninit<T>]) {
     if let (Some(gf), Some(wf)) = (T::as_f32(gy), T::as_f32(wt)) {
-        if let Some(xf) = T::as_f32_mut(dx) {
+        if let Some(xf) = T::as_f32_uninit(dx) {
             if super::conv_direct::input_grad(g, gf, wf, xf) {
                 return;
             }
         }
     }
-    input_grad_cols(g, gy, wt, dx)
+    input_grad_cols(g, gy, wt, init_with(dx, T::ZERO))
 }
 
 /// [`input_grad`] through column matrices.

@@ -97,6 +97,12 @@ fn geom(&(n, c, h, w, o, kh, kw, padding, groups): &Case) -> ConvGeom {
     ConvGeom::new("test", &[n, c, h, w], &[o, c / groups, kh, kw], opts).unwrap()
 }
 
+/// `v` as the uninitialised output the kernels take (they start from no value of it).
+fn uninit(v: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has f32's layout, and the kernels only write finished values.
+    unsafe { &mut *(v as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
 fn sizes(g: &ConvGeom) -> (usize, usize, usize) {
     let ckk = g.c / g.opts.groups * g.kh * g.kw;
     (g.n * g.c * g.h * g.w, g.o * ckk, g.n * g.o * g.oh * g.ow)
@@ -130,14 +136,14 @@ fn forward_and_gradients_match_the_column_path_in_f64() {
             let what = |op: &str| format!("case {ci} {case:?} on {t:?}: {op}");
             let mut y = vec![f32::NAN; yn];
             assert!(
-                forward_on(t, &g, &x, &w, Some(&bias), &mut y),
+                forward_on(t, &g, &x, &w, Some(&bias), uninit(&mut y)),
                 "{}",
                 what("applies")
             );
             agree(&what("forward"), &y, &y_ref, &y_abs);
             let mut dx = vec![f32::NAN; xn];
             assert!(
-                input_grad_on(t, &g, &gy, &w, &mut dx),
+                input_grad_on(t, &g, &gy, &w, uninit(&mut dx)),
                 "{}",
                 what("applies")
             );
@@ -168,7 +174,7 @@ fn non_finite_values_reach_the_same_outputs_as_the_column_path() {
         let mut y_ref = vec![0.0; yn];
         forward_cols(&g, &xd, &wd, None, &mut y_ref);
         let mut y = vec![0.0; yn];
-        assert!(forward_on(t, &g, &x, &w, None, &mut y));
+        assert!(forward_on(t, &g, &x, &w, None, uninit(&mut y)));
         let mut y_abs = vec![0.0; yn];
         forward_cols(&g, &abs(&xd), &abs(&wd), None, &mut y_abs);
         agree("forward", &y, &y_ref, &y_abs);
@@ -184,7 +190,7 @@ fn non_finite_values_reach_the_same_outputs_as_the_column_path() {
         let mut dx_ref = vec![0.0; xn];
         input_grad_cols(&g, &gd, &wd, &mut dx_ref);
         let mut dx = vec![0.0; xn];
-        assert!(input_grad_on(t, &g, &gy, &w, &mut dx));
+        assert!(input_grad_on(t, &g, &gy, &w, uninit(&mut dx)));
         let mut dx_abs = vec![0.0; xn];
         input_grad_cols(&g, &abs(&gd), &abs(&wd), &mut dx_abs);
         agree("input gradient", &dx, &dx_ref, &dx_abs);
@@ -205,8 +211,8 @@ fn results_are_bit_identical_for_any_thread_count_and_the_forward_on_either_tier
                 .unwrap();
             pool.install(|| {
                 let (mut y, mut dx, mut dw) = (vec![0.0; yn], vec![0.0; xn], vec![0.0; wn]);
-                assert!(forward_on(t, &g, &x, &w, None, &mut y));
-                assert!(input_grad_on(t, &g, &gy, &w, &mut dx));
+                assert!(forward_on(t, &g, &x, &w, None, uninit(&mut y)));
+                assert!(input_grad_on(t, &g, &gy, &w, uninit(&mut dx)));
                 assert!(weight_grad_on(t, &g, &x, &gy, &mut dw, sum_parts));
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 (bits(&y), bits(&dx), bits(&dw))
@@ -250,7 +256,7 @@ fn other_convolutions_are_left_to_the_column_path() {
                 &values(xn, 1),
                 &values(wn, 2),
                 None,
-                &mut y
+                uninit(&mut y)
             ));
         }
         // Padding of a whole kernel or more: the input gradient would need cropping.
@@ -266,7 +272,7 @@ fn other_convolutions_are_left_to_the_column_path() {
             &g,
             &values(yn, 1),
             &values(wn, 2),
-            &mut dx
+            uninit(&mut dx)
         ));
     }
 }

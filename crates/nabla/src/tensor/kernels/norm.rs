@@ -1,13 +1,13 @@
 //! Batch-normalisation kernels over contiguous `[n, c, l]` data (`l` the product of the
-//! trailing axes): per-channel statistics and gradient sums (accumulated in f64, one channel
-//! per task, each row in eight interleaved lanes and the rows in sample order: the same bits
-//! on any thread count and tier), and the per-element passes, shared among threads by
-//! `(sample, channel)` rows. Every loop is compiled for the active tier (`isa::vectorized`).
-
-use super::rows::lane_sum;
+//! trailing axes): per-channel statistics and gradient sums (one channel per task; each row's
+//! terms in `T` over interleaved partial sums, the rows added in f64 in sample order: the same
+//! bits on any thread count and tier), and the per-element passes in `T`, shared among threads
+//! by `(sample, channel)` rows. Every loop is compiled for the active tier (`isa::vectorized`).
+use super::rows::{part_sum, part_sums2};
 use crate::isa::vectorized;
 use crate::tensor::Float;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// The batch statistics a recorded batch normalisation keeps for its gradient: per-channel
 /// mean and `1/√(var + eps)`, in f64.
@@ -43,33 +43,35 @@ impl NormGeom {
     }
 
     /// `f(channel, offset of the row, row of out)` for every `(sample, channel)` row.
-    fn per_row<T: Float>(&self, out: &mut [T], f: impl Fn(usize, usize, &mut [T]) + Sync + Send) {
+    fn per_row<U: Send>(&self, out: &mut [U], f: impl Fn(usize, usize, &mut [U]) + Sync + Send) {
         let l = self.l.max(1);
         super::for_each_run(out, l, |r, o| f(r % self.c, r * l, o));
     }
 
-    /// `Σ f(v)` over the values of channel `ch`, in f64: each sample's row in eight lanes
-    /// ([`lane_sum`]), the rows added in sample order.
+    /// `Σ f(v)` over the values of channel `ch`: each sample's row by [`part_sum`], the rows
+    /// added in f64 in sample order.
     #[inline(always)]
-    fn sum<T: Float>(&self, x: &[T], ch: usize, f: impl Fn(usize, T) -> f64) -> f64 {
+    fn sum<T: Float>(&self, x: &[T], ch: usize, f: impl Fn(T) -> T) -> f64 {
         let mut s = 0.0;
         for i in 0..self.n {
             let start = (i * self.c + ch) * self.l;
-            s += lane_sum(&x[start..start + self.l], |v, j| f(start + j, v));
+            s += part_sum(&x[start..start + self.l], &f);
         }
         s
     }
 }
 
-/// Per-channel mean and biased variance (two passes: the mean, then the squared deviations).
+/// Per-channel mean and biased variance (two passes: the mean, then the squared deviations
+/// from it, rounded to `T`).
 pub(crate) fn stats<T: Float>(g: &NormGeom, x: &[T]) -> (Vec<f64>, Vec<f64>) {
     let m = g.count().max(1) as f64;
     g.per_channel(|ch| {
         vectorized(
             #[inline(always)]
             || {
-                let mean = g.sum(x, ch, |_, v| v.to_f64()) / m;
-                let var = g.sum(x, ch, |_, v| (v.to_f64() - mean).powi(2)) / m;
+                let mean = g.sum(x, ch, |v| v) / m;
+                let mt = T::from_f64(mean);
+                let var = g.sum(x, ch, |v| (v - mt) * (v - mt)) / m;
                 (mean, var)
             },
         )
@@ -78,22 +80,29 @@ pub(crate) fn stats<T: Float>(g: &NormGeom, x: &[T]) -> (Vec<f64>, Vec<f64>) {
     .unzip()
 }
 
-/// `y = x·scale[ch] + shift[ch]`, every element written.
-pub(crate) fn affine<T: Float>(g: &NormGeom, x: &[T], scale: &[T], shift: &[T], y: &mut [T]) {
+/// `y = x·scale[ch] + shift[ch]`, every element of `y` written.
+pub(crate) fn affine<T: Float>(
+    g: &NormGeom,
+    x: &[T],
+    scale: &[T],
+    shift: &[T],
+    y: &mut [MaybeUninit<T>],
+) {
     g.per_row(y, |ch, at, out| {
         let (a, b, len) = (scale[ch], shift[ch], out.len());
         vectorized(
             #[inline(always)]
             || {
                 for (o, v) in out.iter_mut().zip(&x[at..at + len]) {
-                    *o = *v * a + b;
+                    o.write(*v * a + b);
                 }
             },
         )
     });
 }
 
-/// Per-channel `Σ gy` and `Σ gy·x̂` with `x̂ = (x − mean)·invstd`.
+/// Per-channel `Σ gy` and `Σ gy·x̂` with `x̂ = (x − mean)·invstd`, from one pass over each
+/// row pair ([`part_sums2`]: `gy` and `gy·(x − mean)` in `T`; the scale by `invstd` in f64).
 pub(crate) fn grad_sums<T: Float>(
     g: &NormGeom,
     gy: &[T],
@@ -102,18 +111,19 @@ pub(crate) fn grad_sums<T: Float>(
     invstd: &[f64],
 ) -> (Vec<f64>, Vec<f64>) {
     g.per_channel(|ch| {
-        let (m, s) = (mean[ch], invstd[ch]);
+        let mt = T::from_f64(mean[ch]);
         vectorized(
             #[inline(always)]
             || {
-                let sg = g.sum(gy, ch, |_, v| v.to_f64());
-                let mut sgx = 0.0;
+                let (mut sg, mut sgx) = (0.0, 0.0);
                 for i in 0..g.n {
                     let at = (i * g.c + ch) * g.l;
                     let (gr, xr) = (&gy[at..at + g.l], &x[at..at + g.l]);
-                    sgx += pair_lane_sum(gr, xr, |a, b| a.to_f64() * (b.to_f64() - m) * s);
+                    let (a, b) = part_sums2(gr, xr, |gv, xv| (gv, gv * (xv - mt)));
+                    sg += a;
+                    sgx += b;
                 }
-                (sg, sgx)
+                (sg, sgx * invstd[ch])
             },
         )
     })
@@ -121,27 +131,9 @@ pub(crate) fn grad_sums<T: Float>(
     .unzip()
 }
 
-/// `Σ f(a[i], b[i])` in f64 over eight interleaved lanes, added as [`lane_sum`] adds them.
-#[inline(always)]
-fn pair_lane_sum<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> f64) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for l in 0..8 {
-            acc[l] += f(x[l], y[l]);
-        }
-    }
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(&x, &y)| f(x, y))
-        .sum();
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
-}
-
 /// `dx = k·(gy − Σgy/M − x̂·Σgy·x̂/M)` with `k = weight·invstd` per channel, every element
-/// written.
+/// of `dx` written: per element `p·(gy − a) − q·(x − mean)` in `T`, the per-channel constants
+/// `p = k`, `a = Σgy/M`, `q = k·invstd·Σgy·x̂/M` computed in f64.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn input_grad<T: Float>(
     g: &NormGeom,
@@ -151,20 +143,20 @@ pub(crate) fn input_grad<T: Float>(
     invstd: &[f64],
     k: &[f64],
     (sg, sgx): (&[f64], &[f64]),
-    dx: &mut [T],
+    dx: &mut [MaybeUninit<T>],
 ) {
     let m = g.count().max(1) as f64;
     g.per_row(dx, |ch, at, out| {
-        let (mu, s, kk) = (mean[ch], invstd[ch], k[ch]);
-        let (a, b) = (sg[ch] / m, sgx[ch] / m);
+        let (p, a) = (T::from_f64(k[ch]), T::from_f64(sg[ch] / m));
+        let q = T::from_f64(k[ch] * invstd[ch] * sgx[ch] / m);
+        let mu = T::from_f64(mean[ch]);
         let len = out.len();
         let rows = gy[at..at + len].iter().zip(&x[at..at + len]);
         vectorized(
             #[inline(always)]
             || {
-                for (o, (gv, xv)) in out.iter_mut().zip(rows) {
-                    let xhat = (xv.to_f64() - mu) * s;
-                    *o = T::from_f64(kk * (gv.to_f64() - a - xhat * b));
+                for (o, (&gv, &xv)) in out.iter_mut().zip(rows) {
+                    o.write(p * (gv - a) - q * (xv - mu));
                 }
             },
         )

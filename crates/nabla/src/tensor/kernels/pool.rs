@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::tensor::shape::fmt_shape;
 use crate::tensor::Float;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// The checked geometry of one pooling: `planes` planes of `h × w` give `oh × ow`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +88,12 @@ impl PoolGeom {
 /// Max pooling: the maximum of each window into `y`, and its index within the input plane
 /// (`row · w + col`) into `arg`: ties go to the first in row-major window order, as in
 /// PyTorch; a NaN in the window makes the value NaN (its gradient goes to a NaN).
-pub(crate) fn max_pool<T: Float>(g: &PoolGeom, x: &[T], y: &mut [T], arg: &mut [usize]) {
+pub(crate) fn max_pool<T: Float>(
+    g: &PoolGeom,
+    x: &[T],
+    y: &mut [MaybeUninit<T>],
+    arg: &mut [MaybeUninit<usize>],
+) {
     let (hw, l) = (g.h * g.w, g.oh * g.ow);
     let o = g.opts;
     let rows: Vec<(usize, usize)> = (0..g.oh)
@@ -98,7 +104,7 @@ pub(crate) fn max_pool<T: Float>(g: &PoolGeom, x: &[T], y: &mut [T], arg: &mut [
         .collect();
     let plain2 = o.kernel == (2, 2) && o.stride == (2, 2) && o.padding == (0, 0);
     let tier = crate::isa::active();
-    let work = |p: usize, ys: &mut [T], args: &mut [usize]| {
+    let work = |p: usize, ys: &mut [MaybeUninit<T>], args: &mut [MaybeUninit<usize>]| {
         let plane = &x[p * hw..(p + 1) * hw];
         if plain2 {
             for oy in 0..g.oh {
@@ -123,8 +129,8 @@ pub(crate) fn max_pool<T: Float>(g: &PoolGeom, x: &[T], y: &mut [T], arg: &mut [
                         (best, at) = (if t { v } else { best }, if t { start + i } else { at });
                     }
                 }
-                ys[oy * g.ow + ox] = best;
-                args[oy * g.ow + ox] = at;
+                ys[oy * g.ow + ox].write(best);
+                args[oy * g.ow + ox].write(at);
             }
         }
     };
@@ -156,8 +162,8 @@ fn max2x2_row<T: Float>(
     r0: &[T],
     r1: &[T],
     (base, w): (usize, usize),
-    yr: &mut [T],
-    ar: &mut [usize],
+    yr: &mut [MaybeUninit<T>],
+    ar: &mut [MaybeUninit<usize>],
     tier: crate::isa::Isa,
 ) {
     let ow = yr.len();
@@ -167,7 +173,7 @@ fn max2x2_row<T: Float>(
         T::as_f32(r1),
         simd::usable(ow, base, w, tier),
     ) {
-        let y = T::as_f32_mut(yr).expect("T is f32: its inputs are");
+        let y = T::as_f32_uninit(yr).expect("T is f32: its inputs are");
         let mut ox = 0;
         while ox < ow {
             let at = ox.min(ow - 4);
@@ -180,8 +186,8 @@ fn max2x2_row<T: Float>(
                     q.as_ptr().add(2 * at),
                     w,
                     base + 2 * at,
-                    y.as_mut_ptr().add(at),
-                    ar.as_mut_ptr().add(at),
+                    y.as_mut_ptr().add(at).cast::<f32>(),
+                    ar.as_mut_ptr().add(at).cast::<usize>(),
                 )
             };
             if !done {
@@ -206,8 +212,8 @@ fn max2x2_exact<T: Float>(
     r1: &[T],
     (base, w): (usize, usize),
     range: std::ops::Range<usize>,
-    yr: &mut [T],
-    ar: &mut [usize],
+    yr: &mut [MaybeUninit<T>],
+    ar: &mut [MaybeUninit<usize>],
 ) {
     for ox in range {
         let c = 2 * ox;
@@ -216,8 +222,8 @@ fn max2x2_exact<T: Float>(
         let m = four[0].max(four[1]).max(four[2].max(four[3]));
         let miss = |v: T| usize::from(!((v == m && !nan) || v.is_nan()));
         let k = miss(four[0]) * (1 + miss(four[1]) * (1 + miss(four[2])));
-        yr[ox] = four[k];
-        ar[ox] = base + c + (k & 1) + (k >> 1) * w;
+        yr[ox].write(four[k]);
+        ar[ox].write(base + c + (k & 1) + (k >> 1) * w);
     }
 }
 
@@ -331,6 +337,21 @@ mod tests {
 
     /// The first maximum of each window by plain comparisons, a NaN winning (the first NaN):
     /// the definition both row paths must meet.
+    /// Outputs holding values no kernel writes (a NaN payload of its own, `usize::MAX`), so
+    /// that an element left unwritten fails the comparison.
+    #[allow(clippy::type_complexity)]
+    fn unwritten(n: usize) -> (Vec<MaybeUninit<f32>>, Vec<MaybeUninit<usize>>) {
+        (
+            vec![MaybeUninit::new(f32::from_bits(0x7fc0_1234)); n],
+            vec![MaybeUninit::new(usize::MAX); n],
+        )
+    }
+
+    fn read<T: Copy>(v: &[MaybeUninit<T>]) -> Vec<T> {
+        // SAFETY: every element was initialised by `unwritten`.
+        v.iter().map(|x| unsafe { x.assume_init() }).collect()
+    }
+
     fn reference(r0: &[f32], r1: &[f32], (base, w): (usize, usize)) -> (Vec<f32>, Vec<usize>) {
         (0..r0.len() / 2)
             .map(|ox| {
@@ -377,11 +398,14 @@ mod tests {
                     let r1: Vec<f32> = (0..2 * ow).map(|_| draw(nan)).collect();
                     let base = 2 * w * trial;
                     let (ye, ae) = reference(&r0, &r1, (base, w));
-                    let (mut y, mut a) = (vec![0f32; ow], vec![0usize; ow]);
+                    let (mut y, mut a) = unwritten(ow);
                     max2x2_row(&r0, &r1, (base, w), &mut y, &mut a, tier);
+                    let (y, a) = (read(&y), read(&a));
                     assert_eq!(bits(&y), bits(&ye), "{tier:?} ow {ow} trial {trial}");
                     assert_eq!(a, ae, "{tier:?} ow {ow} trial {trial}");
+                    let (mut y, mut a) = unwritten(ow);
                     max2x2_exact(&r0, &r1, (base, w), 0..ow, &mut y, &mut a);
+                    let (y, a) = (read(&y), read(&a));
                     assert_eq!(bits(&y), bits(&ye), "exact loop, ow {ow} trial {trial}");
                     assert_eq!(a, ae, "exact loop, ow {ow} trial {trial}");
                 }
