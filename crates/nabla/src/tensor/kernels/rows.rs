@@ -26,7 +26,7 @@ pub struct RowStats {
 }
 
 /// Layer normalisation of each `d`-long row of `x`: `(x − mean)·invstd·w + b` (`w`, `b` of
-/// length `d` when given), with the biased variance computed in f64. Returns the output and the
+/// length `d` when given), mean and biased variance summed by `part_sum`. Returns the output and the
 /// statistics.
 pub fn layer_norm<T: Float>(
     x: &[T],
@@ -40,12 +40,18 @@ pub fn layer_norm<T: Float>(
         mean: vec![0.0; rows],
         invstd: vec![0.0; rows],
     };
-    for (r, row) in x.chunks_exact(d.max(1)).enumerate() {
-        let mean = lane_sum(row, |v, _| v.to_f64()) / d as f64;
-        let var = lane_sum(row, |v, _| (v.to_f64() - mean) * (v.to_f64() - mean)) / d as f64;
-        stats.mean[r] = mean;
-        stats.invstd[r] = 1.0 / (var + eps).sqrt();
-    }
+    crate::isa::vectorized(
+        #[inline(always)]
+        || {
+            for (r, row) in x.chunks_exact(d.max(1)).enumerate() {
+                let mean = part_sum(row, |v| v) / d as f64;
+                let mt = T::from_f64(mean);
+                let var = part_sum(row, |v| (v - mt) * (v - mt)) / d as f64;
+                stats.mean[r] = mean;
+                stats.invstd[r] = 1.0 / (var + eps).sqrt();
+            }
+        },
+    );
     let mut y = vec![T::ZERO; x.len()];
     for_each_run(&mut y, d.max(1), |r, out| {
         let row = &x[r * d..(r + 1) * d];
@@ -61,7 +67,8 @@ pub fn layer_norm<T: Float>(
 
 /// The gradients of [`layer_norm`] for the output gradient `g`: with `x̂ = (x − mean)·invstd`
 /// and `gw = g·w`, `dx = invstd·(gw − mean(gw) − x̂·mean(gw·x̂))` (when `need_dx`), and the
-/// row sums `dw = Σ g·x̂`, `db = Σ g` (in f64, row order). Returns `(dx, dw, db)`.
+/// row sums `dw = Σ g·x̂`, `db = Σ g` (in f64, row order; each row's `dx` sums by `part_sums2` and
+/// its per-element pass in `T`). Returns `(dx, dw, db)`.
 pub fn layer_norm_grads<T: Float>(
     g: &[T],
     x: &[T],
@@ -88,21 +95,29 @@ pub fn layer_norm_grads<T: Float>(
     let dx = need_dx.then(|| {
         let mut dx = vec![T::ZERO; x.len()];
         for_each_run(&mut dx, d.max(1), |r, out| {
-            crate::isa::vectorized(|| {
-                let (gr, xr) = (&g[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]);
-                let (m, s) = (st.mean[r], st.invstd[r]);
-                let gw = |j: usize| match w {
-                    Some(w) => gr[j].to_f64() * w[j].to_f64(),
-                    None => gr[j].to_f64(),
-                };
-                let sum_g = lane_sum(gr, |_, j| gw(j));
-                let sum_gx = lane_sum(xr, |xv, j| gw(j) * ((xv.to_f64() - m) * s));
-                let (mg, mgx) = (sum_g / d as f64, sum_gx / d as f64);
-                for (j, o) in out.iter_mut().enumerate() {
-                    let h = (xr[j].to_f64() - m) * s;
-                    *o = T::from_f64(s * (gw(j) - mg - h * mgx));
-                }
-            })
+            crate::isa::vectorized(
+                #[inline(always)]
+                || {
+                    let (gr, xr) = (&g[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]);
+                    let (m, s) = (st.mean[r], st.invstd[r]);
+                    let mt = T::from_f64(m);
+                    // gw = g·w, written into `out` first (every value of it is then replaced).
+                    match w {
+                        Some(w) => {
+                            for ((o, &gv), &wv) in out.iter_mut().zip(gr).zip(w) {
+                                *o = gv * wv;
+                            }
+                        }
+                        None => out.copy_from_slice(gr),
+                    }
+                    let (sum_g, sum_gx) = part_sums2(out, xr, |gw, xv| (gw, gw * (xv - mt)));
+                    let (mg, mgx) = (sum_g / d as f64, sum_gx * s / d as f64);
+                    let (p, a, q) = (T::from_f64(s), T::from_f64(mg), T::from_f64(s * s * mgx));
+                    for (o, &xv) in out.iter_mut().zip(xr) {
+                        *o = p * (*o - a) - q * (xv - mt);
+                    }
+                },
+            )
         });
         dx
     });
