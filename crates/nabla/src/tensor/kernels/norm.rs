@@ -3,6 +3,7 @@
 //! terms in `T` over interleaved partial sums, the rows added in f64 in sample order: the same
 //! bits on any thread count and tier), and the per-element passes in `T`, shared among threads
 //! by `(sample, channel)` rows. Every loop is compiled for the active tier (`isa::vectorized`).
+
 use super::rows::{part_sum, part_sums2};
 use crate::isa::vectorized;
 use crate::tensor::Float;
