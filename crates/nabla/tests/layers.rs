@@ -214,3 +214,75 @@ fn a_checkpointed_model_moves_running_statistics_once_per_step() {
     assert_eq!(values(plain.named_buffers()), values(ckpt.named_buffers()));
     assert_eq!(values(ckpt.named_buffers())["1.num_batches_tracked"], [2.0]);
 }
+
+/// `Sequential` runs ReLU followed by max pooling as max pooling followed by ReLU (on the
+/// smaller pooled output): the values must equal those of the two ops in the written order
+/// (a zero may change sign: −0 and +0 are equal), NaN where they have NaN, and the gradient
+/// must be the same bits — on windows that are all negative, that tie at zero or at a positive
+/// value, that hold a NaN, and with overlapping padded windows; with and without a graph.
+#[test]
+fn relu_then_max_pool_in_a_sequential_equals_the_two_ops_in_order() {
+    fn check<T: nabla::Float>(kernel: (usize, usize), stride: (usize, usize), pad: (usize, usize)) {
+        // 2 samples × 2 channels of 6×6, small integers (ties are common), zeros of both
+        // signs, a NaN.
+        let mut v: Vec<f64> = (0..144)
+            .map(|i| ((i * 7919 + 13) % 9) as f64 - 5.0)
+            .collect();
+        v[3] = -0.0;
+        v[40] = f64::NAN;
+        v[77] = 0.0;
+        let x = Tensor::<T>::from_vec(v.iter().map(|&a| T::from_f64(a)).collect(), &[2, 2, 6, 6])
+            .unwrap()
+            .requires_grad();
+        let net = Sequential::<T>::new()
+            .with(Activation::Relu)
+            .with(MaxPool2d::with(kernel, stride, pad));
+        let direct = x.relu().unwrap().max_pool2d(kernel, stride, pad).unwrap();
+        let fused = net.forward(&x).unwrap();
+        assert_eq!(fused.shape(), direct.shape());
+        let same = |a: &[T], b: &[T]| {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|(p, q)| p == q || (p.is_nan() && q.is_nan()))
+        };
+        let (f, d) = (fused.to_vec().unwrap(), direct.to_vec().unwrap());
+        assert!(
+            same(&f, &d),
+            "{kernel:?}/{stride:?}/{pad:?}: {f:?} vs {d:?}"
+        );
+        let no_graph = nabla::no_grad(|| net.forward(&x))
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        assert!(same(&no_graph, &d));
+        // A weighted sum, so that every output's gradient differs (dL/dy = w even where y is NaN).
+        let wv: Vec<T> = d
+            .iter()
+            .enumerate()
+            .map(|(i, _)| T::from_f64(1.0 + i as f64 / 8.0))
+            .collect();
+        let w = Tensor::from_vec(wv, direct.shape()).unwrap();
+        let grad = |y: &Tensor<T>| {
+            let g = y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+            let bits: Vec<f64> = g
+                .get(&x)
+                .unwrap()
+                .to_vec()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_f64())
+                .collect();
+            bits.iter().map(|v| v.to_bits()).collect::<Vec<u64>>()
+        };
+        assert_eq!(grad(&fused), grad(&direct), "{kernel:?}/{stride:?}/{pad:?}");
+    }
+    for (k, s, p) in [
+        ((2, 2), (2, 2), (0, 0)),
+        ((3, 3), (2, 2), (1, 1)),
+        ((3, 2), (1, 2), (0, 1)),
+    ] {
+        check::<f32>(k, s, p);
+        check::<f64>(k, s, p);
+    }
+}

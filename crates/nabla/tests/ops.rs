@@ -419,3 +419,32 @@ fn same_bits_on_any_thread_count<T: nabla::Float>(
         );
     }
 }
+
+/// `scatter_add` into zeros along the first, middle and last axis, repeated indices adding up,
+/// positions no index names staying zero (the kernel writes its output whole, slice by slice),
+/// against a loop written out here; an index past the length is an error.
+#[test]
+fn scatter_add_along_every_axis_matches_a_loop() {
+    let shape = [3, 4, 2];
+    let g: Vec<f64> = (0..24).map(|i| i as f64 + 1.0).collect();
+    for axis in 0..3 {
+        let len = 5;
+        let idx: Vec<usize> = (0..24).map(|i| (i * 7 + axis) % 3).collect();
+        let y = t(&g, &shape).scatter_add(axis, &idx, len).unwrap();
+        let mut out_shape = shape;
+        out_shape[axis] = len;
+        assert_eq!(y.shape(), out_shape);
+        let mut want = vec![0.0; out_shape.iter().product()];
+        for (n, (&v, &at)) in g.iter().zip(&idx).enumerate() {
+            let mut pos = [n / 8, (n / 2) % 4, n % 2];
+            pos[axis] = at;
+            want[(pos[0] * out_shape[1] + pos[1]) * out_shape[2] + pos[2]] += v;
+        }
+        assert_eq!(y.to_vec().unwrap(), want, "axis {axis}");
+    }
+    let e = t(&g, &shape).scatter_add(2, &[2; 24], 2).unwrap_err();
+    assert!(
+        e.to_string().contains("scatter_add") && e.to_string().contains("index 2"),
+        "{e}"
+    );
+}

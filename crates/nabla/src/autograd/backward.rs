@@ -366,7 +366,8 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
         // y[.., j, ..] = x[.., idx[.., j, ..], ..]  ⇒  dx[.., idx, ..] += g
         Op::Gather(x, axis, idx) => r.rule(Saved::NOTHING, |_, g| {
             Ok(vec![when(0, &|| {
-                g.scatter_add(*axis, idx, x.shape()[*axis])
+                // The gather checked these indices against this length when it ran.
+                g.scatter_add_shared(*axis, idx, x.shape()[*axis], false)
             })?])
         }),
         // y = Σ over axes of x  ⇒  dx = g broadcast back over those axes

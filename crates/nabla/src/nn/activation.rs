@@ -59,6 +59,10 @@ impl<T: Float> Module<T> for Activation {
         self.forward(x)
     }
 
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn shared_forward(&self) -> Option<SharedForward<T>> {
         let me = *self;
         Some(Arc::new(move |x| me.apply(x)))

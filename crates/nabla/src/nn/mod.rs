@@ -122,6 +122,13 @@ pub trait Module<T: Float = f32>: Send + Sync {
         ))
     }
 
+    /// This module as [`Any`](std::any::Any), for a container that recognises a module's type
+    /// to run an exact rewrite ([`Sequential`] runs ReLU followed by max pooling as max pooling
+    /// followed by ReLU). `None` (the default): not recognisable.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
     /// Gradient checkpointing by segments of `k` blocks, where the module says what a block is
     /// ([`Sequential`]: one child; [`Network`]: a linear or convolution layer and what follows
     /// it). `None` turns it off. The default: an error saying the module does not support it.

@@ -72,6 +72,10 @@ macro_rules! pool_layer {
                 s + ")"
             }
 
+            fn as_any(&self) -> Option<&dyn std::any::Any> {
+                Some(self)
+            }
+
             fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
                 let g = PoolGeom::new($name, input, self.opts)?;
                 Ok(vec![input[0], input[1], g.oh, g.ow])

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::autograd::{checkpoint, is_grad_enabled, scope_arc};
 use crate::error::{Error, Result};
-use crate::nn::{prefixed, under, Module, SharedForward};
+use crate::nn::{prefixed, under, Activation, MaxPool2d, Module, SharedForward};
 use crate::tensor::{Float, Tensor};
 
 /// Modules applied one after the other. Parameters are named `{index}.{name}`, as in
@@ -170,6 +170,21 @@ impl<T: Float> Sequential<T> {
         self.checkpoint_every
     }
 
+    /// Whether modules `i` and `i + 1` are ReLU then max pooling, which the forward pass runs as
+    /// max pooling then ReLU: on the pooled output, a quarter of the values for 2×2 windows,
+    /// and never materialising the full-size ReLU output nor its gradient. The two orders are
+    /// the same function with the same gradient, bit for bit: `relu(max x) = max relu(x)`; where
+    /// a window's maximum is positive, ReLU leaves it and every value at or above it unchanged,
+    /// so the first maximum (where the gradient goes) is the same element; where it is not
+    /// positive, ReLU's derivative makes the window's gradient zero either way.
+    fn relu_then_max_pool(&self, i: usize) -> bool {
+        let kind = |i: usize| self.layers[i].as_any();
+        let relu = kind(i)
+            .and_then(|a| a.downcast_ref::<Activation>())
+            .is_some_and(|a| matches!(a, Activation::Relu));
+        relu && kind(i + 1).is_some_and(|b| b.is::<MaxPool2d>())
+    }
+
     /// `layers` composed into one owned function, if each can be.
     fn compose(layers: &[Box<dyn Module<T>>]) -> Option<SharedForward<T>> {
         let fs: Vec<SharedForward<T>> = layers
@@ -211,14 +226,21 @@ impl<T: Float> Module<T> for Sequential<T> {
                     h = checkpoint(move |xs| f(&xs[0]), &[h])?;
                 }
             }
-            _ if is_grad_enabled() => {
-                for (i, layer) in self.layers.iter().enumerate() {
-                    h = scope_arc(self.scopes.get(i), || layer.forward(&h))?;
-                }
-            }
             _ => {
-                for layer in &self.layers {
-                    h = layer.forward(&h)?;
+                let scoped = is_grad_enabled();
+                let run = |i: usize, h: &Tensor<T>| match scoped {
+                    true => scope_arc(self.scopes.get(i), || self.layers[i].forward(h)),
+                    false => self.layers[i].forward(h),
+                };
+                let mut i = 0;
+                while i < self.layers.len() {
+                    if i + 1 < self.layers.len() && self.relu_then_max_pool(i) {
+                        h = run(i, &run(i + 1, &h)?)?;
+                        i += 2;
+                    } else {
+                        h = run(i, &h)?;
+                        i += 1;
+                    }
                 }
             }
         }

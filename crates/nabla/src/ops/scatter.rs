@@ -8,10 +8,9 @@ use std::sync::Arc;
 use crate::autograd::{record, Op, Step};
 use crate::error::{Error, Result};
 use crate::tensor::float::{GELU_A, GELU_C};
-use crate::tensor::kernels::split_at_axis;
 use crate::tensor::kernels::{elementwise, layout};
 use crate::tensor::shape::{check_axis, fmt_shape};
-use crate::tensor::storage::{buffer, filled};
+use crate::tensor::storage::{buffer, filled, written};
 use crate::tensor::{Float, Tensor};
 
 /// `f(g, x)` element-wise over two same-shape tensors, read through their strides.
@@ -187,6 +186,19 @@ impl<T: Float> Tensor<T> {
     /// assert_eq!(y.to_vec().unwrap(), [0.0, 0.0, 1.0, 2.0, 0.0, 0.0]);
     /// ```
     pub fn scatter_add(&self, axis: usize, indices: &[usize], len: usize) -> Result<Tensor<T>> {
+        self.scatter_add_shared(axis, &Arc::new(indices.to_vec()), len, true)
+    }
+
+    /// [`scatter_add`](Tensor::scatter_add) with the indices shared (a backward rule passes
+    /// those its `gather` recorded, not a copy of them), their range checked only where
+    /// `check` is set: a `gather` checked its indices against the same length when it ran.
+    pub(crate) fn scatter_add_shared(
+        &self,
+        axis: usize,
+        indices: &Arc<Vec<usize>>,
+        len: usize,
+        check: bool,
+    ) -> Result<Tensor<T>> {
         check_axis("scatter_add", axis, self.rank())?;
         if indices.len() != self.numel() {
             return Err(Error::shape(
@@ -199,15 +211,20 @@ impl<T: Float> Tensor<T> {
                 ),
             ));
         }
-        check_indices("scatter_add", indices, len, axis)?;
-        let shape = with_len(self.shape(), axis, len);
-        let mut data = filled("scatter_add", &shape, T::ZERO)?;
-        let (outer, _, inner) = split_at_axis(&shape, axis);
-        if outer.saturating_mul(inner) > 0 {
-            layout::scatter_add(&self.data()?, &shape, axis, indices, &mut data);
+        if check {
+            check_indices("scatter_add", indices, len, axis)?;
         }
+        let shape = with_len(self.shape(), axis, len);
+        let g = self.data()?;
+        // SAFETY: `layout::scatter_add` writes every element of its output.
+        let data = unsafe {
+            written("scatter_add", &shape, |out| {
+                layout::scatter_add(&g, &shape, axis, indices, out)
+            })
+        }?;
+        drop(g);
         Ok(record(data, shape, &[self], || {
-            Op::ScatterAdd(self.clone(), axis, Arc::new(indices.to_vec()), len)
+            Op::ScatterAdd(self.clone(), axis, indices.clone(), len)
         }))
     }
 }

@@ -2,7 +2,10 @@
 //! index_select/index_add and gather/scatter_add along an axis. Outputs go into buffers the
 //! caller allocated (fallibly).
 
+use std::mem::MaybeUninit;
+
 use super::split_at_axis;
+use crate::tensor::storage::init_with;
 use crate::tensor::view::Layout;
 use crate::tensor::Float;
 
@@ -111,20 +114,37 @@ pub fn gather<T: Float>(x: &[T], shape: &[usize], axis: usize, idx: &[usize], ou
     }
 }
 
-/// Backward of [`gather`]: scatter-adds `g` into a zero tensor of `shape`.
-pub fn scatter_add<T: Float>(g: &[T], shape: &[usize], axis: usize, idx: &[usize], out: &mut [T]) {
+/// Backward of [`gather`]: `g` scatter-added into zeros of `shape`. Every element of `out` is
+/// written (it may start uninitialised): each outer slice is zeroed and then added into while
+/// it is still in cache, one pass over the output instead of a zero-fill pass and a scatter
+/// pass.
+pub fn scatter_add<T: Float>(
+    g: &[T],
+    shape: &[usize],
+    axis: usize,
+    idx: &[usize],
+    out: &mut [MaybeUninit<T>],
+) {
     let (outer, dim, inner) = split_at_axis(shape, axis);
     if outer == 0 || inner == 0 || dim == 0 {
-        return; // nothing addressed (and `outer` may be huge when `inner` is 0)
+        return; // the output is empty (and `outer` may be huge when `inner` is 0)
     }
     let k = idx.len() / (outer * inner).max(1);
     // Each outer slice adds only into its own `dim · inner` values, in a fixed order: the
     // slices can go to different threads without changing a bit.
-    let slice = |o: usize, out: &mut [T]| {
-        for j in 0..k {
-            for i in 0..inner {
-                let n = (o * k + j) * inner + i;
-                out[idx[n] * inner + i] += g[n];
+    let slice = |o: usize, out: &mut [MaybeUninit<T>]| {
+        let out = init_with(out, T::ZERO);
+        let (idx, g) = (
+            &idx[o * k * inner..][..k * inner],
+            &g[o * k * inner..][..k * inner],
+        );
+        if inner == 1 {
+            for (&at, &v) in idx.iter().zip(g) {
+                out[at] += v;
+            }
+        } else {
+            for (n, (&at, &v)) in idx.iter().zip(g).enumerate() {
+                out[at * inner + n % inner] += v;
             }
         }
     };
