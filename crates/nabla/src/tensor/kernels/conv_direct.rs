@@ -53,6 +53,8 @@ trait Lanes {
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     unsafe fn live(n: usize) -> Self::M;
     unsafe fn sum(v: Self::V) -> f32;
+    /// [`pad_planes`] compiled for this tier.
+    unsafe fn pad(p: &Plan, g: &ConvGeom, x: &[f32], buf: &mut [f32]);
     /// [`wgt_tile`] compiled on its own for this tier (inlined into the group loop, its
     /// accumulators spilled to the stack).
     unsafe fn wgt_tile<const R: usize, const Q: usize>(
@@ -63,126 +65,8 @@ trait Lanes {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::Lanes;
-    use std::arch::x86_64::*;
-
-    /// AVX-512F: 16 lanes, lane masks in a `k` register.
-    pub(super) struct Avx512;
-    impl Lanes for Avx512 {
-        const LANES: usize = 16;
-        type V = __m512;
-        type M = u16;
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> __m512 {
-            _mm512_set1_ps(x)
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m512 {
-            _mm512_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn load_live(p: *const f32, m: u16) -> __m512 {
-            _mm512_maskz_loadu_ps(m, p)
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m512) {
-            _mm512_storeu_ps(p, v)
-        }
-        #[inline(always)]
-        unsafe fn store_live(p: *mut f32, m: u16, v: __m512) {
-            _mm512_mask_storeu_ps(p, m, v)
-        }
-        #[inline(always)]
-        unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
-            _mm512_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn live(n: usize) -> u16 {
-            if n >= 16 {
-                u16::MAX
-            } else {
-                (1u16 << n) - 1
-            }
-        }
-        #[inline(always)]
-        unsafe fn sum(v: __m512) -> f32 {
-            _mm512_reduce_add_ps(v)
-        }
-        #[target_feature(enable = "avx512f")]
-        #[inline(never)]
-        unsafe fn wgt_tile<const R: usize, const Q: usize>(
-            items: &[(usize, u16)],
-            t: &super::WgtTile,
-            acc: *mut __m512,
-        ) {
-            super::wgt_tile::<Self, R, Q>(items, t, acc)
-        }
-    }
-
-    /// AVX2 with FMA: 8 lanes; a partial vector through `vmaskmovps` (a full one through
-    /// plain loads and stores).
-    pub(super) struct Avx2;
-    impl Lanes for Avx2 {
-        const LANES: usize = 8;
-        type V = __m256;
-        type M = (bool, __m256i);
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> __m256 {
-            _mm256_set1_ps(x)
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m256 {
-            _mm256_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn load_live(p: *const f32, (full, m): (bool, __m256i)) -> __m256 {
-            if full {
-                _mm256_loadu_ps(p)
-            } else {
-                _mm256_maskload_ps(p, m)
-            }
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m256) {
-            _mm256_storeu_ps(p, v)
-        }
-        #[inline(always)]
-        unsafe fn store_live(p: *mut f32, (full, m): (bool, __m256i), v: __m256) {
-            if full {
-                _mm256_storeu_ps(p, v)
-            } else {
-                _mm256_maskstore_ps(p, m, v)
-            }
-        }
-        #[inline(always)]
-        unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
-            _mm256_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn live(n: usize) -> (bool, __m256i) {
-            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            let n = n.min(8) as i32;
-            (n == 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane))
-        }
-        #[inline(always)]
-        unsafe fn sum(v: __m256) -> f32 {
-            // Fixed order: the two halves, then pairs, then the last two lanes.
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
-        }
-        #[target_feature(enable = "avx2,fma")]
-        #[inline(never)]
-        unsafe fn wgt_tile<const R: usize, const Q: usize>(
-            items: &[(usize, (bool, __m256i))],
-            t: &super::WgtTile,
-            acc: *mut __m256,
-        ) {
-            super::wgt_tile::<Self, R, Q>(items, t, acc)
-        }
-    }
-}
+#[path = "conv_direct_x86.rs"]
+mod x86;
 
 /// The tier the direct kernels run on: a value exists only where the CPU runs it (made by
 /// [`Tier::active`], or in tests from the detected tier).
@@ -273,30 +157,70 @@ impl Plan {
     }
 
     /// Copies one sample's planes `x` (`[c, h, w]`) into `buf` with zero borders (and zero
-    /// slack): every value of the padded sample written once (zeroing the whole buffer first
-    /// and then copying wrote the interior twice).
+    /// slack): every value of the padded sample written once, each row by the tier's vector
+    /// moves ([`pad_planes`]; a library `memset`/`memcpy` call per border and row cost 4% of a
+    /// CNN's step).
     fn pad(&self, g: &ConvGeom, x: &[f32], buf: &mut [f32]) {
-        let (ph, pw) = g.opts.padding;
-        let (hp, wp, w) = (self.hp, self.wp, g.w);
-        let (planes, slack) = buf[..self.sample].split_at_mut(g.c * hp * wp);
-        for (plane, src) in planes
-            .chunks_exact_mut(hp * wp)
-            .zip(x.chunks_exact(g.h * w))
-        {
-            let (top, rest) = plane.split_at_mut(ph * wp);
-            top.fill(0.0);
-            let (body, bottom) = rest.split_at_mut(g.h * wp);
-            for (row, s) in body.chunks_exact_mut(wp).zip(src.chunks_exact(w)) {
+        assert!(
+            x.len() >= g.c * g.h * g.w && buf.len() >= self.sample,
+            "internal: conv_direct pad sizes disagree"
+        );
+        // SAFETY: a `Tier` exists only where the CPU runs it; the sizes are checked above.
+        unsafe {
+            match self.tier {
+                #[cfg(target_arch = "x86_64")]
+                Tier::Avx512 => <x86::Avx512 as Lanes>::pad(self, g, x, buf),
+                #[cfg(target_arch = "x86_64")]
+                Tier::Avx2 => <x86::Avx2 as Lanes>::pad(self, g, x, buf),
+                #[cfg(not(target_arch = "x86_64"))]
+                _ => unreachable!("no direct kernels off x86-64"),
+            }
+        }
+    }
+}
+
+/// [`Plan::pad`] with the tier's vectors: per row, the left and right borders by one masked
+/// store each (borders up to a vector wide; wider ones in a loop) and the row's values by
+/// whole and masked vector moves; the top and bottom borders and the slack by `fill`.
+///
+/// # Safety
+/// The tier's instructions exist; `x` holds `c·h·w` values and `buf` `p.sample`.
+#[inline(always)]
+unsafe fn pad_planes<S: Lanes>(p: &Plan, g: &ConvGeom, x: &[f32], buf: &mut [f32]) {
+    let (ph, pw) = g.opts.padding;
+    let (hp, wp, w) = (p.hp, p.wp, g.w);
+    let (planes, slack) = buf[..p.sample].split_at_mut(g.c * hp * wp);
+    let zero = S::splat(0.0);
+    let (border, tail) = (S::live(pw), S::live(w % S::LANES));
+    for (plane, src) in planes
+        .chunks_exact_mut(hp * wp)
+        .zip(x.chunks_exact(g.h * w))
+    {
+        let (top, rest) = plane.split_at_mut(ph * wp);
+        top.fill(0.0);
+        let (body, bottom) = rest.split_at_mut(g.h * wp);
+        for (row, s) in body.chunks_exact_mut(wp).zip(src.chunks_exact(w)) {
+            let (d, s) = (row.as_mut_ptr(), s.as_ptr());
+            if pw <= S::LANES {
+                // The right border ends the row: `pw + w + pw = wp` values.
+                S::store_live(d, border, zero);
+                S::store_live(d.add(pw + w), border, zero);
+            } else {
                 row[..pw].fill(0.0);
-                for (d, v) in row[pw..pw + w].iter_mut().zip(s) {
-                    *d = *v;
-                }
                 row[pw + w..].fill(0.0);
             }
-            bottom.fill(0.0);
+            let mut i = 0;
+            while i + S::LANES <= w {
+                S::store(d.add(pw + i), S::load(s.add(i)));
+                i += S::LANES;
+            }
+            if i < w {
+                S::store_live(d.add(pw + i), tail, S::load_live(s.add(i), tail));
+            }
         }
-        slack.fill(0.0);
+        bottom.fill(0.0);
     }
+    slack.fill(0.0);
 }
 
 /// A forward tile's operands: `R` weight rows (stride `lda`, one value per tap), `V` input

@@ -1,0 +1,129 @@
+//! The [`Lanes`] of the direct convolution kernels on x86-64: AVX-512F (16 lanes, masks in
+//! `k` registers) and AVX2 with FMA (8 lanes, partial vectors through `vmaskmovps`).
+
+use super::Lanes;
+use std::arch::x86_64::*;
+
+/// AVX-512F: 16 lanes, lane masks in a `k` register.
+pub(super) struct Avx512;
+impl Lanes for Avx512 {
+    const LANES: usize = 16;
+    type V = __m512;
+    type M = u16;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m512 {
+        _mm512_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m512 {
+        _mm512_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn load_live(p: *const f32, m: u16) -> __m512 {
+        _mm512_maskz_loadu_ps(m, p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m512) {
+        _mm512_storeu_ps(p, v)
+    }
+    #[inline(always)]
+    unsafe fn store_live(p: *mut f32, m: u16, v: __m512) {
+        _mm512_mask_storeu_ps(p, m, v)
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+        _mm512_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn live(n: usize) -> u16 {
+        if n >= 16 {
+            u16::MAX
+        } else {
+            (1u16 << n) - 1
+        }
+    }
+    #[inline(always)]
+    unsafe fn sum(v: __m512) -> f32 {
+        _mm512_reduce_add_ps(v)
+    }
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pad(p: &super::Plan, g: &super::ConvGeom, x: &[f32], buf: &mut [f32]) {
+        super::pad_planes::<Self>(p, g, x, buf)
+    }
+    #[target_feature(enable = "avx512f")]
+    #[inline(never)]
+    unsafe fn wgt_tile<const R: usize, const Q: usize>(
+        items: &[(usize, u16)],
+        t: &super::WgtTile,
+        acc: *mut __m512,
+    ) {
+        super::wgt_tile::<Self, R, Q>(items, t, acc)
+    }
+}
+
+/// AVX2 with FMA: 8 lanes; a partial vector through `vmaskmovps` (a full one through
+/// plain loads and stores).
+pub(super) struct Avx2;
+impl Lanes for Avx2 {
+    const LANES: usize = 8;
+    type V = __m256;
+    type M = (bool, __m256i);
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m256 {
+        _mm256_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m256 {
+        _mm256_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn load_live(p: *const f32, (full, m): (bool, __m256i)) -> __m256 {
+        if full {
+            _mm256_loadu_ps(p)
+        } else {
+            _mm256_maskload_ps(p, m)
+        }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m256) {
+        _mm256_storeu_ps(p, v)
+    }
+    #[inline(always)]
+    unsafe fn store_live(p: *mut f32, (full, m): (bool, __m256i), v: __m256) {
+        if full {
+            _mm256_storeu_ps(p, v)
+        } else {
+            _mm256_maskstore_ps(p, m, v)
+        }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+        _mm256_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn live(n: usize) -> (bool, __m256i) {
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let n = n.min(8) as i32;
+        (n == 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane))
+    }
+    #[inline(always)]
+    unsafe fn sum(v: __m256) -> f32 {
+        // Fixed order: the two halves, then pairs, then the last two lanes.
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+    }
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pad(p: &super::Plan, g: &super::ConvGeom, x: &[f32], buf: &mut [f32]) {
+        super::pad_planes::<Self>(p, g, x, buf)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline(never)]
+    unsafe fn wgt_tile<const R: usize, const Q: usize>(
+        items: &[(usize, (bool, __m256i))],
+        t: &super::WgtTile,
+        acc: *mut __m256,
+    ) {
+        super::wgt_tile::<Self, R, Q>(items, t, acc)
+    }
+}
