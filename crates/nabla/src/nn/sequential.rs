@@ -12,6 +12,10 @@ use crate::tensor::{Float, Tensor};
 /// Modules applied one after the other. Parameters are named `{index}.{name}`, as in
 /// PyTorch's `nn.Sequential`.
 ///
+/// A ReLU ([`Activation::Relu`]) directly followed by a [`MaxPool2d`] runs as the pooling
+/// followed by the ReLU: the same values and the same gradients, on the smaller pooled tensor
+/// (outside checkpointed segments, which run as written).
+///
 /// With [`Sequential::set_checkpoint_every`], the forward pass runs each group of `k` modules as
 /// one [checkpointed](crate::autograd::checkpoint) segment: only the segments' inputs are kept
 /// for backward, which recomputes each segment when it reaches it.
