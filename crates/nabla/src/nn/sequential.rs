@@ -176,8 +176,9 @@ impl<T: Float> Sequential<T> {
 
     /// Whether modules `i` and `i + 1` are ReLU then max pooling, which the forward pass runs as
     /// max pooling then ReLU: on the pooled output, a quarter of the values for 2×2 windows,
-    /// and never materialising the full-size ReLU output nor its gradient. The two orders are
-    /// the same function with the same gradient, bit for bit: `relu(max x) = max relu(x)`; where
+    /// and never materialising the full-size ReLU output nor its gradient. The two orders give
+    /// the same values (a zero's sign aside) and the same gradient bits: `relu(max x) =
+    /// max relu(x)`; where
     /// a window's maximum is positive, ReLU leaves it and every value at or above it unchanged,
     /// so the first maximum (where the gradient goes) is the same element; where it is not
     /// positive, ReLU's derivative makes the window's gradient zero either way.
