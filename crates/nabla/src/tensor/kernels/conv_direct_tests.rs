@@ -276,3 +276,73 @@ fn other_convolutions_are_left_to_the_column_path() {
         ));
     }
 }
+
+/// The weight gradient's whole-vector input reads (taken where every input value is finite)
+/// give the bits of its masked reads: rows of 19 and 14 leave partial vectors on both tiers,
+/// two groups put another group's planes past a row's end, and the values include zeros of
+/// both signs (an accumulator lane must never turn −0).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn whole_vector_reads_give_the_bits_of_masked_reads() {
+    for &t in &supported() {
+        for case in [
+            (3, 4, 6, 19, 6, 3, 3, (1, 1), 2),
+            (2, 3, 14, 14, 5, 3, 2, (1, 0), 1),
+        ] {
+            let g = geom(&case);
+            let p = Plan::new(&g, t).unwrap();
+            let (xn, _, yn) = sizes(&g);
+            let (mut x, mut gy) = (values(xn, 11), values(yn, 12));
+            for i in (0..xn).step_by(7) {
+                x[i] = if i % 2 == 0 { 0.0 } else { -0.0 };
+            }
+            for i in (0..yn).step_by(5) {
+                gy[i] = -0.0;
+            }
+            let (groups, chw) = (g.opts.groups, g.c * g.h * g.w);
+            let (cg, og, l) = (g.c / groups, g.o / groups, g.l());
+            let taps = p.taps(&g);
+            let mut buf = vec![0.0f32; g.n * p.sample];
+            for s in 0..g.n {
+                assert!(p.pad(
+                    &g,
+                    &x[s * chw..][..chw],
+                    &mut buf[s * p.sample..][..p.sample]
+                ));
+            }
+            let part = |masked: bool| {
+                let mut out = vec![f32::NAN; g.o * taps.len()];
+                for gi in 0..groups {
+                    let xp = buf[gi * cg * p.hp * p.wp..].as_ptr();
+                    let gp = gy[gi * og * l..].as_ptr();
+                    let part = &mut out[gi * og * taps.len()..][..og * taps.len()];
+                    let ops = (xp, gp, g.n, masked);
+                    // SAFETY: the tier runs here; the buffers are the kernel's own layout.
+                    unsafe {
+                        match t {
+                            Tier::Avx512 => wgt_avx512(&p, &g, &taps, ops, part),
+                            Tier::Avx2 => wgt_avx2(&p, &g, &taps, ops, part),
+                        }
+                    }
+                }
+                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(part(true), part(false), "{t:?} {case:?}");
+        }
+    }
+    // A non-finite input value is flagged by the padded copy.
+    for &t in &supported() {
+        let g = geom(&(1, 2, 5, 9, 3, 3, 3, (1, 1), 1));
+        let p = Plan::new(&g, t).unwrap();
+        let (xn, _, _) = sizes(&g);
+        let mut buf = vec![0.0f32; p.sample];
+        for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+            for at in [0, 8, 44, xn - 1] {
+                let mut x = values(xn, 13);
+                x[at] = bad;
+                assert!(!p.pad(&g, &x, &mut buf), "{t:?}: {bad} at {at} not flagged");
+            }
+        }
+        assert!(p.pad(&g, &values(xn, 13), &mut buf));
+    }
+}

@@ -46,18 +46,29 @@ impl Lanes for Avx512 {
     unsafe fn sum(v: __m512) -> f32 {
         _mm512_reduce_add_ps(v)
     }
+    #[inline(always)]
+    unsafe fn flag_nonfinite(acc: __m512, v: __m512) -> __m512 {
+        _mm512_castsi512_ps(_mm512_or_si512(
+            _mm512_castps_si512(acc),
+            _mm512_castps_si512(_mm512_sub_ps(v, v)),
+        ))
+    }
+    #[inline(always)]
+    unsafe fn any_nan(v: __m512) -> bool {
+        _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v) != 0
+    }
     #[target_feature(enable = "avx512f")]
-    unsafe fn pad(p: &super::Plan, g: &super::ConvGeom, x: &[f32], buf: &mut [f32]) {
+    unsafe fn pad(p: &super::Plan, g: &super::ConvGeom, x: &[f32], buf: &mut [f32]) -> bool {
         super::pad_planes::<Self>(p, g, x, buf)
     }
     #[target_feature(enable = "avx512f")]
     #[inline(never)]
-    unsafe fn wgt_tile<const R: usize, const Q: usize>(
+    unsafe fn wgt_tile<const R: usize, const Q: usize, const MASKED: bool>(
         items: &[(usize, u16)],
         t: &super::WgtTile,
         acc: *mut __m512,
     ) {
-        super::wgt_tile::<Self, R, Q>(items, t, acc)
+        super::wgt_tile::<Self, R, Q, MASKED>(items, t, acc)
     }
 }
 
@@ -113,17 +124,25 @@ impl Lanes for Avx2 {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
     }
+    #[inline(always)]
+    unsafe fn flag_nonfinite(acc: __m256, v: __m256) -> __m256 {
+        _mm256_or_ps(acc, _mm256_sub_ps(v, v))
+    }
+    #[inline(always)]
+    unsafe fn any_nan(v: __m256) -> bool {
+        _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v)) != 0
+    }
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn pad(p: &super::Plan, g: &super::ConvGeom, x: &[f32], buf: &mut [f32]) {
+    unsafe fn pad(p: &super::Plan, g: &super::ConvGeom, x: &[f32], buf: &mut [f32]) -> bool {
         super::pad_planes::<Self>(p, g, x, buf)
     }
     #[target_feature(enable = "avx2,fma")]
     #[inline(never)]
-    unsafe fn wgt_tile<const R: usize, const Q: usize>(
+    unsafe fn wgt_tile<const R: usize, const Q: usize, const MASKED: bool>(
         items: &[(usize, (bool, __m256i))],
         t: &super::WgtTile,
         acc: *mut __m256,
     ) {
-        super::wgt_tile::<Self, R, Q>(items, t, acc)
+        super::wgt_tile::<Self, R, Q, MASKED>(items, t, acc)
     }
 }
