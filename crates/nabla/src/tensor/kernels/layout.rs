@@ -143,8 +143,10 @@ pub fn scatter_add<T: Float>(
                 out[at] += v;
             }
         } else {
-            for (n, (&at, &v)) in idx.iter().zip(g).enumerate() {
-                out[at * inner + n % inner] += v;
+            for (idx, g) in idx.chunks_exact(inner).zip(g.chunks_exact(inner)) {
+                for (i, (&at, &v)) in idx.iter().zip(g).enumerate() {
+                    out[at * inner + i] += v;
+                }
             }
         }
     };
