@@ -286,3 +286,110 @@ fn relu_then_max_pool_in_a_sequential_equals_the_two_ops_in_order() {
         check::<f64>(k, s, p);
     }
 }
+
+/// A `Sequential` runs a convolution followed by max pooling (directly, or with a ReLU
+/// between them) in one pass, each sample pooled right after its convolution: the output must
+/// be the bits of the ops in the written order (a zero's sign aside where ReLU runs after the
+/// pooling), NaN where they have NaN, and the gradients of the input, weight and bias the same
+/// bits — on odd sizes, ties, a NaN input, overlapping padded windows, groups, and a strided
+/// convolution (which the one-pass kernels leave to the two ops); f32 (the one-pass kernels)
+/// and f64 (the two ops); with and without a graph.
+#[test]
+fn conv_then_max_pool_in_a_sequential_equals_the_ops_in_order() {
+    fn check<T: nabla::Float>(relu: bool, opts: Conv2dOptions, pool: [(usize, usize); 3]) {
+        let (n, c, o, h, w) = (3, 4, 6, 9, 10);
+        // Small integers, so that ties are common; one NaN.
+        let ints = |len: usize, m: usize, k: usize| -> Vec<T> {
+            (0..len)
+                .map(|i| T::from_f64(((i * m + 7) % k) as f64 - (k / 2) as f64))
+                .collect()
+        };
+        let mut xv = ints(n * c * h * w, 7919, 7);
+        xv[100] = T::from_f64(f64::NAN);
+        let x = Tensor::<T>::from_vec(xv, &[n, c, h, w])
+            .unwrap()
+            .requires_grad();
+        let wt = Tensor::<T>::from_vec(
+            ints(o * (c / opts.groups) * 9, 31, 5),
+            &[o, c / opts.groups, 3, 3],
+        )
+        .unwrap()
+        .requires_grad();
+        let b = Tensor::<T>::from_vec(ints(o, 3, 3), &[o])
+            .unwrap()
+            .requires_grad();
+        let conv = Conv2d::from_tensors(wt.clone(), Some(b.clone()), opts).unwrap();
+        let [k, s, p] = pool;
+        let mut net = Sequential::<T>::new().with(conv);
+        if relu {
+            net = net.with(Activation::Relu);
+        }
+        let net = net.with(MaxPool2d::with(k, s, p));
+        let mut direct = x.conv2d(&wt, Some(&b), opts).unwrap();
+        if relu {
+            direct = direct.relu().unwrap();
+        }
+        let direct = direct.max_pool2d(k, s, p).unwrap();
+        let fused = net.forward(&x).unwrap();
+        let what = format!("{} relu {relu} {opts:?} {pool:?}", T::DTYPE);
+        assert_eq!(fused.shape(), direct.shape(), "{what}");
+        let same = |a: &[T], b: &[T]| {
+            a.len() == b.len()
+                && a.iter().zip(b).all(|(p, q)| {
+                    p.to_f64().to_bits() == q.to_f64().to_bits()
+                        || (relu && p == q)
+                        || (p.is_nan() && q.is_nan())
+                })
+        };
+        let d = direct.to_vec().unwrap();
+        assert!(same(&fused.to_vec().unwrap(), &d), "{what}");
+        let no_graph = nabla::no_grad(|| net.forward(&x)).unwrap();
+        assert!(
+            same(&no_graph.to_vec().unwrap(), &d),
+            "{what}: without a graph"
+        );
+        // A weighted sum, so that every output's gradient differs.
+        let wv: Vec<T> = (0..d.len())
+            .map(|i| T::from_f64(1.0 + i as f64 / 8.0))
+            .collect();
+        let weights = Tensor::from_vec(wv, direct.shape()).unwrap();
+        let grads = |y: &Tensor<T>| {
+            let g = y
+                .mul(&weights)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            [&x, &wt, &b].map(|t| {
+                g.get(t)
+                    .unwrap()
+                    .to_vec()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_f64().to_bits())
+                    .collect::<Vec<u64>>()
+            })
+        };
+        assert_eq!(grads(&fused), grads(&direct), "{what}: gradients");
+    }
+    let conv = |padding: (usize, usize), stride: (usize, usize), groups: usize| Conv2dOptions {
+        padding,
+        stride,
+        groups,
+        ..Default::default()
+    };
+    let plain = [(2, 2), (2, 2), (0, 0)];
+    let overlapping = [(3, 3), (2, 2), (1, 1)];
+    for relu in [false, true] {
+        for (opts, pool) in [
+            (conv((1, 1), (1, 1), 1), plain),
+            (conv((1, 1), (1, 1), 1), overlapping),
+            (conv((0, 1), (1, 1), 2), plain),
+            (conv((1, 1), (2, 2), 1), plain),
+        ] {
+            check::<f32>(relu, opts, pool);
+            check::<f64>(relu, opts, pool);
+        }
+    }
+}

@@ -149,6 +149,10 @@ impl<T: Float> Module<T> for Conv2d<T> {
             })
     }
 
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn named_parameters(&self) -> Vec<(String, Tensor<T>)> {
         let mut v = vec![("weight".to_string(), self.weight.clone())];
         if let Some(b) = &self.bias {

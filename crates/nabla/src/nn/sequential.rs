@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use crate::autograd::{checkpoint, is_grad_enabled, scope_arc};
 use crate::error::{Error, Result};
-use crate::nn::{prefixed, under, Activation, MaxPool2d, Module, SharedForward};
+use crate::nn::{prefixed, under, Activation, Conv2d, MaxPool2d, Module, SharedForward};
+use crate::ops::pool::ConvPooled;
 use crate::tensor::{Float, Tensor};
 
 /// Modules applied one after the other. Parameters are named `{index}.{name}`, as in
@@ -190,6 +191,59 @@ impl<T: Float> Sequential<T> {
         relu && kind(i + 1).is_some_and(|b| b.is::<MaxPool2d>())
     }
 
+    /// Modules `i` and `i + 1` as a 2-D convolution then max pooling (or `i..=i + 2` as
+    /// convolution, ReLU, max pooling: the ReLU then runs after the pooling, as
+    /// [`relu_then_max_pool`](Self::relu_then_max_pool) says) computed in one pass — each
+    /// sample pooled while its convolution output is still in cache — and recorded as the ops
+    /// the modules would record, each in its module's scope: the output and the index of the
+    /// next module. `None` where the modules are something else or the one-pass kernels do
+    /// not apply (the modules then run one by one, and report any error).
+    fn conv_then_max_pool(
+        &self,
+        i: usize,
+        h: &Tensor<T>,
+        scoped: bool,
+    ) -> Result<Option<(Tensor<T>, usize)>> {
+        let kind = |i: usize| self.layers.get(i).and_then(|l| l.as_any());
+        let Some(conv) = kind(i).and_then(|a| a.downcast_ref::<Conv2d<T>>()) else {
+            return Ok(None);
+        };
+        let relu = i + 2 < self.layers.len() && self.relu_then_max_pool(i + 1);
+        let at = if relu { i + 2 } else { i + 1 };
+        let Some(pool) = kind(at).and_then(|a| a.downcast_ref::<MaxPool2d>()) else {
+            return Ok(None);
+        };
+        let (w, b) = (&conv.weight, conv.bias.as_ref());
+        let Some(r) = h.conv2d_max_pool2d_raw(w, b, conv.opts, pool.opts)? else {
+            return Ok(None);
+        };
+        let ConvPooled {
+            conv: y,
+            shape,
+            pooled,
+            arg,
+            pool: g,
+        } = r;
+        let in_scope = |j: usize, f: &mut dyn FnMut() -> Result<Tensor<T>>| match scoped {
+            true => scope_arc(self.scopes.get(j), f),
+            false => f(),
+        };
+        let mut y = Some(y);
+        let y = in_scope(i, &mut || {
+            let y = y.take().unwrap_or_default();
+            Ok(h.record_conv2d(w, b, conv.opts, y, &shape))
+        })?;
+        let mut out = Some((pooled, arg));
+        let mut p = in_scope(at, &mut || {
+            let (pooled, arg) = out.take().unwrap_or_default();
+            y.record_max_pool2d(&g, pooled, arg)
+        })?;
+        if relu {
+            p = in_scope(i + 1, &mut || self.layers[i + 1].forward(&p))?;
+        }
+        Ok(Some((p, at + 1)))
+    }
+
     /// `layers` composed into one owned function, if each can be.
     fn compose(layers: &[Box<dyn Module<T>>]) -> Option<SharedForward<T>> {
         let fs: Vec<SharedForward<T>> = layers
@@ -239,7 +293,9 @@ impl<T: Float> Module<T> for Sequential<T> {
                 };
                 let mut i = 0;
                 while i < self.layers.len() {
-                    if i + 1 < self.layers.len() && self.relu_then_max_pool(i) {
+                    if let Some((y, next)) = self.conv_then_max_pool(i, &h, scoped)? {
+                        (h, i) = (y, next);
+                    } else if i + 1 < self.layers.len() && self.relu_then_max_pool(i) {
                         h = run(i, &run(i + 1, &h)?)?;
                         i += 2;
                     } else {

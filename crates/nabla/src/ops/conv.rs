@@ -55,6 +55,27 @@ impl<T: Float> Tensor<T> {
         bias: Option<&Tensor<T>>,
         opts: Conv2dOptions,
     ) -> Result<Tensor<T>> {
+        let g = self.conv2d_geom(weight, bias, opts)?;
+        let shape = g.out_shape();
+        let b = bias.map(|b| b.data()).transpose()?;
+        let (x, w) = (self.data()?, weight.data()?);
+        // SAFETY: `conv::forward` writes every element of its output.
+        let y = unsafe {
+            written("conv2d", &shape, |y| {
+                conv::forward(&g, &x, &w, b.as_deref(), y)
+            })
+        }?;
+        drop((x, w, b));
+        Ok(self.record_conv2d(weight, bias, opts, y, &shape))
+    }
+
+    /// The checked geometry of [`conv2d`](Tensor::conv2d) (the bias's shape included).
+    pub(crate) fn conv2d_geom(
+        &self,
+        weight: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        opts: Conv2dOptions,
+    ) -> Result<ConvGeom> {
         let g = ConvGeom::new("conv2d", self.shape(), weight.shape(), opts)?;
         if let Some(b) = bias {
             if b.shape() != [g.o] {
@@ -69,23 +90,26 @@ impl<T: Float> Tensor<T> {
                 ));
             }
         }
-        let shape = g.out_shape();
-        let b = bias.map(|b| b.data()).transpose()?;
-        let (x, w) = (self.data()?, weight.data()?);
-        // SAFETY: `conv::forward` writes every element of its output.
-        let y = unsafe {
-            written("conv2d", &shape, |y| {
-                conv::forward(&g, &x, &w, b.as_deref(), y)
-            })
-        }?;
-        drop((x, w, b));
+        Ok(g)
+    }
+
+    /// The tensor of [`conv2d`](Tensor::conv2d)'s output data `y` (of `shape`), recorded as
+    /// that op.
+    pub(crate) fn record_conv2d(
+        &self,
+        weight: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        opts: Conv2dOptions,
+        y: Vec<T>,
+        shape: &[usize],
+    ) -> Tensor<T> {
         let inputs: Vec<&Tensor<T>> = [Some(self), Some(weight), bias]
             .into_iter()
             .flatten()
             .collect();
-        Ok(record(y, shape.to_vec(), &inputs, || {
+        record(y, shape.to_vec(), &inputs, || {
             Op::Conv2d(self.clone(), weight.clone(), bias.cloned(), opts)
-        }))
+        })
     }
 
     /// 1-D convolution of `self` `[n, c, l]` with `weight` `[o, c/groups, k]` (plus `bias`

@@ -10,7 +10,7 @@ mod loss;
 mod matmul;
 mod nograd;
 mod norm;
-mod pool;
+pub(crate) mod pool;
 mod reduce;
 mod scatter;
 mod sequence;

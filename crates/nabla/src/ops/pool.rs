@@ -7,11 +7,25 @@ use std::sync::Arc;
 
 use crate::autograd::{record, Op};
 use crate::error::{Error, Result};
-use crate::tensor::kernels::conv::PoolOptions;
+use crate::tensor::kernels::conv::{self, Conv2dOptions, PoolOptions};
 use crate::tensor::kernels::pool::{self, PoolGeom};
 use crate::tensor::shape::fmt_shape;
 use crate::tensor::storage::{buffer, filled, written};
 use crate::tensor::{Float, Tensor};
+
+/// The outputs of [`Tensor::conv2d_max_pool2d_raw`], not yet recorded.
+pub(crate) struct ConvPooled<T> {
+    /// The convolution's output data, `[n, o, oh, ow]`.
+    pub conv: Vec<T>,
+    /// Its shape.
+    pub shape: [usize; 4],
+    /// The pooled values.
+    pub pooled: Vec<T>,
+    /// Their arg-maxes within each plane.
+    pub arg: Vec<usize>,
+    /// The pooling's geometry over the convolution's output.
+    pub pool: PoolGeom,
+}
 
 impl<T: Float> Tensor<T> {
     /// 2-D max pooling of `[n, c, h, w]` with windows of `kernel`, moved by `stride`, over the
@@ -38,7 +52,6 @@ impl<T: Float> Tensor<T> {
         };
         let g = PoolGeom::new("max_pool2d", self.shape(), o)?;
         let s = self.shape();
-        let flat = self.reshape(&[s[0], s[1], g.h * g.w])?;
         let shape = [s[0], s[1], g.oh * g.ow];
         let n = shape.iter().product();
         let mut arg: Vec<usize> = buffer("max_pool2d", &shape)?;
@@ -53,11 +66,81 @@ impl<T: Float> Tensor<T> {
         // SAFETY: `max_pool` wrote all n elements of `arg` above (`written` returned Ok, so it
         // ran).
         unsafe { arg.set_len(n) };
-        // The values are the gather of the arg-maxes: record that op.
-        let y = record(y, shape.to_vec(), &[&flat], || {
+        self.record_max_pool2d(&g, y, arg)
+    }
+
+    /// The tensor of max pooling's values `y` over `self` (`[n, c, h, w]`, geometry `g`) with
+    /// their arg-maxes `arg`, recorded as the op: the gather of the arg-maxes.
+    pub(crate) fn record_max_pool2d(
+        &self,
+        g: &PoolGeom,
+        y: Vec<T>,
+        arg: Vec<usize>,
+    ) -> Result<Tensor<T>> {
+        let s = self.shape();
+        let flat = self.reshape(&[s[0], s[1], g.h * g.w])?;
+        let y = record(y, vec![s[0], s[1], g.oh * g.ow], &[&flat], || {
             Op::Gather(flat.clone(), 2, Arc::new(arg))
         });
         y.reshape(&[s[0], s[1], g.oh, g.ow])
+    }
+
+    /// [`conv2d`](Tensor::conv2d) of `self` and then [`max_pool2d`](Tensor::max_pool2d) of its
+    /// output computed in one pass (each sample pooled right after its convolution, while its
+    /// output is in cache: `kernels::conv::forward_pooled`), nothing recorded: the convolution's
+    /// output and the pooled values with their arg-maxes, to be recorded as the two ops
+    /// ([`record_conv2d`](Tensor::record_conv2d), then
+    /// [`record_max_pool2d`](Tensor::record_max_pool2d) on the recorded output): the same
+    /// values and graph as the two calls. `Ok(None)` where the one-pass kernels do not apply
+    /// (or a shape is wrong: the two calls then say what is wrong).
+    pub(crate) fn conv2d_max_pool2d_raw(
+        &self,
+        weight: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        opts: Conv2dOptions,
+        pool_opts: PoolOptions,
+    ) -> Result<Option<ConvPooled<T>>> {
+        let Ok(g) = self.conv2d_geom(weight, bias, opts) else {
+            return Ok(None);
+        };
+        let shape = g.out_shape();
+        let Ok(pg) = PoolGeom::new("max_pool2d", &shape, pool_opts) else {
+            return Ok(None);
+        };
+        let pshape = [shape[0], shape[1], pg.oh * pg.ow];
+        let mut y: Vec<T> = buffer("conv2d", &shape)?;
+        let mut py: Vec<T> = buffer("max_pool2d", &pshape)?;
+        let mut arg: Vec<usize> = buffer("max_pool2d", &pshape)?;
+        let (n, pn) = (shape.iter().product(), pshape.iter().product());
+        let b = bias.map(|b| b.data()).transpose()?;
+        let (x, w) = (self.data()?, weight.data()?);
+        let done = conv::forward_pooled(
+            &g,
+            &x,
+            &w,
+            b.as_deref(),
+            &mut y.spare_capacity_mut()[..n],
+            &pg,
+            &mut py.spare_capacity_mut()[..pn],
+            &mut arg.spare_capacity_mut()[..pn],
+        );
+        if !done {
+            return Ok(None);
+        }
+        // SAFETY: `forward_pooled` answered true: it wrote every element of the convolution's
+        // output and of both pooled outputs.
+        unsafe {
+            y.set_len(n);
+            py.set_len(pn);
+            arg.set_len(pn);
+        }
+        Ok(Some(ConvPooled {
+            conv: y,
+            shape,
+            pooled: py,
+            arg,
+            pool: pg,
+        }))
     }
 
     /// 2-D average pooling of `[n, c, h, w]`: each window's mean, padding counted as zeros

@@ -460,6 +460,58 @@ pub(crate) fn forward<T: Float>(
     forward_cols(g, x, wt, bias, init_with(y, T::ZERO))
 }
 
+/// [`forward`], then max pooling of its output `y` into `py`/`parg` as
+/// [`pool::max_pool`](super::pool::max_pool) would (same values and indices): each sample is
+/// pooled by the thread that convolved it, right after, while its output is still in that
+/// core's cache, instead of in a second pass that reads the whole output back from memory.
+/// `pg` is the pooling's geometry over `y`'s shape. `false`, with nothing written, where the
+/// direct f32 kernels do not apply (the caller then runs the two ops apart).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_pooled<T: Float>(
+    g: &ConvGeom,
+    x: &[T],
+    wt: &[T],
+    bias: Option<&[T]>,
+    y: &mut [MaybeUninit<T>],
+    pg: &super::pool::PoolGeom,
+    py: &mut [MaybeUninit<T>],
+    parg: &mut [MaybeUninit<usize>],
+) -> bool {
+    use std::sync::Mutex;
+    let per = g.o * pg.oh * pg.ow;
+    assert!(
+        pg.planes == g.n * g.o && (pg.h, pg.w) == (g.oh, g.ow) && py.len() == parg.len(),
+        "internal: the pooling's geometry does not match the convolution's output"
+    );
+    if per == 0 || py.len() != g.n * per {
+        return false;
+    }
+    let (Some(xf), Some(wf), Some(yf), Some(pyf)) = (
+        T::as_f32(x),
+        T::as_f32(wt),
+        T::as_f32_uninit(y),
+        T::as_f32_uninit(py),
+    ) else {
+        return false;
+    };
+    let bf = bias.and_then(T::as_f32);
+    if bias.is_some() && bf.is_none() {
+        return false;
+    }
+    // Each sample's pooled values and indices, taken by the one thread that pools it.
+    let slots: Vec<Mutex<_>> = pyf
+        .chunks_mut(per)
+        .zip(parg.chunks_mut(per))
+        .map(Mutex::new)
+        .collect();
+    let tier = crate::isa::active();
+    super::conv_direct::forward_then(g, xf, wf, bf, yf, &|s, ys| {
+        let mut slot = slots[s].lock().unwrap_or_else(|e| e.into_inner());
+        let (py, pa) = &mut *slot;
+        super::pool::max_pool_planes(pg, ys, py, pa, tier);
+    })
+}
+
 /// [`forward`] through column matrices.
 pub(super) fn forward_cols<T: Float>(
     g: &ConvGeom,

@@ -372,6 +372,19 @@ pub(super) fn forward(
     Tier::active().is_some_and(|t| forward_on(t, g, x, wt, bias, y))
 }
 
+/// [`forward`], calling `after(s, ys)` with sample `s`'s output `ys` (`[o, oh, ow]`) on the
+/// thread that wrote it, as soon as it is written (while it is still in that core's cache).
+pub(super) fn forward_then(
+    g: &ConvGeom,
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [MaybeUninit<f32>],
+    after: &(dyn Fn(usize, &[f32]) + Sync),
+) -> bool {
+    Tier::active().is_some_and(|t| forward_each(t, g, x, wt, bias, y, after))
+}
+
 /// [`forward`] on `tier`.
 fn forward_on(
     tier: Tier,
@@ -380,6 +393,19 @@ fn forward_on(
     wt: &[f32],
     bias: Option<&[f32]>,
     y: &mut [MaybeUninit<f32>],
+) -> bool {
+    forward_each(tier, g, x, wt, bias, y, &|_, _| {})
+}
+
+/// [`forward_then`] on `tier`.
+fn forward_each(
+    tier: Tier,
+    g: &ConvGeom,
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [MaybeUninit<f32>],
+    after: &(dyn Fn(usize, &[f32]) + Sync),
 ) -> bool {
     let Some(p) = Plan::new(g, tier) else {
         return false;
@@ -419,7 +445,11 @@ fn forward_on(
                         }
                     }
                 }
-            })
+            });
+            // SAFETY: the group loop above wrote every element of `ys` (each group's `og`
+            // output planes, through live-lane masks); `MaybeUninit<f32>` has f32's layout.
+            let ys = unsafe { &*(ys as *const [MaybeUninit<f32>] as *const [f32]) };
+            after(s, ys);
         });
     true
 }

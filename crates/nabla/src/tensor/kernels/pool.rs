@@ -95,16 +95,49 @@ pub(crate) fn max_pool<T: Float>(
     arg: &mut [MaybeUninit<usize>],
 ) {
     let (hw, l) = (g.h * g.w, g.oh * g.ow);
-    let o = g.opts;
-    let rows: Vec<(usize, usize)> = (0..g.oh)
-        .map(|i| PoolGeom::span(i, o.kernel.0, o.stride.0, o.padding.0, g.h))
-        .collect();
-    let cols: Vec<(usize, usize)> = (0..g.ow)
-        .map(|i| PoolGeom::span(i, o.kernel.1, o.stride.1, o.padding.1, g.w))
-        .collect();
-    let plain2 = o.kernel == (2, 2) && o.stride == (2, 2) && o.padding == (0, 0);
     let tier = crate::isa::active();
-    let work = |p: usize, ys: &mut [MaybeUninit<T>], args: &mut [MaybeUninit<usize>]| {
+    if y.len() < super::PAR_THRESHOLD || super::threads() < 2 {
+        return max_pool_planes(g, x, y, arg, tier);
+    }
+    let k = (super::PAR_THRESHOLD / 16 / l.max(1)).max(1);
+    y.par_chunks_mut(l * k)
+        .zip(arg.par_chunks_mut(l * k))
+        .enumerate()
+        .for_each(|(t, (ys, args))| {
+            max_pool_planes(g, &x[t * k * hw..], ys, args, tier);
+        });
+}
+
+/// [`max_pool`] of the first `y.len() / (oh·ow)` planes of `x`, on this thread with `tier`'s
+/// kernels: the one-pass convolution and pooling calls it for each sample's planes as soon as
+/// the convolution has written them (while they are still in cache).
+pub(crate) fn max_pool_planes<T: Float>(
+    g: &PoolGeom,
+    x: &[T],
+    y: &mut [MaybeUninit<T>],
+    arg: &mut [MaybeUninit<usize>],
+    tier: crate::isa::Isa,
+) {
+    let (hw, l) = (g.h * g.w, g.oh * g.ow);
+    if l == 0 {
+        return;
+    }
+    let o = g.opts;
+    let plain2 = o.kernel == (2, 2) && o.stride == (2, 2) && o.padding == (0, 0);
+    let (rows, cols): (Vec<_>, Vec<_>) = if plain2 {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            (0..g.oh)
+                .map(|i| PoolGeom::span(i, o.kernel.0, o.stride.0, o.padding.0, g.h))
+                .collect(),
+            (0..g.ow)
+                .map(|i| PoolGeom::span(i, o.kernel.1, o.stride.1, o.padding.1, g.w))
+                .collect(),
+        )
+    };
+    let later = |v: T, best: T| (v > best) | v.is_nan();
+    for (p, (ys, args)) in y.chunks_mut(l).zip(arg.chunks_mut(l)).enumerate() {
         let plane = &x[p * hw..(p + 1) * hw];
         if plain2 {
             for oy in 0..g.oh {
@@ -115,9 +148,8 @@ pub(crate) fn max_pool<T: Float>(
                 let (yr, ar) = (&mut ys[oy * g.ow..][..g.ow], &mut args[oy * g.ow..][..g.ow]);
                 max2x2_row(r0, r1, (2 * oy * g.w, g.w), yr, ar, tier);
             }
-            return;
+            continue;
         }
-        let later = |v: T, best: T| (v > best) | v.is_nan();
         for (oy, &(r0, r1)) in rows.iter().enumerate() {
             for (ox, &(c0, c1)) in cols.iter().enumerate() {
                 let mut at = r0 * g.w + c0;
@@ -133,21 +165,6 @@ pub(crate) fn max_pool<T: Float>(
                 args[oy * g.ow + ox].write(at);
             }
         }
-    };
-    if y.len() < super::PAR_THRESHOLD || super::threads() < 2 {
-        for (p, (ys, args)) in y.chunks_mut(l).zip(arg.chunks_mut(l)).enumerate() {
-            work(p, ys, args);
-        }
-    } else {
-        let k = (super::PAR_THRESHOLD / 16 / l.max(1)).max(1);
-        y.par_chunks_mut(l * k)
-            .zip(arg.par_chunks_mut(l * k))
-            .enumerate()
-            .for_each(|(t, (ys, args))| {
-                for (i, (ys, args)) in ys.chunks_mut(l).zip(args.chunks_mut(l)).enumerate() {
-                    work(t * k + i, ys, args);
-                }
-            });
     }
 }
 
