@@ -366,7 +366,18 @@ fn sequence_kernels_give_the_same_bits_on_any_thread_count() {
         let s = Tensor::<f32>::rand_uniform(&[16, 64, 64], -3.0, 3.0, 13)
             .unwrap()
             .requires_grad();
+        // Rows of 100: the weight and bias gradients' columns split into unequal parts.
+        let x2 = Tensor::<f32>::rand_uniform(&[400, 100], -2.0, 2.0, 14)
+            .unwrap()
+            .requires_grad();
+        let w2 = Tensor::<f32>::rand_uniform(&[100], 0.5, 1.5, 15)
+            .unwrap()
+            .requires_grad();
+        let b2 = Tensor::<f32>::rand_uniform(&[100], -0.5, 0.5, 16)
+            .unwrap()
+            .requires_grad();
         let y = x.layer_norm(&[128], Some(&w), None, 1e-5).unwrap();
+        let y2 = x2.layer_norm(&[100], Some(&w2), Some(&b2), 1e-5).unwrap();
         let p = s.attention_softmax(0.3, true).unwrap();
         let loss = y
             .square()
@@ -374,13 +385,19 @@ fn sequence_kernels_give_the_same_bits_on_any_thread_count() {
             .sum_all()
             .unwrap()
             .add(&p.square().unwrap().sum_all().unwrap())
+            .unwrap()
+            .add(&y2.pow_scalar(3.0).unwrap().sum_all().unwrap())
             .unwrap();
         let g = loss.backward().unwrap();
         [
             &y,
+            &y2,
             &p,
             g.get(&x).unwrap(),
             g.get(&w).unwrap(),
+            g.get(&x2).unwrap(),
+            g.get(&w2).unwrap(),
+            g.get(&b2).unwrap(),
             g.get(&s).unwrap(),
         ]
         .iter()

@@ -13,7 +13,29 @@ const ROWS_PARALLEL: usize = 1 << 15;
 fn for_each_run<T: Send>(out: &mut [T], per: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     for_each_run_above(out, per, ROWS_PARALLEL, f)
 }
+
+/// Whether `len` values of row work are shared among threads.
+fn parallel(len: usize) -> bool {
+    len >= ROWS_PARALLEL && super::threads() >= 2
+}
+
+/// A fresh vector of `len` values whose runs of `per ≥ 1` values `f(r, run)` fills, the runs
+/// shared among threads as [`for_each_run`] shares them. Each run is zeroed just before `f`
+/// gets it, while it is in cache (instead of a zero-filled allocation: one pass over the
+/// memory, on one thread, before the work starts).
+fn fresh_rows<T: Float>(len: usize, per: usize, f: impl Fn(usize, &mut [T]) + Sync) -> Vec<T> {
+    let mut v: Vec<T> = Vec::with_capacity(len);
+    for_each_run(&mut v.spare_capacity_mut()[..len], per.max(1), |r, out| {
+        f(r, init_with(out, T::ZERO))
+    });
+    // SAFETY: `for_each_run` hands each run of the first `len` values to the closure exactly
+    // once (the runs cover them), and `init_with` writes every value of its run.
+    unsafe { v.set_len(len) };
+    v
+}
+use crate::tensor::storage::init_with;
 use crate::tensor::Float;
+use rayon::prelude::*;
 
 /// Per-row statistics a recorded layer normalisation keeps for its gradient: the mean and
 /// `1/√(var + eps)` of each row, in f64.
@@ -35,25 +57,29 @@ pub fn layer_norm<T: Float>(
     b: Option<&[T]>,
     eps: f64,
 ) -> (Vec<T>, RowStats) {
-    let rows = x.len().checked_div(d).unwrap_or(0);
-    let mut stats = RowStats {
-        mean: vec![0.0; rows],
-        invstd: vec![0.0; rows],
-    };
-    crate::isa::vectorized(
-        #[inline(always)]
-        || {
-            for (r, row) in x.chunks_exact(d.max(1)).enumerate() {
+    let d = d.max(1);
+    let stat = |row: &[T]| {
+        crate::isa::vectorized(
+            #[inline(always)]
+            || {
                 let mean = part_sum(row, |v| v) / d as f64;
                 let mt = T::from_f64(mean);
                 let var = part_sum(row, |v| (v - mt) * (v - mt)) / d as f64;
-                stats.mean[r] = mean;
-                stats.invstd[r] = 1.0 / (var + eps).sqrt();
-            }
-        },
-    );
-    let mut y = vec![T::ZERO; x.len()];
-    for_each_run(&mut y, d.max(1), |r, out| {
+                (mean, 1.0 / (var + eps).sqrt())
+            },
+        )
+    };
+    let pairs: Vec<(f64, f64)> = if parallel(x.len()) {
+        let k = (ROWS_PARALLEL / 16 / d).max(1);
+        x.par_chunks_exact(d).with_min_len(k).map(stat).collect()
+    } else {
+        x.chunks_exact(d).map(stat).collect()
+    };
+    let stats = RowStats {
+        mean: pairs.iter().map(|p| p.0).collect(),
+        invstd: pairs.iter().map(|p| p.1).collect(),
+    };
+    let y = fresh_rows(x.len(), d, |r, out| {
         let row = &x[r * d..(r + 1) * d];
         let (m, s) = (T::from_f64(stats.mean[r]), T::from_f64(stats.invstd[r]));
         for (j, (o, &v)) in out.iter_mut().zip(row).enumerate() {
@@ -78,23 +104,36 @@ pub fn layer_norm_grads<T: Float>(
     need_dx: bool,
 ) -> (Option<Vec<T>>, Vec<f64>, Vec<f64>) {
     let (mut dw, mut db) = (vec![0.0; d], vec![0.0; d]);
-    crate::isa::vectorized(|| {
-        for (r, (gr, xr)) in g
-            .chunks_exact(d.max(1))
-            .zip(x.chunks_exact(d.max(1)))
-            .enumerate()
-        {
-            let (m, s) = (st.mean[r], st.invstd[r]);
-            for (((dw, db), gv), xv) in dw.iter_mut().zip(db.iter_mut()).zip(gr).zip(xr) {
-                let gv = gv.to_f64();
-                *dw += gv * (xv.to_f64() - m) * s;
-                *db += gv;
+    // The columns `j0..` of `dw` and `db`, each a sum over the rows in row order (so splitting
+    // the columns among threads gives the same bits).
+    let columns = |j0: usize, dw: &mut [f64], db: &mut [f64]| {
+        crate::isa::vectorized(|| {
+            for (r, (gr, xr)) in g
+                .chunks_exact(d.max(1))
+                .zip(x.chunks_exact(d.max(1)))
+                .enumerate()
+            {
+                let (m, s) = (st.mean[r], st.invstd[r]);
+                let (gr, xr) = (&gr[j0..][..dw.len()], &xr[j0..][..dw.len()]);
+                for (((dw, db), gv), xv) in dw.iter_mut().zip(db.iter_mut()).zip(gr).zip(xr) {
+                    let gv = gv.to_f64();
+                    *dw += gv * (xv.to_f64() - m) * s;
+                    *db += gv;
+                }
             }
-        }
-    });
+        })
+    };
+    if parallel(x.len()) && d >= 32 {
+        let per = d.div_ceil(4 * super::threads()).next_multiple_of(8);
+        dw.par_chunks_mut(per)
+            .zip(db.par_chunks_mut(per))
+            .enumerate()
+            .for_each(|(i, (dw, db))| columns(i * per, dw, db));
+    } else {
+        columns(0, &mut dw, &mut db);
+    }
     let dx = need_dx.then(|| {
-        let mut dx = vec![T::ZERO; x.len()];
-        for_each_run(&mut dx, d.max(1), |r, out| {
+        fresh_rows(x.len(), d, |r, out| {
             crate::isa::vectorized(
                 #[inline(always)]
                 || {
@@ -118,8 +157,7 @@ pub fn layer_norm_grads<T: Float>(
                     }
                 },
             )
-        });
-        dx
+        })
     });
     (dx, dw, db)
 }
@@ -214,8 +252,7 @@ pub(crate) fn part_sums2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> (T, T))
 /// the last `t` of `s` positions) are left out: their probability is exactly 0, and no mask
 /// tensor is made. A row whose entries are all `−∞` gives NaN, as in PyTorch.
 pub fn attention_softmax<T: Float>(x: &[T], t: usize, s: usize, scale: T, causal: bool) -> Vec<T> {
-    let mut y = vec![T::ZERO; x.len()];
-    for_each_run(&mut y, s.max(1), |r, out| {
+    fresh_rows(x.len(), s, |r, out| {
         let row = &x[r * s..(r + 1) * s];
         let visible = if causal {
             (r % t.max(1) + 1 + (s - t)).min(s)
@@ -233,8 +270,7 @@ pub fn attention_softmax<T: Float>(x: &[T], t: usize, s: usize, scale: T, causal
                 *o *= inv;
             }
         })
-    });
-    y
+    })
 }
 
 /// `map(x)` of every element of `xs` combined by `f` in eight interleaved lanes from `init`,
@@ -262,8 +298,7 @@ fn lane_fold<T: Float>(xs: &[T], init: T, map: impl Fn(T) -> T, f: impl Fn(T, T)
 /// `c·y ⊙ (g − Σ g⊙y)` over each `s`-long row: a softmax's backward in one pass (the row sum
 /// in one fixed order).
 pub fn softmax_backward<T: Float>(g: &[T], y: &[T], s: usize, c: T) -> Vec<T> {
-    let mut dx = vec![T::ZERO; g.len()];
-    for_each_run(&mut dx, s.max(1), |r, out| {
+    fresh_rows(g.len(), s, |r, out| {
         let (gr, yr) = (&g[r * s..(r + 1) * s], &y[r * s..(r + 1) * s]);
         let mut acc = [T::ZERO; 8];
         let (mut gc, mut yc) = (gr.chunks_exact(8), yr.chunks_exact(8));
@@ -280,8 +315,7 @@ pub fn softmax_backward<T: Float>(g: &[T], y: &[T], s: usize, c: T) -> Vec<T> {
         for ((o, &gv), &yv) in out.iter_mut().zip(gr).zip(yr) {
             *o = c * yv * (gv - dot);
         }
-    });
-    dx
+    })
 }
 
 #[cfg(test)]
