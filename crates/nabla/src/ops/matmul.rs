@@ -97,11 +97,9 @@ pub(crate) fn matmul_raw<T: Float>(
                     };
                     gemm_uninit(ma, mb, out);
                 }
-                None => {
-                    for (i, o) in out.chunks_exact_mut(m * mb.cols).enumerate() {
-                        gemm_uninit(mat(ad, la, Some(i), false), mb, o);
-                    }
-                }
+                None => each_product(out, m * mb.cols, m * k * mb.cols, |i, o| {
+                    gemm_uninit(mat(ad, la, Some(i), false), mb, o)
+                }),
             })?;
             Ok((out, shape))
         }
@@ -127,10 +125,11 @@ pub(crate) fn matmul_raw<T: Float>(
             if shape.contains(&0) {
                 return Ok((Vec::new(), shape));
             }
+            let k = pa.cols;
             let out = product_output(&shape, |out| {
-                for (i, o) in out.chunks_exact_mut(m * n).enumerate() {
-                    gemm_uninit(mat(ad, la, Some(i), ta), mat(bd, lb, Some(i), tb), o);
-                }
+                each_product(out, m * n, m * k * n, |i, o| {
+                    gemm_uninit(mat(ad, la, Some(i), ta), mat(bd, lb, Some(i), tb), o)
+                })
             })?;
             Ok((out, shape))
         }
@@ -143,6 +142,37 @@ pub(crate) fn matmul_raw<T: Float>(
             ),
         )),
     }
+}
+
+/// Products from which one splits among threads by itself (`kernels::sgemm` and `parts` in
+/// `kernels/matmul.rs` split from 2²⁰ multiply-adds on).
+const SPLITS_ITSELF: usize = 1 << 20;
+
+/// `product(i, out_i)` for each `len`-long part `out_i` of `out` (one product of `macs`
+/// multiply-adds each, such as the heads of an attention): the products shared among threads,
+/// each on one thread, where each is too small to split itself and there are several; one
+/// after the other otherwise. The same bits either way: every product is bit-identical for any
+/// thread count.
+fn each_product<T: Float>(
+    out: &mut [MaybeUninit<T>],
+    len: usize,
+    macs: usize,
+    product: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+) {
+    use rayon::prelude::*;
+    let threads = crate::tensor::kernels::threads();
+    if macs >= SPLITS_ITSELF || threads < 2 || out.len() < 2 * len || len == 0 {
+        for (i, o) in out.chunks_exact_mut(len.max(1)).enumerate() {
+            product(i, o);
+        }
+        return;
+    }
+    // Products per task: about 2¹⁸ multiply-adds of work each.
+    let per = (SPLITS_ITSELF / 4 / macs.max(1)).max(1);
+    out.par_chunks_exact_mut(len)
+        .enumerate()
+        .with_min_len(per)
+        .for_each(|(i, o)| crate::tensor::kernels::with_threads(1, || product(i, o)));
 }
 
 /// A fresh buffer of `shape`'s elements, filled by `fill` without zero-filling it first. `fill`
