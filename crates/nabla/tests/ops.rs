@@ -448,3 +448,67 @@ fn scatter_add_along_every_axis_matches_a_loop() {
         "{e}"
     );
 }
+
+/// Products with two batch axes, read through a permuted view (the heads of an attention):
+/// every entry equals the 2-D product of its matrices, on f32 (1 and 2 threads, the same bits)
+/// and f64; an empty batch axis gives an empty result; batch axes that differ are an error
+/// naming both shapes.
+#[test]
+fn products_with_several_batch_axes_read_views_entry_by_entry() {
+    fn check<T: nabla::Float>() -> Vec<u64> {
+        // [b, t, h, d] data viewed as [b, h, t, d].
+        let q = Tensor::<T>::rand_uniform(&[3, 5, 4, 6], -1.0, 1.0, 7)
+            .unwrap()
+            .permute(&[0, 2, 1, 3])
+            .unwrap();
+        let k = Tensor::<T>::rand_uniform(&[3, 4, 7, 6], -1.0, 1.0, 8).unwrap();
+        let y = q.matmul_t(&k, false, true).unwrap();
+        assert_eq!(y.shape(), &[3, 4, 5, 7]);
+        for b in 0..3 {
+            for h in 0..4 {
+                let entry = |x: &Tensor<T>, r: usize, c: usize| {
+                    let e = x.narrow(0, b, 1).unwrap().narrow(1, h, 1).unwrap();
+                    e.reshape(&[r, c]).unwrap()
+                };
+                let want = entry(&q, 5, 6)
+                    .matmul_t(&entry(&k, 7, 6), false, true)
+                    .unwrap();
+                let got = entry(&y, 5, 7).to_vec().unwrap();
+                assert!(
+                    got.iter()
+                        .zip(want.to_vec().unwrap())
+                        .all(|(g, w)| g.to_f64().to_bits() == w.to_f64().to_bits()),
+                    "{} entry ({b}, {h})",
+                    T::DTYPE
+                );
+            }
+        }
+        y.to_vec()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_f64().to_bits())
+            .collect()
+    }
+    check::<f64>();
+    let pool = |n: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    assert_eq!(pool(1).install(check::<f32>), pool(2).install(check::<f32>));
+    let empty = Tensor::<f32>::zeros(&[0, 2, 3, 4])
+        .unwrap()
+        .matmul(&Tensor::zeros(&[0, 2, 4, 5]).unwrap())
+        .unwrap();
+    assert_eq!(empty.shape(), &[0, 2, 3, 5]);
+    let e = Tensor::<f32>::zeros(&[2, 3, 4, 5])
+        .unwrap()
+        .matmul(&Tensor::zeros(&[3, 2, 5, 4]).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "matmul: [2, 3, 4, 5] x [3, 2, 5, 4]: batch axes [2, 3] and [3, 2] differ"
+    );
+}

@@ -1,7 +1,8 @@
-//! Matrix products: 2-D, batched 3-D, and 3-D × 2-D (a shared right operand). Every operand
-//! is read through its strides: a transposed, narrowed or broadcast view goes to the GEMM
-//! as it is; no tensor is materialised (the kernels may copy a transposed right operand of a
-//! large f32 product into a scratch buffer of their own, where that measured faster).
+//! Matrix products: 2-D, batched (one or more batch axes), and 3-D × 2-D (a shared right
+//! operand). Every operand is read through its strides: a transposed, narrowed, permuted or
+//! broadcast view goes to the GEMM as it is; no tensor is materialised (the kernels may copy a
+//! transposed right operand of a large f32 product into a scratch buffer of their own, where
+//! that measured faster).
 
 use crate::autograd::{record, Op};
 use crate::error::{Error, Result};
@@ -16,11 +17,18 @@ fn describe(a: &[usize], b: &[usize], ta: bool, tb: bool) -> String {
     format!("{} x {}", t(a, ta), t(b, tb))
 }
 
-/// Matrix `i` of a 2-D (`batch = None`) or 3-D layout, as the product reads it.
+/// Matrix `i` of a 2-D (`batch = None`) or batched layout (every axis before the last two a
+/// batch axis, `i` counting their entries in row-major order), as the product reads it.
 fn mat<'a, T>(data: &'a [T], l: &Layout, batch: Option<usize>, trans: bool) -> MatRef<'a, T> {
     let (sh, st) = (l.shape(), l.strides());
     let r = sh.len() - 2;
-    let offset = l.offset() + batch.map_or(0, |i| i * st[0]);
+    let mut offset = l.offset();
+    if let Some(mut i) = batch {
+        for ax in (0..r).rev() {
+            offset += (i % sh[ax]) * st[ax];
+            i /= sh[ax];
+        }
+    }
     let m = MatRef {
         data,
         offset,
@@ -103,25 +111,28 @@ pub(crate) fn matmul_raw<T: Float>(
             })?;
             Ok((out, shape))
         }
-        (3, 3) => {
-            if sa[0] != sb[0] {
+        (ra, rb) if ra == rb && ra >= 3 => {
+            let lead = &sa[..ra - 2];
+            if lead != &sb[..rb - 2] {
                 return Err(Error::shape(
                     "matmul",
                     format!(
-                        "{}: batch sizes {} and {} differ",
+                        "{}: batch axes {} and {} differ",
                         describe(sa, sb, ta, tb),
-                        sa[0],
-                        sb[0]
+                        fmt_shape(lead),
+                        fmt_shape(&sb[..rb - 2])
                     ),
                 ));
             }
-            let batch = sa[0];
-            let (pa, pb) = (mat(ad, la, Some(0), ta), mat(bd, lb, Some(0), tb));
+            // The matrices' shapes (any batch entry's: `None` reads no batch axis, which may
+            // be empty).
+            let (pa, pb) = (mat(ad, la, None, ta), mat(bd, lb, None, tb));
             if pa.cols != pb.rows {
                 return Err(inner_err(pa.cols, pb.rows));
             }
             let (m, n) = (pa.rows, pb.cols);
-            let shape = vec![batch, m, n];
+            let mut shape = lead.to_vec();
+            shape.extend([m, n]);
             if shape.contains(&0) {
                 return Ok((Vec::new(), shape));
             }
@@ -136,8 +147,8 @@ pub(crate) fn matmul_raw<T: Float>(
         _ => Err(Error::shape(
             "matmul",
             format!(
-                "{}: supported are 2-D x 2-D, 3-D x 3-D (same batch) and 3-D x 2-D \
-                 (left operand not transposed)",
+                "{}: supported are 2-D x 2-D, batched x batched (the same axes before the \
+                 last two) and 3-D x 2-D (left operand not transposed)",
                 describe(sa, sb, ta, tb)
             ),
         )),
@@ -223,8 +234,10 @@ impl<T: Float> Tensor<T> {
         }))
     }
 
-    /// Matrix product `self · b`: `[m, k] × [k, n] → [m, n]`, batched `[B, m, k] × [B, k, n]`,
-    /// or `[B, m, k] × [k, n]` (the same right matrix for every batch entry).
+    /// Matrix product `self · b`: `[m, k] × [k, n] → [m, n]`, batched `[B, m, k] × [B, k, n]`
+    /// (or with several batch axes, the same in both: `[B, H, m, k] × [B, H, k, n]`), or
+    /// `[B, m, k] × [k, n]` (the same right matrix for every batch entry). Views (a
+    /// permutation of the batch axes, say) are read through their strides, not copied.
     pub fn matmul(&self, b: &Tensor<T>) -> Result<Tensor<T>> {
         self.matmul_t(b, false, false)
     }

@@ -265,10 +265,10 @@ pub fn scaled_dot_product_attention<T: Float>(
             ),
         ));
     }
-    let batch: usize = sq[..r - 2].iter().product();
-    let (t, d, s, dv) = (sq[r - 2], sq[r - 1], sk[r - 2], sv[r - 1]);
-    let flat = |x: &Tensor<T>, rows: usize, cols: usize| x.reshape(&[batch, rows, cols]);
-    let scores = flat(q, t, d)?.matmul_t(&flat(k, s, d)?, false, true)?;
+    let (t, d, s) = (sq[r - 2], sq[r - 1], sk[r - 2]);
+    // Batched products over the leading axes, read through their strides: the heads of a
+    // `[b, h, t, d]` view of `[b, t, h·d]` data are not copied.
+    let scores = q.matmul_t(k, false, true)?;
     let scale = 1.0 / (d.max(1) as f64).sqrt();
     let p = match mask {
         Some(m) => {
@@ -285,13 +285,9 @@ pub fn scaled_dot_product_attention<T: Float>(
                 )
             })?;
             let scaled = scores.mul_scalar(scale)?;
-            scaled
-                .add(&m.reshape(&[batch, t, s])?)?
-                .attention_softmax(1.0, causal)?
+            scaled.add(&m)?.attention_softmax(1.0, causal)?
         }
         None => scores.attention_softmax(scale, causal)?,
     };
-    let mut out = sq[..r - 2].to_vec();
-    out.extend([t, dv]);
-    p.matmul(&flat(v, s, dv)?)?.reshape(&out)
+    p.matmul(v)
 }

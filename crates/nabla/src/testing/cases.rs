@@ -220,6 +220,17 @@ fn matmul_cases() -> Vec<OpCase> {
             vec![u(&[2, 3, 4], 52), u(&[2, 4], 53)],
             |t| t[0].matmul_t(&t[1], false, true),
         ),
+        // Two batch axes, the left operand a permuted view (attention heads).
+        case(
+            "matmul 4-D heads view x bᵀ",
+            vec![u(&[2, 3, 2, 4], 152), u(&[2, 2, 5, 4], 153)],
+            |t| t[0].permute(&[0, 2, 1, 3])?.matmul_t(&t[1], false, true),
+        ),
+        case(
+            "matmul 4-D aᵀ·b",
+            vec![u(&[2, 2, 4, 3], 154), u(&[2, 2, 4, 2], 155)],
+            |t| t[0].matmul_t(&t[1], true, false),
+        ),
     ]
 }
 

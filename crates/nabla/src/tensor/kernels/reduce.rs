@@ -107,54 +107,96 @@ pub fn softmax_axis<T: Float>(x: &[T], shape: &[usize], axis: usize, log: bool) 
     }
     let (outer, dim, inner) = split_at_axis(shape, axis);
     let mut out = vec![T::ZERO; x.len()];
-    let mut buf = vec![T::ZERO; dim];
+    if inner == 1 && dim > 0 {
+        // Contiguous rows: shared among threads above ROWS_PARALLEL values (each row in one
+        // fixed order: the same bits on any thread count).
+        let row = |(xr, or): (&[T], &mut [T])| softmax_row(xr, or, log);
+        if x.len() >= ROWS_PARALLEL && super::threads() >= 2 {
+            use rayon::prelude::*;
+            let per = (ROWS_PARALLEL / 16 / dim).max(1);
+            x.par_chunks_exact(dim)
+                .zip(out.par_chunks_exact_mut(dim))
+                .with_min_len(per)
+                .for_each(row);
+        } else {
+            x.chunks_exact(dim)
+                .zip(out.chunks_exact_mut(dim))
+                .for_each(row);
+        }
+        return out;
+    }
+    let (mut buf, mut res) = (vec![T::ZERO; dim], vec![T::ZERO; dim]);
     for o in 0..outer {
         for i in 0..inner {
             let at = |j: usize| (o * dim + j) * inner + i;
-            let mut m = T::NEG_INFINITY;
             for (j, b) in buf.iter_mut().enumerate() {
                 *b = x[at(j)];
-                m = m.max(*b);
             }
-            // With m = +inf every shifted entry is NaN or -inf; keep PyTorch's NaN.
-            let mut s = T::ZERO;
-            for b in buf.iter_mut() {
-                *b -= m;
-                s += b.exp();
-            }
-            if log {
-                let ls = s.ln();
-                for (j, &b) in buf.iter().enumerate() {
-                    out[at(j)] = b - ls;
-                }
-            } else {
-                let inv = T::ONE / s;
-                for (j, &b) in buf.iter().enumerate() {
-                    out[at(j)] = b.exp() * inv;
-                }
+            softmax_row(&buf, &mut res, log);
+            for (j, &r) in res.iter().enumerate() {
+                out[at(j)] = r;
             }
         }
     }
     out
 }
 
+/// The (log-)softmax of the row `x` into `out` (as long): the maximum subtracted, the
+/// exponentials summed in order.
+fn softmax_row<T: Float>(x: &[T], out: &mut [T], log: bool) {
+    let mut m = T::NEG_INFINITY;
+    for &v in x {
+        m = m.max(v);
+    }
+    // With m = +inf every shifted entry is NaN or -inf; keep PyTorch's NaN.
+    let mut s = T::ZERO;
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = v - m;
+        s += o.exp();
+    }
+    if log {
+        let ls = s.ln();
+        for o in out.iter_mut() {
+            *o -= ls;
+        }
+    } else {
+        let inv = T::ONE / s;
+        for o in out.iter_mut() {
+            *o = o.exp() * inv;
+        }
+    }
+}
+
+/// Values from which a row-wise softmax or cross-entropy shares its rows among threads (an
+/// `exp` per value pays for the hand-off sooner than an element-wise op's work).
+const ROWS_PARALLEL: usize = 1 << 15;
+
 /// Per-row cross-entropy of `[n, k]` logits `z` against target rows `t`:
 /// `lseᵢ − Σⱼ tᵢⱼ zᵢⱼ` scaled by `Σⱼ tᵢⱼ`, written as `Σⱼ tᵢⱼ (lseᵢ − zᵢⱼ)` with zero targets
 /// skipped, so a `−∞` logit with target 0 contributes 0, not NaN.
 pub fn softmax_cross_entropy<T: Float>(z: &[T], t: &[T], k: usize) -> Vec<T> {
-    z.chunks_exact(k.max(1))
-        .zip(t.chunks_exact(k.max(1)))
-        .map(|(zr, tr)| {
-            let lse = log_sum_exp(zr);
-            let mut loss = T::ZERO;
-            for (&zj, &tj) in zr.iter().zip(tr) {
-                if tj != T::ZERO {
-                    loss += tj * (lse - zj);
-                }
+    let row = |(zr, tr): (&[T], &[T])| {
+        let lse = log_sum_exp(zr);
+        let mut loss = T::ZERO;
+        for (&zj, &tj) in zr.iter().zip(tr) {
+            if tj != T::ZERO {
+                loss += tj * (lse - zj);
             }
-            loss
-        })
-        .collect()
+        }
+        loss
+    };
+    let k = k.max(1);
+    if z.len() >= ROWS_PARALLEL && super::threads() >= 2 {
+        use rayon::prelude::*;
+        let per = (ROWS_PARALLEL / 16 / k).max(1);
+        return z
+            .par_chunks_exact(k)
+            .zip(t.par_chunks_exact(k))
+            .with_min_len(per)
+            .map(row)
+            .collect();
+    }
+    z.chunks_exact(k).zip(t.chunks_exact(k)).map(row).collect()
 }
 
 /// `ln Σ e^x` with the maximum subtracted.
