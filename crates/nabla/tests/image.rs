@@ -308,6 +308,14 @@ fn bad_shapes_and_options_are_errors_naming_the_op_and_the_shapes() {
     );
     let e = err(x.max_pool2d((2, 2), (2, 2), (2, 2)));
     assert!(e.contains("at most half the kernel"), "{e}");
+    // Empty planes: padding makes a window, but it would hold no input value.
+    let flat = Tensor::<f32>::zeros(&[1, 1, 0, 4]).unwrap();
+    for e in [
+        err(flat.max_pool2d((2, 2), (2, 2), (1, 1))),
+        err(flat.avg_pool2d((2, 2), (2, 2), (1, 1))),
+    ] {
+        assert!(e.contains("empty") && e.contains("[1, 1, 0, 4]"), "{e}");
+    }
     let e = err(x.adaptive_avg_pool2d((2, 3)));
     assert!(
         e.contains("adaptive_avg_pool2d") && e.contains("(2, 3)"),

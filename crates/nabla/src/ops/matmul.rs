@@ -105,9 +105,12 @@ pub(crate) fn matmul_raw<T: Float>(
                     };
                     gemm_uninit(ma, mb, out);
                 }
-                None => each_product(out, m * mb.cols, m * k * mb.cols, |i, o| {
-                    gemm_uninit(mat(ad, la, Some(i), false), mb, o)
-                }),
+                None => each_product(
+                    out,
+                    m * mb.cols,
+                    m.saturating_mul(k).saturating_mul(mb.cols),
+                    |i, o| gemm_uninit(mat(ad, la, Some(i), false), mb, o),
+                ),
             })?;
             Ok((out, shape))
         }
@@ -136,9 +139,9 @@ pub(crate) fn matmul_raw<T: Float>(
             if shape.contains(&0) {
                 return Ok((Vec::new(), shape));
             }
-            let k = pa.cols;
+            let macs = m.saturating_mul(pa.cols).saturating_mul(n);
             let out = product_output(&shape, |out| {
-                each_product(out, m * n, m * k * n, |i, o| {
+                each_product(out, m * n, macs, |i, o| {
                     gemm_uninit(mat(ad, la, Some(i), ta), mat(bd, lb, Some(i), tb), o)
                 })
             })?;

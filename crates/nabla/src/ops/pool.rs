@@ -100,8 +100,9 @@ impl<T: Float> Tensor<T> {
         opts: Conv2dOptions,
         pool_opts: PoolOptions,
     ) -> Result<Option<ConvPooled<T>>> {
-        let Ok(g) = self.conv2d_geom(weight, bias, opts) else {
-            return Ok(None);
+        let g = match self.conv2d_geom(weight, bias, opts) {
+            Ok(g) if conv::pooled_applies::<T>(&g) => g,
+            _ => return Ok(None),
         };
         let shape = g.out_shape();
         let Ok(pg) = PoolGeom::new("max_pool2d", &shape, pool_opts) else {

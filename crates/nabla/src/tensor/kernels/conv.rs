@@ -460,6 +460,12 @@ pub(crate) fn forward<T: Float>(
     forward_cols(g, x, wt, bias, init_with(y, T::ZERO))
 }
 
+/// Whether [`forward_pooled`] can run for `g` on `T` (f32, and the direct kernels take the
+/// geometry on the active tier): checked before its outputs are allocated.
+pub(crate) fn pooled_applies<T: Float>(g: &ConvGeom) -> bool {
+    T::DTYPE == "f32" && super::conv_direct::applies(g)
+}
+
 /// [`forward`], then max pooling of its output `y` into `py`/`parg` as
 /// [`pool::max_pool`](super::pool::max_pool) would (same values and indices): each sample is
 /// pooled by the thread that convolved it, right after, while its output is still in that

@@ -372,6 +372,12 @@ pub(super) fn forward(
     Tier::active().is_some_and(|t| forward_on(t, g, x, wt, bias, y))
 }
 
+/// Whether [`forward`] and [`forward_then`] run for `g` (the active tier has direct kernels
+/// and they take this geometry).
+pub(super) fn applies(g: &ConvGeom) -> bool {
+    Tier::active().is_some_and(|t| Plan::new(g, t).is_some())
+}
+
 /// [`forward`], calling `after(s, ys)` with sample `s`'s output `ys` (`[o, oh, ow]`) on the
 /// thread that wrote it, as soon as it is written (while it is still in that core's cache).
 pub(super) fn forward_then(

@@ -43,6 +43,15 @@ impl PoolGeom {
                 format!("padding {p:?} must be at most half the kernel {k:?}"),
             ));
         }
+        if x[2] == 0 || x[3] == 0 {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "input {}: the planes are empty (a window would hold no input value)",
+                    fmt_shape(x)
+                ),
+            ));
+        }
         let (h, w) = (x[2] + 2 * p.0, x[3] + 2 * p.1);
         if k.0 > h || k.1 > w {
             return Err(Error::shape(
