@@ -39,6 +39,8 @@ const CHUNK_SAMPLES: usize = 8;
 trait Lanes {
     /// Lanes per vector.
     const LANES: usize;
+    /// Vectors of output channels per register tile of the Winograd products (2 or 4).
+    const WIDE: usize;
     /// A vector of f32 lanes.
     type V: Copy;
     /// Which lanes of a vector are live (the first `n`).
@@ -51,12 +53,17 @@ trait Lanes {
     unsafe fn store(p: *mut f32, v: Self::V);
     unsafe fn store_live(p: *mut f32, m: Self::M, v: Self::V);
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn live(n: usize) -> Self::M;
     unsafe fn sum(v: Self::V) -> f32;
     /// `acc` with a NaN in every lane where `v` holds ±∞ or NaN (`acc | (v − v)`).
     unsafe fn flag_nonfinite(acc: Self::V, v: Self::V) -> Self::V;
     /// Whether any lane of `v` is NaN.
     unsafe fn any_nan(v: Self::V) -> bool;
+    /// Copies an 8 × 8 block transposed: `dst[j·ds + i] = src[i·ss + j]`; returns whether
+    /// every value is finite.
+    unsafe fn transpose8(src: *const f32, ss: usize, dst: *mut f32, ds: usize) -> bool;
     /// [`pad_planes`] compiled for this tier.
     unsafe fn pad(p: &Plan, g: &ConvGeom, x: &[f32], buf: &mut [f32]) -> bool;
     /// [`wgt_tile`] compiled on its own for this tier (inlined into the group loop, its
@@ -71,6 +78,9 @@ trait Lanes {
 #[cfg(target_arch = "x86_64")]
 #[path = "conv_direct_x86.rs"]
 mod x86;
+
+#[path = "conv_winograd.rs"]
+mod winograd;
 
 /// The tier the direct kernels run on: a value exists only where the CPU runs it (made by
 /// [`Tier::active`], or in tests from the detected tier).
@@ -388,7 +398,7 @@ pub(super) fn forward_then(
     y: &mut [MaybeUninit<f32>],
     after: &(dyn Fn(usize, &[f32]) + Sync),
 ) -> bool {
-    Tier::active().is_some_and(|t| forward_each(t, g, x, wt, bias, y, after))
+    Tier::active().is_some_and(|t| forward_each(t, g, x, wt, bias, y, after, true))
 }
 
 /// [`forward`] on `tier`.
@@ -400,10 +410,12 @@ fn forward_on(
     bias: Option<&[f32]>,
     y: &mut [MaybeUninit<f32>],
 ) -> bool {
-    forward_each(tier, g, x, wt, bias, y, &|_, _| {})
+    forward_each(tier, g, x, wt, bias, y, &|_, _| {}, true)
 }
 
-/// [`forward_then`] on `tier`.
+/// [`forward_then`] on `tier`; with `winograd`, 3×3 kernels take the Winograd transform
+/// ([`winograd`]) where it applies.
+#[allow(clippy::too_many_arguments)]
 fn forward_each(
     tier: Tier,
     g: &ConvGeom,
@@ -412,6 +424,7 @@ fn forward_each(
     bias: Option<&[f32]>,
     y: &mut [MaybeUninit<f32>],
     after: &(dyn Fn(usize, &[f32]) + Sync),
+    winograd: bool,
 ) -> bool {
     let Some(p) = Plan::new(g, tier) else {
         return false;
@@ -420,7 +433,11 @@ fn forward_each(
     let (cg, og) = (g.c / groups, g.o / groups);
     let taps = p.taps(g);
     let ckk = taps.len();
-    let zeros = vec![0.0f32; og];
+    let zeros = vec![0.0f32; g.o];
+    let wino = winograd
+        .then(|| winograd::Wino::new(g, tier, wt, PAD_MAX))
+        .flatten();
+    let scratch = p.sample + wino.as_ref().map_or(0, winograd::Wino::scratch);
     let (chw, sample) = (g.c * g.h * g.w, g.o * l);
     assert!(
         x.len() >= g.n * chw && wt.len() >= g.o * ckk && y.len() >= g.n * sample,
@@ -429,12 +446,21 @@ fn forward_each(
     y.par_chunks_mut(sample.max(1))
         .enumerate()
         .for_each(|(s, ys)| {
-            with_scratch(p.sample, |buf| {
-                p.pad(g, &x[s * chw..][..chw], buf);
+            with_scratch(scratch, |buf| {
+                let (buf, wbuf) = buf.split_at_mut(p.sample);
+                let xs = &x[s * chw..][..chw];
+                let all_bias = bias.unwrap_or(&zeros);
+                if wino
+                    .as_ref()
+                    .is_some_and(|w| w.sample(g, xs, all_bias, ys, wbuf))
+                {
+                    return;
+                }
+                p.pad(g, xs, buf);
                 for gi in 0..groups {
                     let xp = buf[gi * cg * p.hp * p.wp..].as_ptr();
                     let w = &wt[gi * og * ckk..][..og * ckk];
-                    let b = bias.map_or(&zeros[..], |b| &b[gi * og..][..og]);
+                    let b = &all_bias[gi * og..][..og];
                     let y = &mut ys[gi * og * l..][..og * l];
                     // SAFETY: a `Tier` exists only where the CPU runs it; the padded group planes plus
                     // `lanes` values of slack cover every full-vector read (tap offsets stay
@@ -772,3 +798,7 @@ fn weight_grad_on(
 #[cfg(test)]
 #[path = "conv_direct_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "conv_winograd_tests.rs"]
+mod winograd_tests;

@@ -6,7 +6,7 @@ use super::super::conv::{
 use super::*;
 
 /// The tiers this CPU runs, whatever the limit in force.
-fn supported() -> Vec<Tier> {
+pub(super) fn supported() -> Vec<Tier> {
     let mut t = Vec::new();
     if cfg!(target_arch = "x86_64") {
         if isa::detected() >= Isa::Avx2 {
@@ -19,7 +19,7 @@ fn supported() -> Vec<Tier> {
     t
 }
 
-fn values(len: usize, seed: u32) -> Vec<f32> {
+pub(super) fn values(len: usize, seed: u32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
     (0..len)
         .map(|_| {
@@ -29,11 +29,11 @@ fn values(len: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-fn wide(v: &[f32]) -> Vec<f64> {
+pub(super) fn wide(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 
-fn abs(v: &[f64]) -> Vec<f64> {
+pub(super) fn abs(v: &[f64]) -> Vec<f64> {
     v.iter().map(|x| x.abs()).collect()
 }
 
@@ -98,7 +98,7 @@ fn geom(&(n, c, h, w, o, kh, kw, padding, groups): &Case) -> ConvGeom {
 }
 
 /// `v` as the uninitialised output the kernels take (they start from no value of it).
-fn uninit(v: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+pub(super) fn uninit(v: &mut [f32]) -> &mut [MaybeUninit<f32>] {
     // SAFETY: `MaybeUninit<f32>` has f32's layout, and the kernels only write finished values.
     unsafe { &mut *(v as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }

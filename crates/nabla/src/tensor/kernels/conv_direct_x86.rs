@@ -8,6 +8,7 @@ use std::arch::x86_64::*;
 pub(super) struct Avx512;
 impl Lanes for Avx512 {
     const LANES: usize = 16;
+    const WIDE: usize = 4;
     type V = __m512;
     type M = u16;
     #[inline(always)]
@@ -35,6 +36,14 @@ impl Lanes for Avx512 {
         _mm512_fmadd_ps(a, b, c)
     }
     #[inline(always)]
+    unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        _mm512_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m512, b: __m512) -> __m512 {
+        _mm512_sub_ps(a, b)
+    }
+    #[inline(always)]
     unsafe fn live(n: usize) -> u16 {
         if n >= 16 {
             u16::MAX
@@ -52,6 +61,10 @@ impl Lanes for Avx512 {
             _mm512_castps_si512(acc),
             _mm512_castps_si512(_mm512_sub_ps(v, v)),
         ))
+    }
+    #[inline(always)]
+    unsafe fn transpose8(src: *const f32, ss: usize, dst: *mut f32, ds: usize) -> bool {
+        transpose8(src, ss, dst, ds)
     }
     #[inline(always)]
     unsafe fn any_nan(v: __m512) -> bool {
@@ -77,6 +90,7 @@ impl Lanes for Avx512 {
 pub(super) struct Avx2;
 impl Lanes for Avx2 {
     const LANES: usize = 8;
+    const WIDE: usize = 2;
     type V = __m256;
     type M = (bool, __m256i);
     #[inline(always)]
@@ -112,6 +126,14 @@ impl Lanes for Avx2 {
         _mm256_fmadd_ps(a, b, c)
     }
     #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        _mm256_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+        _mm256_sub_ps(a, b)
+    }
+    #[inline(always)]
     unsafe fn live(n: usize) -> (bool, __m256i) {
         let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let n = n.min(8) as i32;
@@ -127,6 +149,10 @@ impl Lanes for Avx2 {
     #[inline(always)]
     unsafe fn flag_nonfinite(acc: __m256, v: __m256) -> __m256 {
         _mm256_or_ps(acc, _mm256_sub_ps(v, v))
+    }
+    #[inline(always)]
+    unsafe fn transpose8(src: *const f32, ss: usize, dst: *mut f32, ds: usize) -> bool {
+        transpose8(src, ss, dst, ds)
     }
     #[inline(always)]
     unsafe fn any_nan(v: __m256) -> bool {
@@ -145,4 +171,49 @@ impl Lanes for Avx2 {
     ) {
         super::wgt_tile::<Self, R, Q, MASKED>(items, t, acc)
     }
+}
+
+/// An 8 × 8 block transposed through AVX registers (AVX-512 CPUs run AVX2 too): `dst[j·ds +
+/// i] = src[i·ss + j]`. Returns whether every value is finite.
+///
+/// # Safety
+/// AVX2 exists; `src` holds 8 rows of 8 values `ss` apart, `dst` 8 rows `ds` apart.
+#[inline(always)]
+unsafe fn transpose8(src: *const f32, ss: usize, dst: *mut f32, ds: usize) -> bool {
+    let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * ss)));
+    let mut flags = _mm256_setzero_ps();
+    for v in r {
+        flags = _mm256_or_ps(flags, _mm256_sub_ps(v, v));
+    }
+    let t = [
+        _mm256_unpacklo_ps(r[0], r[1]),
+        _mm256_unpackhi_ps(r[0], r[1]),
+        _mm256_unpacklo_ps(r[2], r[3]),
+        _mm256_unpackhi_ps(r[2], r[3]),
+        _mm256_unpacklo_ps(r[4], r[5]),
+        _mm256_unpackhi_ps(r[4], r[5]),
+        _mm256_unpacklo_ps(r[6], r[7]),
+        _mm256_unpackhi_ps(r[6], r[7]),
+    ];
+    let u = [
+        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+    ];
+    for j in 0..4 {
+        _mm256_storeu_ps(
+            dst.add(j * ds),
+            _mm256_permute2f128_ps::<0x20>(u[j], u[j + 4]),
+        );
+        _mm256_storeu_ps(
+            dst.add((j + 4) * ds),
+            _mm256_permute2f128_ps::<0x31>(u[j], u[j + 4]),
+        );
+    }
+    _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(flags, flags)) == 0
 }
