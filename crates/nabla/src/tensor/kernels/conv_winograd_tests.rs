@@ -12,7 +12,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 /// `got` agrees with `want` within 10⁻⁶ of the largest sum of |terms| in its output plane
 /// (`plane` values): the transforms add the values of a tile's whole 4×4 input block, so the
 /// rounding of an output scales with its neighbours' terms as well as its own (measured here:
-/// under 10⁻⁷ of the plane's largest sum; the direct kernels' bound is 4·10⁻⁷ of the
+/// under 2·10⁻⁷ of the plane's largest sum; the direct kernels' bound is 4·10⁻⁷ of the
 /// output's own).
 fn agree(what: &str, got: &[f32], want: &[f64], scale: &[f64], plane: usize) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
