@@ -30,7 +30,8 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// The most values of padded input one thread keeps (16 MB); larger samples take the
-/// column-matrix path.
+/// column-matrix path. The Winograd transform's own scratch (bordered input, transformed
+/// blocks, outputs) is held to the same bound, on top of it.
 const PAD_MAX: usize = 1 << 22;
 /// Samples whose weight-gradient contributions are summed in one chunk (at most).
 const CHUNK_SAMPLES: usize = 8;
@@ -435,7 +436,7 @@ fn forward_each(
     let ckk = taps.len();
     let zeros = vec![0.0f32; g.o];
     let wino = winograd
-        .then(|| winograd::Wino::new(g, tier, wt, PAD_MAX))
+        .then(|| winograd::Wino::new(g, tier, wt, bias, PAD_MAX))
         .flatten();
     let scratch = p.sample + wino.as_ref().map_or(0, winograd::Wino::scratch);
     let (chw, sample) = (g.c * g.h * g.w, g.o * l);
@@ -478,8 +479,9 @@ fn forward_each(
                     }
                 }
             });
-            // SAFETY: the group loop above wrote every element of `ys` (each group's `og`
-            // output planes, through live-lane masks); `MaybeUninit<f32>` has f32's layout.
+            // SAFETY: either the Winograd transform wrote every element of `ys` (it returned
+            // `true`) or the group loop above did (each group's `og` output planes, through
+            // live-lane masks); `MaybeUninit<f32>` has f32's layout.
             let ys = unsafe { &*(ys as *const [MaybeUninit<f32>] as *const [f32]) };
             after(s, ys);
         });
@@ -507,10 +509,20 @@ fn input_grad_on(
     wt: &[f32],
     dx: &mut [MaybeUninit<f32>],
 ) -> bool {
+    let Some((t, wf)) = transposed(g, wt, tier) else {
+        return false;
+    };
+    forward_on(tier, &t, gy, &wf, None, dx)
+}
+
+/// The forward convolution whose output is `g`'s input gradient: its geometry (the output
+/// gradient as input, padded by `k − 1 − p`) and its weights (`g`'s kernel flipped, its
+/// channel axes swapped per group); `None` where the direct kernels do not take it.
+fn transposed(g: &ConvGeom, wt: &[f32], tier: Tier) -> Option<(ConvGeom, Vec<f32>)> {
     let o = g.opts;
     let (ph, pw) = o.padding;
     if ph >= g.kh || pw >= g.kw {
-        return false;
+        return None;
     }
     let t = ConvGeom {
         n: g.n,
@@ -527,9 +539,7 @@ fn input_grad_on(
             ..o
         },
     };
-    if Plan::new(&t, tier).is_none() {
-        return false;
-    }
+    Plan::new(&t, tier)?;
     let (groups, kk) = (o.groups, g.kh * g.kw);
     let (cg, og) = (g.c / groups, g.o / groups);
     // wf[gi·cg + ci, oi, ki, kj] = w[gi·og + oi, ci, kh−1−ki, kw−1−kj]
@@ -545,7 +555,7 @@ fn input_grad_on(
             }
         }
     }
-    forward_on(tier, &t, gy, &wf, None, dx)
+    Some((t, wf))
 }
 
 /// A weight-gradient tile's operands: the output gradient copied per item (`g`: for item `i`,

@@ -21,15 +21,21 @@
 //! The transformed blocks (16·24·(c + o) values: 200 KB at c = o = 64) stay in the second-level
 //! cache. Every value is computed the same way whichever thread and tier computes it (the same
 //! adds, and multiply-adds in channel order), so results are bit-identical across thread
-//! counts and between AVX2 and AVX-512. They differ from the direct kernels' by rounding: the
+//! counts and between AVX2 and AVX-512 (both take the same shapes: see below). They differ from the direct kernels' by rounding: the
 //! transforms add values of the whole 4×4 block, so an output's rounding error scales with
 //! the block's values, not only its 3×3 window's (tested against the f64 column path).
 //!
+//! The channels per group must be multiples of 16 on both tiers (the transforms run on vectors
+//! of channels, 16 to an AVX-512 vector), so that both tiers take the transform for the same
+//! shapes and give the same bits.
+//!
 //! Non-finite values would spread differently (an ∞ in a block's corner reaches outputs whose
-//! window does not hold it, as ∞ − ∞ = NaN): the transform is only used where the weights are
-//! finite; a sample whose input holds a non-finite value, or whose outputs overflow, returns
-//! `false` and is computed again by the direct kernels, so results keep the direct kernels'
-//! non-finite semantics exactly.
+//! window does not hold it, as ∞ − ∞ = NaN): the transform is only used where the weights and
+//! the bias are finite; a sample whose input holds a non-finite value, or whose transformed sums
+//! or outputs overflow, returns `false` and is computed again by the direct kernels, so those
+//! samples get the direct kernels' results bit for bit. (Where only the direct kernels'
+//! running sum would overflow — terms of ±3·10³⁸ added in channel order — the transform's
+//! differently ordered sums may stay finite: that sample's result is then finite.)
 
 use super::{Lanes, Tier};
 use crate::tensor::kernels::conv::ConvGeom;
@@ -37,12 +43,16 @@ use std::mem::MaybeUninit;
 
 /// Output tiles transformed, multiplied and transformed back together.
 const BLOCK: usize = 24;
+/// The channels per group (input and output) must be multiples of this, on either tier.
+const CHANNELS: usize = 16;
 /// Tiles per register tile of the products (× 2 vectors of output channels).
 const ROWS: usize = 6;
 
 /// One convolution's Winograd plan: its shapes and transformed weights.
 pub(super) struct Wino {
     tier: Tier,
+    /// The geometry the plan was made for: `c, h, w, o, oh, ow`.
+    shape: [usize; 6],
     groups: usize,
     /// Input and output channels per group.
     cg: usize,
@@ -82,30 +92,43 @@ fn transform_kernel(w: &[f32]) -> [f32; 16] {
 }
 
 impl Wino {
-    /// The plan for `g` with weights `wt` (`[o, c/groups, 3, 3]`), or `None` where the
-    /// transform does not apply: a kernel other than 3×3, a stride or dilation other than 1,
-    /// channels per group not a multiple of the tier's lanes (the transforms run on vectors
-    /// of channels), a non-finite weight, or an input buffer over `pad_max` values.
-    pub(super) fn new(g: &ConvGeom, tier: Tier, wt: &[f32], pad_max: usize) -> Option<Wino> {
+    /// The plan for `g` with weights `wt` (`[o, c/groups, 3, 3]`) and `bias`, or `None` where
+    /// the transform does not apply: a kernel other than 3×3, a stride or dilation other than
+    /// 1, channels per group (input or output) not a multiple of [`CHANNELS`], an empty
+    /// output, a weight or bias that is not finite or a kernel whose transform overflows, or
+    /// scratch over `pad_max` values.
+    pub(super) fn new(
+        g: &ConvGeom,
+        tier: Tier,
+        wt: &[f32],
+        bias: Option<&[f32]>,
+        pad_max: usize,
+    ) -> Option<Wino> {
         let o = g.opts;
-        let lanes = tier.lanes();
         let groups = o.groups;
         let (cg, og) = (g.c / groups, g.o / groups);
+        debug_assert!(CHANNELS.is_multiple_of(tier.lanes()));
         if (g.kh, g.kw) != (3, 3)
             || o.stride != (1, 1)
             || o.dilation != (1, 1)
             || cg == 0
             || og == 0
-            || !cg.is_multiple_of(lanes)
-            || !og.is_multiple_of(lanes)
+            || !cg.is_multiple_of(CHANNELS)
+            || !og.is_multiple_of(CHANNELS)
             || g.l() == 0
             || wt.len() < g.o * cg * 9
+            || bias.is_some_and(|b| b.len() < g.o || !b.iter().all(|v| v.is_finite()))
         {
             return None;
         }
         let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
         let (rows, cols) = (2 * th + 2, 2 * tw + 2);
-        if rows.checked_mul(cols)?.checked_mul(cg)? > pad_max || g.l().checked_mul(og)? > pad_max {
+        let scratch = rows
+            .checked_mul(cols)?
+            .checked_mul(cg)?
+            .checked_add(16 * BLOCK * (cg.checked_add(og)?))?
+            .checked_add(g.l().checked_mul(og)?)?;
+        if scratch > pad_max {
             return None;
         }
         let mut u = vec![0.0f32; groups * 16 * cg * og];
@@ -125,6 +148,7 @@ impl Wino {
         }
         Some(Wino {
             tier,
+            shape: [g.c, g.h, g.w, g.o, g.oh, g.ow],
             groups,
             cg,
             og,
@@ -145,10 +169,11 @@ impl Wino {
         self.rows * self.cols * self.cg + 16 * BLOCK * (self.cg + self.og) + self.l * self.og
     }
 
-    /// Sample `x` (`[c, h, w]`) into `y` (`[o, oh, ow]`, every element written), with `bias`
-    /// (`[o]`), using `buf` ([`Wino::scratch`] values). `false` where an input value is not
-    /// finite or an output overflowed: `y` then holds no result and the caller computes the
-    /// sample with the direct kernels.
+    /// Sample `x` (`[c, h, w]`) of the geometry `g` the plan was made for into `y` (`[o, oh,
+    /// ow]`, every element written), with `bias` (`[o]`), using `buf` ([`Wino::scratch`]
+    /// values). `false` where an input value is not finite or a transformed sum or output
+    /// overflowed: `y` then holds no complete result (earlier groups may have been written)
+    /// and the caller computes the sample with the direct kernels.
     pub(super) fn sample(
         &self,
         g: &ConvGeom,
@@ -158,7 +183,11 @@ impl Wino {
         buf: &mut [f32],
     ) -> bool {
         assert!(
-            x.len() >= g.c * g.h * g.w
+            self.shape == [g.c, g.h, g.w, g.o, g.oh, g.ow]
+                && (g.kh, g.kw) == (3, 3)
+                && g.opts.groups == self.groups
+                && g.opts.padding == (self.ph, self.pw)
+                && x.len() >= g.c * g.h * g.w
                 && y.len() >= g.o * g.l()
                 && bias.len() >= g.o
                 && buf.len() >= self.scratch(),
@@ -217,7 +246,8 @@ unsafe fn sample<S: Lanes>(
 
 /// Copies one group's planes `x` (`[cg, h, w]`) into `xt` (`[rows, cols, cg]`, zero outside
 /// the input), by 8 × 8 transposed blocks (rows of under 8 values one by one). Returns
-/// whether every value is finite.
+/// whether every value is finite (an early exit: a non-finite input would also reach the
+/// outputs' flags).
 ///
 /// # Safety
 /// The tier's instructions exist; `x` holds `cg·h·w` values, `xt` `rows·cols·cg`.
