@@ -98,5 +98,5 @@ impl Error {
     }
 }
 
-/// `Result` with nabla's [`Error`].
+/// `Result` with nabla's [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;

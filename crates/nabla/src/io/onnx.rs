@@ -503,7 +503,7 @@ fn model_proto(model: &Network<f32>, options: &OnnxOptions) -> Result<pb::ModelP
     })
 }
 
-/// The model as the bytes of an ONNX file (see the [module docs](self) for the graph).
+/// The model as the bytes of an ONNX file (the module docs describe the graph).
 pub fn onnx_bytes<M: AsRef<Network<f32>> + ?Sized>(
     model: &M,
     options: &OnnxOptions,

@@ -1,7 +1,7 @@
 //! The tensor: a [`Layout`] (offset, shape, strides) over shared storage, plus (when it was
 //! made by a recorded operation) a graph node that the autograd layer reads.
 //!
-//! This module knows nothing of autograd: the node is an opaque [`GraphNode`] implemented
+//! This module knows nothing of autograd: the node is an opaque `GraphNode` implemented
 //! above it. The submodules `shape`, `view` and `kernels` are pure functions; the
 //! differentiable operations are methods in `crate::ops`.
 

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 
 impl Trainer {
     /// Continues from a checkpoint written by a trainer with the same configuration (except
-    /// [`TrainConfig::RESUMABLE_CHANGES`]) on the same data (when fingerprints are set).
+    /// [`crate::train::TrainConfig::RESUMABLE_CHANGES`]) on the same data (when fingerprints are set).
     /// Everything is checked before anything changes: on an error the trainer is as it was.
     pub fn resume(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();

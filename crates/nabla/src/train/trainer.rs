@@ -269,10 +269,10 @@ impl Trainer {
         self
     }
 
-    /// Trains data-parallel with the other ranks of `group` (e.g. [`crate::dist::MpiWorld`]
-    /// under `mpirun`, or a [`ThreadGroup`](super::ThreadGroup) rank): every rank starts
-    /// from rank 0's weights, computes its share of the config's `grad_shards` slices of each
-    /// global batch, and adds every slice's gradient in slice order, so the result does not
+    /// Trains data-parallel with the other ranks of `group` (e.g. `nabla::dist::MpiWorld`,
+    /// with the `mpi` feature, under `mpirun`, or a [`ThreadGroup`](super::ThreadGroup) rank):
+    /// every rank starts from rank 0's weights, computes its share of the config's
+    /// `grad_shards` slices of each global batch, and adds every slice's gradient in slice order, so the result does not
     /// depend on the number of ranks. Only rank 0 writes checkpoints; all ranks stop together
     /// (divergence, interruption). Errors unless `grad_shards` is a multiple of the size.
     pub fn with_collective(mut self, group: Box<dyn Collective>) -> Result<Self> {

@@ -65,7 +65,7 @@ trait Lanes {
     /// Copies an 8 × 8 block transposed: `dst[j·ds + i] = src[i·ss + j]`; returns whether
     /// every value is finite.
     unsafe fn transpose8(src: *const f32, ss: usize, dst: *mut f32, ds: usize) -> bool;
-    /// [`pad_planes`] compiled for this tier.
+    /// `pad_planes` (in `conv_direct_x86.rs`) compiled for this tier.
     unsafe fn pad(p: &Plan, g: &ConvGeom, x: &[f32], buf: &mut [f32]) -> bool;
     /// [`wgt_tile`] compiled on its own for this tier (inlined into the group loop, its
     /// accumulators spilled to the stack).
@@ -173,8 +173,8 @@ impl Plan {
 
     /// Copies one sample's planes `x` (`[c, h, w]`) into `buf` with zero borders (and zero
     /// slack): every value of the padded sample written once, each row by the tier's vector
-    /// moves ([`pad_planes`]; a library `memset`/`memcpy` call per border and row cost 4% of a
-    /// CNN's step). Returns whether every value of `x` is finite.
+    /// moves (`pad_planes` in `conv_direct_x86.rs`; a library `memset`/`memcpy` call per
+    /// border and row cost 4% of a CNN's step). Returns whether every value of `x` is finite.
     fn pad(&self, g: &ConvGeom, x: &[f32], buf: &mut [f32]) -> bool {
         assert!(
             x.len() >= g.c * g.h * g.w && buf.len() >= self.sample,
@@ -192,57 +192,6 @@ impl Plan {
             }
         }
     }
-}
-
-/// [`Plan::pad`] with the tier's vectors: per row, the left and right borders by one masked
-/// store each (borders up to a vector wide; wider ones in a loop) and the row's values by
-/// whole and masked vector moves; the top and bottom borders and the slack by `fill`.
-/// Returns whether every value of `x` is finite (flagged on the way, in the same loads).
-///
-/// # Safety
-/// The tier's instructions exist; `x` holds `c·h·w` values and `buf` `p.sample`.
-#[inline(always)]
-unsafe fn pad_planes<S: Lanes>(p: &Plan, g: &ConvGeom, x: &[f32], buf: &mut [f32]) -> bool {
-    let (ph, pw) = g.opts.padding;
-    let (hp, wp, w) = (p.hp, p.wp, g.w);
-    let (planes, slack) = buf[..p.sample].split_at_mut(g.c * hp * wp);
-    let zero = S::splat(0.0);
-    let mut flags = zero;
-    let (border, tail) = (S::live(pw), S::live(w % S::LANES));
-    for (plane, src) in planes
-        .chunks_exact_mut(hp * wp)
-        .zip(x.chunks_exact(g.h * w))
-    {
-        let (top, rest) = plane.split_at_mut(ph * wp);
-        top.fill(0.0);
-        let (body, bottom) = rest.split_at_mut(g.h * wp);
-        for (row, s) in body.chunks_exact_mut(wp).zip(src.chunks_exact(w)) {
-            let (d, s) = (row.as_mut_ptr(), s.as_ptr());
-            if pw <= S::LANES {
-                // The right border ends the row: `pw + w + pw = wp` values.
-                S::store_live(d, border, zero);
-                S::store_live(d.add(pw + w), border, zero);
-            } else {
-                row[..pw].fill(0.0);
-                row[pw + w..].fill(0.0);
-            }
-            let mut i = 0;
-            while i + S::LANES <= w {
-                let v = S::load(s.add(i));
-                flags = S::flag_nonfinite(flags, v);
-                S::store(d.add(pw + i), v);
-                i += S::LANES;
-            }
-            if i < w {
-                let v = S::load_live(s.add(i), tail);
-                flags = S::flag_nonfinite(flags, v);
-                S::store_live(d.add(pw + i), tail, v);
-            }
-        }
-        bottom.fill(0.0);
-    }
-    slack.fill(0.0);
-    !S::any_nan(flags)
 }
 
 /// A forward tile's operands: `R` weight rows (stride `lda`, one value per tap), `V` input

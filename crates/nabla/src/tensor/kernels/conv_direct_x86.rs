@@ -1,7 +1,7 @@
 //! The [`Lanes`] of the direct convolution kernels on x86-64: AVX-512F (16 lanes, masks in
 //! `k` registers) and AVX2 with FMA (8 lanes, partial vectors through `vmaskmovps`).
 
-use super::Lanes;
+use super::{ConvGeom, Lanes, Plan};
 use std::arch::x86_64::*;
 
 /// AVX-512F: 16 lanes, lane masks in a `k` register.
@@ -71,8 +71,8 @@ impl Lanes for Avx512 {
         _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v) != 0
     }
     #[target_feature(enable = "avx512f")]
-    unsafe fn pad(p: &super::Plan, g: &super::ConvGeom, x: &[f32], buf: &mut [f32]) -> bool {
-        super::pad_planes::<Self>(p, g, x, buf)
+    unsafe fn pad(p: &Plan, g: &ConvGeom, x: &[f32], buf: &mut [f32]) -> bool {
+        pad_planes::<Self>(p, g, x, buf)
     }
     #[target_feature(enable = "avx512f")]
     #[inline(never)]
@@ -159,8 +159,8 @@ impl Lanes for Avx2 {
         _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v)) != 0
     }
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn pad(p: &super::Plan, g: &super::ConvGeom, x: &[f32], buf: &mut [f32]) -> bool {
-        super::pad_planes::<Self>(p, g, x, buf)
+    unsafe fn pad(p: &Plan, g: &ConvGeom, x: &[f32], buf: &mut [f32]) -> bool {
+        pad_planes::<Self>(p, g, x, buf)
     }
     #[target_feature(enable = "avx2,fma")]
     #[inline(never)]
@@ -216,4 +216,55 @@ unsafe fn transpose8(src: *const f32, ss: usize, dst: *mut f32, ds: usize) -> bo
         );
     }
     _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(flags, flags)) == 0
+}
+
+/// [`Plan::pad`] with the tier's vectors: per row, the left and right borders by one masked
+/// store each (borders up to a vector wide; wider ones in a loop) and the row's values by
+/// whole and masked vector moves; the top and bottom borders and the slack by `fill`.
+/// Returns whether every value of `x` is finite (flagged on the way, in the same loads).
+///
+/// # Safety
+/// The tier's instructions exist; `x` holds `c·h·w` values and `buf` `p.sample`.
+#[inline(always)]
+unsafe fn pad_planes<S: Lanes>(p: &Plan, g: &ConvGeom, x: &[f32], buf: &mut [f32]) -> bool {
+    let (ph, pw) = g.opts.padding;
+    let (hp, wp, w) = (p.hp, p.wp, g.w);
+    let (planes, slack) = buf[..p.sample].split_at_mut(g.c * hp * wp);
+    let zero = S::splat(0.0);
+    let mut flags = zero;
+    let (border, tail) = (S::live(pw), S::live(w % S::LANES));
+    for (plane, src) in planes
+        .chunks_exact_mut(hp * wp)
+        .zip(x.chunks_exact(g.h * w))
+    {
+        let (top, rest) = plane.split_at_mut(ph * wp);
+        top.fill(0.0);
+        let (body, bottom) = rest.split_at_mut(g.h * wp);
+        for (row, s) in body.chunks_exact_mut(wp).zip(src.chunks_exact(w)) {
+            let (d, s) = (row.as_mut_ptr(), s.as_ptr());
+            if pw <= S::LANES {
+                // The right border ends the row: `pw + w + pw = wp` values.
+                S::store_live(d, border, zero);
+                S::store_live(d.add(pw + w), border, zero);
+            } else {
+                row[..pw].fill(0.0);
+                row[pw + w..].fill(0.0);
+            }
+            let mut i = 0;
+            while i + S::LANES <= w {
+                let v = S::load(s.add(i));
+                flags = S::flag_nonfinite(flags, v);
+                S::store(d.add(pw + i), v);
+                i += S::LANES;
+            }
+            if i < w {
+                let v = S::load_live(s.add(i), tail);
+                flags = S::flag_nonfinite(flags, v);
+                S::store_live(d.add(pw + i), tail, v);
+            }
+        }
+        bottom.fill(0.0);
+    }
+    slack.fill(0.0);
+    !S::any_nan(flags)
 }
