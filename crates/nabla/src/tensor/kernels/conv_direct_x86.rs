@@ -185,35 +185,9 @@ unsafe fn transpose8(src: *const f32, ss: usize, dst: *mut f32, ds: usize) -> bo
     for v in r {
         flags = _mm256_or_ps(flags, _mm256_sub_ps(v, v));
     }
-    let t = [
-        _mm256_unpacklo_ps(r[0], r[1]),
-        _mm256_unpackhi_ps(r[0], r[1]),
-        _mm256_unpacklo_ps(r[2], r[3]),
-        _mm256_unpackhi_ps(r[2], r[3]),
-        _mm256_unpacklo_ps(r[4], r[5]),
-        _mm256_unpackhi_ps(r[4], r[5]),
-        _mm256_unpacklo_ps(r[6], r[7]),
-        _mm256_unpackhi_ps(r[6], r[7]),
-    ];
-    let u = [
-        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
-        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
-        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
-        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
-        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
-        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
-        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
-        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
-    ];
-    for j in 0..4 {
-        _mm256_storeu_ps(
-            dst.add(j * ds),
-            _mm256_permute2f128_ps::<0x20>(u[j], u[j + 4]),
-        );
-        _mm256_storeu_ps(
-            dst.add((j + 4) * ds),
-            _mm256_permute2f128_ps::<0x31>(u[j], u[j + 4]),
-        );
+    let o = super::super::operand::transpose_8x8(r);
+    for (j, v) in o.into_iter().enumerate() {
+        _mm256_storeu_ps(dst.add(j * ds), v);
     }
     _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(flags, flags)) == 0
 }
