@@ -379,3 +379,86 @@ fn an_allocation_limit_holds_for_products_run_on_another_thread() {
         assert!(e.to_string().contains("1920000 bytes"), "{e}");
     }
 }
+
+/// Backward adds a tensor's gradient contributions into one of them in place when nothing else
+/// holds it: a seed the caller keeps, the same gradient handed to two inputs, a narrow's
+/// scattered rows and a view of a shared gradient must all stay as they were, and every sum
+/// must equal the one computed out of place.
+#[test]
+fn in_place_gradient_sums_never_write_into_a_tensor_someone_holds() {
+    let x = Tensor::<f64>::randn(&[3, 4], 0.0, 1.0, 21)
+        .unwrap()
+        .requires_grad();
+    // y = x + x: both inputs get the seed itself; the caller holds it.
+    let seed = Tensor::<f64>::randn(&[3, 4], 0.0, 1.0, 22).unwrap();
+    let before = seed.to_vec().unwrap();
+    let y = x.add(&x).unwrap();
+    let g = y.backward_with(&seed).unwrap();
+    assert_eq!(seed.to_vec().unwrap(), before, "the seed was written");
+    let twice: Vec<f64> = before.iter().map(|v| v + v).collect();
+    assert_eq!(g.get(&x).unwrap().to_vec().unwrap(), twice);
+
+    // Three narrows of x plus x itself, through a reshape view: the contributions are
+    // fresh (summed in place) or shared with the seed (not).
+    let z = x
+        .narrow(1, 0, 2)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .add(
+            &x.narrow(1, 1, 3)
+                .unwrap()
+                .square()
+                .unwrap()
+                .sum_all()
+                .unwrap(),
+        )
+        .unwrap()
+        .add(
+            &x.narrow(0, 2, 1)
+                .unwrap()
+                .mul_scalar(3.0)
+                .unwrap()
+                .sum_all()
+                .unwrap(),
+        )
+        .unwrap()
+        .add(&x.reshape(&[12]).unwrap().sum_all().unwrap())
+        .unwrap();
+    let g = z.backward().unwrap();
+    let xv = x.to_vec().unwrap();
+    let want: Vec<f64> = (0..12)
+        .map(|i| {
+            let (r, c) = (i / 4, i % 4);
+            let mut d = 1.0; // the reshape's sum
+            if c < 2 {
+                d += 1.0;
+            }
+            if c >= 1 {
+                d += 2.0 * xv[i];
+            }
+            if r == 2 {
+                d += 3.0;
+            }
+            d
+        })
+        .collect();
+    assert_close(
+        g.get(&x).unwrap(),
+        &Tensor::from_vec(want, &[3, 4]).unwrap(),
+        1e-14,
+        1e-14,
+    )
+    .unwrap();
+    // The same sums out of place (a recorded backward keeps every gradient as an op's
+    // output): the same bits.
+    let opts = nabla::autograd::GradOptions {
+        create_graph: true,
+        ..Default::default()
+    };
+    let recorded = nabla::autograd::grad(&[z], std::slice::from_ref(&x), opts).unwrap();
+    assert_eq!(
+        recorded[0].to_vec().unwrap(),
+        g.get(&x).unwrap().to_vec().unwrap()
+    );
+}

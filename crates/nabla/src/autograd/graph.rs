@@ -402,7 +402,8 @@ fn accumulate<T: Float>(
 ) -> Result<()> {
     let sum = match grads.remove(&id) {
         None => grad,
-        Some(prev) => prev.add(&grad)?,
+        // Summed into whichever of the two nothing else holds (usually both are fresh).
+        Some(prev) => prev.add_owned(grad)?,
     };
     grads.insert(id, sum);
     Ok(())

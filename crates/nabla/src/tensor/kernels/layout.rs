@@ -85,13 +85,35 @@ pub fn index_add<T: Float>(
         return; // nothing addressed (and `outer` may be huge when `inner` is 0)
     }
     let k = indices.len();
+    let add = |t: &mut [T], f: &[T]| {
+        crate::isa::vectorized(
+            #[inline(always)]
+            || {
+                for (t, &v) in t.iter_mut().zip(f) {
+                    *t += v;
+                }
+            },
+        )
+    };
+    // Consecutive indices (the gradient of `narrow`): one run of k·inner values per outer
+    // index, where a last axis (inner = 1) went value by value.
+    if let Some(&first) = indices.first() {
+        if indices.iter().enumerate().all(|(j, &i)| i == first + j) {
+            for o in 0..outer {
+                let to = (o * dim + first) * inner;
+                add(
+                    &mut out[to..to + k * inner],
+                    &g[o * k * inner..(o + 1) * k * inner],
+                );
+            }
+            return;
+        }
+    }
     for o in 0..outer {
         for (j, &i) in indices.iter().enumerate() {
             let to = (o * dim + i) * inner;
             let from = (o * k + j) * inner;
-            for (t, &v) in out[to..to + inner].iter_mut().zip(&g[from..from + inner]) {
-                *t += v;
-            }
+            add(&mut out[to..to + inner], &g[from..from + inner]);
         }
     }
 }

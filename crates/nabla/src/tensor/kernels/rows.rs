@@ -82,11 +82,33 @@ pub fn layer_norm<T: Float>(
     let y = fresh_rows(x.len(), d, |r, out| {
         let row = &x[r * d..(r + 1) * d];
         let (m, s) = (T::from_f64(stats.mean[r]), T::from_f64(stats.invstd[r]));
-        for (j, (o, &v)) in out.iter_mut().zip(row).enumerate() {
-            let h = (v - m) * s;
-            let h = w.map_or(h, |w| h * w[j]);
-            *o = b.map_or(h, |b| h + b[j]);
-        }
+        // One loop per case, compiled for the vector tier (a loop that looked at the options
+        // per value ran one value at a time: 60% of the op).
+        crate::isa::vectorized(
+            #[inline(always)]
+            || match (w, b) {
+                (Some(w), Some(b)) => {
+                    for (((o, &v), &wv), &bv) in out.iter_mut().zip(row).zip(w).zip(b) {
+                        *o = (v - m) * s * wv + bv;
+                    }
+                }
+                (Some(w), None) => {
+                    for ((o, &v), &wv) in out.iter_mut().zip(row).zip(w) {
+                        *o = (v - m) * s * wv;
+                    }
+                }
+                (None, Some(b)) => {
+                    for ((o, &v), &bv) in out.iter_mut().zip(row).zip(b) {
+                        *o = (v - m) * s + bv;
+                    }
+                }
+                (None, None) => {
+                    for (o, &v) in out.iter_mut().zip(row) {
+                        *o = (v - m) * s;
+                    }
+                }
+            },
+        )
     });
     (y, stats)
 }
@@ -107,21 +129,24 @@ pub fn layer_norm_grads<T: Float>(
     // The columns `j0..` of `dw` and `db`, each a sum over the rows in row order (so splitting
     // the columns among threads gives the same bits).
     let columns = |j0: usize, dw: &mut [f64], db: &mut [f64]| {
-        crate::isa::vectorized(|| {
-            for (r, (gr, xr)) in g
-                .chunks_exact(d.max(1))
-                .zip(x.chunks_exact(d.max(1)))
-                .enumerate()
-            {
-                let (m, s) = (st.mean[r], st.invstd[r]);
-                let (gr, xr) = (&gr[j0..][..dw.len()], &xr[j0..][..dw.len()]);
-                for (((dw, db), gv), xv) in dw.iter_mut().zip(db.iter_mut()).zip(gr).zip(xr) {
-                    let gv = gv.to_f64();
-                    *dw += gv * (xv.to_f64() - m) * s;
-                    *db += gv;
+        crate::isa::vectorized(
+            #[inline(always)]
+            || {
+                for (r, (gr, xr)) in g
+                    .chunks_exact(d.max(1))
+                    .zip(x.chunks_exact(d.max(1)))
+                    .enumerate()
+                {
+                    let (m, s) = (st.mean[r], st.invstd[r]);
+                    let (gr, xr) = (&gr[j0..][..dw.len()], &xr[j0..][..dw.len()]);
+                    for (((dw, db), gv), xv) in dw.iter_mut().zip(db.iter_mut()).zip(gr).zip(xr) {
+                        let gv = gv.to_f64();
+                        *dw += gv * (xv.to_f64() - m) * s;
+                        *db += gv;
+                    }
                 }
-            }
-        })
+            },
+        )
     };
     if parallel(x.len()) && d >= 32 {
         let per = d.div_ceil(4 * super::threads()).next_multiple_of(8);
@@ -259,40 +284,77 @@ pub fn attention_softmax<T: Float>(x: &[T], t: usize, s: usize, scale: T, causal
         } else {
             s
         };
-        crate::isa::vectorized(|| {
-            let m = lane_fold(&row[..visible], T::NEG_INFINITY, |v| v * scale, T::max);
-            for (o, &v) in out[..visible].iter_mut().zip(row) {
-                *o = (v * scale - m).exp_fast();
-            }
-            let sum = lane_fold(&out[..visible], T::ZERO, |v| v, |a, b| a + b);
-            let inv = T::ONE / sum;
-            for o in out[..visible].iter_mut() {
-                *o *= inv;
-            }
-        })
+        crate::isa::vectorized(
+            #[inline(always)]
+            || softmax_row(row, out, visible, scale),
+        )
     })
 }
 
-/// `map(x)` of every element of `xs` combined by `f` in eight interleaved lanes from `init`,
-/// the lanes then combined in a fixed order: the same result on any thread count and tier, in
-/// vector registers.
+/// Lanes of [`softmax_row`]'s blocks: one AVX-512 or two AVX2 vectors of f32.
+const SOFTMAX_LANES: usize = 16;
+
+/// `out[..visible]` = softmax of `scale·row[..visible]`, `out[visible..]` = 0, in blocks of
+/// [`SOFTMAX_LANES`] values whose entries at or past `visible` are masked (so that a causal row
+/// of any length runs in whole vectors, where a loop over `visible` values ran its remainder
+/// one value at a time); the values past the last whole block one at a time. The lanes' maxima
+/// and sums are combined in a fixed order: the same bits on every tier.
 #[inline(always)]
-fn lane_fold<T: Float>(xs: &[T], init: T, map: impl Fn(T) -> T, f: impl Fn(T, T) -> T) -> T {
-    let mut acc = [init; 8];
-    let mut chunks = xs.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a = f(*a, map(v));
+fn softmax_row<T: Float>(row: &[T], out: &mut [T], visible: usize, scale: T) {
+    const L: usize = SOFTMAX_LANES;
+    let blocks = visible.div_ceil(L).min(row.len() / L);
+    let tail = blocks * L..visible.max(blocks * L);
+    let mut acc = [T::NEG_INFINITY; L];
+    for (b, c) in row.chunks_exact(L).take(blocks).enumerate() {
+        for l in 0..L {
+            let v = if b * L + l < visible {
+                c[l] * scale
+            } else {
+                T::NEG_INFINITY
+            };
+            acc[l] = acc[l].max(v);
         }
     }
-    let mut r = f(
-        f(f(acc[0], acc[4]), f(acc[1], acc[5])),
-        f(f(acc[2], acc[6]), f(acc[3], acc[7])),
-    );
-    for &v in chunks.remainder() {
-        r = f(r, map(v));
+    let mut m = fold_lanes(acc, T::max);
+    for &v in &row[tail.clone()] {
+        m = m.max(v * scale);
     }
-    r
+    let mut acc = [T::ZERO; L];
+    for (b, (c, o)) in row
+        .chunks_exact(L)
+        .zip(out.chunks_exact_mut(L))
+        .take(blocks)
+        .enumerate()
+    {
+        for l in 0..L {
+            let e = (c[l] * scale - m).exp_fast();
+            o[l] = if b * L + l < visible { e } else { T::ZERO };
+            acc[l] += o[l];
+        }
+    }
+    let mut sum = fold_lanes(acc, |a, b| a + b);
+    for (o, &v) in out[tail.clone()].iter_mut().zip(&row[tail.clone()]) {
+        *o = (v * scale - m).exp_fast();
+        sum += *o;
+    }
+    let inv = T::ONE / sum;
+    for (j, o) in out[..tail.end].iter_mut().enumerate() {
+        // A masked entry stays exactly 0 even where `inv` is NaN (a row of −∞ only).
+        *o = if j < visible { *o * inv } else { T::ZERO };
+    }
+}
+
+/// The lanes of a block combined pairwise in a fixed order.
+#[inline(always)]
+fn fold_lanes<T: Float, const L: usize>(mut acc: [T; L], f: impl Fn(T, T) -> T) -> T {
+    let mut w = L / 2;
+    while w > 0 {
+        for i in 0..w {
+            acc[i] = f(acc[i], acc[i + w]);
+        }
+        w /= 2;
+    }
+    acc[0]
 }
 
 /// `c·y ⊙ (g − Σ g⊙y)` over each `s`-long row: a softmax's backward in one pass (the row sum

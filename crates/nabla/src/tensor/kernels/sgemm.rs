@@ -152,8 +152,9 @@ fn split(kernel: Kernel, m: usize, n: usize, t: usize, f: impl Fn(Range, Range) 
         return f((0, m), (0, n));
     }
     let f = &f;
+    // Last part first, so the calling thread runs part 0 (see `matmul::gemm_ptr`).
     rayon::scope(|s| {
-        for p in 0..t {
+        for p in (0..t).rev() {
             let (lo, hi) = (tiles * p / t, tiles * (p + 1) / t);
             s.spawn(move |_| {
                 if along_n {
