@@ -461,4 +461,32 @@ fn in_place_gradient_sums_never_write_into_a_tensor_someone_holds() {
         recorded[0].to_vec().unwrap(),
         g.get(&x).unwrap().to_vec().unwrap()
     );
+    // ... and keep their graph: one contribution is a constant (the narrows' and the
+    // reshape's), one depends on x (the square's), and the sum must record both.
+    assert!(recorded[0].requires_grad_flag());
+    let second = nabla::autograd::grad(
+        &[recorded[0].sum_all().unwrap()],
+        std::slice::from_ref(&x),
+        Default::default(),
+    )
+    .unwrap();
+    let want: Vec<f64> = (0..12)
+        .map(|i| if i % 4 >= 1 { 2.0 } else { 0.0 })
+        .collect();
+    assert_eq!(second[0].to_vec().unwrap(), want);
+
+    // A view sharing a caller's storage through its own handle: y = x·1 + 2x, both reshaped
+    // to [12], seeded with a tensor the caller keeps; x's first contribution is a view of
+    // the seed's storage.
+    let seed = Tensor::<f64>::randn(&[12], 0.0, 1.0, 23).unwrap();
+    let before = seed.to_vec().unwrap();
+    let y = x
+        .reshape(&[12])
+        .unwrap()
+        .add(&x.mul_scalar(2.0).unwrap().reshape(&[12]).unwrap())
+        .unwrap();
+    let g = y.backward_with(&seed).unwrap();
+    assert_eq!(seed.to_vec().unwrap(), before, "the seed was written");
+    let thrice: Vec<f64> = before.iter().map(|v| v + 2.0 * v).collect();
+    assert_eq!(g.get(&x).unwrap().to_vec().unwrap(), thrice);
 }

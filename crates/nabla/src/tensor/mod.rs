@@ -463,10 +463,15 @@ impl<T: Float> Tensor<T> {
     /// `self + other` for two tensors of the same shape, written into the storage of one of
     /// them that nothing else can see — its only handle (no clone, view or weak handle), it
     /// records no op and needs no gradient, and it is contiguous over its whole storage — and
-    /// computed as [`Tensor::add`] otherwise. The same values either way (addition commutes):
+    /// computed as [`Tensor::add`] otherwise: always where either operand needs a gradient
+    /// (a sum under `create_graph` must record its dependence on both) or anomaly detection
+    /// is on (it checks every op's output). The same values either way (addition commutes):
     /// for backward's gradient sums, which thereby skip a fresh buffer and a pass over memory.
     pub(crate) fn add_owned(mut self, mut other: Tensor<T>) -> Result<Tensor<T>> {
-        if self.shape() == other.shape() {
+        let plain = !self.0.requires_grad
+            && !other.0.requires_grad
+            && !crate::autograd::anomaly::is_detecting();
+        if plain && self.shape() == other.shape() {
             if self.add_in_place(&other)? {
                 return Ok(self);
             }

@@ -148,8 +148,9 @@ unsafe fn gemm_ptr<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: *
     let out = SendPtr(out);
     let by_rows = m >= n;
     let len = if by_rows { m } else { n };
-    // Spawned last part first: the calling thread takes its own queue's newest job, so it runs
-    // part 0 (the first rows) while another thread steals the rest — as rayon's parallel
+    // Spawned last part first: a calling thread that is one of the pool's (as
+    // `threads::init_pool` makes the training thread) takes its own queue's newest job, so it
+    // runs part 0 (the first rows) while another thread steals the rest — as rayon's parallel
     // iterators split an element-wise op's rows, so each thread then reads the rows of a
     // product's output it wrote itself (in its own core's cache) instead of the other core's.
     rayon::scope(|s| {
