@@ -482,36 +482,29 @@ impl<T: Float> Tensor<T> {
         self.add(&other)
     }
 
-    /// `self += other` where [`add_owned`](Tensor::add_owned) may write into `self`; whether
-    /// it did.
+    /// `self += other` where [`add_owned`](Tensor::add_owned) may write into `self` (this is
+    /// its only handle and its storage's, it records no op, it is contiguous), through
+    /// [`Tensor::update_data`]; whether it did.
     fn add_in_place(&mut self, other: &Tensor<T>) -> Result<bool> {
-        if self.0.requires_grad {
-            return Ok(false);
-        }
-        let Some(inner) = Arc::get_mut(&mut self.0) else {
-            return Ok(false);
-        };
-        let (len, whole) = (inner.layout.numel(), inner.layout.contiguous_range());
-        let (None, Some(st), Some(r)) = (&inner.node, Arc::get_mut(&mut inner.storage), whole)
-        else {
-            return Ok(false);
-        };
-        if r.start != 0 || r.end != len || st.len() != len {
+        let unique = Arc::get_mut(&mut self.0)
+            .is_some_and(|i| i.node.is_none() && Arc::get_mut(&mut i.storage).is_some());
+        if !unique || !self.is_contiguous() {
             return Ok(false);
         }
         let src = other.data()?;
-        let dst = st.get_mut();
-        kernels::for_each_run(dst, 1 << 14, |i, out| {
-            let from = &src[i << 14..][..out.len()];
-            crate::isa::vectorized(
-                #[inline(always)]
-                || {
-                    for (o, &v) in out.iter_mut().zip(from) {
-                        *o += v;
-                    }
-                },
-            )
-        });
+        self.update_data(|dst| {
+            kernels::for_each_run(dst, 1 << 14, |i, out| {
+                let from = &src[i << 14..][..out.len()];
+                crate::isa::vectorized(
+                    #[inline(always)]
+                    || {
+                        for (o, &v) in out.iter_mut().zip(from) {
+                            *o += v;
+                        }
+                    },
+                )
+            })
+        })?;
         Ok(true)
     }
 

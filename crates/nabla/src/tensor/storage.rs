@@ -35,15 +35,6 @@ impl<T> Storage<T> {
         guard
     }
 
-    /// Write access through a unique borrow (no lock taken); bumps the version as [`write`]
-    /// does.
-    ///
-    /// [`write`]: Storage::write
-    pub(crate) fn get_mut(&mut self) -> &mut Vec<T> {
-        *self.version.get_mut() += 1;
-        self.data.get_mut().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub(crate) fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
     }
