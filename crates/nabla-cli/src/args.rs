@@ -472,7 +472,7 @@ pub struct TrainArgs {
     pub checkpoint_every: Option<u64>,
     /// Continue the run in DIR from its last checkpoint, with the settings and data it was
     /// started with; only --epochs, --max-steps, --checkpoint-every, --detect-anomaly,
-    /// --threads, --quiet and --no-plots may be given with it.
+    /// --threads, --quiet, --no-plots and --profile may be given with it.
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Check every operation's output for NaN/Inf as it runs (slower); without it, only the
@@ -518,6 +518,11 @@ pub struct TrainArgs {
     /// Skip writing PNG plots.
     #[arg(long)]
     pub no_plots: bool,
+    /// Measure where the training time goes (nabla::profile): print the largest ops (forward
+    /// ops, backward rules, gradient sums, the optimizer, evaluation) after training and
+    /// write every op with its input shapes to profile.csv in the run directory.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// `nabla eval`.

@@ -15,7 +15,7 @@ use crate::args::{
 use crate::dataset::{Defaults, Loaded};
 
 /// Flags (clap argument ids) that `--resume` accepts besides itself.
-pub const RESUME_FLAGS: [&str; 8] = [
+pub const RESUME_FLAGS: [&str; 9] = [
     "distributed",
     "epochs",
     "max_steps",
@@ -24,6 +24,7 @@ pub const RESUME_FLAGS: [&str; 8] = [
     "threads",
     "quiet",
     "no_plots",
+    "profile",
 ];
 
 /// `--flag-name` for a clap id (`max_steps` → `--max-steps`).

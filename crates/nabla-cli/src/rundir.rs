@@ -16,8 +16,9 @@ pub const RUN_FILES: [&str; 5] = [
     CHECKPOINT,
 ];
 
-/// Plots a run may write (removed with the run's files on `--overwrite`).
-const PLOTS: [&str; 5] = [
+/// Plots and reports a run may write (removed with the run's files on `--overwrite`).
+const PLOTS: [&str; 6] = [
+    "profile.csv",
     "loss.png",
     "accuracy.png",
     "confusion.png",

@@ -318,8 +318,39 @@ fn execute(args: &TrainArgs, mut s: Setup, group: &mut Group) -> Result<()> {
     if text {
         progress = progress.in_steps(s.config.total_steps(rows.0));
     }
-    let reason = trainer.fit(&mut progress)?;
+    let reason = if args.profile {
+        let (reason, prof) = nabla::profile::profile(|| trainer.fit(&mut progress));
+        let reason = reason?;
+        if group.leader() {
+            nabla::io::write_atomic(&s.path.join("profile.csv"), prof.to_csv().as_bytes())?;
+            print_profile(&prof, &s.path);
+        }
+        reason
+    } else {
+        trainer.fit(&mut progress)?
+    };
     finish(args, &s, group, &mut trainer, &normalizer, &test, reason)
+}
+
+/// The 20 largest rows of a training profile, merged over input shapes.
+fn print_profile(prof: &nabla::profile::Profile, dir: &Path) {
+    let by_op = prof.by_op();
+    let table = by_op.to_string();
+    let lines: Vec<&str> = table.lines().collect();
+    let shown = by_op.rows().len().min(20);
+    crate::outln!(
+        "where the time went ({} of {} rows; every op with its shapes in {}):",
+        shown,
+        by_op.rows().len(),
+        dir.join("profile.csv").display()
+    );
+    for l in lines
+        .iter()
+        .take(shown + 1)
+        .chain(&lines[lines.len() - 2..])
+    {
+        crate::outln!("{l}");
+    }
 }
 
 fn write_config(

@@ -374,3 +374,25 @@ fn flags_that_do_not_apply_are_errors_in_the_clis_words() {
         assert!(help.contains(default), "--help lacks {default}");
     }
 }
+
+#[test]
+fn profile_prints_where_the_time_went_and_writes_every_op() {
+    let dir = tmpdir("profile");
+    let run = dir.join("run");
+    let stdout = ok(&spiral(&run, &["--profile"]));
+    assert!(stdout.contains("where the time went"), "{stdout}");
+    assert!(
+        stdout.contains("optimizer") && stdout.contains("total"),
+        "{stdout}"
+    );
+    let csv = std::fs::read_to_string(run.join("profile.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("phase,op,shapes,calls,seconds,percent"));
+    let rows: Vec<&str> = lines.collect();
+    for want in ["span,optimizer,", "forward,", "backward,"] {
+        assert!(rows.iter().any(|r| r.starts_with(want)), "{want} in\n{csv}");
+    }
+    // A later run without --profile in the same directory leaves no stale profile behind.
+    ok(&spiral(&run, &["--overwrite"]));
+    assert!(!run.join("profile.csv").exists());
+}

@@ -127,6 +127,7 @@ pub mod isa;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod profile;
 pub mod rng;
 pub mod tensor;
 pub mod testing;

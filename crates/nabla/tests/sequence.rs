@@ -465,3 +465,55 @@ fn attention_softmax_rows_of_every_length_match_an_f64_softmax() {
         }
     }
 }
+
+/// Layer norm of 517 rows of 96 (blocks of rows shared among threads, the last one short):
+/// the output, the input's, weight's and bias's gradients, as bits.
+fn layer_norm_bits() -> Vec<Vec<u32>> {
+    let x = Tensor::<f32>::randn(&[517, 96], 0.5, 2.0, 11)
+        .unwrap()
+        .requires_grad();
+    let w = Tensor::<f32>::randn(&[96], 1.0, 0.1, 12)
+        .unwrap()
+        .requires_grad();
+    let b = Tensor::<f32>::randn(&[96], 0.0, 0.1, 13)
+        .unwrap()
+        .requires_grad();
+    let g = Tensor::<f32>::randn(&[517, 96], 0.0, 1.0, 14).unwrap();
+    let y = x.layer_norm(&[96], Some(&w), Some(&b), 1e-5).unwrap();
+    let grads = y.backward_with(&g).unwrap();
+    let bits = |t: &Tensor<f32>| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect();
+    let mut v = vec![bits(&y)];
+    v.extend([&x, &w, &b].map(|t| bits(grads.get(t).unwrap())));
+    v
+}
+
+#[test]
+fn layer_norm_gives_the_same_bits_on_any_thread_count() {
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    let one = pool(1).install(layer_norm_bits);
+    for n in [2, 3] {
+        assert_eq!(pool(n).install(layer_norm_bits), one, "{n} threads");
+    }
+    // And against an f64 reference: the column sums of the weight's and bias's gradients.
+    let x = Tensor::<f64>::randn(&[517, 96], 0.5, 2.0, 11)
+        .unwrap()
+        .requires_grad();
+    let w = Tensor::<f64>::ones(&[96]).unwrap().requires_grad();
+    let g = Tensor::<f64>::randn(&[517, 96], 0.0, 1.0, 14).unwrap();
+    let y = x.layer_norm(&[96], Some(&w), None, 0.0).unwrap();
+    let grads = y.backward_with(&g).unwrap();
+    let (yv, gv) = (y.to_vec().unwrap(), g.to_vec().unwrap());
+    let dw = grads.get(&w).unwrap().to_vec().unwrap();
+    for (j, d) in dw.iter().enumerate() {
+        let want: f64 = (0..517).map(|r| gv[r * 96 + j] * yv[r * 96 + j]).sum();
+        assert!(
+            (d - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "dw[{j}] {d} vs {want}"
+        );
+    }
+}

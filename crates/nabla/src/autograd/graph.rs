@@ -215,7 +215,12 @@ impl<T: Float> ReversePass<T> {
         let inputs = op.inputs();
         let need: Vec<bool> = inputs.iter().map(|t| t.requires_grad_flag()).collect();
         check_versions(rec, node, &inputs, &need)?;
-        let input_grads = backward_op(op, node, g, &need)?;
+        let input_grads = crate::profile::measure(
+            "backward",
+            op.kind().name(),
+            || crate::profile::shapes_string(&inputs),
+            || backward_op(op, node, g, &need),
+        )?;
         for ((input, grad), needed) in inputs.iter().zip(input_grads).zip(&need) {
             let (Some(grad), true) = (grad, *needed) else {
                 continue;
@@ -403,7 +408,15 @@ fn accumulate<T: Float>(
     let sum = match grads.remove(&id) {
         None => grad,
         // Summed into whichever of the two nothing else holds (usually both are fresh).
-        Some(prev) => prev.add_owned(grad)?,
+        Some(prev) => {
+            let shape = crate::profile::is_active().then(|| fmt_shape(prev.shape()));
+            crate::profile::measure(
+                "gradient sum",
+                "add",
+                || shape.unwrap_or_default(),
+                || prev.add_owned(grad),
+            )?
+        }
     };
     grads.insert(id, sum);
     Ok(())

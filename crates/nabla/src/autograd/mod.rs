@@ -243,10 +243,17 @@ fn finish<T: Float>(
     build: impl FnOnce(Option<Box<dyn GraphNode<T>>>) -> Tensor<T>,
 ) -> Tensor<T> {
     let record = should_record(inputs);
-    if !anomaly::is_detecting() {
+    let profiling = crate::profile::is_active();
+    if !anomaly::is_detecting() && !profiling {
         return build(record.then(|| node(make_op(), inputs, output_version)));
     }
     let op = make_op();
+    if profiling {
+        crate::profile::forward_op(op.kind().name(), inputs);
+        if !anomaly::is_detecting() {
+            return build(record.then(|| node(op, inputs, output_version)));
+        }
+    }
     if record {
         let t = build(Some(node(op, inputs, output_version)));
         if let Some(op) = t.op() {

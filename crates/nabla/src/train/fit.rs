@@ -11,6 +11,7 @@ use crate::data::{batch_indices, TaskData};
 use crate::error::{Error, Result};
 use crate::nn::loss::predict_class;
 use crate::optim::clip_grad_norm;
+use crate::profile::span;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -90,12 +91,14 @@ impl Trainer {
             })?;
             self.state.batch += 1;
             let progress = self.progress(batches.len(), row_clock(&started, before));
-            cb.step(&progress);
-            cb.inspect_step(&StepView {
-                progress: &progress,
-                model: self.model.as_ref(),
-                batch: idx,
-                grads: &grads,
+            span("callbacks", || {
+                cb.step(&progress);
+                cb.inspect_step(&StepView {
+                    progress: &progress,
+                    model: self.model.as_ref(),
+                    batch: idx,
+                    grads: &grads,
+                })
             });
             let due = self
                 .config
@@ -125,7 +128,7 @@ impl Trainer {
             if self.checkpoint.is_some() && (due || stop) {
                 let row_seconds = row_clock(&started, before);
                 (self.state.epoch_seconds, self.state.total_seconds) = (row_seconds, clock());
-                self.save_checkpoint(cb)?;
+                span("checkpoint", || self.save_checkpoint(cb))?;
             }
             if stop {
                 return Ok(Some(StopReason::Interrupted));
@@ -188,22 +191,29 @@ impl Trainer {
             return Err(self.diverged(&format!("the loss is {lv}"), anomaly));
         }
         let mut grads = loss.backward()?;
-        for (name, p) in self.optimizer.params() {
-            if grads.get(p).is_some_and(|g| !g.all_finite()) {
-                let what = format!("the gradient of {name} is not finite (loss {lv})");
-                return Err(self.diverged(&what, None));
-            }
+        let bad = span("finite check", || {
+            let params = self.optimizer.params();
+            params
+                .iter()
+                .find(|(_, p)| grads.get(p).is_some_and(|g| !g.all_finite()))
+                .map(|(name, _)| name.clone())
+        });
+        if let Some(name) = bad {
+            let what = format!("the gradient of {name} is not finite (loss {lv})");
+            return Err(self.diverged(&what, None));
         }
         if let Some(c) = self.config.clip {
-            clip_grad_norm(&mut grads, &self.model.parameters(), c)?;
+            span("clip", || {
+                clip_grad_norm(&mut grads, &self.model.parameters(), c)
+            })?;
         }
-        self.optimizer.step(&grads)?;
+        span("optimizer", || self.optimizer.step(&grads))?;
         let s = &mut self.state;
         s.step += 1;
         s.loss_sum += lv * idx.len() as f64;
         s.seen += idx.len();
         if let TaskData::Class(c) = &self.train {
-            let pred = predict_class(&out.detach())?;
+            let pred = span("accuracy", || predict_class(&out.detach()))?;
             s.correct += pred
                 .iter()
                 .zip(idx)
@@ -214,7 +224,7 @@ impl Trainer {
     }
 
     pub(super) fn forward(&self, idx: &[usize]) -> Result<(Tensor<f32>, Tensor<f32>)> {
-        let mut x = self.train.rows(idx)?;
+        let mut x = span("batch rows", || self.train.rows(idx))?;
         if self.config.hflip {
             x = self.flipped(x, idx)?;
         }
@@ -280,7 +290,7 @@ impl Trainer {
                 _ => Ok(None),
             }
         };
-        let val = eval(&self.val)?;
+        let val = span("evaluation", || eval(&self.val))?;
         // With a validation set the test set is looked at once, at the end.
         let test = if self.val.is_none() || last {
             eval(&self.test)?

@@ -47,9 +47,40 @@ pub struct RowStats {
     pub invstd: Vec<f64>,
 }
 
+/// Rows per block of the layer-norm kernels: a block's rows run in order on one thread, in
+/// one pass (statistics and output; or `dx` and the block's share of `dw`, `db`), and the
+/// blocks' column sums are added in block order — the same bits on any thread count.
+const BLOCK_ROWS: usize = 16;
+
+/// A fresh buffer of `len` values in blocks of [`BLOCK_ROWS`] rows of `d`: `f(first_row,
+/// rows)` fills each block (zeroed just before, while in cache) and returns its side result,
+/// collected in block order. Blocks are shared among threads above `ROWS_PARALLEL` values.
+fn fresh_blocks<T: Float, S: Send>(
+    len: usize,
+    d: usize,
+    f: impl Fn(usize, &mut [T]) -> S + Sync,
+) -> (Vec<T>, Vec<S>) {
+    let per = BLOCK_ROWS * d.max(1);
+    let mut v: Vec<T> = Vec::with_capacity(len);
+    let side: Vec<S> = {
+        let spare = &mut v.spare_capacity_mut()[..len];
+        let run = |(i, out): (usize, &mut [std::mem::MaybeUninit<T>])| {
+            f(i * BLOCK_ROWS, init_with(out, T::ZERO))
+        };
+        if parallel(len) {
+            spare.par_chunks_mut(per).enumerate().map(run).collect()
+        } else {
+            spare.chunks_mut(per).enumerate().map(run).collect()
+        }
+    };
+    // SAFETY: the chunks cover the first `len` values and `init_with` wrote each of them.
+    unsafe { v.set_len(len) };
+    (v, side)
+}
+
 /// Layer normalisation of each `d`-long row of `x`: `(x − mean)·invstd·w + b` (`w`, `b` of
-/// length `d` when given), mean and biased variance summed by `part_sum`. Returns the output and the
-/// statistics.
+/// length `d` when given), mean and biased variance summed by `part_sum`; each row's
+/// statistics and output in one pass over it. Returns the output and the statistics.
 pub fn layer_norm<T: Float>(
     x: &[T],
     d: usize,
@@ -58,65 +89,61 @@ pub fn layer_norm<T: Float>(
     eps: f64,
 ) -> (Vec<T>, RowStats) {
     let d = d.max(1);
-    let stat = |row: &[T]| {
-        crate::isa::vectorized(
-            #[inline(always)]
-            || {
-                let mean = part_sum(row, |v| v) / d as f64;
-                let mt = T::from_f64(mean);
-                let var = part_sum(row, |v| (v - mt) * (v - mt)) / d as f64;
-                (mean, 1.0 / (var + eps).sqrt())
-            },
-        )
-    };
-    let pairs: Vec<(f64, f64)> = if parallel(x.len()) {
-        let k = (ROWS_PARALLEL / 16 / d).max(1);
-        x.par_chunks_exact(d).with_min_len(k).map(stat).collect()
-    } else {
-        x.chunks_exact(d).map(stat).collect()
-    };
-    let stats = RowStats {
-        mean: pairs.iter().map(|p| p.0).collect(),
-        invstd: pairs.iter().map(|p| p.1).collect(),
-    };
-    let y = fresh_rows(x.len(), d, |r, out| {
-        let row = &x[r * d..(r + 1) * d];
-        let (m, s) = (T::from_f64(stats.mean[r]), T::from_f64(stats.invstd[r]));
-        // One loop per case, compiled for the vector tier (a loop that looked at the options
-        // per value ran one value at a time: 60% of the op).
-        crate::isa::vectorized(
-            #[inline(always)]
-            || match (w, b) {
-                (Some(w), Some(b)) => {
-                    for (((o, &v), &wv), &bv) in out.iter_mut().zip(row).zip(w).zip(b) {
-                        *o = (v - m) * s * wv + bv;
+    let (y, blocks) = fresh_blocks(x.len(), d, |r0, out: &mut [T]| {
+        let mut st = Vec::with_capacity(BLOCK_ROWS);
+        for (i, out) in out.chunks_exact_mut(d).enumerate() {
+            let row = &x[(r0 + i) * d..][..d];
+            // One loop per case, compiled for the vector tier (a loop that looked at the
+            // options per value ran one value at a time: 60% of the op).
+            st.push(crate::isa::vectorized(
+                #[inline(always)]
+                || {
+                    let mean = part_sum(row, |v| v) / d as f64;
+                    let mt = T::from_f64(mean);
+                    let var = part_sum(row, |v| (v - mt) * (v - mt)) / d as f64;
+                    let invstd = 1.0 / (var + eps).sqrt();
+                    let s = T::from_f64(invstd);
+                    match (w, b) {
+                        (Some(w), Some(b)) => {
+                            for (((o, &v), &wv), &bv) in out.iter_mut().zip(row).zip(w).zip(b) {
+                                *o = (v - mt) * s * wv + bv;
+                            }
+                        }
+                        (Some(w), None) => {
+                            for ((o, &v), &wv) in out.iter_mut().zip(row).zip(w) {
+                                *o = (v - mt) * s * wv;
+                            }
+                        }
+                        (None, Some(b)) => {
+                            for ((o, &v), &bv) in out.iter_mut().zip(row).zip(b) {
+                                *o = (v - mt) * s + bv;
+                            }
+                        }
+                        (None, None) => {
+                            for (o, &v) in out.iter_mut().zip(row) {
+                                *o = (v - mt) * s;
+                            }
+                        }
                     }
-                }
-                (Some(w), None) => {
-                    for ((o, &v), &wv) in out.iter_mut().zip(row).zip(w) {
-                        *o = (v - m) * s * wv;
-                    }
-                }
-                (None, Some(b)) => {
-                    for ((o, &v), &bv) in out.iter_mut().zip(row).zip(b) {
-                        *o = (v - m) * s + bv;
-                    }
-                }
-                (None, None) => {
-                    for (o, &v) in out.iter_mut().zip(row) {
-                        *o = (v - m) * s;
-                    }
-                }
-            },
-        )
+                    (mean, invstd)
+                },
+            ));
+        }
+        st
     });
+    let pairs = || blocks.iter().flatten();
+    let stats = RowStats {
+        mean: pairs().map(|p| p.0).collect(),
+        invstd: pairs().map(|p| p.1).collect(),
+    };
     (y, stats)
 }
 
 /// The gradients of [`layer_norm`] for the output gradient `g`: with `x̂ = (x − mean)·invstd`
 /// and `gw = g·w`, `dx = invstd·(gw − mean(gw) − x̂·mean(gw·x̂))` (when `need_dx`), and the
-/// row sums `dw = Σ g·x̂`, `db = Σ g` (in f64, row order; each row's `dx` sums by `part_sums2` and
-/// its per-element pass in `T`). Returns `(dx, dw, db)`.
+/// column sums `dw = Σ g·x̂`, `db = Σ g` (in f64: each block's rows in order, then the blocks
+/// in order; each row's `dx` sums by `part_sums2` and its per-element pass in `T`), in one
+/// pass over each block of rows. Returns `(dx, dw, db)`.
 pub fn layer_norm_grads<T: Float>(
     g: &[T],
     x: &[T],
@@ -125,45 +152,26 @@ pub fn layer_norm_grads<T: Float>(
     st: &RowStats,
     need_dx: bool,
 ) -> (Option<Vec<T>>, Vec<f64>, Vec<f64>) {
-    let (mut dw, mut db) = (vec![0.0; d], vec![0.0; d]);
-    // The columns `j0..` of `dw` and `db`, each a sum over the rows in row order (so splitting
-    // the columns among threads gives the same bits).
-    let columns = |j0: usize, dw: &mut [f64], db: &mut [f64]| {
-        crate::isa::vectorized(
-            #[inline(always)]
-            || {
-                for (r, (gr, xr)) in g
-                    .chunks_exact(d.max(1))
-                    .zip(x.chunks_exact(d.max(1)))
-                    .enumerate()
-                {
-                    let (m, s) = (st.mean[r], st.invstd[r]);
-                    let (gr, xr) = (&gr[j0..][..dw.len()], &xr[j0..][..dw.len()]);
+    let d = d.max(1);
+    // Rows r0.. of the block: their `dx` into `out` (when given) and the block's column sums.
+    let block = |r0: usize, out: Option<&mut [T]>| -> (Vec<f64>, Vec<f64>) {
+        let (mut dw, mut db) = (vec![0.0; d], vec![0.0; d]);
+        let rows = (x.len() / d - r0).min(BLOCK_ROWS);
+        let mut out = out;
+        for i in 0..rows {
+            let r = r0 + i;
+            let (gr, xr) = (&g[r * d..][..d], &x[r * d..][..d]);
+            let (m, s) = (st.mean[r], st.invstd[r]);
+            let out = out.as_deref_mut().map(|o| &mut o[i * d..][..d]);
+            crate::isa::vectorized(
+                #[inline(always)]
+                || {
                     for (((dw, db), gv), xv) in dw.iter_mut().zip(db.iter_mut()).zip(gr).zip(xr) {
                         let gv = gv.to_f64();
                         *dw += gv * (xv.to_f64() - m) * s;
                         *db += gv;
                     }
-                }
-            },
-        )
-    };
-    if parallel(x.len()) && d >= 32 {
-        let per = d.div_ceil(4 * super::threads()).next_multiple_of(8);
-        dw.par_chunks_mut(per)
-            .zip(db.par_chunks_mut(per))
-            .enumerate()
-            .for_each(|(i, (dw, db))| columns(i * per, dw, db));
-    } else {
-        columns(0, &mut dw, &mut db);
-    }
-    let dx = need_dx.then(|| {
-        fresh_rows(x.len(), d, |r, out| {
-            crate::isa::vectorized(
-                #[inline(always)]
-                || {
-                    let (gr, xr) = (&g[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]);
-                    let (m, s) = (st.mean[r], st.invstd[r]);
+                    let Some(out) = out else { return };
                     let mt = T::from_f64(m);
                     // gw = g·w, written into `out` first (every value of it is then replaced).
                     match w {
@@ -182,8 +190,32 @@ pub fn layer_norm_grads<T: Float>(
                     }
                 },
             )
-        })
-    });
+        }
+        (dw, db)
+    };
+    let (dx, parts) = if need_dx {
+        let (dx, parts) = fresh_blocks(x.len(), d, |r0, out: &mut [T]| block(r0, Some(out)));
+        (Some(dx), parts)
+    } else {
+        let starts = (0..x.len() / d).step_by(BLOCK_ROWS);
+        let parts = if parallel(x.len()) {
+            starts
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map(|r0| block(r0, None))
+                .collect()
+        } else {
+            starts.map(|r0| block(r0, None)).collect()
+        };
+        (None, parts)
+    };
+    let (mut dw, mut db) = (vec![0.0; d], vec![0.0; d]);
+    for (pw, pb) in &parts {
+        for (((dw, db), pw), pb) in dw.iter_mut().zip(db.iter_mut()).zip(pw).zip(pb) {
+            *dw += pw;
+            *db += pb;
+        }
+    }
     (dx, dw, db)
 }
 
