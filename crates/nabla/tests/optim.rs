@@ -270,3 +270,25 @@ fn adam_flushes_what_would_be_subnormal_and_nothing_else() {
         assert!((got[i] - want).abs() <= tol, "w[{i}] {} vs {want}", got[i]);
     }
 }
+
+#[test]
+fn clipping_scales_in_place_only_gradients_nobody_else_holds() {
+    let w = Tensor::<f32>::from_vec(vec![3.0, 4.0], &[2])
+        .unwrap()
+        .requires_grad();
+    let grads = || w.square().unwrap().sum_all().unwrap().backward().unwrap(); // 2w
+                                                                               // A gradient the caller also holds is replaced by a scaled copy, never written into.
+    let mut shared = grads();
+    let kept = shared.get(&w).unwrap().clone();
+    let norm = clip_grad_norm(&mut shared, std::slice::from_ref(&w), 1.0).unwrap();
+    assert_eq!(norm, 10.0);
+    assert_eq!(kept.to_vec().unwrap(), [6.0, 8.0]);
+    // One nobody else holds is scaled where it lies: the same values, bit for bit.
+    let mut own = grads();
+    clip_grad_norm(&mut own, std::slice::from_ref(&w), 1.0).unwrap();
+    let (a, b) = (shared.get(&w).unwrap(), own.get(&w).unwrap());
+    assert_eq!(a.to_vec().unwrap(), b.to_vec().unwrap());
+    assert!((a.to_vec().unwrap()[0] - 0.6).abs() < 1e-6);
+    let after = nabla::optim::grad_norm(&own, std::slice::from_ref(&w)).unwrap();
+    assert!((after - 1.0).abs() < 1e-6, "{after}");
+}

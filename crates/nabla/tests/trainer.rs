@@ -317,3 +317,41 @@ fn loading_training_state_is_all_or_nothing() {
         );
     }
 }
+
+/// A linear map plus `0·√p` for a parameter `p = 0`: the loss stays finite while `p`'s
+/// gradient is `0·∞ = NaN`.
+struct NanGradient {
+    w: nabla::Tensor,
+    p: nabla::Tensor,
+}
+
+impl Module<f32> for NanGradient {
+    fn forward(&self, x: &nabla::Tensor) -> nabla::Result<nabla::Tensor> {
+        x.matmul(&self.w)?.add(&self.p.sqrt()?.mul_scalar(0.0)?)
+    }
+    fn named_parameters(&self) -> Vec<(String, nabla::Tensor)> {
+        vec![("w".into(), self.w.clone()), ("p".into(), self.p.clone())]
+    }
+    fn describe(&self) -> String {
+        "NanGradient".into()
+    }
+}
+
+#[test]
+fn a_non_finite_gradient_under_a_finite_loss_is_named_with_or_without_clipping() {
+    for clip in [None, Some(1.0)] {
+        let (train, _) = data(0);
+        let mut c = TrainConfig::for_module(OptimizerConfig::Sgd(SgdConfig::new(0.1)));
+        c.clip = clip;
+        let model = NanGradient {
+            w: nabla::Tensor::zeros(&[2, 3]).unwrap().requires_grad(),
+            p: nabla::Tensor::zeros(&[1]).unwrap().requires_grad(),
+        };
+        let mut t = Trainer::with_module(c, Box::new(model), train).unwrap();
+        let err = t.fit(&mut ()).unwrap_err().to_string();
+        assert!(
+            err.contains("the gradient of p is not finite") && err.contains("at step 0"),
+            "clip {clip:?}: {err}"
+        );
+    }
+}

@@ -264,3 +264,37 @@ fn views_share_storage_and_copy_nothing() {
         "y once, plus the scalar loss"
     );
 }
+
+#[test]
+fn permuted_copies_in_planes_and_tiles_put_every_value_in_place() {
+    // Transposed planes of ≥ 16 × 16 (copied in tiles, with short edge tiles), planes whose
+    // rows are contiguous runs, and planes read value by value, under leading axes.
+    let cases: [(&[usize], &[usize]); 6] = [
+        (&[37, 21], &[1, 0]),
+        (&[3, 40, 17], &[0, 2, 1]),
+        (&[2, 19, 3, 33], &[1, 3, 0, 2]),
+        (&[2, 16, 16], &[2, 1, 0]),
+        (&[12, 4, 5, 32], &[0, 2, 1, 3]),
+        (&[5, 3, 7], &[2, 0, 1]),
+    ];
+    for (shape, perm) in cases {
+        let n: usize = shape.iter().product();
+        let x = Tensor::<f64>::from_vec((0..n).map(|i| i as f64).collect(), shape).unwrap();
+        let v = x.permute(perm).unwrap();
+        let got = v.contiguous().unwrap().to_vec().unwrap();
+        let mut strides = vec![1; shape.len()];
+        for d in (0..shape.len() - 1).rev() {
+            strides[d] = strides[d + 1] * shape[d + 1];
+        }
+        for (flat, &g) in got.iter().enumerate() {
+            // The view's index of `flat`, axis by axis from the last; axis i of the view is
+            // axis perm[i] of x.
+            let (mut rest, mut at) = (flat, 0);
+            for (i, &d) in v.shape().iter().enumerate().rev() {
+                at += (rest % d) * strides[perm[i]];
+                rest /= d;
+            }
+            assert_eq!(g, at as f64, "{shape:?} permuted {perm:?}, element {flat}");
+        }
+    }
+}

@@ -7,7 +7,8 @@ mod schedule;
 mod sgd;
 
 pub use adam::{Adam, AdamConfig};
-pub use clip::clip_grad_norm;
+pub(crate) use clip::scale_to_norm;
+pub use clip::{clip_grad_norm, grad_norm};
 pub use schedule::LrSchedule;
 pub use sgd::{Sgd, SgdConfig};
 

@@ -482,6 +482,31 @@ impl<T: Float> Tensor<T> {
         self.add(&other)
     }
 
+    /// `scale·self`, detached, written into this tensor's storage where nothing else can see
+    /// it (as for [`add_owned`](Tensor::add_owned): its only handle and its storage's, no
+    /// recorded op, no gradient needed, contiguous); a fresh `self.detach().mul_scalar(scale)`
+    /// otherwise. The same values either way: for gradient clipping, which thereby skips a
+    /// buffer and a pass per gradient.
+    pub(crate) fn scaled_owned(mut self, scale: f64) -> Result<Tensor<T>> {
+        let unique = !self.0.requires_grad
+            && !crate::autograd::anomaly::is_detecting()
+            && Arc::get_mut(&mut self.0)
+                .is_some_and(|i| i.node.is_none() && Arc::get_mut(&mut i.storage).is_some());
+        if !unique || !self.is_contiguous() {
+            return self.detach().mul_scalar(scale);
+        }
+        let s = T::from_f64(scale);
+        self.update_data(|dst| {
+            kernels::for_each_run(dst, 1 << 14, |_, out| {
+                crate::isa::vectorized(
+                    #[inline(always)]
+                    || out.iter_mut().for_each(|v| *v *= s),
+                )
+            })
+        })?;
+        Ok(self)
+    }
+
     /// `self += other` where [`add_owned`](Tensor::add_owned) may write into `self` (this is
     /// its only handle and its storage's, it records no op, it is contiguous), through
     /// [`Tensor::update_data`]; whether it did.

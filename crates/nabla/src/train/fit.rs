@@ -10,7 +10,7 @@ use crate::autograd::{detect_anomaly, GradStore};
 use crate::data::{batch_indices, TaskData};
 use crate::error::{Error, Result};
 use crate::nn::loss::predict_class;
-use crate::optim::clip_grad_norm;
+use crate::optim::{grad_norm, scale_to_norm};
 use crate::profile::span;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -191,21 +191,28 @@ impl Trainer {
             return Err(self.diverged(&format!("the loss is {lv}"), anomaly));
         }
         let mut grads = loss.backward()?;
-        let bad = span("finite check", || {
-            let params = self.optimizer.params();
-            params
-                .iter()
-                .find(|(_, p)| grads.get(p).is_some_and(|g| !g.all_finite()))
-                .map(|(name, _)| name.clone())
-        });
-        if let Some(name) = bad {
-            let what = format!("the gradient of {name} is not finite (loss {lv})");
-            return Err(self.diverged(&what, None));
+        // With clipping, a finite global norm proves every gradient finite: one pass over
+        // them instead of two.
+        let params = self.model.parameters();
+        let norm = match self.config.clip {
+            Some(_) => Some(span("clip", || grad_norm(&grads, &params))?),
+            None => None,
+        };
+        if !norm.is_some_and(f64::is_finite) {
+            let bad = span("finite check", || {
+                let params = self.optimizer.params();
+                params
+                    .iter()
+                    .find(|(_, p)| grads.get(p).is_some_and(|g| !g.all_finite()))
+                    .map(|(name, _)| name.clone())
+            });
+            if let Some(name) = bad {
+                let what = format!("the gradient of {name} is not finite (loss {lv})");
+                return Err(self.diverged(&what, None));
+            }
         }
-        if let Some(c) = self.config.clip {
-            span("clip", || {
-                clip_grad_norm(&mut grads, &self.model.parameters(), c)
-            })?;
+        if let (Some(c), Some(norm)) = (self.config.clip, norm) {
+            span("clip", || scale_to_norm(&mut grads, &params, c, norm))?;
         }
         span("optimizer", || self.optimizer.step(&grads))?;
         let s = &mut self.state;

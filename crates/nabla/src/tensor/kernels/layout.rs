@@ -10,15 +10,83 @@ use crate::tensor::view::Layout;
 use crate::tensor::Float;
 
 /// Appends the elements `layout` addresses in `src`, in row-major order, to `out`. Zero
-/// strides broadcast; permuted strides transpose.
+/// strides broadcast; permuted strides transpose. Walks the last two (coalesced) axes as
+/// planes: rows of a permuted view (the heads of attention put back in place) are copied
+/// whole without per-row index bookkeeping, and a transposed plane is copied in 16 × 16
+/// tiles, so that each tile's source and destination lines stay in L1 (element by element
+/// down a column missed it on every value: 1.25 ns per value for a [768, 512] transpose).
 pub fn strided_copy<T: Copy>(src: &[T], layout: &Layout, out: &mut Vec<T>) {
-    layout.for_each_row(|start, len, stride| {
-        if stride == 1 {
-            out.extend_from_slice(&src[start..start + len]);
+    let (shape, strides) = layout.coalesced();
+    let r = shape.len();
+    if r < 2 || layout.shape().contains(&0) {
+        return layout.for_each_row(|start, len, stride| {
+            if stride == 1 {
+                out.extend_from_slice(&src[start..start + len]);
+            } else {
+                out.extend((0..len).map(|j| src[start + j * stride]));
+            }
+        });
+    }
+    let (n1, s1, n0, s0) = (shape[r - 2], strides[r - 2], shape[r - 1], strides[r - 1]);
+    let (outer, outer_strides) = (&shape[..r - 2], &strides[..r - 2]);
+    let mut idx = vec![0usize; outer.len()];
+    let mut base = layout.offset();
+    loop {
+        if s0 == 1 {
+            for i in 0..n1 {
+                out.extend_from_slice(&src[base + i * s1..][..n0]);
+            }
+        } else if s1 == 1 && n0 >= 16 && n1 >= 16 {
+            transpose_plane(src, base, (n1, n0, s0), out);
         } else {
-            out.extend((0..len).map(|j| src[start + j * stride]));
+            for i in 0..n1 {
+                let row = base + i * s1;
+                out.extend((0..n0).map(|j| src[row + j * s0]));
+            }
         }
-    });
+        // The next plane: the leading axes counted in row-major order.
+        let mut d = outer.len();
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            idx[d] += 1;
+            base += outer_strides[d];
+            if idx[d] < outer[d] {
+                break;
+            }
+            base -= outer_strides[d] * idx[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Appends the `n1 × n0` plane `out[i][j] = src[base + i + j·s0]` (columns contiguous in
+/// `src`) in 16 × 16 tiles.
+fn transpose_plane<T: Copy>(
+    src: &[T],
+    base: usize,
+    (n1, n0, s0): (usize, usize, usize),
+    out: &mut Vec<T>,
+) {
+    const TILE: usize = 16;
+    let (start, plane) = (out.len(), n1 * n0);
+    out.reserve(plane);
+    let dst = &mut out.spare_capacity_mut()[..plane];
+    for i0 in (0..n1).step_by(TILE) {
+        let i1 = (i0 + TILE).min(n1);
+        for j0 in (0..n0).step_by(TILE) {
+            for j in j0..(j0 + TILE).min(n0) {
+                let col = &src[base + j * s0..][i0..i1];
+                for (i, &v) in (i0..i1).zip(col) {
+                    dst[i * n0 + j].write(v);
+                }
+            }
+        }
+    }
+    // SAFETY: the tiles cover the plane, so each of its `plane` values was written above.
+    unsafe { out.set_len(start + plane) };
 }
 
 /// Writes `values` (row-major) into the elements `layout` addresses in `dst`; the inverse of

@@ -219,29 +219,6 @@ pub fn layer_norm_grads<T: Float>(
     (dx, dw, db)
 }
 
-/// `Σ f(xs[i], i)` in f64 over eight interleaved partial sums, added pairwise at the end: a
-/// fixed order (the same bits on any thread count), and one the compiler can vectorise,
-/// unlike a single running sum.
-#[inline(always)]
-pub(crate) fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T, usize) -> f64) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let mut chunks = xs.chunks_exact(8);
-    let mut base = 0;
-    for c in &mut chunks {
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a += f(c[l], base + l);
-        }
-        base += 8;
-    }
-    let tail: f64 = chunks
-        .remainder()
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| f(v, base + i))
-        .sum();
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
-}
-
 /// Interleaved partial sums of [`part_sum`] and [`part_sums2`]: two AVX-512 or four AVX2
 /// vectors of f32, so that the additions into them are independent enough to run at the
 /// load rate, and the same order on every tier.
