@@ -4,6 +4,7 @@ split and settings (nanoGPT's CPU "baby GPT"), one JSON line with the validation
 wall time and the peak RSS.
 
     python3 bench/gpt_reference.py --text FILE [--seed S] [--threads 2] [--steps 2000]
+                                   [--max-isa scalar|avx2|avx512]
 
 Model: token + position embeddings (N(0, 0.02²)), 4 pre-LN blocks of width 128 with 4 heads
 (causal attention, GELU tanh MLP of width 512; the projections into the residual stream
@@ -20,11 +21,19 @@ the last validation pass (nabla's metrics.csv `seconds`).
 import argparse
 import json
 import math
+import os
 import resource
+import sys
 import time
 
-import torch
-import torch.nn.functional as F
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_data  # noqa: E402
+
+# `--max-isa T` holds torch's kernels to a tier (as nabla's NABLA_MAX_ISA): set before torch
+# loads.
+MAX_ISA = bench_data.hold_isa_from_argv()
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 
 class Block(torch.nn.Module):
@@ -145,7 +154,7 @@ def main():
     seconds = time.perf_counter() - started
     print(json.dumps({
         "system": "pytorch", "version": torch.__version__, "workload": "gpt", "seed": args.seed,
-        "threads": args.threads, "steps": args.steps, "val_loss": val_loss,
+        "max_isa": MAX_ISA, "threads": args.threads, "steps": args.steps, "val_loss": val_loss,
         "val_bits_per_char": val_loss / math.log(2), "val_windows": len(val_starts),
         "last_train_loss": loss.item(), "seconds": seconds, "val_curve": curve,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

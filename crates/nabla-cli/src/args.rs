@@ -519,8 +519,9 @@ pub struct TrainArgs {
     #[arg(long)]
     pub no_plots: bool,
     /// Measure where the training time goes (nabla::profile): print the largest ops (forward
-    /// ops, backward rules, gradient sums, the optimizer, evaluation) after training and
-    /// write every op with its input shapes to profile.csv in the run directory.
+    /// ops, backward rules, gradient sums, the optimizer, evaluation) after training (not with
+    /// --quiet) and write every op with its input shapes to profile.csv in the run directory
+    /// (with --resume: the steps after the checkpoint).
     #[arg(long)]
     pub profile: bool,
 }

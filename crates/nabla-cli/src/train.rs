@@ -318,14 +318,28 @@ fn execute(args: &TrainArgs, mut s: Setup, group: &mut Group) -> Result<()> {
     if text {
         progress = progress.in_steps(s.config.total_steps(rows.0));
     }
+    if s.resume.is_some() {
+        // The profile of the run's earlier segment; a new one covers this segment only.
+        match std::fs::remove_file(s.path.join("profile.csv")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                bail!(
+                    "{}: cannot remove: {e}",
+                    s.path.join("profile.csv").display()
+                )
+            }
+            _ => {}
+        }
+    }
     let reason = if args.profile {
         let (reason, prof) = nabla::profile::profile(|| trainer.fit(&mut progress));
-        let reason = reason?;
+        // Written and shown also when training failed (a divergence is when one asks).
         if group.leader() {
             nabla::io::write_atomic(&s.path.join("profile.csv"), prof.to_csv().as_bytes())?;
-            print_profile(&prof, &s.path);
+            if !args.quiet {
+                print_profile(&prof, &s.path);
+            }
         }
-        reason
+        reason?
     } else {
         trainer.fit(&mut progress)?
     };

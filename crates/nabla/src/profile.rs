@@ -80,7 +80,9 @@ pub struct Profile {
 }
 
 /// Runs `f` and measures where its time goes on this thread (see the [module](self) docs).
-/// A profile inside another one measures its own closure; the outer one counts the same ops.
+/// A profile inside another one measures its own closure; the outer one counts the same ops
+/// (or, where the inner profile runs inside one of the outer's spans or backward rules, that
+/// row's time covers them).
 pub fn profile<R>(f: impl FnOnce() -> R) -> (R, Profile) {
     let start = Instant::now();
     let state = State {
@@ -98,7 +100,10 @@ pub fn profile<R>(f: impl FnOnce() -> R) -> (R, Profile) {
             ACTIVE.with(|a| a.set(self.was_active));
             let inner = STATE.with(|s| std::mem::replace(&mut *s.borrow_mut(), self.outer.take()));
             STATE.with(|s| {
-                if let (Some(o), Some(i)) = (s.borrow_mut().as_mut(), inner) {
+                // Inside a span or rule of the outer profile, that row already covers this
+                // time: the inner rows are not added again.
+                let mut outer = s.borrow_mut();
+                if let (Some(o), Some(i)) = (outer.as_mut().filter(|o| o.depth == 0), inner) {
                     for (k, (n, t)) in i.rows {
                         let e = o.rows.entry(k).or_default();
                         e.0 += n;
@@ -169,7 +174,8 @@ pub(crate) fn forward_op<T: Float>(name: &'static str, inputs: &[&Tensor<T>]) {
 }
 
 /// Runs `f` as one row (`phase`, `name`, `shapes`): ops inside it are not rows of their own.
-/// Outside a profile it only runs `f`.
+/// Outside a profile it only runs `f`. If `f` panics (and the panic is caught inside the
+/// profile), the row is still closed.
 pub(crate) fn measure<R>(
     phase: &'static str,
     name: &'static str,
@@ -179,24 +185,32 @@ pub(crate) fn measure<R>(
     if !is_active() {
         return f();
     }
-    let start = Instant::now();
-    let mut outermost = false;
-    with_state(|st| {
-        outermost = st.depth == 0;
-        st.depth += 1;
-    });
-    let r = f();
-    let now = Instant::now();
-    with_state(|st| {
-        st.depth = st.depth.saturating_sub(1);
-        if outermost {
-            let e = st.rows.entry((phase, name, shapes())).or_default();
-            e.0 += 1;
-            e.1 += now - start;
-            st.mark = now;
+    // Closes the row when dropped: the depth goes back down, and the outermost row is added.
+    struct Row<S: FnOnce() -> String> {
+        key: Option<(&'static str, &'static str, S)>,
+        start: Instant,
+    }
+    impl<S: FnOnce() -> String> Drop for Row<S> {
+        fn drop(&mut self) {
+            let now = Instant::now();
+            let key = self.key.take();
+            with_state(|st| {
+                st.depth = st.depth.saturating_sub(1);
+                if let (0, Some((phase, name, shapes))) = (st.depth, key) {
+                    let e = st.rows.entry((phase, name, shapes())).or_default();
+                    e.0 += 1;
+                    e.1 += now - self.start;
+                    st.mark = now;
+                }
+            });
         }
-    });
-    r
+    }
+    with_state(|st| st.depth += 1);
+    let _row = Row {
+        key: Some((phase, name, shapes)),
+        start: Instant::now(),
+    };
+    f()
 }
 
 /// Runs `f` as one named row of phase `"span"` in the running profile (the Trainer's

@@ -134,3 +134,27 @@ fn profiling_under_anomaly_detection_still_checks_every_op() {
     assert!(a.to_string().contains("sqrt"), "{a}");
     assert_eq!(calls(&p, "forward", "sqrt"), 1);
 }
+
+#[test]
+fn a_profile_inside_a_span_and_a_panicking_span_keep_the_rows_consistent() {
+    let x = Tensor::<f32>::ones(&[8]).unwrap();
+    let (_, outer) = profile(|| {
+        span("outer span", || {
+            let (_, inner) = profile(|| x.exp().unwrap());
+            assert_eq!(calls(&inner, "forward", "exp"), 1);
+        });
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            span("boom", || panic!("a panic inside a span"))
+        }));
+        assert!(caught.is_err());
+        // Still measured after the panic: the span's row was closed.
+        x.neg().unwrap()
+    });
+    // The inner profile's op is inside the span's row, not counted again.
+    assert_eq!(calls(&outer, "forward", "exp"), 0, "{outer}");
+    assert_eq!(calls(&outer, "span", "outer span"), 1);
+    assert_eq!(calls(&outer, "span", "boom"), 1);
+    assert_eq!(calls(&outer, "forward", "neg"), 1, "{outer}");
+    let rows: std::time::Duration = outer.rows().iter().map(|r| r.time).sum();
+    assert!(rows <= outer.total());
+}

@@ -147,7 +147,7 @@ impl Trainer {
         self.state.next_epoch(rng.state());
         let stop = self.early_stop();
         if stop.is_some() {
-            self.test_after_early_stop()?;
+            span("evaluation", || self.test_after_early_stop())?;
         }
         Ok(stop)
     }
@@ -300,7 +300,7 @@ impl Trainer {
         let val = span("evaluation", || eval(&self.val))?;
         // With a validation set the test set is looked at once, at the end.
         let test = if self.val.is_none() || last {
-            eval(&self.test)?
+            span("evaluation", || eval(&self.test))?
         } else {
             None
         };

@@ -13,6 +13,7 @@ use crate::data::TaskData;
 use crate::error::{Error, Result};
 use crate::nn::loss::predict_class;
 use crate::optim::clip_grad_norm;
+use crate::profile::span;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -151,10 +152,10 @@ impl Trainer {
         let mut stats = local_stats.unwrap_or_else(|| vec![0.0; record * per]);
         stats.push(f64::from(u8::from(own_error.is_some())));
         stats.push(f64::from(u8::from(self.stop.load(Ordering::SeqCst))));
-        let all_stats = match &self.collective {
-            Some(c) => c.all_gather(&stats)?,
-            None => stats,
-        };
+        let all_stats = span("gradient exchange", || match &self.collective {
+            Some(c) => c.all_gather(&stats),
+            None => Ok(stats),
+        })?;
         let per_rank = record * per + 2;
         let flagged = |k: usize| -> Option<usize> {
             (0..ranks).find(|r| all_stats[r * per_rank + per_rank - 2 + k] != 0.0)
@@ -180,12 +181,14 @@ impl Trainer {
         }
         let gathered = gathered?;
         set_buffers(&buffers, &slice_stats)?;
-        let mut store = layout.unpack(&gathered, &params)?;
+        let mut store = span("gradient exchange", || layout.unpack(&gathered, &params))?;
         self.exchange_buf = gathered; // kept for the next step: no fresh pages to fault in
         if let Some(c) = self.config.clip {
-            clip_grad_norm(&mut store, &self.model.parameters(), c)?;
+            span("clip", || {
+                clip_grad_norm(&mut store, &self.model.parameters(), c)
+            })?;
         }
-        self.optimizer.step(&store)?;
+        span("optimizer", || self.optimizer.step(&store))?;
         let st = &mut self.state;
         st.step += 1;
         st.loss_sum += slice_stats.iter().map(|s| s[0]).sum::<f64>();

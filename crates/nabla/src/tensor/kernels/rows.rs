@@ -1,8 +1,8 @@
 //! Kernels that work row by row over contiguous `[rows, d]` data: layer normalisation (forward
 //! and its fused gradient) and the softmax of attention scores (scaled, optionally causal).
 //! Each row is computed by one thread in one fixed order, and sums over rows (the layer-norm
-//! weight and bias gradients) run in row order on one thread: the same bits on any thread
-//! count. Rows are shared among threads above [`PAR_THRESHOLD`](super::PAR_THRESHOLD) values.
+//! weight and bias gradients) run over fixed blocks of rows, each block in row order, the
+//! blocks then added in block order: the same bits on any thread count. Rows are shared among threads above [`PAR_THRESHOLD`](super::PAR_THRESHOLD) values.
 
 use super::for_each_run_above;
 
@@ -52,6 +52,12 @@ pub struct RowStats {
 /// blocks' column sums are added in block order — the same bits on any thread count.
 const BLOCK_ROWS: usize = 16;
 
+/// Blocks of `d`-long rows per task when blocks are shared among threads: at least
+/// `ROWS_PARALLEL / 16` values of work each (narrow rows make small blocks).
+fn blocks_per_task(d: usize) -> usize {
+    (ROWS_PARALLEL / 16 / (BLOCK_ROWS * d.max(1))).max(1)
+}
+
 /// A fresh buffer of `len` values in blocks of [`BLOCK_ROWS`] rows of `d`: `f(first_row,
 /// rows)` fills each block (zeroed just before, while in cache) and returns its side result,
 /// collected in block order. Blocks are shared among threads above `ROWS_PARALLEL` values.
@@ -68,7 +74,12 @@ fn fresh_blocks<T: Float, S: Send>(
             f(i * BLOCK_ROWS, init_with(out, T::ZERO))
         };
         if parallel(len) {
-            spare.par_chunks_mut(per).enumerate().map(run).collect()
+            spare
+                .par_chunks_mut(per)
+                .enumerate()
+                .with_min_len(blocks_per_task(d))
+                .map(run)
+                .collect()
         } else {
             spare.chunks_mut(per).enumerate().map(run).collect()
         }
@@ -202,6 +213,7 @@ pub fn layer_norm_grads<T: Float>(
             starts
                 .collect::<Vec<_>>()
                 .into_par_iter()
+                .with_min_len(blocks_per_task(d))
                 .map(|r0| block(r0, None))
                 .collect()
         } else {
