@@ -379,7 +379,22 @@ fn flags_that_do_not_apply_are_errors_in_the_clis_words() {
 fn profile_prints_where_the_time_went_and_writes_every_op() {
     let dir = tmpdir("profile");
     let run = dir.join("run");
-    let stdout = ok(&spiral(&run, &["--profile"]));
+    // With --quiet, the file only.
+    let quiet = ok(&spiral(&run, &["--profile"]));
+    assert!(!quiet.contains("where the time went"), "{quiet}");
+    assert!(run.join("profile.csv").exists());
+    let args = [
+        "train",
+        "--epochs",
+        "2",
+        "--hidden",
+        "16",
+        "--no-plots",
+        "--overwrite",
+    ];
+    let stdout = ok(&nabla(
+        &[&args[..], &["--profile", "--out", s(&run)]].concat(),
+    ));
     assert!(stdout.contains("where the time went"), "{stdout}");
     assert!(
         stdout.contains("optimizer") && stdout.contains("total"),
