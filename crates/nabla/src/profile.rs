@@ -151,7 +151,8 @@ fn with_state(f: impl FnOnce(&mut State)) {
     })
 }
 
-fn shapes_of<T: Float>(inputs: &[&Tensor<T>]) -> String {
+/// The inputs' shapes, space-separated: a row's key.
+pub(crate) fn shapes_of<T: Float>(inputs: &[&Tensor<T>]) -> String {
     let v: Vec<String> = inputs.iter().map(|t| fmt_shape(t.shape())).collect();
     v.join(" ")
 }
@@ -226,11 +227,6 @@ pub(crate) fn measure<R>(
 /// ```
 pub fn span<R>(name: &'static str, f: impl FnOnce() -> R) -> R {
     measure("span", name, String::new, f)
-}
-
-/// The shapes of a backward rule's inputs, for its row.
-pub(crate) fn shapes_string<T: Float>(inputs: &[&Tensor<T>]) -> String {
-    shapes_of(inputs)
 }
 
 impl Profile {

@@ -218,7 +218,7 @@ impl<T: Float> ReversePass<T> {
         let input_grads = crate::profile::measure(
             "backward",
             op.kind().name(),
-            || crate::profile::shapes_string(&inputs),
+            || crate::profile::shapes_of(&inputs),
             || backward_op(op, node, g, &need),
         )?;
         for ((input, grad), needed) in inputs.iter().zip(input_grads).zip(&need) {

@@ -310,26 +310,43 @@ impl Layout {
         let (shape, strides) = self.coalesced();
         let rank = shape.len();
         let (len, stride) = (shape[rank - 1], strides[rank - 1]);
-        let mut idx = vec![0usize; rank];
-        let mut base = self.offset;
+        walk(
+            &shape[..rank - 1],
+            &strides[..rank - 1],
+            self.offset,
+            |base| row(base, len, stride),
+        );
+    }
+}
+
+/// Calls `f(base)` with the storage index of every element of the axes `shape` (strides
+/// `strides`, starting at `offset`), in row-major order, until `f` returns false: the starts
+/// of the rows (or planes) that kernels walk along the remaining axes.
+pub(crate) fn walk(
+    shape: &[usize],
+    strides: &[usize],
+    offset: usize,
+    mut f: impl FnMut(usize) -> bool,
+) {
+    let mut idx = vec![0usize; shape.len()];
+    let mut base = offset;
+    loop {
+        if !f(base) {
+            return;
+        }
+        let mut d = shape.len();
         loop {
-            if !row(base, len, stride) {
+            if d == 0 {
                 return;
             }
-            let mut d = rank - 1;
-            loop {
-                if d == 0 {
-                    return;
-                }
-                d -= 1;
-                idx[d] += 1;
-                base += strides[d];
-                if idx[d] < shape[d] {
-                    break;
-                }
-                base -= strides[d] * idx[d];
-                idx[d] = 0;
+            d -= 1;
+            idx[d] += 1;
+            base += strides[d];
+            if idx[d] < shape[d] {
+                break;
             }
+            base -= strides[d] * idx[d];
+            idx[d] = 0;
         }
     }
 }

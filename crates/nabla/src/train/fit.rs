@@ -193,9 +193,9 @@ impl Trainer {
         let mut grads = loss.backward()?;
         // With clipping, a finite global norm proves every gradient finite: one pass over
         // them instead of two.
-        let params = self.model.parameters();
-        let norm = match self.config.clip {
-            Some(_) => Some(span("clip", || grad_norm(&grads, &params))?),
+        let params = self.config.clip.map(|_| self.model.parameters());
+        let norm = match &params {
+            Some(params) => Some(span("clip", || grad_norm(&grads, params))?),
             None => None,
         };
         if !norm.is_some_and(f64::is_finite) {
@@ -211,8 +211,8 @@ impl Trainer {
                 return Err(self.diverged(&what, None));
             }
         }
-        if let (Some(c), Some(norm)) = (self.config.clip, norm) {
-            span("clip", || scale_to_norm(&mut grads, &params, c, norm))?;
+        if let (Some(c), Some(params), Some(norm)) = (self.config.clip, &params, norm) {
+            span("clip", || scale_to_norm(&mut grads, params, c, norm))?;
         }
         span("optimizer", || self.optimizer.step(&grads))?;
         let s = &mut self.state;

@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 
 use super::split_at_axis;
 use crate::tensor::storage::init_with;
-use crate::tensor::view::Layout;
+use crate::tensor::view::{walk, Layout};
 use crate::tensor::Float;
 
 /// Appends the elements `layout` addresses in `src`, in row-major order, to `out`. Zero
@@ -28,38 +28,26 @@ pub fn strided_copy<T: Copy>(src: &[T], layout: &Layout, out: &mut Vec<T>) {
         });
     }
     let (n1, s1, n0, s0) = (shape[r - 2], strides[r - 2], shape[r - 1], strides[r - 1]);
-    let (outer, outer_strides) = (&shape[..r - 2], &strides[..r - 2]);
-    let mut idx = vec![0usize; outer.len()];
-    let mut base = layout.offset();
-    loop {
-        if s0 == 1 {
-            for i in 0..n1 {
-                out.extend_from_slice(&src[base + i * s1..][..n0]);
+    walk(
+        &shape[..r - 2],
+        &strides[..r - 2],
+        layout.offset(),
+        |base| {
+            if s0 == 1 {
+                for i in 0..n1 {
+                    out.extend_from_slice(&src[base + i * s1..][..n0]);
+                }
+            } else if s1 == 1 && n0 >= 16 && n1 >= 16 {
+                transpose_plane(src, base, (n1, n0, s0), out);
+            } else {
+                for i in 0..n1 {
+                    let row = base + i * s1;
+                    out.extend((0..n0).map(|j| src[row + j * s0]));
+                }
             }
-        } else if s1 == 1 && n0 >= 16 && n1 >= 16 {
-            transpose_plane(src, base, (n1, n0, s0), out);
-        } else {
-            for i in 0..n1 {
-                let row = base + i * s1;
-                out.extend((0..n0).map(|j| src[row + j * s0]));
-            }
-        }
-        // The next plane: the leading axes counted in row-major order.
-        let mut d = outer.len();
-        loop {
-            if d == 0 {
-                return;
-            }
-            d -= 1;
-            idx[d] += 1;
-            base += outer_strides[d];
-            if idx[d] < outer[d] {
-                break;
-            }
-            base -= outer_strides[d] * idx[d];
-            idx[d] = 0;
-        }
-    }
+            true
+        },
+    );
 }
 
 /// Appends the `n1 × n0` plane `out[i][j] = src[base + i + j·s0]` (columns contiguous in

@@ -208,16 +208,15 @@ pub fn layer_norm_grads<T: Float>(
         let (dx, parts) = fresh_blocks(x.len(), d, |r0, out: &mut [T]| block(r0, Some(out)));
         (Some(dx), parts)
     } else {
-        let starts = (0..x.len() / d).step_by(BLOCK_ROWS);
+        let blocks = (x.len() / d).div_ceil(BLOCK_ROWS);
         let parts = if parallel(x.len()) {
-            starts
-                .collect::<Vec<_>>()
+            (0..blocks)
                 .into_par_iter()
                 .with_min_len(blocks_per_task(d))
-                .map(|r0| block(r0, None))
+                .map(|b| block(b * BLOCK_ROWS, None))
                 .collect()
         } else {
-            starts.map(|r0| block(r0, None)).collect()
+            (0..blocks).map(|b| block(b * BLOCK_ROWS, None)).collect()
         };
         (None, parts)
     };
