@@ -529,6 +529,17 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
                 })?,
             ])
         }),
+        // y = P·v, P = softmax(c·q·kᵀ)  ⇒  dv = Pᵀ·g, dS = c·P⊙(g·vᵀ − Σ P⊙(g·vᵀ)),
+        // dq = dS·k, dk = dSᵀ·q (each head in one pass); recorded: through the composition
+        Op::Attention(q, k, v, c, causal) => r.rule(Saved::inputs(0b111), |_, g| {
+            if super::is_grad_enabled() {
+                let y = q.attention_composed(k, v, c.to_f64(), *causal)?;
+                return through_composition(&op.inputs(), need, &y, g);
+            }
+            let [dq, dk, dv] =
+                g.attention_grads(q, k, v, *c, *causal, [needs(0), needs(1), needs(2)])?;
+            Ok(vec![dq, dk, dv])
+        }),
         // y = f(xs), recomputed  ⇒  dxs = the chain rule through f's recorded graph
         Op::Checkpoint(c) => {
             let reads = Saved {

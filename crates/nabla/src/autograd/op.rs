@@ -180,6 +180,11 @@ ops! {
     /// output gradient `g` and the probabilities `y` (its own derivative is composed):
     /// (g, y, c).
     SoftmaxBackward(g: Tensor<T>, y: Tensor<T>, scale: T) "softmax_backward" => vec![g, y];
+    /// Scaled dot-product attention `softmax(scale·q·kᵀ)·v` over `[.., t, d]` queries, `[.., s,
+    /// d]` keys and `[.., s, dv]` values, each head in one pass (no score tensor); with
+    /// `causal`, each query sees the keys up to its own position: (q, k, v, scale, causal).
+    Attention(q: Tensor<T>, k: Tensor<T>, v: Tensor<T>, scale: T, causal: bool)
+        "attention" => vec![q, k, v];
     /// A function run without keeping its activations, recomputed during backward.
     Checkpoint(c: Box<Checkpointed<T>>) "checkpoint" => c.inputs.iter().collect();
 }

@@ -19,7 +19,12 @@ fn describe(a: &[usize], b: &[usize], ta: bool, tb: bool) -> String {
 
 /// Matrix `i` of a 2-D (`batch = None`) or batched layout (every axis before the last two a
 /// batch axis, `i` counting their entries in row-major order), as the product reads it.
-fn mat<'a, T>(data: &'a [T], l: &Layout, batch: Option<usize>, trans: bool) -> MatRef<'a, T> {
+pub(crate) fn mat<'a, T>(
+    data: &'a [T],
+    l: &Layout,
+    batch: Option<usize>,
+    trans: bool,
+) -> MatRef<'a, T> {
     let (sh, st) = (l.shape(), l.strides());
     let r = sh.len() - 2;
     let mut offset = l.offset();

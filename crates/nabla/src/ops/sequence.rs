@@ -9,9 +9,12 @@ use std::sync::Arc;
 
 use crate::autograd::{record, Op};
 use crate::error::{Error, Result};
+use crate::ops::matmul::mat;
+use crate::tensor::kernels::attention::{self, Dims};
+use crate::tensor::kernels::matmul::MatRef;
 use crate::tensor::kernels::rows::{self, RowStats};
 use crate::tensor::shape::fmt_shape;
-use crate::tensor::{Float, Tensor};
+use crate::tensor::{Float, Strided, Tensor};
 
 impl<T: Float> Tensor<T> {
     /// Layer normalisation over the trailing axes `normalized_shape`: each row of those values
@@ -266,28 +269,135 @@ pub fn scaled_dot_product_attention<T: Float>(
         ));
     }
     let (t, d, s) = (sq[r - 2], sq[r - 1], sk[r - 2]);
-    // Batched products over the leading axes, read through their strides: the heads of a
-    // `[b, h, t, d]` view of `[b, t, h·d]` data are not copied.
-    let scores = q.matmul_t(k, false, true)?;
     let scale = 1.0 / (d.max(1) as f64).sqrt();
-    let p = match mask {
-        Some(m) => {
-            let mut full = sq[..r - 2].to_vec();
-            full.extend([t, s]);
-            let m = m.broadcast_to(&full).map_err(|_| {
-                Error::shape(
-                    "scaled_dot_product_attention",
-                    format!(
-                        "mask {} does not broadcast to the scores {}",
-                        fmt_shape(m.shape()),
-                        fmt_shape(&full)
-                    ),
-                )
-            })?;
-            let scaled = scores.mul_scalar(scale)?;
-            scaled.add(&m)?.attention_softmax(1.0, causal)?
-        }
-        None => scores.attention_softmax(scale, causal)?,
+    if causal && t > s {
+        return Err(Error::shape(
+            "scaled_dot_product_attention",
+            format!(
+                "causal attention needs queries ≤ keys, got {t} queries (q {}) over {s} keys \
+                 (k {})",
+                fmt_shape(sq),
+                fmt_shape(sk)
+            ),
+        ));
+    }
+    let Some(m) = mask else {
+        return if attention::fuses::<T>(s) {
+            q.attention(k, v, scale, causal)
+        } else {
+            q.attention_composed(k, v, scale, causal)
+        };
     };
-    p.matmul(v)
+    // With a mask: batched products over the leading axes, read through their strides (the
+    // heads of a `[b, h, t, d]` view of `[b, t, h·d]` data are not copied), the mask added to
+    // the scaled scores.
+    let scores = q.matmul_t(k, false, true)?;
+    let mut full = sq[..r - 2].to_vec();
+    full.extend([t, s]);
+    let m = m.broadcast_to(&full).map_err(|_| {
+        Error::shape(
+            "scaled_dot_product_attention",
+            format!(
+                "mask {} does not broadcast to the scores {}",
+                fmt_shape(m.shape()),
+                fmt_shape(&full)
+            ),
+        )
+    })?;
+    let scaled = scores.mul_scalar(scale)?;
+    scaled.add(&m)?.attention_softmax(1.0, causal)?.matmul(v)
+}
+
+impl<T: Float> Tensor<T> {
+    /// The fused attention op ([`Op::Attention`]) on shapes [`scaled_dot_product_attention`]
+    /// checked: `softmax(scale·self·kᵀ)·v`, each head in one pass.
+    fn attention(
+        &self,
+        k: &Tensor<T>,
+        v: &Tensor<T>,
+        scale: f64,
+        causal: bool,
+    ) -> Result<Tensor<T>> {
+        let (q, c) = (self, T::from_f64(scale));
+        let dims = dims_of(q, v);
+        let out = {
+            let (qs, ks, vs) = (q.strided(), k.strided(), v.strided());
+            let (qh, kh, vh) = (heads(&qs), heads(&ks), heads(&vs));
+            attention::forward(&qh, &kh, &vh, dims, c, causal)
+        };
+        let mut shape = q.shape()[..q.rank() - 1].to_vec();
+        shape.push(dims.dv);
+        Ok(record(out, shape, &[q, k, v], || {
+            Op::Attention(q.clone(), k.clone(), v.clone(), c, causal)
+        }))
+    }
+
+    /// [`Op::Attention`] composed of differentiable ops (a product, the attention softmax,
+    /// a product): the function the fused op's rule differentiates when a gradient must itself
+    /// be differentiable.
+    pub(crate) fn attention_composed(
+        &self,
+        k: &Tensor<T>,
+        v: &Tensor<T>,
+        scale: f64,
+        causal: bool,
+    ) -> Result<Tensor<T>> {
+        self.matmul_t(k, false, true)?
+            .attention_softmax(scale, causal)?
+            .matmul(v)
+    }
+
+    /// The gradients of [`Op::Attention`] for the output gradient `self`, not recorded: `dq`,
+    /// `dk`, `dv` where `want` asks, contiguous in the inputs' shapes.
+    pub(crate) fn attention_grads(
+        &self,
+        q: &Tensor<T>,
+        k: &Tensor<T>,
+        v: &Tensor<T>,
+        scale: T,
+        causal: bool,
+        want: [bool; 3],
+    ) -> Result<[Option<Tensor<T>>; 3]> {
+        let dims = dims_of(q, v);
+        let grads = {
+            let (qs, ks, vs, gs) = (q.strided(), k.strided(), v.strided(), self.strided());
+            let (qh, kh, vh, gh) = (heads(&qs), heads(&ks), heads(&vs), heads(&gs));
+            attention::backward(&qh, &kh, &vh, &gh, dims, scale, causal, want)
+        };
+        let mut out = [None, None, None];
+        for (i, ((data, shape), w)) in grads
+            .into_iter()
+            .zip([q.shape(), k.shape(), v.shape()])
+            .zip(want)
+            .enumerate()
+        {
+            if w {
+                out[i] = Some(Tensor::from_vec(data, shape)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The sizes of an attention of `q` `[.., t, d]` over values `v` `[.., s, dv]` (checked by
+/// [`scaled_dot_product_attention`]).
+fn dims_of<T: Float>(q: &Tensor<T>, v: &Tensor<T>) -> Dims {
+    let (sq, sv) = (q.shape(), v.shape());
+    let r = sq.len();
+    Dims {
+        t: sq[r - 2],
+        s: sv[r - 2],
+        d: sq[r - 1],
+        dv: sv[r - 1],
+    }
+}
+
+/// Every head's matrix of a `[.., n, d]` operand (one or two leading axes), read through its
+/// strides.
+fn heads<'a, T: Float>(x: &'a Strided<'_, T>) -> Vec<MatRef<'a, T>> {
+    let sh = x.layout.shape();
+    let count: usize = sh[..sh.len() - 2].iter().product();
+    (0..count)
+        .map(|i| mat(&x.data[..], x.layout, Some(i), false))
+        .collect()
 }

@@ -151,6 +151,26 @@ pub fn tanh_f32(x: f32) -> f32 {
     }
 }
 
+/// [`exp_f32`]'s constants, shared with the vector kernels that repeat its operations lane by
+/// lane (`kernels/attention_x86.rs`).
+pub(crate) mod exp_consts {
+    /// log₂ e.
+    pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
+    /// ln 2 in two parts: a high part exact in few bits, and the rest.
+    pub(crate) const LN2_HI: f32 = 0.693_359_4;
+    /// See [`LN2_HI`].
+    pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
+    /// Cephes' polynomial for `e^r`, highest degree first (after `r²·p + r + 1`).
+    pub(crate) const P: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ];
+}
+
 /// `e^x` of an f32 without a libm call, so that loops over it vectorise (an attention
 /// softmax spent most of its time in `expf`): `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, Cephes'
 /// degree-7 polynomial for `e^r`, and `2^n` applied as two powers of two so that results down
@@ -159,17 +179,7 @@ pub fn tanh_f32(x: f32) -> f32 {
 /// Only multiplications, additions and conversions: the same bits on every tier.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const P: [f32; 6] = [
-        1.987_569_1e-4,
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        0.5,
-    ];
+    use exp_consts::{LN2_HI, LN2_LO, LOG2E, P};
     let c = x.clamp(-104.0, 88.72);
     let f = c * LOG2E + 0.5;
     // floor(f) through a truncating conversion (vectorises without SSE4.1's `roundps`). Not

@@ -53,6 +53,27 @@ pub(super) fn sequence_op_cases() -> Vec<OpCase> {
             |t| scaled_dot_product_attention(&t[0], &t[1], &t[2], None, true),
         ),
         case(
+            "attention (fused) causal, 3 queries over 5 keys, heads of a permuted view",
+            vec![
+                us(&[1, 3, 2, 4], 315, 2.0),
+                us(&[1, 5, 2, 4], 316, 2.0),
+                u(&[1, 5, 2, 3], 317),
+            ],
+            |t| {
+                let h = |x: &Tensor<f64>| x.permute(&[0, 2, 1, 3]);
+                scaled_dot_product_attention(&h(&t[0])?, &h(&t[1])?, &h(&t[2])?, None, true)
+            },
+        ),
+        case(
+            "attention (fused) not causal, 4 queries over 2 keys",
+            vec![
+                us(&[2, 4, 3], 318, 2.0),
+                us(&[2, 2, 3], 319, 2.0),
+                u(&[2, 2, 5], 320),
+            ],
+            |t| scaled_dot_product_attention(&t[0], &t[1], &t[2], None, false),
+        ),
+        case(
             "scaled_dot_product_attention with an additive mask (q, k, v)",
             vec![u(&[2, 3, 4], 310), u(&[2, 5, 4], 311), u(&[2, 5, 3], 312)],
             |t| {

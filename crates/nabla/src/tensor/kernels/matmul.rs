@@ -4,8 +4,8 @@
 //! a transposed f32 B of a large product (up to 2 MB), which is copied row-major per part
 //! because `gemm` packs that layout slowly (`copy_pays`).
 
-use super::operand::with_rows_of;
 pub use super::operand::MatRef;
+use super::operand::{block_fits, scale_block, with_rows_of};
 use crate::tensor::Float;
 use std::mem::MaybeUninit;
 
@@ -37,27 +37,14 @@ pub fn gemm_uninit<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, out: &mut [Mayb
 pub fn gemm_block<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, out: &mut [T], ld: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(
-        k == b.rows
-            && a.in_bounds()
-            && b.in_bounds()
-            && n <= ld
-            && (m == 0
-                || n == 0
-                || (m - 1)
-                    .checked_mul(ld)
-                    .and_then(|r| r.checked_add(n))
-                    .is_some_and(|e| e <= out.len())),
+        k == b.rows && a.in_bounds() && b.in_bounds() && block_fits(m, n, ld, out.len()),
         "internal: gemm_block operand sizes disagree"
     );
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
-        for row in out.chunks_mut(ld).take(m) {
-            for v in &mut row[..n] {
-                *v = if beta == T::ZERO { T::ZERO } else { *v * beta };
-            }
-        }
+        scale_block(out, (m, n, ld), beta);
         return;
     }
     let rsa = if m > 1 { a.rs as isize } else { 0 };

@@ -2,6 +2,8 @@
 //! their output. Loops are written so the compiler can vectorise them; threads (rayon) are used
 //! only above [`PAR_THRESHOLD`] elements, because tiny tensors are faster on one thread.
 
+pub mod attention;
+mod attention_x86;
 pub mod conv;
 mod conv_direct;
 pub mod elementwise;

@@ -3,6 +3,8 @@
 //! products of `matmul` before `gemm` packs a transposed B, and our own small-product kernel
 //! (`sgemm`). Kept apart from both so that neither imports the other.
 
+use crate::tensor::Float;
+
 /// One matrix operand as the product reads it: `m[i][j] = data[offset + i·rs + j·cs]`.
 #[derive(Clone, Copy)]
 pub struct MatRef<'a, T> {
@@ -84,6 +86,27 @@ impl<'a, T> MatRef<'a, T> {
     }
 }
 
+/// Whether an m×n block whose rows are `ld ≥ n` apart fits in `len` values.
+pub(super) fn block_fits(m: usize, n: usize, ld: usize, len: usize) -> bool {
+    n <= ld
+        && (m == 0
+            || n == 0
+            || (m - 1)
+                .checked_mul(ld)
+                .and_then(|r| r.checked_add(n))
+                .is_some_and(|e| e <= len))
+}
+
+/// `out[i·ld + j] = beta·out[i·ld + j]` over an m×n block (0 where beta = 0, the old values
+/// not read): a product with k = 0.
+pub(super) fn scale_block<T: Float>(out: &mut [T], (m, n, ld): (usize, usize, usize), beta: T) {
+    for row in out.chunks_mut(ld.max(1)).take(m) {
+        for v in &mut row[..n] {
+            *v = if beta == T::ZERO { T::ZERO } else { *v * beta };
+        }
+    }
+}
+
 thread_local! {
     /// A row-major copy of (part of) an f32 B, one per thread, reused (`with_rows_of`).
     static B_ROWS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
@@ -130,6 +153,18 @@ pub(super) fn rows_of_columns(
     if dst.len() < k * w {
         dst.resize(k * w, 0.0);
     }
+    rows_of_columns_into(src, off, cs, k, w, &mut dst[..k * w]);
+}
+
+/// [`rows_of_columns`] into a slice of at least k·w values.
+pub(super) fn rows_of_columns_into(
+    src: &[f32],
+    off: usize,
+    cs: usize,
+    k: usize,
+    w: usize,
+    dst: &mut [f32],
+) {
     let dst = &mut dst[..k * w];
     let (mut jb, mut pb) = (0, 0);
     #[cfg(target_arch = "x86_64")]

@@ -10,7 +10,7 @@
 //! ascending, one fused multiply-add per step into one accumulator lane), so results are
 //! bit-identical for any thread count, and the AVX2 and AVX-512 tiles agree bit for bit.
 
-use super::operand::{with_rows_of, MatRef};
+use super::operand::{block_fits, scale_block, with_rows_of, MatRef};
 use crate::isa::{self, Isa};
 
 /// Products of at most this many multiply-adds come here (and thin ones, of at most 16 columns).
@@ -82,6 +82,46 @@ pub fn suits(m: usize, k: usize, n: usize, b_rows_contiguous: bool) -> Option<Ke
     } else {
         None
     }
+}
+
+/// The active tier's kernel, if it has one.
+pub(super) fn active_kernel() -> Option<Kernel> {
+    kernel_of(isa::active())
+}
+
+/// `out[i·ld + j] = (a·b)[i][j] + beta·out[i·ld + j]` on this thread, by `kernel`, for small
+/// products inside another kernel (attention's heads): B's rows contiguous (or one column).
+/// With beta = 0 the output is only written. Shapes and bounds are asserted (an internal
+/// error).
+pub(super) fn block(
+    kernel: Kernel,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    beta: f32,
+    out: &mut [f32],
+    ld: usize,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(
+        k == b.rows
+            && a.in_bounds()
+            && b.in_bounds()
+            && (b.cs == 1 || n == 1)
+            && block_fits(m, n, ld, out.len()),
+        "internal: sgemm block operands disagree"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        scale_block(out, (m, n, ld), beta);
+        return;
+    }
+    let o = Out {
+        ptr: out.as_mut_ptr(),
+        ld,
+    };
+    tiles(kernel, &a, &b, beta, o, (0, m), (0, n));
 }
 
 /// The output, shared by the threads that each write their own whole tiles of it.
