@@ -518,7 +518,7 @@ impl<T: Float> Tensor<T> {
         }
         let src = other.data()?;
         self.update_data(|dst| {
-            kernels::for_each_run(dst, 1 << 14, |i, out| {
+            kernels::for_each_run_above(dst, 1 << 14, kernels::ELEMENTWISE_THRESHOLD, |i, out| {
                 let from = &src[i << 14..][..out.len()];
                 crate::isa::vectorized(
                     #[inline(always)]

@@ -3,7 +3,7 @@
 //! compiled for the active instruction-set tier ([`vectorized`]); the arithmetic is the
 //! caller's closure, unchanged, so every tier gives the same bits.
 
-use super::PAR_THRESHOLD;
+use super::ELEMENTWISE_THRESHOLD as PAR_THRESHOLD;
 use crate::isa::vectorized;
 use crate::tensor::view::Layout;
 use crate::tensor::Float;

@@ -48,8 +48,15 @@ pub fn with_threads<R>(n: usize, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Element count above which element-wise kernels split work across threads.
+/// Element count above which kernels split work across threads (reductions, pooling, norm
+/// statistics, [`for_each_run`]).
 pub const PAR_THRESHOLD: usize = 1 << 18;
+
+/// Element count above which element-wise maps (`elementwise.rs`, in-place gradient sums)
+/// split work across threads: lower than [`PAR_THRESHOLD`], since the threads are warm during
+/// a training step and a map of 2¹⁶–2¹⁸ values is worth a hand-off (the GPT's residual adds
+/// and gradient sums of 98,304 values, 0.7 → 0.55 ms per step; `bench/README.md`).
+pub const ELEMENTWISE_THRESHOLD: usize = 1 << 16;
 
 /// Runs `f(i, part)` for the `i`-th run of `per` values of `out` (the last may be shorter),
 /// in parallel when `out` holds at least [`PAR_THRESHOLD`] values, several runs per task so
