@@ -9,6 +9,11 @@ use nabla::isa::{self, Isa};
 use nabla::ops::scaled_dot_product_attention;
 use nabla::{Float, Tensor};
 
+thread_local! {
+    /// Whether `run` hands keys and values over as contiguous heads.
+    static MIXED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Values and gradients (of a weighted sum of the output) of attention over `q`, `k`, `v`,
 /// fused (no mask) or composed (a zero mask).
 fn run<T: Float>(
@@ -25,7 +30,12 @@ fn run<T: Float>(
     );
     // Heads as `[b, h, n, d]` views of `[b, n, h, d]` data: strided, as the GPT passes them.
     let h = |x: &Tensor<T>| x.permute(&[0, 2, 1, 3]).unwrap();
-    let (qh, kh, vh) = (h(&q), h(&k), h(&v));
+    let (qh, mut kh, mut vh) = (h(&q), h(&k), h(&v));
+    if MIXED.with(|m| m.get()) {
+        // Keys and values in contiguous heads (as a key/value cache holds them), the queries
+        // a view: the gradients of each are placed differently.
+        (kh, vh) = (kh.contiguous().unwrap(), vh.contiguous().unwrap());
+    }
     let mask = (!fused).then(|| {
         let (t, s) = (qh.shape()[2], kh.shape()[2]);
         Tensor::<T>::zeros(&[t, s]).unwrap()
@@ -70,7 +80,8 @@ const SHAPES: &[(usize, usize, usize, usize)] = &[
 #[test]
 fn fused_attention_matches_the_composed_path_in_f64_and_f32() {
     for (i, &dims) in SHAPES.iter().enumerate() {
-        for causal in [true, false] {
+        for (causal, mixed) in [(true, false), (false, false), (true, true)] {
+            MIXED.with(|m| m.set(mixed));
             let [q, k, v] = inputs::<f64>(2, 3, dims, 10 * i as u64);
             let (a, b) = (
                 run(&q, &k, &v, causal, true),
@@ -83,7 +94,7 @@ fn fused_attention_matches_the_composed_path_in_f64_and_f32() {
                 .zip(a.iter().zip(&b).zip(&c))
             {
                 for (j, ((x, y), z)) in fa.iter().zip(fb).zip(fc).enumerate() {
-                    let at = format!("{dims:?} causal {causal} {what}[{j}]");
+                    let at = format!("{dims:?} causal {causal} mixed {mixed} {what}[{j}]");
                     assert!(
                         (x - y).abs() <= 1e-12 * (1.0 + y.abs()),
                         "f64 {at}: {x} vs {y}"

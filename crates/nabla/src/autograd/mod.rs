@@ -279,6 +279,23 @@ pub(crate) fn record<T: Float>(
     })
 }
 
+/// The result of an operation whose `data` is row-major in `memory_shape`, seen through the
+/// axis permutation `perm` (the result's shape is `memory_shape` permuted): an op that writes
+/// its output in the order its consumer reads it.
+pub(crate) fn record_permuted<T: Float>(
+    data: Vec<T>,
+    memory_shape: Vec<usize>,
+    perm: &[usize],
+    inputs: &[&Tensor<T>],
+    make_op: impl FnOnce() -> Op<T>,
+) -> Tensor<T> {
+    finish(inputs, make_op, 0, |node| {
+        let base = Tensor::from_parts(data, memory_shape, None);
+        let layout = base.layout().permute(perm);
+        base.view_parts(layout, node)
+    })
+}
+
 /// The result of a view operation: `x`'s storage read through `layout`.
 pub(crate) fn record_view<T: Float>(
     x: &Tensor<T>,

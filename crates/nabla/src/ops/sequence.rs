@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use crate::autograd::{record, Op};
+use crate::autograd::{record, record_permuted, Op};
 use crate::error::{Error, Result};
 use crate::ops::matmul::mat;
-use crate::tensor::kernels::attention::{self, Dims};
+use crate::tensor::kernels::attention::{self, Dims, Place};
 use crate::tensor::kernels::matmul::MatRef;
 use crate::tensor::kernels::rows::{self, RowStats};
 use crate::tensor::shape::fmt_shape;
@@ -320,16 +320,19 @@ impl<T: Float> Tensor<T> {
     ) -> Result<Tensor<T>> {
         let (q, c) = (self, T::from_f64(scale));
         let dims = dims_of(q, v);
+        let (group, places) = placing([q, k, v]);
         let out = {
             let (qs, ks, vs) = (q.strided(), k.strided(), v.strided());
             let (qh, kh, vh) = (heads(&qs), heads(&ks), heads(&vs));
-            attention::forward(&qh, &kh, &vh, dims, c, causal)
+            attention::forward(&qh, &kh, &vh, dims, c, causal, (group, places[0]))
         };
         let mut shape = q.shape()[..q.rank() - 1].to_vec();
         shape.push(dims.dv);
-        Ok(record(out, shape, &[q, k, v], || {
-            Op::Attention(q.clone(), k.clone(), v.clone(), c, causal)
-        }))
+        let op = || Op::Attention(q.clone(), k.clone(), v.clone(), c, causal);
+        Ok(match places[0] {
+            Place::Heads => record(out, shape, &[q, k, v], op),
+            Place::Interleaved => record_permuted(out, interleaved(&shape), &SWAP, &[q, k, v], op),
+        })
     }
 
     /// [`Op::Attention`] composed of differentiable ops (a product, the attention softmax,
@@ -359,24 +362,64 @@ impl<T: Float> Tensor<T> {
         want: [bool; 3],
     ) -> Result<[Option<Tensor<T>>; 3]> {
         let dims = dims_of(q, v);
+        let placed = placing([q, k, v]);
         let grads = {
             let (qs, ks, vs, gs) = (q.strided(), k.strided(), v.strided(), self.strided());
             let (qh, kh, vh, gh) = (heads(&qs), heads(&ks), heads(&vs), heads(&gs));
-            attention::backward(&qh, &kh, &vh, &gh, dims, scale, causal, want)
+            attention::backward(&qh, &kh, &vh, &gh, dims, (scale, causal), want, placed)
         };
         let mut out = [None, None, None];
-        for (i, ((data, shape), w)) in grads
-            .into_iter()
-            .zip([q.shape(), k.shape(), v.shape()])
-            .zip(want)
-            .enumerate()
-        {
-            if w {
-                out[i] = Some(Tensor::from_vec(data, shape)?);
+        for (i, (data, x)) in grads.into_iter().zip([q, k, v]).enumerate() {
+            if want[i] {
+                out[i] = Some(match placed.1[i] {
+                    Place::Heads => Tensor::from_vec(data, x.shape())?,
+                    Place::Interleaved => {
+                        Tensor::from_vec(data, &interleaved(x.shape()))?.permute(&SWAP)?
+                    }
+                });
             }
         }
         Ok(out)
     }
+}
+
+/// Swaps the head and position axes of `[b, h, n, d]` (its own inverse).
+const SWAP: [usize; 4] = [0, 2, 1, 3];
+
+/// `[b, h, n, d]` as `[b, n, h, d]`.
+fn interleaved(shape: &[usize]) -> Vec<usize> {
+    SWAP.iter().map(|&a| shape[a]).collect()
+}
+
+/// Whether `x` is a `[b, h, n, d]` view of dense `[b, n, h·d]` data (a multi-head layer's
+/// heads): its gradient is then made in that order, so the layer's own permute and reshape
+/// of it copy nothing.
+fn is_interleaved<T: Float>(x: &Tensor<T>) -> bool {
+    let (sh, st) = (x.shape(), x.strides());
+    x.rank() == 4
+        && st[3] == 1
+        && st[1] == sh[3]
+        && st[2] == sh[1] * sh[3]
+        && st[0] == sh[2] * sh[1] * sh[3]
+}
+
+/// How attention over `[q, k, v]` places its outputs (the output and dq follow q, dk k, dv v)
+/// and how many heads share a task: all of a batch element's where any output interleaves
+/// them.
+fn placing<T: Float>(xs: [&Tensor<T>; 3]) -> (usize, [Place; 3]) {
+    let places = xs.map(|x| {
+        if is_interleaved(x) {
+            Place::Interleaved
+        } else {
+            Place::Heads
+        }
+    });
+    let group = if places.contains(&Place::Interleaved) {
+        xs[0].shape()[1]
+    } else {
+        1
+    };
+    (group, places)
 }
 
 /// The sizes of an attention of `q` `[.., t, d]` over values `v` `[.., s, dv]` (checked by

@@ -156,23 +156,23 @@ struct Scratch<T> {
     rows: [Vec<T>; 3],
 }
 
-/// Runs `f(head, outputs)` for every head, each head's runs of `per[i]` values of every output
-/// `i` together, shared among threads when the work is large. Every value of the outputs must
+/// Runs `f(task, outputs)` for every task (a group of heads), each task's runs of `per[i]`
+/// values of every output `i` together, shared among threads when the work is large. Every value of the outputs must
 /// be written by `f` (they are handed over zeroed).
-fn for_each_head<T: Float, const N: usize>(
-    heads: usize,
+fn for_each_task<T: Float, const N: usize>(
+    count: usize,
     work: usize,
     per: [usize; N],
     f: impl Fn(usize, &mut Scratch<T>, [&mut [T]; N]) + Sync,
 ) -> [Vec<T>; N] {
-    let mut outs: [Vec<T>; N] = std::array::from_fn(|i| Vec::with_capacity(heads * per[i]));
+    let mut outs: [Vec<T>; N] = std::array::from_fn(|i| Vec::with_capacity(count * per[i]));
     {
         let spares: Vec<&mut [MaybeUninit<T>]> = outs
             .iter_mut()
             .zip(per)
-            .map(|(o, p)| &mut o.spare_capacity_mut()[..heads * p])
+            .map(|(o, p)| &mut o.spare_capacity_mut()[..count * p])
             .collect();
-        let mut tasks: Vec<Vec<&mut [MaybeUninit<T>]>> = (0..heads).map(|_| Vec::new()).collect();
+        let mut tasks: Vec<Vec<&mut [MaybeUninit<T>]>> = (0..count).map(|_| Vec::new()).collect();
         for (spare, p) in spares.into_iter().zip(per) {
             if p == 0 {
                 tasks.iter_mut().for_each(|t| t.push(&mut []));
@@ -191,7 +191,7 @@ fn for_each_head<T: Float, const N: usize>(
                 || f(h, scratch, outs),
             )
         };
-        if heads >= 2 && work >= PARALLEL_WORK && super::threads() >= 2 {
+        if count >= 2 && work >= PARALLEL_WORK && super::threads() >= 2 {
             tasks
                 .into_par_iter()
                 .enumerate()
@@ -206,8 +206,8 @@ fn for_each_head<T: Float, const N: usize>(
     }
     for (o, p) in outs.iter_mut().zip(per) {
         // SAFETY: every head's run of every output was handed to `init_with`, which wrote it;
-        // the runs cover the first heads·p values.
-        unsafe { o.set_len(heads * p) };
+        // the runs cover the first count·p values.
+        unsafe { o.set_len(count * p) };
     }
     outs
 }
@@ -379,8 +379,33 @@ fn tile_probs<T: Float>(
     softmax_tile(kernel, buf, (ld, off, cols), vis, scale)
 }
 
+/// Where the outputs of attention go, as `[.., rows, width]` per head: heads one after the
+/// other (`[b, h, rows, width]`), or interleaved by row (`[b, rows, h, width]`, as the
+/// `[b, h, rows, width]` view of `[b, rows, h·width]` data that a multi-head layer reads its
+/// heads through: the layer's permute and reshape then copy nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// Each head's rows together.
+    Heads,
+    /// Each row's heads together: the heads of one batch element share a task.
+    Interleaved,
+}
+
+impl Place {
+    /// Offset and row stride of head `hh` of a task's `group` heads of `rows × width`.
+    fn at(self, hh: usize, group: usize, rows: usize, width: usize) -> (usize, usize) {
+        match self {
+            Place::Heads => (hh * rows * width, width),
+            Place::Interleaved => (hh * width, group * width),
+        }
+    }
+}
+
 /// Attention's forward pass: for each head `h`, `softmax(scale·q[h]·k[h]ᵀ)·v[h]` (causal: each
-/// query sees the keys up to its own position), written as `[heads, t, dv]`.
+/// query sees the keys up to its own position), written as `[heads, t, dv]` placed by
+/// `place`; heads are shared among threads in tasks of `group` (which divides their count;
+/// `h` heads per batch element when `place` interleaves them).
+#[allow(clippy::too_many_arguments)]
 pub fn forward<T: Float>(
     q: &[MatRef<'_, T>],
     k: &[MatRef<'_, T>],
@@ -388,36 +413,43 @@ pub fn forward<T: Float>(
     dims: Dims,
     scale: T,
     causal: bool,
+    (group, place): (usize, Place),
 ) -> Vec<T> {
     let Dims { t, s, dv, .. } = dims;
     let kernel = sgemm::active_kernel();
-    let [out] = for_each_head(q.len(), dims.work(q.len()), [t * dv], |h, sc, [out]| {
+    let tasks = q.len().checked_div(group).unwrap_or(0);
+    let work = dims.work(q.len());
+    let [out] = for_each_task(tasks, work, [group * t * dv], |task, sc, [out]| {
         if s == 0 {
             return; // no keys: a sum of nothing (the zeros handed over)
         }
-        let Scratch { qt, pt, rows, .. } = sc;
-        transpose_into(&q[h], qt);
-        if pt.len() < s * LANES {
-            pt.resize(s * LANES, T::ZERO);
-        }
-        let [vbuf, ..] = rows;
-        let vh = rows_of(v[h], vbuf);
-        for i0 in (0..t).step_by(LANES) {
-            let n = LANES.min(t - i0);
-            let (vis, cols) = (dims.lanes(i0, n, causal), dims.visible(i0 + n - 1, causal));
-            let tile = (i0, n, cols);
-            tile_probs(kernel, &k[h], qt, dims, tile, &vis, scale, (pt, LANES, 0));
-            // The tile's outputs P·v, P read through the transpose's strides.
-            let pa = MatRef {
-                data: &pt[..],
-                offset: 0,
-                rows: n,
-                cols,
-                rs: 1,
-                cs: LANES,
-            };
-            let vb = MatRef { rows: cols, ..vh };
-            product(kernel, pa, vb, T::ZERO, &mut out[i0 * dv..], dv);
+        for hh in 0..group {
+            let h = task * group + hh;
+            let (off, ld) = place.at(hh, group, t, dv);
+            let Scratch { qt, pt, rows, .. } = &mut *sc;
+            transpose_into(&q[h], qt);
+            if pt.len() < s * LANES {
+                pt.resize(s * LANES, T::ZERO);
+            }
+            let [vbuf, ..] = rows;
+            let vh = rows_of(v[h], vbuf);
+            for i0 in (0..t).step_by(LANES) {
+                let n = LANES.min(t - i0);
+                let (vis, cols) = (dims.lanes(i0, n, causal), dims.visible(i0 + n - 1, causal));
+                let tile = (i0, n, cols);
+                tile_probs(kernel, &k[h], qt, dims, tile, &vis, scale, (pt, LANES, 0));
+                // The tile's outputs P·v, P read through the transpose's strides.
+                let pa = MatRef {
+                    data: &pt[..],
+                    offset: 0,
+                    rows: n,
+                    cols,
+                    rs: 1,
+                    cs: LANES,
+                };
+                let vb = MatRef { rows: cols, ..vh };
+                product(kernel, pa, vb, T::ZERO, &mut out[off + i0 * ld..], ld);
+            }
         }
     });
     out
@@ -427,8 +459,9 @@ pub fn forward<T: Float>(
 const KEY_ROWS: usize = 12;
 
 /// Attention's gradients for the output gradient `g` (`[heads, t, dv]` as matrices, any
-/// strides): `[dq, dk, dv]`, each contiguous in its operand's shape. `want` says which are
-/// computed (the others are returned empty).
+/// strides): `[dq, dk, dv]`, each in its operand's shape placed by `places` (tasks of
+/// `group` heads, as in [`forward`]). `want` says which are computed (the others are returned
+/// empty).
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Float>(
     q: &[MatRef<'_, T>],
@@ -436,100 +469,115 @@ pub fn backward<T: Float>(
     v: &[MatRef<'_, T>],
     g: &[MatRef<'_, T>],
     dims: Dims,
-    scale: T,
-    causal: bool,
+    (scale, causal): (T, bool),
     want: [bool; 3],
+    (group, places): (usize, [Place; 3]),
 ) -> [Vec<T>; 3] {
     let Dims { t, s, d, dv } = dims;
     let kernel = sgemm::active_kernel();
     let per = [
-        if want[0] { t * d } else { 0 },
-        if want[1] { s * d } else { 0 },
-        if want[2] { s * dv } else { 0 },
+        if want[0] { group * t * d } else { 0 },
+        if want[1] { group * s * d } else { 0 },
+        if want[2] { group * s * dv } else { 0 },
     ];
     // The probabilities and score gradients of every query, key-major (`[s, ld]`, each query
     // tile's lanes at its columns), so that dk and dv are one product each over all queries.
     let ld = t.div_ceil(LANES) * LANES;
+    let tasks = q.len().checked_div(group).unwrap_or(0);
     let work = dims.work(q.len()).saturating_mul(2);
-    for_each_head(q.len(), work, per, |h, sc, [dq, dk, dvo]| {
+    for_each_task(tasks, work, per, |task, sc, [dq, dk, dvo]| {
         if s == 0 || t == 0 {
             return; // nothing flows: the zeros handed over
         }
-        let Scratch {
-            qt,
-            gt,
-            pt,
-            dpt,
-            rows,
-        } = sc;
-        transpose_into(&q[h], qt);
-        transpose_into(&g[h], gt);
-        // Zeroed: a key after a tile's last query is never written for that tile.
-        for b in [&mut *pt, &mut *dpt] {
-            b.clear();
-            b.resize(s * ld, T::ZERO);
-        }
-        let [kbuf, qbuf, gbuf] = rows;
-        let (kh, qh, gh) = (
-            rows_of(k[h], kbuf),
-            rows_of(q[h], qbuf),
-            rows_of(g[h], gbuf),
-        );
-        for i0 in (0..t).step_by(LANES) {
-            let n = LANES.min(t - i0);
-            let (vis, cols) = (dims.lanes(i0, n, causal), dims.visible(i0 + n - 1, causal));
-            let tile = (i0, n, cols);
-            tile_probs(kernel, &k[h], qt, dims, tile, &vis, scale, (pt, ld, i0));
-            // dPᵀ = v·gᵀ over the tile's keys and queries, then the score gradients dSᵀ.
-            let va = MatRef { rows: cols, ..v[h] };
-            let gb = MatRef::row_major(&gt[..], i0, dv, n, t);
-            product(kernel, va, gb, T::ZERO, &mut dpt[i0..], ld);
-            score_gradients_tile(kernel, pt, dpt, (ld, i0, cols), &vis, scale);
-            // dq = dS·k for the tile's queries (dS read through the transpose's strides).
-            if want[0] {
-                let a = MatRef {
-                    data: &dpt[..],
-                    offset: i0,
-                    rows: n,
-                    cols,
-                    rs: 1,
-                    cs: ld,
-                };
-                product(
-                    kernel,
-                    a,
-                    MatRef { rows: cols, ..kh },
-                    T::ZERO,
-                    &mut dq[i0 * d..],
-                    d,
-                );
+        for hh in 0..group {
+            let h = task * group + hh;
+            let (oq, lq) = places[0].at(hh, group, t, d);
+            let (ok, lk) = places[1].at(hh, group, s, d);
+            let (ov, lv) = places[2].at(hh, group, s, dv);
+            let Scratch {
+                qt,
+                gt,
+                pt,
+                dpt,
+                rows,
+            } = &mut *sc;
+            transpose_into(&q[h], qt);
+            transpose_into(&g[h], gt);
+            // Zeroed: a key after a tile's last query is never written for that tile.
+            for b in [&mut *pt, &mut *dpt] {
+                b.clear();
+                b.resize(s * ld, T::ZERO);
             }
-        }
-        // dk = dSᵀ·q and dv = Pᵀ·g, a block of keys at a time: a key is seen only by the
-        // queries at or after it (causal), so the earlier queries' zero terms are skipped.
-        for j0 in (0..s).step_by(KEY_ROWS) {
-            let n = KEY_ROWS.min(s - j0);
-            let first = if causal {
-                (j0 + t).saturating_sub(s).min(t)
-            } else {
-                0
-            };
-            let at = |m| MatRef::row_major(m, j0 * ld + first, n, t - first, ld);
-            if want[1] {
-                let b = MatRef {
-                    offset: qh.offset + first * qh.rs,
-                    rows: t - first,
-                    ..qh
-                };
-                product(kernel, at(&dpt[..]), b, T::ZERO, &mut dk[j0 * d..], d);
+            let [kbuf, qbuf, gbuf] = rows;
+            let (kh, qh, gh) = (
+                rows_of(k[h], kbuf),
+                rows_of(q[h], qbuf),
+                rows_of(g[h], gbuf),
+            );
+            for i0 in (0..t).step_by(LANES) {
+                let n = LANES.min(t - i0);
+                let (vis, cols) = (dims.lanes(i0, n, causal), dims.visible(i0 + n - 1, causal));
+                let tile = (i0, n, cols);
+                tile_probs(kernel, &k[h], qt, dims, tile, &vis, scale, (pt, ld, i0));
+                // dPᵀ = v·gᵀ over the tile's keys and queries, then the score gradients dSᵀ.
+                let va = MatRef { rows: cols, ..v[h] };
+                let gb = MatRef::row_major(&gt[..], i0, dv, n, t);
+                product(kernel, va, gb, T::ZERO, &mut dpt[i0..], ld);
+                score_gradients_tile(kernel, pt, dpt, (ld, i0, cols), &vis, scale);
+                // dq = dS·k for the tile's queries (dS read through the transpose's strides).
+                if want[0] {
+                    let a = MatRef {
+                        data: &dpt[..],
+                        offset: i0,
+                        rows: n,
+                        cols,
+                        rs: 1,
+                        cs: ld,
+                    };
+                    let b = MatRef { rows: cols, ..kh };
+                    product(kernel, a, b, T::ZERO, &mut dq[oq + i0 * lq..], lq);
+                }
             }
-            if want[2] {
-                let b = MatRef {
-                    offset: gh.offset + first * gh.rs,
-                    rows: t - first,
-                    ..gh
+            // dk = dSᵀ·q and dv = Pᵀ·g, a block of keys at a time: a key is seen only by the
+            // queries at or after it (causal), so the earlier queries' zero terms are skipped.
+            for j0 in (0..s).step_by(KEY_ROWS) {
+                let n = KEY_ROWS.min(s - j0);
+                let first = if causal {
+                    (j0 + t).saturating_sub(s).min(t)
+                } else {
+                    0
                 };
-                product(kernel, at(&pt[..]), b, T::ZERO, &mut dvo[j0 * dv..], dv);
+                let at = |m| MatRef::row_major(m, j0 * ld + first, n, t - first, ld);
+                if want[1] {
+                    let b = MatRef {
+                        offset: qh.offset + first * qh.rs,
+                        rows: t - first,
+                        ..qh
+                    };
+                    product(
+                        kernel,
+                        at(&dpt[..]),
+                        b,
+                        T::ZERO,
+                        &mut dk[ok + j0 * lk..],
+                        lk,
+                    );
+                }
+                if want[2] {
+                    let b = MatRef {
+                        offset: gh.offset + first * gh.rs,
+                        rows: t - first,
+                        ..gh
+                    };
+                    product(
+                        kernel,
+                        at(&pt[..]),
+                        b,
+                        T::ZERO,
+                        &mut dvo[ov + j0 * lv..],
+                        lv,
+                    );
+                }
             }
         }
     })
