@@ -6,7 +6,7 @@
 //! full window; errors.
 
 use nabla::isa::{self, Isa};
-use nabla::ops::scaled_dot_product_attention;
+use nabla::ops::{packed_attention, scaled_dot_product_attention};
 use nabla::{Float, Tensor};
 
 thread_local! {
@@ -119,16 +119,7 @@ fn fused_attention_gives_the_same_bits_on_any_thread_count() {
             .map(|&x| (x as f32).to_bits())
             .collect()
     };
-    let pool = |n: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .unwrap()
-    };
-    let one = pool(1).install(bits);
-    for n in [2, 3] {
-        assert_eq!(pool(n).install(bits), one, "{n} threads");
-    }
+    same_bits_on_1_2_3_threads(bits);
 }
 
 /// The last query alone over its keys (a cached generation step) gets exactly the bits of
@@ -220,4 +211,103 @@ fn the_avx2_and_avx512_tiers_give_the_same_bits() {
         assert_eq!(avx2, avx512, "causal {causal}");
     }
     isa::set_max(found);
+}
+
+/// Values and the gradient of a weighted sum of packed attention over `qkv` `[b, t, 3c]`:
+/// fused, or as the split views, the composed attention (a zero mask) and the heads merged.
+fn run_packed<T: Float>(qkv: &Tensor<T>, heads: usize, causal: bool, fused: bool) -> Vec<Vec<f64>> {
+    let x = qkv.detach().requires_grad();
+    let (b, t, c) = (x.shape()[0], x.shape()[1], x.shape()[2] / 3);
+    let y = if fused {
+        packed_attention(&x, heads, causal).unwrap()
+    } else {
+        let part = |i: usize| {
+            x.narrow(2, i * c, c)
+                .unwrap()
+                .reshape(&[b, t, heads, c / heads])
+                .unwrap()
+                .permute(&[0, 2, 1, 3])
+                .unwrap()
+        };
+        let mask = Tensor::<T>::zeros(&[t, t]).unwrap();
+        scaled_dot_product_attention(&part(0), &part(1), &part(2), Some(&mask), causal)
+            .unwrap()
+            .permute(&[0, 2, 1, 3])
+            .unwrap()
+            .reshape(&[b, t, c])
+            .unwrap()
+    };
+    let w = Tensor::<T>::rand_uniform(y.shape(), -1.0, 1.0, 98).unwrap();
+    let g = y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+    let f = |t: &Tensor<T>| t.to_vec().unwrap().iter().map(|x| x.to_f64()).collect();
+    vec![f(&y), f(g.get(&x).unwrap())]
+}
+
+/// Packed attention (one op over `[b, t, 3c]`, its gradient written into the columns it came
+/// from) matches the split, composed and merged path in f64 and f32, values and gradients.
+#[test]
+fn packed_attention_matches_the_split_composed_path() {
+    for (i, &(t, heads, d)) in [(1, 1, 1), (5, 2, 3), (13, 4, 8), (64, 4, 32), (33, 3, 20)]
+        .iter()
+        .enumerate()
+    {
+        for causal in [true, false] {
+            let shape = [3, t, 3 * heads * d];
+            let x64 = Tensor::<f64>::rand_uniform(&shape, -2.0, 2.0, 40 + i as u64).unwrap();
+            let x32 = Tensor::<f32>::rand_uniform(&shape, -2.0, 2.0, 40 + i as u64).unwrap();
+            let (a, b) = (
+                run_packed(&x64, heads, causal, true),
+                run_packed(&x64, heads, causal, false),
+            );
+            let c = run_packed(&x32, heads, causal, true);
+            for (what, ((fa, fb), fc)) in ["output", "d(qkv)"].iter().zip(a.iter().zip(&b).zip(&c))
+            {
+                assert_eq!(fa.len(), fb.len());
+                for (j, ((x, y), z)) in fa.iter().zip(fb).zip(fc).enumerate() {
+                    let at = format!("t {t} heads {heads} d {d} causal {causal} {what}[{j}]");
+                    assert!(
+                        (x - y).abs() <= 1e-12 * (1.0 + y.abs()),
+                        "f64 {at}: {x} vs {y}"
+                    );
+                    assert!(
+                        (z - y).abs() <= 2e-5 * (1.0 + y.abs()),
+                        "f32 {at}: {z} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+    let bad = Tensor::<f32>::zeros(&[2, 3, 10]).unwrap();
+    let err = packed_attention(&bad, 2, true).unwrap_err().to_string();
+    assert!(
+        err.contains("packed_attention") && err.contains("[2, 3, 10]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn packed_attention_gives_the_same_bits_on_any_thread_count() {
+    let x = Tensor::<f32>::rand_uniform(&[12, 64, 384], -2.0, 2.0, 5).unwrap();
+    let bits = || -> Vec<u32> {
+        run_packed(&x, 4, true, true)
+            .iter()
+            .flatten()
+            .map(|&v| (v as f32).to_bits())
+            .collect()
+    };
+    same_bits_on_1_2_3_threads(bits);
+}
+
+/// `bits` gives the same on one, two and three threads.
+fn same_bits_on_1_2_3_threads(bits: impl Fn() -> Vec<u32> + Send + Sync) {
+    let pool = |n: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    let one = pool(1).install(&bits);
+    for n in [2, 3] {
+        assert_eq!(pool(n).install(&bits), one, "{n} threads");
+    }
 }

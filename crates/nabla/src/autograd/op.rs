@@ -185,6 +185,11 @@ ops! {
     /// `causal`, each query sees the keys up to its own position: (q, k, v, scale, causal).
     Attention(q: Tensor<T>, k: Tensor<T>, v: Tensor<T>, scale: T, causal: bool)
         "attention" => vec![q, k, v];
+    /// Multi-head attention over packed projections: `[b, t, 3c]` queries, keys and values
+    /// side by side (`c = heads·d` columns each) giving `[b, t, c]`, the heads side by side:
+    /// (qkv, heads, scale, causal).
+    PackedAttention(qkv: Tensor<T>, heads: usize, scale: T, causal: bool)
+        "packed_attention" => vec![qkv];
     /// A function run without keeping its activations, recomputed during backward.
     Checkpoint(c: Box<Checkpointed<T>>) "checkpoint" => c.inputs.iter().collect();
 }

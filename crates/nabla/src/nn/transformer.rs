@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::nn::{prefixed, Linear, Module};
-use crate::ops::scaled_dot_product_attention;
+use crate::ops::{packed_attention, scaled_dot_product_attention};
 use crate::rng::Rng;
 use crate::tensor::shape::fmt_shape;
 use crate::tensor::{Float, Tensor};
@@ -250,9 +250,18 @@ impl<T: Float> MultiHeadAttention<T> {
         let s = self.output_shape(x.shape())?;
         let (b, t, c, h) = (s[0], s[1], s[2], self.heads);
         let rows = x.reshape(&[b * t, c])?;
-        // Queries, keys and values each through their columns of the one `qkv` weight (a
-        // strided view): the gradient of each is a third of the work of splitting one
-        // [b·t, 3c] product, whose slices would each scatter back into a full-size zero tensor.
+        let Some(cache) = cache else {
+            // One product for queries, keys and values, and attention reading its heads where
+            // they lie in it (its gradient written into their columns).
+            let qkv = self.qkv.forward(&rows)?.reshape(&[b, t, 3 * c])?;
+            let y = packed_attention(&qkv, h, self.causal)?;
+            return self
+                .proj
+                .forward(&y.reshape(&[b * t, c])?)?
+                .reshape(&[b, t, c]);
+        };
+        // With a cache: queries, keys and values each through their columns of the `qkv`
+        // weight (strided views), the keys and values appended to the cache.
         let part = |i: usize| -> Result<Tensor<T>> {
             let w = self.qkv.weight.narrow(1, i * c, c)?;
             let y = match &self.qkv.bias {
@@ -262,10 +271,7 @@ impl<T: Float> MultiHeadAttention<T> {
             y.reshape(&[b, t, h, c / h])?.permute(&[0, 2, 1, 3])
         };
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        let (k, v) = match cache {
-            Some(cache) => cache.extend(k.contiguous()?, v.contiguous()?)?,
-            None => (k, v),
-        };
+        let (k, v) = cache.extend(k.contiguous()?, v.contiguous()?)?;
         let y = scaled_dot_product_attention(&q, &k, &v, None, self.causal)?
             .permute(&[0, 2, 1, 3])?
             .reshape(&[b * t, c])?;

@@ -308,6 +308,139 @@ pub fn scaled_dot_product_attention<T: Float>(
     scaled.add(&m)?.attention_softmax(1.0, causal)?.matmul(v)
 }
 
+/// Multi-head attention over packed projections, as a transformer layer computes it: `qkv`
+/// `[b, t, 3c]` holds each position's queries, keys and values side by side (`c = heads·d`
+/// columns each, the heads in order within them), and the result `[b, t, c]` each position's
+/// heads side by side. The same as splitting `qkv` into three `[b, heads, t, d]` views,
+/// [`scaled_dot_product_attention`] (scale `1/√d`) and merging the heads — in one op whose
+/// gradient is written into the columns of `qkv` it came from (no view of a third of a
+/// tensor scatters its gradient into zeros).
+///
+/// ```
+/// use nabla::{ops::packed_attention, Tensor};
+/// // one position, two heads of width 1: each value comes back (a query sees only itself)
+/// let qkv = Tensor::<f64>::from_vec(vec![0.5, -1.0, 2.0, 3.0, 7.0, 9.0], &[1, 1, 6]).unwrap();
+/// let y = packed_attention(&qkv, 2, true).unwrap();
+/// assert_eq!(y.to_vec().unwrap(), [7.0, 9.0]);
+/// ```
+pub fn packed_attention<T: Float>(
+    qkv: &Tensor<T>,
+    heads: usize,
+    causal: bool,
+) -> Result<Tensor<T>> {
+    let sh = qkv.shape();
+    if sh.len() != 3 || heads == 0 || !sh[2].is_multiple_of(3 * heads) {
+        return Err(Error::shape(
+            "packed_attention",
+            format!(
+                "expected qkv [b, t, 3·heads·d] for {heads} heads, got {}",
+                fmt_shape(sh)
+            ),
+        ));
+    }
+    let d = sh[2] / 3 / heads;
+    let scale = 1.0 / (d.max(1) as f64).sqrt();
+    if attention::fuses::<T>(sh[1]) {
+        qkv.packed_attention_fused(heads, scale, causal)
+    } else {
+        qkv.packed_attention_composed(heads, scale, causal)
+    }
+}
+
+impl<T: Float> Tensor<T> {
+    /// [`packed_attention`] as one op ([`Op::PackedAttention`]), on a checked shape.
+    fn packed_attention_fused(&self, heads: usize, scale: f64, causal: bool) -> Result<Tensor<T>> {
+        let sh = self.shape();
+        let (b, t, c) = (sh[0], sh[1], sh[2] / 3);
+        let dims = packed_dims(sh, heads);
+        let ct = T::from_f64(scale);
+        let out = {
+            let x = self.strided();
+            let [q, k, v] = [0, 1, 2].map(|i| heads_at(&x, heads, dims.d, i * c));
+            let group = (heads, Place::Interleaved);
+            attention::forward(&q, &k, &v, dims, ct, causal, group)
+        };
+        Ok(record(out, vec![b, t, c], &[self], || {
+            Op::PackedAttention(self.clone(), heads, ct, causal)
+        }))
+    }
+
+    /// [`packed_attention`] composed of differentiable ops (views of the three parts, the
+    /// composed attention, the heads merged): what the fused op's rule differentiates when a
+    /// gradient must itself be differentiable.
+    pub(crate) fn packed_attention_composed(
+        &self,
+        heads: usize,
+        scale: f64,
+        causal: bool,
+    ) -> Result<Tensor<T>> {
+        let sh = self.shape();
+        let (b, t, c) = (sh[0], sh[1], sh[2] / 3);
+        let part = |i: usize| -> Result<Tensor<T>> {
+            self.narrow(2, i * c, c)?
+                .reshape(&[b, t, heads, c / heads])?
+                .permute(&SWAP)
+        };
+        part(0)?
+            .attention_composed(&part(1)?, &part(2)?, scale, causal)?
+            .permute(&SWAP)?
+            .reshape(&[b, t, c])
+    }
+
+    /// The gradient of [`Op::PackedAttention`] for the output gradient `self`, not recorded:
+    /// `d(qkv)`, contiguous.
+    pub(crate) fn packed_attention_grad(
+        &self,
+        qkv: &Tensor<T>,
+        heads: usize,
+        scale: T,
+        causal: bool,
+    ) -> Result<Tensor<T>> {
+        let sh = qkv.shape();
+        let dims = packed_dims(sh, heads);
+        let c = sh[2] / 3;
+        let data = {
+            let (x, g) = (qkv.strided(), self.strided());
+            let [q, k, v] = [0, 1, 2].map(|i| heads_at(&x, heads, dims.d, i * c));
+            let gh = heads_at(&g, heads, dims.d, 0);
+            attention::backward_packed([&q, &k, &v], &gh, dims, (scale, causal), heads)
+        };
+        Tensor::from_vec(data, sh)
+    }
+}
+
+/// The sizes of [`packed_attention`] over `[b, t, 3·heads·d]`.
+fn packed_dims(sh: &[usize], heads: usize) -> Dims {
+    let d = sh[2] / 3 / heads;
+    Dims {
+        t: sh[1],
+        s: sh[1],
+        d,
+        dv: d,
+    }
+}
+
+/// Each (batch element, head)'s `[t, d]` matrix of a `[b, t, ..]` operand whose heads' columns
+/// start at `col`, `d` apart, read through its strides.
+fn heads_at<'a, T: Float>(
+    x: &'a Strided<'_, T>,
+    heads: usize,
+    d: usize,
+    col: usize,
+) -> Vec<MatRef<'a, T>> {
+    let (sh, st) = (x.layout.shape(), x.layout.strides());
+    (0..sh[0] * heads)
+        .map(|i| MatRef {
+            data: &x.data[..],
+            offset: x.layout.offset() + (i / heads) * st[0] + (col + (i % heads) * d) * st[2],
+            rows: sh[1],
+            cols: d,
+            rs: st[1],
+            cs: st[2],
+        })
+        .collect()
+}
+
 impl<T: Float> Tensor<T> {
     /// The fused attention op ([`Op::Attention`]) on shapes [`scaled_dot_product_attention`]
     /// checked: `softmax(scale·self·kᵀ)·v`, each head in one pass.

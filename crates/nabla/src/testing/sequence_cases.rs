@@ -2,7 +2,7 @@
 //! scores, scaled dot-product attention) and of their layers, first and second order.
 
 use super::cases::{case, u, us, OpCase};
-use crate::ops::scaled_dot_product_attention;
+use crate::ops::{packed_attention, scaled_dot_product_attention};
 use crate::tensor::Tensor;
 
 /// Every sequence op, as functions of all their differentiable inputs.
@@ -72,6 +72,16 @@ pub(super) fn sequence_op_cases() -> Vec<OpCase> {
                 u(&[2, 2, 5], 320),
             ],
             |t| scaled_dot_product_attention(&t[0], &t[1], &t[2], None, false),
+        ),
+        case(
+            "packed_attention causal, 2 heads of width 2 (qkv)",
+            vec![us(&[2, 3, 12], 321, 2.0)],
+            |t| packed_attention(&t[0], 2, true),
+        ),
+        case(
+            "packed_attention not causal, a transposed view (qkv)",
+            vec![us(&[2, 12, 4], 322, 2.0)],
+            |t| packed_attention(&t[0].permute(&[0, 2, 1])?, 2, false),
         ),
         case(
             "scaled_dot_product_attention with an additive mask (q, k, v)",

@@ -480,105 +480,154 @@ pub fn backward<T: Float>(
         if want[1] { group * s * d } else { 0 },
         if want[2] { group * s * dv } else { 0 },
     ];
-    // The probabilities and score gradients of every query, key-major (`[s, ld]`, each query
-    // tile's lanes at its columns), so that dk and dv are one product each over all queries.
-    let ld = t.div_ceil(LANES) * LANES;
     let tasks = q.len().checked_div(group).unwrap_or(0);
     let work = dims.work(q.len()).saturating_mul(2);
     for_each_task(tasks, work, per, |task, sc, [dq, dk, dvo]| {
-        if s == 0 || t == 0 {
-            return; // nothing flows: the zeros handed over
-        }
         for hh in 0..group {
             let h = task * group + hh;
-            let (oq, lq) = places[0].at(hh, group, t, d);
-            let (ok, lk) = places[1].at(hh, group, s, d);
-            let (ov, lv) = places[2].at(hh, group, s, dv);
-            let Scratch {
-                qt,
-                gt,
-                pt,
-                dpt,
-                rows,
-            } = &mut *sc;
-            transpose_into(&q[h], qt);
-            transpose_into(&g[h], gt);
-            // Zeroed: a key after a tile's last query is never written for that tile.
-            for b in [&mut *pt, &mut *dpt] {
-                b.clear();
-                b.resize(s * ld, T::ZERO);
-            }
-            let [kbuf, qbuf, gbuf] = rows;
-            let (kh, qh, gh) = (
-                rows_of(k[h], kbuf),
-                rows_of(q[h], qbuf),
-                rows_of(g[h], gbuf),
-            );
-            for i0 in (0..t).step_by(LANES) {
-                let n = LANES.min(t - i0);
-                let (vis, cols) = (dims.lanes(i0, n, causal), dims.visible(i0 + n - 1, causal));
-                let tile = (i0, n, cols);
-                tile_probs(kernel, &k[h], qt, dims, tile, &vis, scale, (pt, ld, i0));
-                // dPᵀ = v·gᵀ over the tile's keys and queries, then the score gradients dSᵀ.
-                let va = MatRef { rows: cols, ..v[h] };
-                let gb = MatRef::row_major(&gt[..], i0, dv, n, t);
-                product(kernel, va, gb, T::ZERO, &mut dpt[i0..], ld);
-                score_gradients_tile(kernel, pt, dpt, (ld, i0, cols), &vis, scale);
-                // dq = dS·k for the tile's queries (dS read through the transpose's strides).
-                if want[0] {
-                    let a = MatRef {
-                        data: &dpt[..],
-                        offset: i0,
-                        rows: n,
-                        cols,
-                        rs: 1,
-                        cs: ld,
-                    };
-                    let b = MatRef { rows: cols, ..kh };
-                    product(kernel, a, b, T::ZERO, &mut dq[oq + i0 * lq..], lq);
-                }
-            }
-            // dk = dSᵀ·q and dv = Pᵀ·g, a block of keys at a time: a key is seen only by the
-            // queries at or after it (causal), so the earlier queries' zero terms are skipped.
-            for j0 in (0..s).step_by(KEY_ROWS) {
-                let n = KEY_ROWS.min(s - j0);
-                let first = if causal {
-                    (j0 + t).saturating_sub(s).min(t)
-                } else {
-                    0
+            let at = [
+                places[0].at(hh, group, t, d),
+                places[1].at(hh, group, s, d),
+                places[2].at(hh, group, s, dv),
+            ];
+            let mut write = |which: usize, row: usize, a: MatRef<'_, T>, b: MatRef<'_, T>| {
+                let out = match which {
+                    0 => &mut *dq,
+                    1 => &mut *dk,
+                    _ => &mut *dvo,
                 };
-                let at = |m| MatRef::row_major(m, j0 * ld + first, n, t - first, ld);
-                if want[1] {
-                    let b = MatRef {
-                        offset: qh.offset + first * qh.rs,
-                        rows: t - first,
-                        ..qh
-                    };
-                    product(
-                        kernel,
-                        at(&dpt[..]),
-                        b,
-                        T::ZERO,
-                        &mut dk[ok + j0 * lk..],
-                        lk,
-                    );
-                }
-                if want[2] {
-                    let b = MatRef {
-                        offset: gh.offset + first * gh.rs,
-                        rows: t - first,
-                        ..gh
-                    };
-                    product(
-                        kernel,
-                        at(&pt[..]),
-                        b,
-                        T::ZERO,
-                        &mut dvo[ov + j0 * lv..],
-                        lv,
-                    );
-                }
-            }
+                let (off, ld) = at[which];
+                product(kernel, a, b, T::ZERO, &mut out[off + row * ld..], ld);
+            };
+            let head = [&q[h], &k[h], &v[h], &g[h]];
+            head_backward(kernel, head, dims, (scale, causal), want, sc, &mut write);
         }
     })
+}
+
+/// Attention's gradient for packed projections ([`forward`] run on the query, key and value
+/// columns of `[b, t, 3c]` data, `heads` heads per batch element): `d(qkv)` as `[b, t, 3c]`,
+/// each head's three gradients written into its columns (no scatter into zeros, no sums).
+pub fn backward_packed<T: Float>(
+    qkv: [&[MatRef<'_, T>]; 3],
+    g: &[MatRef<'_, T>],
+    dims: Dims,
+    (scale, causal): (T, bool),
+    heads: usize,
+) -> Vec<T> {
+    let Dims { t, d, .. } = dims;
+    let kernel = sgemm::active_kernel();
+    let c = heads * d;
+    let tasks = g.len().checked_div(heads).unwrap_or(0);
+    let work = dims.work(g.len()).saturating_mul(2);
+    let [out] = for_each_task(tasks, work, [t * 3 * c], |task, sc, [out]| {
+        for hh in 0..heads {
+            let h = task * heads + hh;
+            let mut write = |which: usize, row: usize, a: MatRef<'_, T>, b: MatRef<'_, T>| {
+                let off = which * c + hh * d + row * 3 * c;
+                product(kernel, a, b, T::ZERO, &mut out[off..], 3 * c);
+            };
+            let head = [&qkv[0][h], &qkv[1][h], &qkv[2][h], &g[h]];
+            head_backward(
+                kernel,
+                head,
+                dims,
+                (scale, causal),
+                [true; 3],
+                sc,
+                &mut write,
+            );
+        }
+    });
+    out
+}
+
+/// Where [`head_backward`] writes a product: `(output, first_row, a, b)`.
+type Write<'w, T> = dyn FnMut(usize, usize, MatRef<'_, T>, MatRef<'_, T>) + 'w;
+
+/// One head's gradients (`[q, k, v, g]`): each product of `dq` (0), `dk` (1) and `dv` (2)
+/// handed to `write(which, first_row, a, b)`, which writes `a·b` at that output's rows.
+#[allow(clippy::too_many_arguments)]
+fn head_backward<T: Float>(
+    kernel: Option<Kernel>,
+    [q, k, v, g]: [&MatRef<'_, T>; 4],
+    dims: Dims,
+    (scale, causal): (T, bool),
+    want: [bool; 3],
+    sc: &mut Scratch<T>,
+    write: &mut Write<'_, T>,
+) {
+    let Dims { t, s, dv, .. } = dims;
+    if s == 0 || t == 0 {
+        return; // nothing flows: the zeros handed over
+    }
+    // The probabilities and score gradients of every query, key-major (`[s, ld]`, each query
+    // tile's lanes at its columns), so that dk and dv are one product each over all queries.
+    let ld = t.div_ceil(LANES) * LANES;
+    let Scratch {
+        qt,
+        gt,
+        pt,
+        dpt,
+        rows,
+    } = sc;
+    transpose_into(q, qt);
+    transpose_into(g, gt);
+    // Zeroed: a key after a tile's last query is never written for that tile.
+    for b in [&mut *pt, &mut *dpt] {
+        b.clear();
+        b.resize(s * ld, T::ZERO);
+    }
+    let [kbuf, qbuf, gbuf] = rows;
+    let (kh, qh, gh) = (rows_of(*k, kbuf), rows_of(*q, qbuf), rows_of(*g, gbuf));
+    for i0 in (0..t).step_by(LANES) {
+        let n = LANES.min(t - i0);
+        let (vis, cols) = (dims.lanes(i0, n, causal), dims.visible(i0 + n - 1, causal));
+        let tile = (i0, n, cols);
+        tile_probs(kernel, k, qt, dims, tile, &vis, scale, (pt, ld, i0));
+        // dPᵀ = v·gᵀ over the tile's keys and queries, then the score gradients dSᵀ.
+        let va = MatRef { rows: cols, ..*v };
+        let gb = MatRef::row_major(&gt[..], i0, dv, n, t);
+        product(kernel, va, gb, T::ZERO, &mut dpt[i0..], ld);
+        score_gradients_tile(kernel, pt, dpt, (ld, i0, cols), &vis, scale);
+        // dq = dS·k for the tile's queries (dS read through the transpose's strides).
+        if want[0] {
+            let a = MatRef {
+                data: &dpt[..],
+                offset: i0,
+                rows: n,
+                cols,
+                rs: 1,
+                cs: ld,
+            };
+            write(0, i0, a, MatRef { rows: cols, ..kh });
+        }
+    }
+    // dk = dSᵀ·q and dv = Pᵀ·g, a block of keys at a time: a key is seen only by the
+    // queries at or after it (causal), so the earlier queries' zero terms are skipped.
+    for j0 in (0..s).step_by(KEY_ROWS) {
+        let n = KEY_ROWS.min(s - j0);
+        let first = if causal {
+            (j0 + t).saturating_sub(s).min(t)
+        } else {
+            0
+        };
+        let at = |m| MatRef::row_major(m, j0 * ld + first, n, t - first, ld);
+        if want[1] {
+            let b = MatRef {
+                offset: qh.offset + first * qh.rs,
+                rows: t - first,
+                ..qh
+            };
+            write(1, j0, at(&dpt[..]), b);
+        }
+        if want[2] {
+            let b = MatRef {
+                offset: gh.offset + first * gh.rs,
+                rows: t - first,
+                ..gh
+            };
+            write(2, j0, at(&pt[..]), b);
+        }
+    }
 }
