@@ -490,3 +490,59 @@ fn in_place_gradient_sums_never_write_into_a_tensor_someone_holds() {
     let thrice: Vec<f64> = before.iter().map(|v| v + 2.0 * v).collect();
     assert_eq!(g.get(&x).unwrap().to_vec().unwrap(), thrice);
 }
+
+/// The cross-entropy's gradient in one pass per row (plain backward) has the bits of the
+/// composed ops it replaces (softmax, mass, difference, product: the path `create_graph`
+/// records), for one-hot targets, soft targets whose rows do not sum to 1, uneven per-row
+/// output gradients and rows long enough to be shared among threads.
+#[test]
+fn the_fused_cross_entropy_gradient_has_the_composed_ops_bits() {
+    for (n, k, soft) in [
+        (7, 5, false),
+        (9, 3, true),
+        (700, 84, false),
+        (600, 90, true),
+    ] {
+        let z = Tensor::<f32>::randn(&[n, k], 0.0, 3.0, 1)
+            .unwrap()
+            .requires_grad();
+        let t = if soft {
+            Tensor::<f32>::rand_uniform(&[n, k], 0.0, 0.3, 2).unwrap()
+        } else {
+            let hot: Vec<f32> = (0..n * k)
+                .map(|i| if i % k == (i / k) % k { 1.0 } else { 0.0 })
+                .collect();
+            Tensor::from_vec(hot, &[n, k]).unwrap()
+        };
+        let w = Tensor::<f32>::rand_uniform(&[n], 0.5, 2.0, 3).unwrap();
+        let loss = || {
+            z.softmax_cross_entropy(&t)
+                .unwrap()
+                .mul(&w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        };
+        let plain = loss()
+            .backward()
+            .unwrap()
+            .get(&z)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let opts = nabla::autograd::GradOptions {
+            create_graph: true,
+            ..Default::default()
+        };
+        let composed = nabla::autograd::grad(&[loss()], std::slice::from_ref(&z), opts).unwrap();
+        let composed = composed[0].to_vec().unwrap();
+        assert_eq!(plain.len(), composed.len());
+        for (i, (a, b)) in plain.iter().zip(&composed).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "n {n} k {k} soft {soft} at {i}: {a} vs {b}"
+            );
+        }
+    }
+}

@@ -399,6 +399,10 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
         // yᵢ = −Σⱼ tᵢⱼ log softmax(zᵢ)ⱼ  ⇒  dzᵢⱼ = gᵢ·(softmax(zᵢ)ⱼ·Σₖ tᵢₖ − tᵢⱼ)
         Op::SoftmaxCrossEntropy(z, t, mass) => r.rule(Saved::INPUT, |_, g| {
             Ok(vec![when(0, &|| {
+                if !super::is_grad_enabled() {
+                    // Not recorded: the same ops' values in one pass per row.
+                    return g.softmax_cross_entropy_grad(z, t, mass.as_ref());
+                }
                 let p = z.softmax(1)?;
                 let p = match mass {
                     Some(m) => p.mul(m)?,

@@ -49,4 +49,25 @@ impl<T: Float> Tensor<T> {
             Op::SoftmaxCrossEntropy(self.clone(), t, mass)
         }))
     }
+
+    /// The gradient of [`softmax_cross_entropy`](Tensor::softmax_cross_entropy) of logits `z`
+    /// against targets `t` (row masses `mass`, if not all 1) for the per-row output gradient
+    /// `self`, not recorded: `(softmax(z)·mass − t)·g`, the values of those ops, in one pass.
+    pub(crate) fn softmax_cross_entropy_grad(
+        &self,
+        z: &Tensor<T>,
+        t: &Tensor<T>,
+        mass: Option<&Tensor<T>>,
+    ) -> Result<Tensor<T>> {
+        let k = z.shape()[1];
+        let mass = mass.map(|m| m.data()).transpose()?;
+        let data = reduce::softmax_cross_entropy_grad(
+            &z.data()?,
+            &t.data()?,
+            mass.as_deref(),
+            &self.data()?,
+            k,
+        );
+        Tensor::from_vec(data, z.shape())
+    }
 }

@@ -199,6 +199,44 @@ pub fn softmax_cross_entropy<T: Float>(z: &[T], t: &[T], k: usize) -> Vec<T> {
     z.chunks_exact(k).zip(t.chunks_exact(k)).map(row).collect()
 }
 
+/// The gradient of [`softmax_cross_entropy`] for the per-row output gradients `g`:
+/// `(softmax(zᵢ)·massᵢ − tᵢ)·gᵢ` (no mass factor where `mass` is `None`), in one pass per row —
+/// each row's softmax as [`softmax_axis`] computes it and then the product, difference and
+/// product in that order: the bits of those ops run one after the other.
+pub fn softmax_cross_entropy_grad<T: Float>(
+    z: &[T],
+    t: &[T],
+    mass: Option<&[T]>,
+    g: &[T],
+    k: usize,
+) -> Vec<T> {
+    let k = k.max(1);
+    let mut out = vec![T::ZERO; z.len()];
+    let row = |(i, o): (usize, &mut [T])| {
+        let (zr, tr) = (&z[i * k..][..k], &t[i * k..][..k]);
+        softmax_row(zr, o, false);
+        let (m, gi) = (mass.map(|m| m[i]), g[i]);
+        for (o, &tj) in o.iter_mut().zip(tr) {
+            let p = match m {
+                Some(m) => *o * m,
+                None => *o,
+            };
+            *o = (p - tj) * gi;
+        }
+    };
+    if z.len() >= ROWS_PARALLEL && super::threads() >= 2 {
+        use rayon::prelude::*;
+        let per = (ROWS_PARALLEL / 16 / k).max(1);
+        out.par_chunks_exact_mut(k)
+            .enumerate()
+            .with_min_len(per)
+            .for_each(row);
+    } else {
+        out.chunks_exact_mut(k).enumerate().for_each(row);
+    }
+    out
+}
+
 /// `ln Σ e^x` with the maximum subtracted.
 fn log_sum_exp<T: Float>(xs: &[T]) -> T {
     let mut m = T::NEG_INFINITY;
