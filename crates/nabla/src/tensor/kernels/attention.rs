@@ -308,6 +308,7 @@ fn score_gradients<T: Float>(
 
 /// [`softmax_columns`] on the tier's vectors: f32 with `kernel`'s instructions, else the
 /// generic loops compiled for the tier.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn softmax_tile<T: Float>(
     kernel: Option<Kernel>,
     buf: &mut [T],
@@ -334,6 +335,7 @@ fn softmax_tile<T: Float>(
 }
 
 /// [`score_gradients`] on the tier's vectors, as [`softmax_tile`].
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn score_gradients_tile<T: Float>(
     kernel: Option<Kernel>,
     p: &[T],
