@@ -311,3 +311,53 @@ fn same_bits_on_1_2_3_threads(bits: impl Fn() -> Vec<u32> + Send + Sync) {
         assert_eq!(pool(n).install(&bits), one, "{n} threads");
     }
 }
+
+/// Shapes the main comparison leaves out: more queries than keys over several tiles (not
+/// causal), a strided output gradient (the loss reads the output transposed), and empty
+/// sizes (no keys, no queries, no width, no batch): values and gradients as the composed path
+/// gives them, without a panic.
+#[test]
+fn fused_attention_edges_match_the_composed_path() {
+    let check = |dims: (usize, usize, usize, usize), b: usize, causal: bool, transposed: bool| {
+        let [q, k, v] = inputs::<f64>(b, 2, dims, 77);
+        let grads = |fused: bool| -> Vec<Vec<f64>> {
+            let (q, k, v) = (
+                q.detach().requires_grad(),
+                k.detach().requires_grad(),
+                v.detach().requires_grad(),
+            );
+            let h = |x: &Tensor<f64>| x.permute(&[0, 2, 1, 3]).unwrap();
+            let (t, s) = (dims.0, dims.1);
+            let mask = (!fused).then(|| Tensor::<f64>::zeros(&[t, s]).unwrap());
+            let y = scaled_dot_product_attention(&h(&q), &h(&k), &h(&v), mask.as_ref(), causal)
+                .unwrap();
+            let y = if transposed {
+                y.transpose(2, 3).unwrap()
+            } else {
+                y
+            };
+            let w = Tensor::<f64>::rand_uniform(y.shape(), -1.0, 1.0, 5).unwrap();
+            let g = y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+            let all = |t: &Tensor<f64>| t.to_vec().unwrap();
+            let grad = |x: &Tensor<f64>| g.get(x).map(all).unwrap_or_default();
+            vec![all(&y), grad(&q), grad(&k), grad(&v)]
+        };
+        let (a, c) = (grads(true), grads(false));
+        for (what, (x, y)) in ["output", "dq", "dk", "dv"].iter().zip(a.iter().zip(&c)) {
+            assert_eq!(x.len(), y.len(), "{dims:?} b {b} {what}");
+            for (j, (p, r)) in x.iter().zip(y).enumerate() {
+                assert!(
+                    (p - r).abs() <= 1e-12 * (1.0 + r.abs()),
+                    "{dims:?} b {b} causal {causal} transposed {transposed} {what}[{j}]: {p} vs {r}"
+                );
+            }
+        }
+    };
+    check((40, 17, 8, 5), 2, false, false);
+    check((40, 17, 8, 5), 2, false, true);
+    check((20, 33, 6, 7), 3, true, true);
+    for dims in [(3, 0, 4, 4), (0, 5, 4, 4), (4, 6, 0, 3), (4, 6, 3, 0)] {
+        check(dims, 2, false, false);
+    }
+    check((5, 5, 4, 4), 0, true, false);
+}

@@ -14,6 +14,7 @@ use crate::tensor::kernels::attention::{self, Dims, Place};
 use crate::tensor::kernels::matmul::MatRef;
 use crate::tensor::kernels::rows::{self, RowStats};
 use crate::tensor::shape::fmt_shape;
+use crate::tensor::storage::buffer;
 use crate::tensor::{Float, Strided, Tensor};
 
 impl<T: Float> Tensor<T> {
@@ -329,7 +330,10 @@ pub fn packed_attention<T: Float>(
     causal: bool,
 ) -> Result<Tensor<T>> {
     let sh = qkv.shape();
-    if sh.len() != 3 || heads == 0 || !sh[2].is_multiple_of(3 * heads) {
+    let fits = heads
+        .checked_mul(3)
+        .is_some_and(|h3| h3 > 0 && sh.len() == 3 && sh[2].is_multiple_of(h3));
+    if !fits {
         return Err(Error::shape(
             "packed_attention",
             format!(
@@ -358,7 +362,8 @@ impl<T: Float> Tensor<T> {
             let x = self.strided();
             let [q, k, v] = [0, 1, 2].map(|i| heads_at(&x, heads, dims.d, i * c));
             let group = (heads, Place::Interleaved);
-            attention::forward(&q, &k, &v, dims, ct, causal, group)
+            let room = buffer("packed_attention", &[b, t, c])?;
+            attention::forward(&q, &k, &v, dims, ct, causal, group, room)
         };
         Ok(record(out, vec![b, t, c], &[self], || {
             Op::PackedAttention(self.clone(), heads, ct, causal)
@@ -403,7 +408,8 @@ impl<T: Float> Tensor<T> {
             let (x, g) = (qkv.strided(), self.strided());
             let [q, k, v] = [0, 1, 2].map(|i| heads_at(&x, heads, dims.d, i * c));
             let gh = heads_at(&g, heads, dims.d, 0);
-            attention::backward_packed([&q, &k, &v], &gh, dims, (scale, causal), heads)
+            let room = buffer("packed_attention", sh)?;
+            attention::backward_packed([&q, &k, &v], &gh, dims, (scale, causal), heads, room)
         };
         Tensor::from_vec(data, sh)
     }
@@ -454,13 +460,14 @@ impl<T: Float> Tensor<T> {
         let (q, c) = (self, T::from_f64(scale));
         let dims = dims_of(q, v);
         let (group, places) = placing([q, k, v]);
+        let mut shape = q.shape()[..q.rank() - 1].to_vec();
+        shape.push(dims.dv);
+        let room = buffer("scaled_dot_product_attention", &shape)?;
         let out = {
             let (qs, ks, vs) = (q.strided(), k.strided(), v.strided());
             let (qh, kh, vh) = (heads(&qs), heads(&ks), heads(&vs));
-            attention::forward(&qh, &kh, &vh, dims, c, causal, (group, places[0]))
+            attention::forward(&qh, &kh, &vh, dims, c, causal, (group, places[0]), room)
         };
-        let mut shape = q.shape()[..q.rank() - 1].to_vec();
-        shape.push(dims.dv);
         let op = || Op::Attention(q.clone(), k.clone(), v.clone(), c, causal);
         Ok(match places[0] {
             Place::Heads => record(out, shape, &[q, k, v], op),
@@ -499,7 +506,23 @@ impl<T: Float> Tensor<T> {
         let grads = {
             let (qs, ks, vs, gs) = (q.strided(), k.strided(), v.strided(), self.strided());
             let (qh, kh, vh, gh) = (heads(&qs), heads(&ks), heads(&vs), heads(&gs));
-            attention::backward(&qh, &kh, &vh, &gh, dims, (scale, causal), want, placed)
+            let mut rooms = [Vec::new(), Vec::new(), Vec::new()];
+            for ((room, x), w) in rooms.iter_mut().zip([q, k, v]).zip(want) {
+                if w {
+                    *room = buffer("scaled_dot_product_attention", x.shape())?;
+                }
+            }
+            attention::backward(
+                &qh,
+                &kh,
+                &vh,
+                &gh,
+                dims,
+                (scale, causal),
+                want,
+                placed,
+                rooms,
+            )
         };
         let mut out = [None, None, None];
         for (i, (data, x)) in grads.into_iter().zip([q, k, v]).enumerate() {

@@ -12,9 +12,10 @@
 //! saved between the passes but the inputs — and adds each tile's share of the key and value
 //! gradients in tile order. Every head is computed the same way whichever thread runs it, and
 //! every query's values the same way whatever tile holds it (its lane's sums run over the keys
-//! in order; keys it does not see add exact zeros): results do not depend on the thread
-//! count, and a query alone (a key/value-cached step) gets the bits it gets among all the
-//! queries of its window.
+//! in order; keys it does not see enter the products with probability exactly 0, adding
+//! nothing for finite values): results do not depend on the thread count, and a query alone
+//! (a key/value-cached step) gets the bits it gets among all the queries of its window. Heads
+//! are the unit of parallelism: a single head runs on one thread.
 
 #[cfg(target_arch = "x86_64")]
 use super::attention_x86 as x86;
@@ -157,15 +158,20 @@ struct Scratch<T> {
 }
 
 /// Runs `f(task, outputs)` for every task (a group of heads), each task's runs of `per[i]`
-/// values of every output `i` together, shared among threads when the work is large. Every value of the outputs must
-/// be written by `f` (they are handed over zeroed).
+/// values of every output `i` together, shared among threads when the work is large, and
+/// returns the outputs: `outs`, whose room (reserved by the caller, fallibly; asserted here)
+/// is filled, each run zeroed just before `f` gets it.
 fn for_each_task<T: Float, const N: usize>(
     count: usize,
     work: usize,
-    per: [usize; N],
+    (per, mut outs): ([usize; N], [Vec<T>; N]),
     f: impl Fn(usize, &mut Scratch<T>, [&mut [T]; N]) + Sync,
 ) -> [Vec<T>; N] {
-    let mut outs: [Vec<T>; N] = std::array::from_fn(|i| Vec::with_capacity(count * per[i]));
+    for (o, p) in outs.iter_mut().zip(per) {
+        o.clear();
+        let fits = count.checked_mul(p).is_some_and(|n| n <= o.capacity());
+        assert!(fits, "internal: attention output without its room");
+    }
     {
         let spares: Vec<&mut [MaybeUninit<T>]> = outs
             .iter_mut()
@@ -182,13 +188,13 @@ fn for_each_task<T: Float, const N: usize>(
                 task.push(run);
             }
         }
-        let run = |scratch: &mut Scratch<T>, (h, task): (usize, Vec<&mut [MaybeUninit<T>]>)| {
+        let run = |scratch: &mut Scratch<T>, (i, task): (usize, Vec<&mut [MaybeUninit<T>]>)| {
             let mut it = task.into_iter().map(|o| init_with(o, T::ZERO));
             let outs: [&mut [T]; N] =
                 std::array::from_fn(|_| it.next().expect("internal: one run per output"));
             crate::isa::vectorized(
                 #[inline(always)]
-                || f(h, scratch, outs),
+                || f(i, scratch, outs),
             )
         };
         if count >= 2 && work >= PARALLEL_WORK && super::threads() >= 2 {
@@ -205,8 +211,8 @@ fn for_each_task<T: Float, const N: usize>(
         }
     }
     for (o, p) in outs.iter_mut().zip(per) {
-        // SAFETY: every head's run of every output was handed to `init_with`, which wrote it;
-        // the runs cover the first count·p values.
+        // SAFETY: every task's run of every output was handed to `init_with`, which wrote it;
+        // the runs cover the first count·p values (within the capacity, asserted above).
         unsafe { o.set_len(count * p) };
     }
     outs
@@ -416,12 +422,13 @@ pub fn forward<T: Float>(
     scale: T,
     causal: bool,
     (group, place): (usize, Place),
+    out: Vec<T>,
 ) -> Vec<T> {
     let Dims { t, s, dv, .. } = dims;
     let kernel = sgemm::active_kernel();
     let tasks = q.len().checked_div(group).unwrap_or(0);
     let work = dims.work(q.len());
-    let [out] = for_each_task(tasks, work, [group * t * dv], |task, sc, [out]| {
+    let [out] = for_each_task(tasks, work, ([group * t * dv], [out]), |task, sc, [out]| {
         if s == 0 {
             return; // no keys: a sum of nothing (the zeros handed over)
         }
@@ -462,8 +469,8 @@ const KEY_ROWS: usize = 12;
 
 /// Attention's gradients for the output gradient `g` (`[heads, t, dv]` as matrices, any
 /// strides): `[dq, dk, dv]`, each in its operand's shape placed by `places` (tasks of
-/// `group` heads, as in [`forward`]). `want` says which are computed (the others are returned
-/// empty).
+/// `group` heads, as in [`forward`]), written into `outs` (room reserved by the caller). `want`
+/// says which are computed (the others are returned empty).
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Float>(
     q: &[MatRef<'_, T>],
@@ -474,6 +481,7 @@ pub fn backward<T: Float>(
     (scale, causal): (T, bool),
     want: [bool; 3],
     (group, places): (usize, [Place; 3]),
+    outs: [Vec<T>; 3],
 ) -> [Vec<T>; 3] {
     let Dims { t, s, d, dv } = dims;
     let kernel = sgemm::active_kernel();
@@ -484,7 +492,7 @@ pub fn backward<T: Float>(
     ];
     let tasks = q.len().checked_div(group).unwrap_or(0);
     let work = dims.work(q.len()).saturating_mul(2);
-    for_each_task(tasks, work, per, |task, sc, [dq, dk, dvo]| {
+    for_each_task(tasks, work, (per, outs), |task, sc, [dq, dk, dvo]| {
         for hh in 0..group {
             let h = task * group + hh;
             let at = [
@@ -516,13 +524,14 @@ pub fn backward_packed<T: Float>(
     dims: Dims,
     (scale, causal): (T, bool),
     heads: usize,
+    out: Vec<T>,
 ) -> Vec<T> {
     let Dims { t, d, .. } = dims;
     let kernel = sgemm::active_kernel();
     let c = heads * d;
     let tasks = g.len().checked_div(heads).unwrap_or(0);
     let work = dims.work(g.len()).saturating_mul(2);
-    let [out] = for_each_task(tasks, work, [t * 3 * c], |task, sc, [out]| {
+    let [out] = for_each_task(tasks, work, ([t * 3 * c], [out]), |task, sc, [out]| {
         for hh in 0..heads {
             let h = task * heads + hh;
             let mut write = |which: usize, row: usize, a: MatRef<'_, T>, b: MatRef<'_, T>| {
