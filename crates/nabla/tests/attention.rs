@@ -88,23 +88,9 @@ fn fused_attention_matches_the_composed_path_in_f64_and_f32() {
                 run(&q, &k, &v, causal, false),
             );
             let [q, k, v] = inputs::<f32>(2, 3, dims, 10 * i as u64);
-            let (c, _) = (run(&q, &k, &v, causal, true), ());
-            for (what, ((fa, fb), fc)) in ["output", "dq", "dk", "dv"]
-                .iter()
-                .zip(a.iter().zip(&b).zip(&c))
-            {
-                for (j, ((x, y), z)) in fa.iter().zip(fb).zip(fc).enumerate() {
-                    let at = format!("{dims:?} causal {causal} mixed {mixed} {what}[{j}]");
-                    assert!(
-                        (x - y).abs() <= 1e-12 * (1.0 + y.abs()),
-                        "f64 {at}: {x} vs {y}"
-                    );
-                    assert!(
-                        (z - y).abs() <= 2e-5 * (1.0 + y.abs()),
-                        "f32 {at}: {z} vs {y}"
-                    );
-                }
-            }
+            let c = run(&q, &k, &v, causal, true);
+            let label = format!("{dims:?} causal {causal} mixed {mixed}");
+            assert_agree(&["output", "dq", "dk", "dv"], [&a, &b, &c], &label);
         }
     }
 }
@@ -260,21 +246,8 @@ fn packed_attention_matches_the_split_composed_path() {
                 run_packed(&x64, heads, causal, false),
             );
             let c = run_packed(&x32, heads, causal, true);
-            for (what, ((fa, fb), fc)) in ["output", "d(qkv)"].iter().zip(a.iter().zip(&b).zip(&c))
-            {
-                assert_eq!(fa.len(), fb.len());
-                for (j, ((x, y), z)) in fa.iter().zip(fb).zip(fc).enumerate() {
-                    let at = format!("t {t} heads {heads} d {d} causal {causal} {what}[{j}]");
-                    assert!(
-                        (x - y).abs() <= 1e-12 * (1.0 + y.abs()),
-                        "f64 {at}: {x} vs {y}"
-                    );
-                    assert!(
-                        (z - y).abs() <= 2e-5 * (1.0 + y.abs()),
-                        "f32 {at}: {z} vs {y}"
-                    );
-                }
-            }
+            let label = format!("t {t} heads {heads} d {d} causal {causal}");
+            assert_agree(&["output", "d(qkv)"], [&a, &b, &c], &label);
         }
     }
     let bad = Tensor::<f32>::zeros(&[2, 3, 10]).unwrap();
@@ -360,4 +333,27 @@ fn fused_attention_edges_match_the_composed_path() {
         check(dims, 2, false, false);
     }
     check((5, 5, 4, 4), 0, true, false);
+}
+
+/// `fused64` matches `composed64` to 1e-12 and `fused32` matches it to 2e-5 (relative, plus
+/// 1), value by value, for each named result.
+fn assert_agree(names: &[&str], [fused64, composed64, fused32]: [&Vec<Vec<f64>>; 3], label: &str) {
+    for (what, ((fa, fb), fc)) in names
+        .iter()
+        .zip(fused64.iter().zip(composed64).zip(fused32))
+    {
+        assert_eq!(fa.len(), fb.len(), "{label} {what}");
+        assert_eq!(fc.len(), fb.len(), "{label} {what}");
+        for (j, ((x, y), z)) in fa.iter().zip(fb).zip(fc).enumerate() {
+            let at = format!("{label} {what}[{j}]");
+            assert!(
+                (x - y).abs() <= 1e-12 * (1.0 + y.abs()),
+                "f64 {at}: {x} vs {y}"
+            );
+            assert!(
+                (z - y).abs() <= 2e-5 * (1.0 + y.abs()),
+                "f32 {at}: {z} vs {y}"
+            );
+        }
+    }
 }
