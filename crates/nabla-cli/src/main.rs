@@ -39,6 +39,11 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+    // Freed buffers kept for reuse: a training step's activations (hundreds of KiB to MiB
+    // each) were otherwise mapped afresh and faulted in every step (`nabla::alloc`).
+    if matches!(cli.command, Command::Train(_) | Command::Bench(_)) {
+        nabla::alloc::retain_freed_memory();
+    }
     let result = match &cli.command {
         Command::Train(a) => train::run(a, &given),
         Command::Eval(a) => commands::eval(a, &given),

@@ -7,11 +7,11 @@
 //! [`retain_freed_memory`] raises the threshold (to 32 MiB, glibc's maximum) and stops heap
 //! trimming, so freed buffers are reused instead.
 //!
-//! The `nabla` tool does not call it: since matrix products go through the `gemm` crate's
-//! kernels (which keep their packing buffers per thread) and the data set is normalised in
-//! place, the tool's workloads measured no faster with it (`bench/README.md`, "Speed v2").
-//! Two experiments (`examples/backprop_memory.rs`, `examples/l1_vs_l2.rs`) call it, for
-//! programs whose own allocations still benefit.
+//! The `nabla` tool calls it for `train` and `bench`. The Fashion-MNIST MLP measured no faster
+//! with it (`bench/README.md`, "Speed v2"), but the baby GPT's step frees and allocates dozens
+//! of 0.4–1.5 MB activations, and glibc's own threshold left 135,000 page faults in 300 steps
+//! where this leaves 56,000 (about the process's 198 MB touched once). Two experiments
+//! (`examples/backprop_memory.rs`, `examples/l1_vs_l2.rs`) call it too.
 
 /// Keeps freed memory in the process for reuse (glibc on Linux; a no-op elsewhere). Call it once
 /// at the start of a program that trains; it changes allocator settings for the whole process.

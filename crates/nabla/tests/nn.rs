@@ -236,3 +236,26 @@ fn bce_and_prediction_helpers() {
     );
     assert_eq!(loss::accuracy(&[1, 0, 2], &[1, 1, 2]), 2.0 / 3.0);
 }
+
+/// Class targets take a shortcut (their one-hot rows are known to sum to 1 and are not
+/// copied again): the same loss and gradient bits as the same one-hot rows given as
+/// probabilities, which are copied and checked.
+#[test]
+fn class_targets_give_the_bits_of_their_one_hot_rows() {
+    for (n, k) in [(3, 5), (50, 84), (400, 90)] {
+        let z = Tensor::<f32>::randn(&[n, k], 0.0, 2.0, 4)
+            .unwrap()
+            .requires_grad();
+        let labels: Vec<usize> = (0..n).map(|i| (i * 7) % k).collect();
+        let hot: Vec<f32> = (0..n * k)
+            .map(|i| f32::from(u8::from(labels[i / k] == i % k)))
+            .collect();
+        let hot = Tensor::from_vec(hot, &[n, k]).unwrap();
+        let run = |t: Target<'_, f32>| {
+            let l = loss::cross_entropy(&z, t, 0.0, Reduction::Mean).unwrap();
+            let g = l.backward().unwrap().get(&z).unwrap().to_vec().unwrap();
+            (l.to_vec().unwrap(), g)
+        };
+        assert_eq!(run(Target::Classes(&labels)), run(Target::Probs(&hot)));
+    }
+}

@@ -512,3 +512,47 @@ fn products_with_several_batch_axes_read_views_entry_by_entry() {
         "matmul: [2, 3, 4, 5] x [3, 2, 5, 4]: batch axes [2, 3] and [3, 2] differ"
     );
 }
+
+/// The f32 softmax, log-softmax and cross-entropy run their rows in 16-lane blocks and the
+/// rest one value at a time: rows of every length around a block, with −∞ entries in a whole
+/// block and in the rest, against the same computed in f64.
+#[test]
+fn f32_softmax_rows_of_any_length_match_f64() {
+    for k in [1, 2, 15, 16, 17, 31, 33, 84, 100] {
+        let n = 5;
+        let mut z = Tensor::<f64>::randn(&[n, k], 0.0, 4.0, k as u64)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        if k > 1 {
+            z[0] = f64::NEG_INFINITY; // row 0, first block
+            z[2 * k - 1] = f64::NEG_INFINITY; // row 1, last value (the rest past 16·j)
+        }
+        let z64 = Tensor::from_vec(z.clone(), &[n, k]).unwrap();
+        let z32 = Tensor::from_vec(z.iter().map(|&v| v as f32).collect(), &[n, k]).unwrap();
+        let (p64, p32) = (z64.softmax(1).unwrap(), z32.softmax(1).unwrap());
+        let (l64, l32) = (z64.log_softmax(1).unwrap(), z32.log_softmax(1).unwrap());
+        let hot: Vec<f64> = (0..n * k).map(|i| f64::from(i % k == 0)).collect();
+        let ce64 = z64
+            .softmax_cross_entropy(&Tensor::from_vec(hot.clone(), &[n, k]).unwrap())
+            .unwrap();
+        let hot32 = hot.iter().map(|&v| v as f32).collect();
+        let ce32 = z32
+            .softmax_cross_entropy(&Tensor::from_vec(hot32, &[n, k]).unwrap())
+            .unwrap();
+        let pairs = [(p64, p32, 1e-6), (l64, l32, 2e-6), (ce64, ce32, 2e-6)];
+        for (i, (a, b, tol)) in pairs.into_iter().enumerate() {
+            let (a, b) = (a.to_vec().unwrap(), b.to_vec().unwrap());
+            for (j, (&x, &y)) in a.iter().zip(&b).enumerate() {
+                if !x.is_finite() || x == 0.0 {
+                    // A −∞ logit: probability exactly 0, log-probability −∞ (and a target
+                    // on it an infinite loss).
+                    assert_eq!(f64::from(y), x, "k {k} output {i} at {j}");
+                } else {
+                    let err = (f64::from(y) - x).abs() / x.abs().max(1.0);
+                    assert!(err <= tol, "k {k} output {i} at {j}: {y} vs {x}");
+                }
+            }
+        }
+    }
+}

@@ -292,3 +292,107 @@ fn clipping_scales_in_place_only_gradients_nobody_else_holds() {
     let after = nabla::optim::grad_norm(&own, std::slice::from_ref(&w)).unwrap();
     assert!((after - 1.0).abs() < 1e-6, "{after}");
 }
+
+/// Parameters of a few shapes (some larger than an update's parallel split) with gradients of
+/// a loss whose global norm is far above 1, and the gradients.
+fn clipped_problem(seed: u64) -> (Vec<(String, Tensor<f32>)>, GradStore<f32>) {
+    let shapes: [&[usize]; 3] = [&[300, 200], &[7], &[129, 3]];
+    let params: Vec<(String, Tensor<f32>)> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let t = Tensor::<f32>::randn(s, 0.0, 1.0, seed + i as u64).unwrap();
+            (format!("p{i}"), t.requires_grad())
+        })
+        .collect();
+    let mut loss = Tensor::<f32>::zeros(&[]).unwrap();
+    for (_, p) in &params {
+        loss = loss.add(&p.square().unwrap().sum_all().unwrap()).unwrap();
+    }
+    let grads = loss.mul_scalar(3.0).unwrap().backward().unwrap();
+    (params, grads)
+}
+
+#[test]
+fn a_scaled_step_is_the_step_on_clipped_gradients_bit_for_bit() {
+    // `step_scaled` (what the Trainer runs) against `clip_grad_norm` then `step`, for Adam,
+    // AdamW and SGD with momentum, over three steps.
+    type Make = fn(Vec<(String, Tensor<f32>)>) -> Box<dyn Optimizer<f32>>;
+    let makers: [Make; 3] = [
+        |p| Box::new(Adam::new(p, AdamConfig::adam(1e-2)).unwrap()),
+        |p| Box::new(Adam::new(p, AdamConfig::adamw(1e-2)).unwrap()),
+        |p| {
+            let c = SgdConfig {
+                momentum: 0.9,
+                ..SgdConfig::new(1e-2)
+            };
+            Box::new(Sgd::new(p, c).unwrap())
+        },
+    ];
+    for make in makers {
+        let (pa, _) = clipped_problem(7);
+        let (pb, _) = clipped_problem(7);
+        let (mut a, mut b) = (make(pa.clone()), make(pb.clone()));
+        for _ in 0..3 {
+            let grads_of = |ps: &[(String, Tensor<f32>)]| {
+                let mut loss = Tensor::<f32>::zeros(&[]).unwrap();
+                for (_, p) in ps {
+                    loss = loss.add(&p.square().unwrap().sum_all().unwrap()).unwrap();
+                }
+                loss.mul_scalar(3.0).unwrap().backward().unwrap()
+            };
+            let tensors = |ps: &[(String, Tensor<f32>)]| -> Vec<Tensor<f32>> {
+                ps.iter().map(|(_, p)| p.clone()).collect()
+            };
+            let mut ga = grads_of(&pa);
+            let norm = clip_grad_norm(&mut ga, &tensors(&pa), 1.0).unwrap();
+            a.step(&ga).unwrap();
+            let gb = grads_of(&pb);
+            let norm_b = nabla::optim::grad_norm(&gb, &tensors(&pb)).unwrap();
+            assert_eq!(norm, norm_b);
+            assert!(norm > 1.0, "{norm}: the test must clip");
+            b.step_scaled(&gb, 1.0 / (norm_b + 1e-6)).unwrap();
+            for ((_, x), (_, y)) in pa.iter().zip(&pb) {
+                assert_eq!(x.to_vec().unwrap(), y.to_vec().unwrap());
+            }
+        }
+    }
+    // At scale 1 the scaled step is the plain one.
+    let (pa, ga) = clipped_problem(3);
+    let (pb, gb) = clipped_problem(3);
+    let mut a = Adam::new(pa.clone(), AdamConfig::adamw(1e-3)).unwrap();
+    let mut b = Adam::new(pb.clone(), AdamConfig::adamw(1e-3)).unwrap();
+    a.step(&ga).unwrap();
+    b.step_scaled(&gb, 1.0).unwrap();
+    assert_eq!(pa[0].1.to_vec().unwrap(), pb[0].1.to_vec().unwrap());
+}
+
+#[test]
+fn the_global_norm_is_the_same_bits_on_any_thread_count() {
+    let (params, grads) = clipped_problem(11);
+    let ps: Vec<Tensor<f32>> = params.iter().map(|(_, p)| p.clone()).collect();
+    let norms: Vec<f64> = (1..=3)
+        .map(|t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+                .install(|| nabla::optim::grad_norm(&grads, &ps).unwrap())
+        })
+        .collect();
+    assert!(norms.iter().all(|&n| n == norms[0]), "{norms:?}");
+    // Σ of each parameter's sum of squares, in parameter order.
+    let want: f64 = ps
+        .iter()
+        .map(|p| {
+            let g = grads.get(p).unwrap().to_vec().unwrap();
+            g.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>()
+        })
+        .sum::<f64>()
+        .sqrt();
+    assert!(
+        (norms[0] - want).abs() <= 1e-12 * want,
+        "{} vs {want}",
+        norms[0]
+    );
+}

@@ -115,6 +115,7 @@ pub fn cross_entropy<T: Float>(
         ));
     }
     let (n, k) = (logits.shape()[0], logits.shape()[1]);
+    let one_hot = matches!(target, Target::Classes(_)) && label_smoothing == 0.0;
     let mut dist = match target {
         Target::Classes(labels) => {
             if labels.len() != n {
@@ -145,8 +146,15 @@ pub fn cross_entropy<T: Float>(
         let spread = T::from_f64(label_smoothing / k as f64);
         dist.iter_mut().for_each(|d| *d = keep * *d + spread);
     }
+    if k == 0 {
+        return Err(Error::shape(
+            "cross_entropy",
+            format!("logits {} have no classes", fmt_shape(logits.shape())),
+        ));
+    }
+    // A fresh target nothing else holds: not copied again; one-hot rows sum to exactly 1.
     let target = Tensor::from_vec(dist, &[n, k])?;
-    red.apply(&logits.softmax_cross_entropy(&target)?)
+    red.apply(&logits.softmax_cross_entropy_owned(target, one_hot)?)
 }
 
 /// Binary cross-entropy from logits with targets in `[0, 1]`:

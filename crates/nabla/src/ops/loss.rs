@@ -2,7 +2,7 @@
 
 use crate::autograd::{no_grad, record, Op};
 use crate::error::{Error, Result};
-use crate::tensor::kernels::reduce;
+use crate::tensor::kernels::{reduce, rows};
 use crate::tensor::shape::fmt_shape;
 use crate::tensor::{Float, Tensor};
 
@@ -32,11 +32,28 @@ impl<T: Float> Tensor<T> {
         // A copy: the rule reads the target in backward, and a caller may edit theirs in
         // place meanwhile (a shared storage would give a wrong gradient, unnoticed).
         let t = Tensor::from_vec(target.to_vec()?, target.shape())?;
+        self.softmax_cross_entropy_owned(t, false)
+    }
+
+    /// [`softmax_cross_entropy`](Tensor::softmax_cross_entropy) against a target `t` of the
+    /// logits' `[n, k]` shape (k ≥ 1, checked by the caller) that nothing else holds (not
+    /// copied), whose rows each sum to exactly 1 where `unit_rows` (one-hot rows: not
+    /// checked again).
+    pub(crate) fn softmax_cross_entropy_owned(
+        &self,
+        t: Tensor<T>,
+        unit_rows: bool,
+    ) -> Result<Tensor<T>> {
+        let k = self.shape()[1];
         let (data, ones) = {
             let td = t.data()?;
-            let ones = td
-                .chunks(k)
-                .all(|row| row.iter().fold(T::ZERO, |a, &b| a + b) == T::ONE);
+            // Each row's sum over interleaved partial sums (in whole vectors; one running
+            // sum was a chain of dependent additions as long as the target).
+            let ones = unit_rows
+                || crate::isa::vectorized(
+                    #[inline(always)]
+                    || td.chunks(k).all(|row| rows::part_sum(row, |v| v) == 1.0),
+                );
             (reduce::softmax_cross_entropy(&self.data()?, &td, k), ones)
         };
         // The gradient scales softmax by each row's target mass: skipped when all are 1.

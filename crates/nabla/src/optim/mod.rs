@@ -7,7 +7,7 @@ mod schedule;
 mod sgd;
 
 pub use adam::{Adam, AdamConfig};
-pub(crate) use clip::scale_to_norm;
+pub(crate) use clip::clip_scale;
 pub use clip::{clip_grad_norm, grad_norm};
 pub use schedule::LrSchedule;
 pub use sgd::{Sgd, SgdConfig};
@@ -35,6 +35,33 @@ pub struct OptimizerState<T: Float = f32> {
 pub trait Optimizer<T: Float = f32> {
     /// One update of every parameter that has a gradient in `grads` (others are left alone).
     fn step(&mut self, grads: &GradStore<T>) -> Result<()>;
+    /// [`step`](Optimizer::step) with every gradient multiplied by `scale` first (rounded to
+    /// `T`, as [`clip_grad_norm`] scales them): what clipping by the global norm needs. The
+    /// default scales copies of the gradients and steps; [`Adam`] and [`Sgd`] multiply inside
+    /// their update instead (the same values, one pass over the gradients fewer).
+    ///
+    /// ```
+    /// use nabla::optim::{Optimizer, Sgd, SgdConfig};
+    /// use nabla::Tensor;
+    /// let w = Tensor::<f32>::from_vec(vec![1.0], &[1]).unwrap().requires_grad();
+    /// let grads = w.mul_scalar(4.0).unwrap().sum_all().unwrap().backward().unwrap(); // 4
+    /// let mut opt = Sgd::new(vec![("w".into(), w.clone())], SgdConfig::new(0.5)).unwrap();
+    /// opt.step_scaled(&grads, 0.25).unwrap(); // 1 − 0.5·(4·0.25)
+    /// assert_eq!(w.to_vec().unwrap(), [0.5]);
+    /// ```
+    fn step_scaled(&mut self, grads: &GradStore<T>, scale: f64) -> Result<()> {
+        if scale == 1.0 {
+            return self.step(grads);
+        }
+        let mut scaled = grads.clone();
+        let params: Vec<Tensor<T>> = self.params().iter().map(|(_, p)| p.clone()).collect();
+        for p in &params {
+            if let Some(g) = scaled.remove(p) {
+                scaled.insert(p, g.detach().mul_scalar(scale)?);
+            }
+        }
+        self.step(&scaled)
+    }
     /// The live learning rate (the configuration's base rate until [`Optimizer::set_lr`]).
     fn lr(&self) -> f64;
     /// Sets the live learning rate (schedules call this before each step); the configuration

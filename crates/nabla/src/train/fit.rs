@@ -10,7 +10,7 @@ use crate::autograd::{detect_anomaly, GradStore};
 use crate::data::{batch_indices, TaskData};
 use crate::error::{Error, Result};
 use crate::nn::loss::predict_class;
-use crate::optim::{grad_norm, scale_to_norm};
+use crate::optim::{clip_scale, grad_norm};
 use crate::profile::span;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -85,10 +85,11 @@ impl Trainer {
             // per product), but not through callbacks, which may wait for a person; nor where
             // ranks share the cores with the collective's transfers.
             let warm = self.collective.is_none();
-            let grads = crate::threads::warm_if(warm, || match self.config.grad_shards {
-                Some(m) => self.sharded_step(idx, m),
-                None => self.train_step(idx),
-            })?;
+            let (grads, grad_scale) =
+                crate::threads::warm_if(warm, || match self.config.grad_shards {
+                    Some(m) => self.sharded_step(idx, m),
+                    None => self.train_step(idx),
+                })?;
             self.state.batch += 1;
             let progress = self.progress(batches.len(), row_clock(&started, before));
             span("callbacks", || {
@@ -98,6 +99,7 @@ impl Trainer {
                     model: self.model.as_ref(),
                     batch: idx,
                     grads: &grads,
+                    grad_scale,
                 })
             });
             let due = self
@@ -170,8 +172,8 @@ impl Trainer {
     }
 
     /// Forward, sentinel, backward, clipping and the update for the rows `idx`; the gradients
-    /// the update used.
-    fn train_step(&mut self, idx: &[usize]) -> Result<GradStore<f32>> {
+    /// and the factor the update multiplied them by (clipping; 1 without).
+    fn train_step(&mut self, idx: &[usize]) -> Result<(GradStore<f32>, f64)> {
         let base = self.config.optimizer.lr();
         self.optimizer
             .set_lr(self.config.schedule.lr_at(base, self.state.step));
@@ -190,7 +192,7 @@ impl Trainer {
             let (_, anomaly) = detect_anomaly(|| self.forward(idx));
             return Err(self.diverged(&format!("the loss is {lv}"), anomaly));
         }
-        let mut grads = loss.backward()?;
+        let grads = loss.backward()?;
         // With clipping, a finite global norm proves every gradient finite: one pass over
         // them instead of two.
         let params = self.config.clip.map(|_| self.model.parameters());
@@ -211,10 +213,12 @@ impl Trainer {
                 return Err(self.diverged(&what, None));
             }
         }
-        if let (Some(c), Some(params), Some(norm)) = (self.config.clip, &params, norm) {
-            span("clip", || scale_to_norm(&mut grads, params, c, norm))?;
-        }
-        span("optimizer", || self.optimizer.step(&grads))?;
+        // Clipping scales the gradients inside the update (one pass over them fewer).
+        let scale = match (self.config.clip, norm) {
+            (Some(c), Some(norm)) => clip_scale(c, norm),
+            _ => 1.0,
+        };
+        span("optimizer", || self.optimizer.step_scaled(&grads, scale))?;
         let s = &mut self.state;
         s.step += 1;
         s.loss_sum += lv * idx.len() as f64;
@@ -227,7 +231,7 @@ impl Trainer {
                 .filter(|(p, &i)| **p == c.labels[i])
                 .count();
         }
-        Ok(grads)
+        Ok((grads, scale))
     }
 
     pub(super) fn forward(&self, idx: &[usize]) -> Result<(Tensor<f32>, Tensor<f32>)> {

@@ -12,7 +12,7 @@ use crate::autograd::{BackwardHook, GradStore};
 use crate::data::TaskData;
 use crate::error::{Error, Result};
 use crate::nn::loss::predict_class;
-use crate::optim::clip_grad_norm;
+use crate::optim::{clip_scale, grad_norm};
 use crate::profile::span;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -121,7 +121,11 @@ impl Trainer {
     }
 
     /// One data-parallel optimizer step on the global batch `idx`.
-    pub(super) fn sharded_step(&mut self, idx: &[usize], m: usize) -> Result<GradStore<f32>> {
+    pub(super) fn sharded_step(
+        &mut self,
+        idx: &[usize],
+        m: usize,
+    ) -> Result<(GradStore<f32>, f64)> {
         let base = self.config.optimizer.lr();
         self.optimizer
             .set_lr(self.config.schedule.lr_at(base, self.state.step));
@@ -181,20 +185,23 @@ impl Trainer {
         }
         let gathered = gathered?;
         set_buffers(&buffers, &slice_stats)?;
-        let mut store = span("gradient exchange", || layout.unpack(&gathered, &params))?;
+        let store = span("gradient exchange", || layout.unpack(&gathered, &params))?;
         self.exchange_buf = gathered; // kept for the next step: no fresh pages to fault in
-        if let Some(c) = self.config.clip {
-            span("clip", || {
-                clip_grad_norm(&mut store, &self.model.parameters(), c)
-            })?;
-        }
-        span("optimizer", || self.optimizer.step(&store))?;
+                                      // Clipping scales the gradients inside the update (one pass over them fewer).
+        let scale = match self.config.clip {
+            Some(c) => clip_scale(
+                c,
+                span("clip", || grad_norm(&store, &self.model.parameters()))?,
+            ),
+            None => 1.0,
+        };
+        span("optimizer", || self.optimizer.step_scaled(&store, scale))?;
         let st = &mut self.state;
         st.step += 1;
         st.loss_sum += slice_stats.iter().map(|s| s[0]).sum::<f64>();
         st.correct += slice_stats.iter().map(|s| s[1] as usize).sum::<usize>();
         st.seen += idx.len();
-        Ok(store)
+        Ok((store, scale))
     }
 
     /// This process's rank (0 without a group).

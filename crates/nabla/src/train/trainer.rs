@@ -46,9 +46,32 @@ pub struct StepView<'a> {
     pub model: &'a dyn Module<f32>,
     /// The rows of the training set in this step's batch.
     pub batch: &'a [usize],
-    /// The gradients the update used (after clipping; the sum over slices for sliced steps),
-    /// keyed by the parameters.
+    /// The gradients of the step's loss (the sum over slices for sliced steps), keyed by the
+    /// parameters, before clipping: the update used them times [`grad_scale`](Self::grad_scale).
     pub grads: &'a GradStore<f32>,
+    /// The factor the update multiplied `grads` by: `max_norm / (norm + 1e-6)` where clipping
+    /// by the global norm applied, else 1.
+    pub grad_scale: f64,
+}
+
+impl StepView<'_> {
+    /// The gradients the update applied: [`grads`](Self::grads) times
+    /// [`grad_scale`](Self::grad_scale) (shared handles to the same tensors where the scale
+    /// is 1, scaled copies otherwise).
+    pub fn applied_grads(&self) -> Result<GradStore<f32>> {
+        let mut out = GradStore::new();
+        for (_, p) in self.model.named_parameters() {
+            if let Some(g) = self.grads.get(&p) {
+                let g = if self.grad_scale == 1.0 {
+                    g.clone()
+                } else {
+                    g.detach().mul_scalar(self.grad_scale)?
+                };
+                out.insert(&p, g);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Why [`Trainer::fit`] returned.

@@ -110,7 +110,12 @@ pub fn softmax_axis<T: Float>(x: &[T], shape: &[usize], axis: usize, log: bool) 
     if inner == 1 && dim > 0 {
         // Contiguous rows: shared among threads above ROWS_PARALLEL values (each row in one
         // fixed order: the same bits on any thread count).
-        let row = |(xr, or): (&[T], &mut [T])| softmax_row(xr, or, log);
+        let row = |(xr, or): (&[T], &mut [T])| {
+            crate::isa::vectorized(
+                #[inline(always)]
+                || softmax_row(xr, or, log),
+            )
+        };
         if x.len() >= ROWS_PARALLEL && super::threads() >= 2 {
             use rayon::prelude::*;
             let per = (ROWS_PARALLEL / 16 / dim).max(1);
@@ -132,7 +137,10 @@ pub fn softmax_axis<T: Float>(x: &[T], shape: &[usize], axis: usize, log: bool) 
             for (j, b) in buf.iter_mut().enumerate() {
                 *b = x[at(j)];
             }
-            softmax_row(&buf, &mut res, log);
+            crate::isa::vectorized(
+                #[inline(always)]
+                || softmax_row(&buf, &mut res, log),
+            );
             for (j, &r) in res.iter().enumerate() {
                 out[at(j)] = r;
             }
@@ -142,29 +150,76 @@ pub fn softmax_axis<T: Float>(x: &[T], shape: &[usize], axis: usize, log: bool) 
 }
 
 /// The (log-)softmax of the row `x` into `out` (as long): the maximum subtracted, the
-/// exponentials summed in order.
+/// exponentials ([`Float::exp_fast`]) summed by [`max_sum_exp`]; each `exp` computed once (the
+/// softmax keeps them in `out` and scales them by `1/Σ`).
+#[inline(always)]
 fn softmax_row<T: Float>(x: &[T], out: &mut [T], log: bool) {
-    let mut m = T::NEG_INFINITY;
-    for &v in x {
-        m = m.max(v);
-    }
-    // With m = +inf every shifted entry is NaN or -inf; keep PyTorch's NaN.
-    let mut s = T::ZERO;
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = v - m;
-        s += o.exp();
-    }
     if log {
+        let (m, s) = max_sum_exp(x, None);
+        // With m = +inf every shifted entry is NaN or -inf; keep PyTorch's NaN.
         let ls = s.ln();
-        for o in out.iter_mut() {
-            *o -= ls;
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = (v - m) - ls;
         }
     } else {
+        let (_, s) = max_sum_exp(x, Some(&mut *out));
         let inv = T::ONE / s;
         for o in out.iter_mut() {
-            *o = o.exp() * inv;
+            *o *= inv;
         }
     }
+}
+
+/// Lanes of [`max_sum_exp`]'s partial maxima and sums: one AVX-512 or two AVX2 vectors of f32.
+const LANES: usize = 16;
+
+/// The row's maximum `m` and `Σ e^(x − m)` (the exponentials also written to `exps` when
+/// given): [`LANES`] interleaved partial maxima and sums combined pairwise in a fixed order,
+/// then the values past the last whole block in order — the same bits on every tier and
+/// thread count, in whole vectors (one running sum was a chain of dependent additions, and
+/// `exp` one value at a time). Tried and slower: the rest as one more block, padded or
+/// overlapping the last one (store-forwarding stalls, 1.3–2× the time on 84-wide rows).
+#[inline(always)]
+fn max_sum_exp<T: Float>(x: &[T], mut exps: Option<&mut [T]>) -> (T, T) {
+    const L: usize = LANES;
+    let whole = x.len() / L * L;
+    let mut acc = [T::NEG_INFINITY; L];
+    for c in x[..whole].chunks_exact(L) {
+        for l in 0..L {
+            acc[l] = acc[l].max(c[l]);
+        }
+    }
+    let mut m = super::rows::fold_lanes(acc, T::max);
+    for &v in &x[whole..] {
+        m = m.max(v);
+    }
+    let mut acc = [T::ZERO; L];
+    match exps.as_deref_mut() {
+        Some(out) => {
+            for (c, o) in x[..whole].chunks_exact(L).zip(out.chunks_exact_mut(L)) {
+                for l in 0..L {
+                    o[l] = (c[l] - m).exp_fast();
+                    acc[l] += o[l];
+                }
+            }
+        }
+        None => {
+            for c in x[..whole].chunks_exact(L) {
+                for l in 0..L {
+                    acc[l] += (c[l] - m).exp_fast();
+                }
+            }
+        }
+    }
+    let mut s = super::rows::fold_lanes(acc, |a, b| a + b);
+    for (j, &v) in x.iter().enumerate().skip(whole) {
+        let e = (v - m).exp_fast();
+        if let Some(out) = exps.as_deref_mut() {
+            out[j] = e;
+        }
+        s += e;
+    }
+    (m, s)
 }
 
 /// Values from which a row-wise softmax or cross-entropy shares its rows among threads (an
@@ -176,14 +231,26 @@ const ROWS_PARALLEL: usize = 1 << 15;
 /// skipped, so a `−∞` logit with target 0 contributes 0, not NaN.
 pub fn softmax_cross_entropy<T: Float>(z: &[T], t: &[T], k: usize) -> Vec<T> {
     let row = |(zr, tr): (&[T], &[T])| {
-        let lse = log_sum_exp(zr);
-        let mut loss = T::ZERO;
-        for (&zj, &tj) in zr.iter().zip(tr) {
-            if tj != T::ZERO {
-                loss += tj * (lse - zj);
-            }
-        }
-        loss
+        crate::isa::vectorized(
+            #[inline(always)]
+            || {
+                let lse = log_sum_exp(zr);
+                // Zero targets skipped (a select, so the loop runs in whole vectors).
+                let term = |z: T, t: T| if t != T::ZERO { t * (lse - z) } else { T::ZERO };
+                let whole = zr.len() / LANES * LANES;
+                let mut acc = [T::ZERO; LANES];
+                for (zc, tc) in zr[..whole].chunks_exact(LANES).zip(tr.chunks_exact(LANES)) {
+                    for l in 0..LANES {
+                        acc[l] += term(zc[l], tc[l]);
+                    }
+                }
+                let mut loss = super::rows::fold_lanes(acc, |a, b| a + b);
+                for (&zj, &tj) in zr[whole..].iter().zip(&tr[whole..]) {
+                    loss += term(zj, tj);
+                }
+                loss
+            },
+        )
     };
     let k = k.max(1);
     if z.len() >= ROWS_PARALLEL && super::threads() >= 2 {
@@ -214,15 +281,20 @@ pub fn softmax_cross_entropy_grad<T: Float>(
     let mut out = vec![T::ZERO; z.len()];
     let row = |(i, o): (usize, &mut [T])| {
         let (zr, tr) = (&z[i * k..][..k], &t[i * k..][..k]);
-        softmax_row(zr, o, false);
         let (m, gi) = (mass.map(|m| m[i]), g[i]);
-        for (o, &tj) in o.iter_mut().zip(tr) {
-            let p = match m {
-                Some(m) => *o * m,
-                None => *o,
-            };
-            *o = (p - tj) * gi;
-        }
+        crate::isa::vectorized(
+            #[inline(always)]
+            || {
+                softmax_row(zr, o, false);
+                for (o, &tj) in o.iter_mut().zip(tr) {
+                    let p = match m {
+                        Some(m) => *o * m,
+                        None => *o,
+                    };
+                    *o = (p - tj) * gi;
+                }
+            },
+        )
     };
     if z.len() >= ROWS_PARALLEL && super::threads() >= 2 {
         use rayon::prelude::*;
@@ -237,18 +309,13 @@ pub fn softmax_cross_entropy_grad<T: Float>(
     out
 }
 
-/// `ln Σ e^x` with the maximum subtracted.
+/// `ln Σ e^x` with the maximum subtracted ([`max_sum_exp`]); a non-finite maximum is
+/// returned as it is.
+#[inline(always)]
 fn log_sum_exp<T: Float>(xs: &[T]) -> T {
-    let mut m = T::NEG_INFINITY;
-    for &x in xs {
-        m = m.max(x);
-    }
+    let (m, s) = max_sum_exp(xs, None);
     if !m.is_finite() {
         return m;
-    }
-    let mut s = T::ZERO;
-    for &x in xs {
-        s += (x - m).exp();
     }
     m + s.ln()
 }

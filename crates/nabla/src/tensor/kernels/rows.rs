@@ -366,7 +366,7 @@ fn softmax_row<T: Float>(row: &[T], out: &mut [T], visible: usize, scale: T) {
 
 /// The lanes of a block combined pairwise in a fixed order.
 #[inline(always)]
-fn fold_lanes<T: Float, const L: usize>(mut acc: [T; L], f: impl Fn(T, T) -> T) -> T {
+pub(super) fn fold_lanes<T: Float, const L: usize>(mut acc: [T; L], f: impl Fn(T, T) -> T) -> T {
     let mut w = L / 2;
     while w > 0 {
         for i in 0..w {
