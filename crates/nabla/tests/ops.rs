@@ -541,6 +541,30 @@ fn f32_softmax_rows_of_any_length_match_f64() {
             .softmax_cross_entropy(&Tensor::from_vec(hot32, &[n, k]).unwrap())
             .unwrap();
         let pairs = [(p64, p32, 1e-6), (l64, l32, 2e-6), (ce64, ce32, 2e-6)];
+        // Rows PyTorch makes NaN: all −∞, a +∞, a NaN (after a whole block where k > 16).
+        for bad in [
+            [f64::NEG_INFINITY; 2],
+            [f64::INFINITY, 0.0],
+            [0.0, f64::NAN],
+        ] {
+            let mut row = vec![0.5; k.max(2)];
+            let n = row.len();
+            if bad[0] == f64::NEG_INFINITY {
+                row.iter_mut().for_each(|v| *v = f64::NEG_INFINITY);
+            }
+            row[n - 2..].copy_from_slice(&bad);
+            let r32: Vec<f32> = row.iter().map(|&v| v as f32).collect();
+            let p = Tensor::from_vec(r32, &[1, n]).unwrap().softmax(1).unwrap();
+            let q = Tensor::from_vec(row, &[1, n]).unwrap().softmax(1).unwrap();
+            assert!(
+                p.to_vec().unwrap().iter().all(|v| v.is_nan()),
+                "k {k} {bad:?}"
+            );
+            assert!(
+                q.to_vec().unwrap().iter().all(|v| v.is_nan()),
+                "k {k} {bad:?}"
+            );
+        }
         for (i, (a, b, tol)) in pairs.into_iter().enumerate() {
             let (a, b) = (a.to_vec().unwrap(), b.to_vec().unwrap());
             for (j, (&x, &y)) in a.iter().zip(&b).enumerate() {

@@ -357,14 +357,54 @@ fn a_scaled_step_is_the_step_on_clipped_gradients_bit_for_bit() {
             }
         }
     }
-    // At scale 1 the scaled step is the plain one.
-    let (pa, ga) = clipped_problem(3);
-    let (pb, gb) = clipped_problem(3);
-    let mut a = Adam::new(pa.clone(), AdamConfig::adamw(1e-3)).unwrap();
-    let mut b = Adam::new(pb.clone(), AdamConfig::adamw(1e-3)).unwrap();
-    a.step(&ga).unwrap();
-    b.step_scaled(&gb, 1.0).unwrap();
-    assert_eq!(pa[0].1.to_vec().unwrap(), pb[0].1.to_vec().unwrap());
+}
+
+/// An optimizer that only implements what the trait requires (its `step_scaled` is the
+/// trait's default), delegating to SGD.
+struct Plain(Sgd<f32>);
+
+impl Optimizer<f32> for Plain {
+    fn step(&mut self, grads: &GradStore<f32>) -> nabla::Result<()> {
+        self.0.step(grads)
+    }
+    fn lr(&self) -> f64 {
+        self.0.lr()
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.0.set_lr(lr)
+    }
+    fn steps(&self) -> u64 {
+        self.0.steps()
+    }
+    fn params(&self) -> &[(String, Tensor<f32>)] {
+        self.0.params()
+    }
+    fn state(&self) -> nabla::optim::OptimizerState<f32> {
+        self.0.state()
+    }
+    fn load_state(&mut self, state: &nabla::optim::OptimizerState<f32>) -> nabla::Result<()> {
+        self.0.load_state(state)
+    }
+}
+
+#[test]
+fn the_default_scaled_step_scales_copies_as_the_fused_one_scales_values() {
+    let config = SgdConfig {
+        momentum: 0.9,
+        ..SgdConfig::new(1e-2)
+    };
+    let (pa, ga) = clipped_problem(5);
+    let (pb, gb) = clipped_problem(5);
+    let mut fused = Sgd::new(pa.clone(), config.clone()).unwrap();
+    let mut plain = Plain(Sgd::new(pb.clone(), config).unwrap());
+    let kept = gb.get(&pb[0].1).unwrap().to_vec().unwrap();
+    fused.step_scaled(&ga, 0.3).unwrap();
+    plain.step_scaled(&gb, 0.3).unwrap();
+    for ((_, x), (_, y)) in pa.iter().zip(&pb) {
+        assert_eq!(x.to_vec().unwrap(), y.to_vec().unwrap());
+    }
+    // The caller's gradients are left as they were.
+    assert_eq!(gb.get(&pb[0].1).unwrap().to_vec().unwrap(), kept);
 }
 
 #[test]

@@ -398,17 +398,18 @@ impl Callback for Live {
         }
         let every = FRAME.max(self.frame_cost * 2);
         let due = self.last_frame.is_none_or(|t| t.elapsed() >= every);
-        // What the update applied (after clipping); a failure shows no gradients.
-        let applied = view.applied_grads().ok();
-        let grads = applied.as_ref();
+        // What the update applied (after clipping), made only when something shows it (a copy
+        // of every gradient while clipping applies); a failure shows no gradients.
+        let applied = std::cell::OnceCell::new();
+        let grads = || applied.get_or_init(|| view.applied_grads().ok()).as_ref();
         if self.mode == Mode::Paused || due {
-            self.publish(view.model, grads, step, epoch);
+            self.publish(view.model, grads(), step, epoch);
         }
         while self.exit.is_none() {
             let Some(msg) = self.next_message() else {
                 break;
             };
-            self.handle(msg, view.model, grads, (step, epoch));
+            self.handle(msg, view.model, grads(), (step, epoch));
             if self.mode == Mode::StepOnce {
                 break;
             }

@@ -135,8 +135,8 @@ const PAIR_MIN_MACS: usize = 1 << 21;
 /// Products whose output has at least this many rows (all axes but the last) compute their two
 /// gradients one after the other, each on all threads: cut into row parts they scale well, and
 /// side by side the thread with the slower one (a transposed operand to pack) kept the other
-/// waiting. The baby GPT's 768-row products: 300 steps in 6.16 vs 6.25 s (median of five,
-/// alternated; backward products 2.60–2.75 vs 2.91 s in profiles). Fewer rows (a small MLP's
+/// waiting. The baby GPT's 768-row products: 300 steps in 6.42 vs 6.80 s (medians of five,
+/// alternated; backward products 2.60–2.75 vs 2.92 s per 300 steps in profiles). Fewer rows (a small MLP's
 /// batch of 128) keep the side-by-side split, which was measured to pay there.
 const PAIR_MAX_ROWS: usize = 512;
 

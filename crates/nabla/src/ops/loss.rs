@@ -52,7 +52,10 @@ impl<T: Float> Tensor<T> {
             let ones = unit_rows
                 || crate::isa::vectorized(
                     #[inline(always)]
-                    || td.chunks(k).all(|row| rows::part_sum(row, |v| v) == 1.0),
+                    || {
+                        td.chunks(k)
+                            .all(|row| T::from_f64(rows::part_sum(row, |v| v)) == T::ONE)
+                    },
                 );
             (reduce::softmax_cross_entropy(&self.data()?, &td, k), ones)
         };

@@ -62,7 +62,9 @@ pub fn grad_norm<T: Float>(grads: &GradStore<T>, params: &[Tensor<T>]) -> Result
     } else {
         params.iter().map(sum).collect::<Result<_>>()?
     };
-    Ok(sums.iter().sum::<f64>().sqrt())
+    // From +0 in parameter order (`Iterator::sum` starts floats at −0: an empty list's norm
+    // would be −0).
+    Ok(sums.iter().fold(0.0, |a, b| a + b).sqrt())
 }
 
 /// The factor [`clip_grad_norm`] scales gradients of global norm `norm` by:

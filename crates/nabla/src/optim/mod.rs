@@ -53,10 +53,11 @@ pub trait Optimizer<T: Float = f32> {
         if scale == 1.0 {
             return self.step(grads);
         }
-        let mut scaled = grads.clone();
+        // A fresh store: each parameter's gradient scaled once, even if it is listed twice.
+        let mut scaled = GradStore::new();
         let params: Vec<Tensor<T>> = self.params().iter().map(|(_, p)| p.clone()).collect();
         for p in &params {
-            if let Some(g) = scaled.remove(p) {
+            if let (None, Some(g)) = (scaled.get(p), grads.get(p)) {
                 scaled.insert(p, g.detach().mul_scalar(scale)?);
             }
         }

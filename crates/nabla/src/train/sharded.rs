@@ -187,7 +187,8 @@ impl Trainer {
         set_buffers(&buffers, &slice_stats)?;
         let store = span("gradient exchange", || layout.unpack(&gathered, &params))?;
         self.exchange_buf = gathered; // kept for the next step: no fresh pages to fault in
-                                      // Clipping scales the gradients inside the update (one pass over them fewer).
+
+        // Clipping scales the gradients inside the update (one pass over them fewer).
         let scale = match self.config.clip {
             Some(c) => clip_scale(
                 c,
