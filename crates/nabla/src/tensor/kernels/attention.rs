@@ -624,21 +624,17 @@ fn head_backward<T: Float>(
             0
         };
         let at = |m| MatRef::row_major(m, j0 * ld + first, n, t - first, ld);
-        if want[1] {
-            let b = MatRef {
-                offset: qh.offset + first * qh.rs,
-                rows: t - first,
-                ..qh
-            };
-            write(1, j0, at(&dpt[..]), b);
-        }
-        if want[2] {
-            let b = MatRef {
-                offset: gh.offset + first * gh.rs,
-                rows: t - first,
-                ..gh
-            };
-            write(2, j0, at(&pt[..]), b);
+        // dk from the score gradients and the queries, dv from the probabilities and the
+        // output gradients: the rows from the first query that sees the block.
+        for (which, a, m) in [(1, &dpt[..], qh), (2, &pt[..], gh)] {
+            if want[which] {
+                let b = MatRef {
+                    offset: m.offset + first * m.rs,
+                    rows: t - first,
+                    ..m
+                };
+                write(which, j0, at(a), b);
+            }
         }
     }
 }
