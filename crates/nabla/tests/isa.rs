@@ -8,7 +8,8 @@ use nabla::data::synthetic::spiral;
 use nabla::isa::{self, Isa};
 use nabla::nn::loss::{self, Reduction, Target};
 use nabla::nn::{Mlp, MlpConfig, Module};
-use nabla::optim::{Adam, AdamConfig, Optimizer};
+use nabla::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
+use nabla::GradStore;
 use nabla::Tensor;
 
 /// Runs `f` on a pool of `n` threads.
@@ -84,6 +85,42 @@ fn elementwise_bits() -> Vec<u32> {
         .collect()
 }
 
+/// Three steps of each optimizer update (Adam with L2 decay, AdamW, SGD plain, with momentum
+/// and Nesterov's) on a parameter large enough to be split across threads, of an odd length
+/// (a tail after the vector blocks), with a clipping scale: the final weights' bits.
+fn optimizer_bits() -> Vec<u32> {
+    let n = 70_001;
+    let g = Tensor::<f32>::randn(&[n], 0.0, 1.0, 8).unwrap();
+    let mut bits = Vec::new();
+    for kind in 0..5 {
+        let w = Tensor::<f32>::randn(&[n], 0.0, 1.0, 9).unwrap();
+        let mut grads = GradStore::new();
+        grads.insert(&w, g.clone());
+        let params = vec![("w".to_string(), w.clone())];
+        let sgd = |momentum: f64, nesterov: bool| {
+            let mut c = SgdConfig::new(0.1);
+            (c.momentum, c.nesterov, c.weight_decay) = (momentum, nesterov, 1e-2);
+            Box::new(Sgd::new(params.clone(), c).unwrap()) as Box<dyn Optimizer<f32>>
+        };
+        let mut opt: Box<dyn Optimizer<f32>> = match kind {
+            0 => {
+                let mut c = AdamConfig::adam(1e-2);
+                c.weight_decay = 1e-2;
+                Box::new(Adam::new(params.clone(), c).unwrap())
+            }
+            1 => Box::new(Adam::new(params.clone(), AdamConfig::adamw(1e-2)).unwrap()),
+            2 => sgd(0.0, false),
+            3 => sgd(0.9, false),
+            _ => sgd(0.9, true),
+        };
+        for _ in 0..3 {
+            opt.step_scaled(&grads, 0.75).unwrap();
+        }
+        bits.extend(w.to_vec().unwrap().into_iter().map(f32::to_bits));
+    }
+    bits
+}
+
 /// Twenty Adam steps of a 2-64-64-3 MLP on spiral batches of 32 (the `tiny` benchmark's
 /// model): the losses' and the final weights' bits.
 fn train_bits() -> Vec<u32> {
@@ -120,6 +157,7 @@ fn every_tier_runs_agrees_and_is_bit_identical_across_threads() {
         eprintln!("skipped tiers this CPU lacks: {}", missing.join(", "));
     }
     let mut scalar_bits = None;
+    let mut scalar_updates = None;
     for &tier in &tiers {
         assert_eq!(isa::set_max(Some(tier)), tier);
         check_products(tier);
@@ -134,6 +172,18 @@ fn every_tier_runs_agrees_and_is_bit_identical_across_threads() {
             Some(s) => assert!(
                 *s == e,
                 "{tier}: element-wise bits differ from the scalar tier"
+            ),
+        }
+        let o = on(2, optimizer_bits);
+        assert!(
+            o == on(1, optimizer_bits),
+            "{tier}: optimizer bits on 1 vs 2 threads"
+        );
+        match &scalar_updates {
+            None => scalar_updates = Some(o),
+            Some(s) => assert!(
+                *s == o,
+                "{tier}: optimizer bits differ from the scalar tier"
             ),
         }
         let one = on(1, train_bits);

@@ -94,14 +94,22 @@ pub(crate) fn par_update4<T: Float>(
 ) {
     use rayon::prelude::*;
     if w.len() < PAR_UPDATE {
-        return crate::isa::vectorized(|| f(w, g, a, b));
+        return crate::isa::vectorized(
+            #[inline(always)]
+            || f(w, g, a, b),
+        );
     }
     const CHUNK: usize = 1 << 13;
     w.par_chunks_mut(CHUNK)
         .zip(g.par_chunks(CHUNK))
         .zip(a.par_chunks_mut(CHUNK))
         .zip(b.par_chunks_mut(CHUNK))
-        .for_each(|(((w, g), a), b)| crate::isa::vectorized(|| f(w, g, a, b)));
+        .for_each(|(((w, g), a), b)| {
+            crate::isa::vectorized(
+                #[inline(always)]
+                || f(w, g, a, b),
+            )
+        });
 }
 
 /// [`par_update4`] with one state buffer.
@@ -113,13 +121,21 @@ pub(crate) fn par_update3<T: Float>(
 ) {
     use rayon::prelude::*;
     if w.len() < PAR_UPDATE {
-        return crate::isa::vectorized(|| f(w, g, a));
+        return crate::isa::vectorized(
+            #[inline(always)]
+            || f(w, g, a),
+        );
     }
     const CHUNK: usize = 1 << 13;
     w.par_chunks_mut(CHUNK)
         .zip(g.par_chunks(CHUNK))
         .zip(a.par_chunks_mut(CHUNK))
-        .for_each(|((w, g), a)| crate::isa::vectorized(|| f(w, g, a)));
+        .for_each(|((w, g), a)| {
+            crate::isa::vectorized(
+                #[inline(always)]
+                || f(w, g, a),
+            )
+        });
 }
 
 /// Checks a learning rate (finite and ≥ 0).

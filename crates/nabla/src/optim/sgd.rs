@@ -99,15 +99,35 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
             p.update_data(|w| {
                 let fresh = buf.is_none();
                 let b = buf.get_or_insert_with(|| vec![T::ZERO; w.len()]);
-                let update = |w: &mut [T], g: &[T], b: &mut [T]| {
-                    for ((w, &g), b) in w.iter_mut().zip(g).zip(b.iter_mut()) {
-                        let g = g * scale;
-                        let mut d = g + wd * *w;
-                        if use_momentum {
-                            *b = if fresh { d } else { mu * *b + d };
-                            d = if nesterov { d + mu * *b } else { *b };
+                // The branches stay outside the loops: inside, the conditional store to the
+                // momentum kept the compiler from vectorising the loop under AVX2.
+                let update = {
+                    #[inline(always)]
+                    move |w: &mut [T], g: &[T], b: &mut [T]| {
+                        let all = w.iter_mut().zip(g).zip(b.iter_mut());
+                        match (use_momentum, fresh, nesterov) {
+                            (false, ..) => all.for_each(|((w, &g), _)| {
+                                *w -= lr * (g * scale + wd * *w);
+                            }),
+                            (true, true, false) => all.for_each(|((w, &g), b)| {
+                                *b = g * scale + wd * *w;
+                                *w -= lr * *b;
+                            }),
+                            (true, false, false) => all.for_each(|((w, &g), b)| {
+                                *b = mu * *b + (g * scale + wd * *w);
+                                *w -= lr * *b;
+                            }),
+                            (true, true, true) => all.for_each(|((w, &g), b)| {
+                                let d = g * scale + wd * *w;
+                                *b = d;
+                                *w -= lr * (d + mu * *b);
+                            }),
+                            (true, false, true) => all.for_each(|((w, &g), b)| {
+                                let d = g * scale + wd * *w;
+                                *b = mu * *b + d;
+                                *w -= lr * (d + mu * *b);
+                            }),
                         }
-                        *w -= lr * d;
                     }
                 };
                 par_update3(w, &g, b, update);

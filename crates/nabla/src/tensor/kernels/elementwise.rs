@@ -14,15 +14,21 @@ use crate::tensor::storage::{append_par, CHUNK};
 /// Appends `f(x[i])` for every element of a contiguous slice.
 pub fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync + Send, out: &mut Vec<T>) {
     if x.len() < PAR_THRESHOLD {
-        return vectorized(|| out.extend(x.iter().map(|&v| f(v))));
+        return vectorized(
+            #[inline(always)]
+            || out.extend(x.iter().map(|&v| f(v))),
+        );
     }
     append_par(out, x.len(), |c, o| {
         let i = &x[c * CHUNK..][..o.len()];
-        vectorized(|| {
-            for (o, &v) in o.iter_mut().zip(i) {
-                o.write(f(v));
-            }
-        })
+        vectorized(
+            #[inline(always)]
+            || {
+                for (o, &v) in o.iter_mut().zip(i) {
+                    o.write(f(v));
+                }
+            },
+        )
     });
 }
 
@@ -37,13 +43,16 @@ pub fn map_strided<T: Float>(
         return map(&src[r], f, out);
     }
     layout.for_each_row(|start, len, stride| {
-        vectorized(|| {
-            if stride == 1 {
-                out.extend(src[start..start + len].iter().map(|&v| f(v)));
-            } else {
-                out.extend((0..len).map(|j| f(src[start + j * stride])));
-            }
-        })
+        vectorized(
+            #[inline(always)]
+            || {
+                if stride == 1 {
+                    out.extend(src[start..start + len].iter().map(|&v| f(v)));
+                } else {
+                    out.extend((0..len).map(|j| f(src[start + j * stride])));
+                }
+            },
+        )
     });
 }
 
@@ -51,15 +60,21 @@ pub fn map_strided<T: Float>(
 pub fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send, out: &mut Vec<T>) {
     debug_assert_eq!(a.len(), b.len());
     if a.len() < PAR_THRESHOLD {
-        return vectorized(|| out.extend(a.iter().zip(b).map(|(&x, &y)| f(x, y))));
+        return vectorized(
+            #[inline(always)]
+            || out.extend(a.iter().zip(b).map(|(&x, &y)| f(x, y))),
+        );
     }
     append_par(out, a.len(), |c, o| {
         let (a, b) = (&a[c * CHUNK..][..o.len()], &b[c * CHUNK..][..o.len()]);
-        vectorized(|| {
-            for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
-                o.write(f(x, y));
-            }
-        })
+        vectorized(
+            #[inline(always)]
+            || {
+                for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+                    o.write(f(x, y));
+                }
+            },
+        )
     });
 }
 
@@ -136,14 +151,20 @@ pub fn binary<T: Float>(
     out.resize(start + n, T::ZERO);
     let dst = &mut out[start..];
     if n < PAR_THRESHOLD {
-        vectorized(|| {
-            for (r, o) in dst.chunks_mut(last).enumerate() {
-                row(r, o);
-            }
-        })
+        vectorized(
+            #[inline(always)]
+            || {
+                for (r, o) in dst.chunks_mut(last).enumerate() {
+                    row(r, o);
+                }
+            },
+        )
     } else {
-        dst.par_chunks_mut(last)
-            .enumerate()
-            .for_each(|(r, o)| vectorized(|| row(r, o)));
+        dst.par_chunks_mut(last).enumerate().for_each(|(r, o)| {
+            vectorized(
+                #[inline(always)]
+                || row(r, o),
+            )
+        });
     }
 }
