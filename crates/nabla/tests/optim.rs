@@ -436,3 +436,113 @@ fn the_global_norm_is_the_same_bits_on_any_thread_count() {
         norms[0]
     );
 }
+
+/// Adam's update written plainly, one value at a time, in the order of operations `Adam`
+/// documents (its constants rounded from f64 as it rounds them): three steps from `w`; the
+/// weights, then both moments.
+fn adam_reference(c: &AdamConfig, w: &[f32], g: &[f32], scale: f32) -> Vec<f32> {
+    let n = w.len();
+    let (mut w, mut m, mut v) = (w.to_vec(), vec![0f32; n], vec![0f32; n]);
+    for t in 1..=3 {
+        let bc1 = 1.0 - c.beta1.powi(t);
+        let bc2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
+        let step_size = (c.lr / bc1) as f32;
+        let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
+        let (one_b1, one_b2) = ((1.0 - c.beta1) as f32, (1.0 - c.beta2) as f32);
+        let (inv, eps) = ((1.0 / bc2_sqrt) as f32, c.eps as f32);
+        let (wd, decay) = (c.weight_decay as f32, (1.0 - c.lr * c.weight_decay) as f32);
+        let flush = |x: f32, below: f32| if x.abs() < below { 0.0 } else { x };
+        let tiny = f32::MIN_POSITIVE;
+        let (g_sq_min, g_m_min) = ((tiny / one_b2).sqrt(), tiny / one_b1);
+        let (m_min, v_min, step_m_min) = (tiny / b1, tiny / b2, tiny / step_size);
+        for i in 0..n {
+            let gi = g[i] * scale;
+            let gi = if c.decoupled {
+                w[i] *= decay;
+                gi
+            } else {
+                gi + wd * w[i]
+            };
+            let gv = flush(gi, g_sq_min);
+            m[i] = b1 * flush(m[i], m_min) + one_b1 * flush(gi, g_m_min);
+            v[i] = b2 * flush(v[i], v_min) + one_b2 * gv * gv;
+            w[i] -= step_size * flush(m[i], step_m_min) / (v[i].sqrt() * inv + eps);
+        }
+    }
+    [w, m, v].concat()
+}
+
+/// SGD's update written plainly, one value at a time, as `Sgd` documents it: three steps; the
+/// weights, then the momentum (if any).
+fn sgd_reference(c: &SgdConfig, w: &[f32], g: &[f32], scale: f32) -> Vec<f32> {
+    let n = w.len();
+    let (mut w, mut b) = (w.to_vec(), vec![0f32; n]);
+    let (lr, mu, wd) = (c.lr as f32, c.momentum as f32, c.weight_decay as f32);
+    for step in 0..3 {
+        for i in 0..n {
+            let mut d = g[i] * scale + wd * w[i];
+            if c.momentum > 0.0 {
+                b[i] = if step == 0 { d } else { mu * b[i] + d };
+                d = if c.nesterov { d + mu * b[i] } else { b[i] };
+            }
+            w[i] -= lr * d;
+        }
+    }
+    if c.momentum > 0.0 {
+        w.extend(b);
+    }
+    w
+}
+
+/// Every update kind gives the bits of its plain reference loop (above) — weights and state
+/// buffers — on a parameter below
+/// and one above the size from which updates are split across threads, with gradients from
+/// 1e4 down to below the flush thresholds and a clipping scale: the loops written for the
+/// compiler to vectorise compute the same values.
+#[test]
+fn updates_give_the_bits_of_a_plain_reference_loop() {
+    for n in [37usize, 70_001] {
+        let g: Vec<f32> = (0..n)
+            .map(|i| {
+                let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+                sign * (1.0 + (i % 7) as f32 * 0.1) * 10f32.powi((i % 50) as i32 - 45)
+            })
+            .collect();
+        let w0: Vec<f32> = (0..n)
+            .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let scale = 0.75f32;
+        // The weights after three steps, then the optimizer's buffers in their order.
+        let run = |opt: &mut dyn Optimizer<f32>, w: &Tensor<f32>| -> Vec<u32> {
+            let gt = Tensor::<f32>::from_vec(g.clone(), &[n]).unwrap();
+            let mut grads = GradStore::new();
+            grads.insert(w, gt);
+            for _ in 0..3 {
+                opt.step_scaled(&grads, f64::from(scale)).unwrap();
+            }
+            let buffers = opt.state().buffers.into_iter().map(|(_, t)| t);
+            std::iter::once(w.clone())
+                .chain(buffers)
+                .flat_map(|t| t.to_vec().unwrap())
+                .map(f32::to_bits)
+                .collect()
+        };
+        let bits = |v: Vec<f32>| -> Vec<u32> { v.into_iter().map(f32::to_bits).collect() };
+        let mut l2 = AdamConfig::adam(1e-2);
+        l2.weight_decay = 1e-2;
+        for c in [AdamConfig::adam(1e-2), l2, AdamConfig::adamw(1e-2)] {
+            let w = Tensor::<f32>::from_vec(w0.clone(), &[n]).unwrap();
+            let mut opt = Adam::new(vec![("w".into(), w.clone())], c.clone()).unwrap();
+            let want = bits(adam_reference(&c, &w0, &g, scale));
+            assert!(run(&mut opt, &w) == want, "{c:?}, {n} values");
+        }
+        for (momentum, nesterov) in [(0.0, false), (0.9, false), (0.9, true)] {
+            let mut c = SgdConfig::new(0.1);
+            (c.momentum, c.nesterov, c.weight_decay) = (momentum, nesterov, 1e-2);
+            let w = Tensor::<f32>::from_vec(w0.clone(), &[n]).unwrap();
+            let mut opt = Sgd::new(vec![("w".into(), w.clone())], c.clone()).unwrap();
+            let want = bits(sgd_reference(&c, &w0, &g, scale));
+            assert!(run(&mut opt, &w) == want, "{c:?}, {n} values");
+        }
+    }
+}

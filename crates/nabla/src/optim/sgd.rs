@@ -100,7 +100,7 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
                 let fresh = buf.is_none();
                 let b = buf.get_or_insert_with(|| vec![T::ZERO; w.len()]);
                 // The branches stay outside the loops: inside, the conditional store to the
-                // momentum kept the compiler from vectorising the loop under AVX2.
+                // momentum kept the compiler from vectorising the loop (on every tier).
                 let update = {
                     #[inline(always)]
                     move |w: &mut [T], g: &[T], b: &mut [T]| {
