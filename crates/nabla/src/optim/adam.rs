@@ -200,7 +200,6 @@ impl<T: Float> Optimizer<T> for Adam<T> {
 
 /// One Adam(W) step's constants, applied to matching parts of a parameter, its gradient and
 /// its moments.
-#[derive(Clone, Copy)]
 struct Update<T> {
     /// The gradient's factor, as `clip_grad_norm` would have scaled it (the same bits; times 1
     /// is exact). Always multiplied: a branch on it in the loop kept the compiler from
