@@ -178,6 +178,60 @@ fn graph_memory_is_reported_and_freed_on_drop() {
     assert!(!weak.is_alive(), "dropping the graph frees them");
 }
 
+/// GELU's forward pass keeps its slope for plain backward; `create_graph` backward and a
+/// strided input (no slope kept) compute it again. All three give the same bits, and the slope
+/// is counted in the memory the graph holds.
+fn gelu_paths_agree<T: nabla::Float>() {
+    use nabla::autograd::{grad, GradOptions};
+    // Values across GELU's range, including where tanh saturates and tiny ones.
+    let x = Tensor::<T>::randn(&[70, 1003], 0.0, 4.0, 5).unwrap();
+    let up = Tensor::<T>::randn(&[70, 1003], 0.0, 1.0, 6).unwrap();
+    let loss = |x: &Tensor<T>| x.gelu().unwrap().mul(&up).unwrap().sum_all().unwrap();
+    let xg = x.clone().requires_grad();
+    let plain = loss(&xg)
+        .backward()
+        .unwrap()
+        .get(&xg)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let opts = GradOptions {
+        create_graph: true,
+        ..GradOptions::default()
+    };
+    let graphed = grad(&[loss(&xg)], std::slice::from_ref(&xg), opts).unwrap();
+    assert_eq!(graphed[0].to_vec().unwrap(), plain, "create_graph backward");
+    // The same values read through a transposed view: the slope is not kept there.
+    let xt = x.t().unwrap().contiguous().unwrap().requires_grad();
+    let l = xt
+        .t()
+        .unwrap()
+        .gelu()
+        .unwrap()
+        .mul(&up)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let grads = l.backward().unwrap();
+    let strided = grads.get(&xt).unwrap().t().unwrap().contiguous().unwrap();
+    let strided = strided.to_vec().unwrap();
+    assert_eq!(strided, plain, "strided input");
+    // Memory: y, its slope, y·up and the loss.
+    let e = std::mem::size_of::<T>();
+    assert_eq!(loss(&xg).graph_stats().saved_bytes, e * (3 * 70 * 1003 + 1));
+    assert_eq!(
+        l.graph_stats().saved_bytes,
+        e * (2 * 70 * 1003 + 1),
+        "no slope for a strided input"
+    );
+}
+
+#[test]
+fn gelu_backward_gives_the_same_bits_with_and_without_the_kept_slope() {
+    gelu_paths_agree::<f32>();
+    gelu_paths_agree::<f64>();
+}
+
 #[test]
 fn tensors_are_send_and_sync_and_cheap_to_clone() {
     fn assert_send_sync<T: Send + Sync>() {}

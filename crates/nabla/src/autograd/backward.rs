@@ -296,8 +296,12 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
             })?])
         }),
         // y = x/2·(1 + tanh u), u = c(x + a·x³)  ⇒  dx = g·[(1 + t)/2 + x/2·(1 − t²)·c(1 + 3a·x²)]
-        Op::Gelu(x) => r.rule(Saved::INPUT, |_, g| {
-            Ok(vec![when(0, &|| g.gelu_backward(x))?])
+        // (plain backward multiplies by the slope the forward pass kept, the same values)
+        Op::Gelu(x, slope) => r.rule(Saved::INPUT, |_, g| {
+            Ok(vec![when(0, &|| match slope {
+                Some(s) if !super::is_grad_enabled() => g.mul(s),
+                _ => g.gelu_backward(x),
+            })?])
         }),
         // y = ln(1 + eˣ)  ⇒  dx = g·σ(x)
         Op::Softplus(x) => r.rule(Saved::INPUT, |_, g| {

@@ -73,8 +73,9 @@ pub struct GraphStats {
     /// How many of each kind.
     pub op_counts: BTreeMap<OpKind, usize>,
     /// Bytes of the storage of tensors made by operations and kept alive by the graph (the
-    /// forward activations backward needs), counting a storage shared by views once. Includes
-    /// the root. A view of a leaf (a transposed weight) adds nothing.
+    /// forward activations backward needs, and what ops keep beside them, such as GELU's
+    /// slope), counting a storage shared by views once. Includes the root. A view of a leaf
+    /// (a transposed weight) adds nothing.
     pub saved_bytes: usize,
     /// Bytes of the storage of leaf tensors the graph references (parameters and input data);
     /// they exist without the graph too.
@@ -341,6 +342,11 @@ impl<T: Float> Tensor<T> {
                     *stats.op_counts.entry(op.kind()).or_default() += 1;
                     if fresh {
                         stats.saved_bytes += node.storage_bytes();
+                    }
+                    for k in op.kept() {
+                        if seen_storage.insert(k.storage_key()) {
+                            stats.saved_bytes += k.storage_bytes();
+                        }
                     }
                 }
                 None if fresh => stats.leaf_bytes += node.storage_bytes(),

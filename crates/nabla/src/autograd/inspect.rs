@@ -349,12 +349,18 @@ fn node_report<T: Float>(
     })
 }
 
-/// Fills in `saved_bytes`: an op's storage, counted once when views share it.
+/// Fills in `saved_bytes`: an op's storage, counted once when views share it, and what the op
+/// keeps beside its inputs (GELU's slope).
 fn count_saved<T: Float>(mut nodes: Vec<NodeReport>, order: &[Tensor<T>]) -> Vec<NodeReport> {
     let mut seen = HashSet::new();
     for (n, t) in nodes.iter_mut().zip(order) {
         if seen.insert(t.storage_key()) && !n.leaf {
             n.saved_bytes = t.storage_bytes();
+        }
+        for k in t.op().map_or_else(Vec::new, |op| op.kept()) {
+            if seen.insert(k.storage_key()) {
+                n.saved_bytes += k.storage_bytes();
+            }
         }
     }
     nodes

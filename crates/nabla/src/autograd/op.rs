@@ -57,6 +57,18 @@ macro_rules! ops {
     };
 }
 
+impl<T: Float> Op<T> {
+    /// Tensors the op keeps besides its inputs (detached values its rule reads: GELU's slope,
+    /// the cross-entropy target): part of the memory a recorded graph holds.
+    pub(crate) fn kept(&self) -> Vec<&Tensor<T>> {
+        match self {
+            Op::Gelu(_, Some(slope)) => vec![slope],
+            Op::SoftmaxCrossEntropy(_, t, mass) => std::iter::once(t).chain(mass).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 ops! {
     /// `a + b` (broadcasting).
     Add(a: Tensor<T>, b: Tensor<T>) "add" => vec![a, b];
@@ -92,8 +104,10 @@ ops! {
     Sigmoid(x: Tensor<T>) "sigmoid" => vec![x];
     /// `tanh x` (backward reads the output).
     Tanh(x: Tensor<T>) "tanh" => vec![x];
-    /// GELU, tanh approximation.
-    Gelu(x: Tensor<T>) "gelu" => vec![x];
+    /// GELU, tanh approximation: (x, slope), where `slope` is `gelu'(x)`, written by the
+    /// forward pass when it was recorded on a contiguous `x` (held detached: a constant for plain
+    /// backward; `create_graph` backward differentiates `gelu_backward` instead).
+    Gelu(x: Tensor<T>, slope: Option<Tensor<T>>) "gelu" => vec![x];
     /// `ln(1 + e^x)`.
     Softplus(x: Tensor<T>) "softplus" => vec![x];
     /// `op(a)·op(b)`, 2-D or batched 3-D: (a, b, ta, tb), where `ta`/`tb` read an operand

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use super::unary::{gelu_slope_from_tanh, gelu_tanh};
 use crate::autograd::{record, Op, Step};
 use crate::error::{Error, Result};
-use crate::tensor::float::{GELU_A, GELU_C};
 use crate::tensor::kernels::{elementwise, layout};
 use crate::tensor::shape::{check_axis, fmt_shape};
 use crate::tensor::storage::{buffer, filled, written};
@@ -128,15 +128,12 @@ impl<T: Float> Tensor<T> {
                 ),
             ));
         }
-        let (c, a) = (T::from_f64(GELU_C), T::from_f64(GELU_A));
-        let (half, three) = (T::from_f64(0.5), T::from_f64(3.0));
-        let data = zip(self, x, move |g, x| {
-            let x2 = x * x;
-            let t = (c * x * (T::ONE + a * x2)).tanh();
-            let d =
-                half * (T::ONE + t) + half * x * (T::ONE - t * t) * c * (T::ONE + three * a * x2);
-            g * d
-        })?;
+        let data = zip(
+            self,
+            x,
+            #[inline(always)]
+            |g, x| g * gelu_slope_from_tanh(x, gelu_tanh(x)),
+        )?;
         Ok(record(data, self.shape().to_vec(), &[self, x], || {
             Op::GeluBackward(self.clone(), x.clone())
         }))

@@ -32,6 +32,53 @@ pub fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync + Send, out: &mut Vec<T>
     });
 }
 
+/// Appends both values of `f(x[i])` for every element of a contiguous slice: the first to
+/// `out`, the second to `aux` (one pass computing two results, such as an activation and its
+/// derivative).
+pub fn map_pair<T: Float>(
+    x: &[T],
+    f: impl Fn(T) -> (T, T) + Sync + Send,
+    out: &mut Vec<T>,
+    aux: &mut Vec<T>,
+) {
+    let n = x.len();
+    out.reserve(n);
+    aux.reserve(n);
+    let (o0, a0) = (out.len(), aux.len());
+    let fill =
+        |i: usize, o: &mut [std::mem::MaybeUninit<T>], a: &mut [std::mem::MaybeUninit<T>]| {
+            let x = &x[i * CHUNK..][..o.len()];
+            vectorized(
+                #[inline(always)]
+                || {
+                    for ((o, a), &v) in o.iter_mut().zip(a.iter_mut()).zip(x) {
+                        let (y, d) = f(v);
+                        o.write(y);
+                        a.write(d);
+                    }
+                },
+            )
+        };
+    let (os, as_) = (
+        &mut out.spare_capacity_mut()[..n],
+        &mut aux.spare_capacity_mut()[..n],
+    );
+    if n < PAR_THRESHOLD {
+        fill(0, os, as_);
+    } else {
+        os.par_chunks_mut(CHUNK)
+            .zip(as_.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(i, (o, a))| fill(i, o, a));
+    }
+    // SAFETY: both buffers had room for `n` more values (reserved above) and `fill` wrote every
+    // value of each chunk — all `n` — in both; a panic leaves the lengths as they were.
+    unsafe {
+        out.set_len(o0 + n);
+        aux.set_len(a0 + n);
+    }
+}
+
 /// Appends `f(x)` for every element `layout` addresses in `src`, in row-major order.
 pub fn map_strided<T: Float>(
     src: &[T],
