@@ -79,3 +79,22 @@ def spiral(points, classes, noise, rng):
         xs.append(np.stack([r * np.sin(theta), r * np.cos(theta)], axis=1))
         ys.append(np.full(points, c))
     return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64)
+
+
+# The baby GPT's learning-rate schedule and validation windows (bench/gpt_reference.py,
+# bench/gpt_jax.py).
+def lr_at(step, base=1e-3, warmup=100, total=2000, min_lr=1e-4):
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t, n = step - warmup, max(total - warmup, 1)
+    if t >= n:
+        return min_lr
+    return min_lr + (base - min_lr) * (1 + math.cos(math.pi * t / n)) / 2
+
+
+def windows(tokens, context, max_windows):
+    """nabla's TextData::spread: non-overlapping windows spread evenly over the tokens."""
+    span = max(len(tokens) - context - 1, 0)
+    stride = max(context, -(-span // max(max_windows - 1, 1)))
+    n = span // stride + 1 if len(tokens) >= context + 1 else 0
+    return [i * stride for i in range(n)]

@@ -28,6 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_data  # noqa: E402
+from bench_data import lr_at, windows  # noqa: E402
 
 # `--max-isa T` holds torch's kernels to a tier (as nabla's NABLA_MAX_ISA): set before torch
 # loads.
@@ -75,23 +76,6 @@ class Gpt(torch.nn.Module):
         for blk in self.blocks:
             h = blk(h)
         return self.ln_f(h) @ self.tok.weight.t()
-
-
-def lr_at(step, base=1e-3, warmup=100, total=2000, min_lr=1e-4):
-    if step < warmup:
-        return base * (step + 1) / warmup
-    t, n = step - warmup, max(total - warmup, 1)
-    if t >= n:
-        return min_lr
-    return min_lr + (base - min_lr) * (1 + math.cos(math.pi * t / n)) / 2
-
-
-def windows(tokens, context, max_windows):
-    """nabla's TextData::spread: non-overlapping windows spread evenly over the tokens."""
-    span = max(len(tokens) - context - 1, 0)
-    stride = max(context, -(-span // max(max_windows - 1, 1)))
-    n = span // stride + 1 if len(tokens) >= context + 1 else 0
-    return [i * stride for i in range(n)]
 
 
 def evaluate(model, data, starts, context):

@@ -4,6 +4,8 @@ one JSON line each, with `jax.jit` on the whole training step (forward, loss, ba
 
     python3 bench/jax_reference.py --threads 2 [--workload tiny|fashion|wide|cnn|all] [--steps N]
         [--max-isa scalar|avx2|avx512]
+    python3 bench/jax_reference.py --workload gpt --text FILE [--seed S] [--threads 2]
+        (the character-level baby GPT: bench/gpt_jax.py, with its flags)
 
 tiny:    2-64-64-3 ReLU, 3-class spiral of 1000 points per class, batch 32, Adam 1e-3,
          10,000 steps -> steps/s
@@ -254,6 +256,12 @@ def cnn(data_dir, threads, max_steps=None):
 
 
 def main():
+    if "--workload" in sys.argv and sys.argv[sys.argv.index("--workload") + 1:][:1] == ["gpt"]:
+        # the character-level GPT: bench/gpt_jax.py, with the same flags
+        import gpt_jax  # noqa: E402
+        i = sys.argv.index("--workload")
+        sys.argv[i:i + 2] = []
+        return gpt_jax.main()
     # `--max-isa T` holds XLA's code generation to a tier (XLA_FLAGS, read when jax loads).
     max_isa = bench_data.hold_isa_from_argv()
     ap = argparse.ArgumentParser()
