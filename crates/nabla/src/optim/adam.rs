@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_lr, grad_of, grad_values, load_buffers, par_update4, save_buffers, state_config,
+    check_lr, grad_of, grad_values, load_buffers, par_update, save_buffers, state_config,
     Optimizer, OptimizerState,
 };
 use crate::autograd::GradStore;
@@ -148,9 +148,9 @@ impl<T: Float> Optimizer<T> for Adam<T> {
             p.update_data(|w| {
                 let m = m.get_or_insert_with(|| vec![T::ZERO; w.len()]);
                 let v = v.get_or_insert_with(|| vec![T::ZERO; w.len()]);
-                par_update4(w, &g, m, v, {
+                par_update(w, &g, [m, v], {
                     #[inline(always)]
-                    |w, g, m, v| k.run(w, g, m, v)
+                    |w, g, [m, v]| k.run(w, g, m, v)
                 });
             })?;
         }

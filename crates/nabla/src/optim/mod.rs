@@ -83,59 +83,42 @@ pub trait Optimizer<T: Float = f32> {
 /// the result does not depend on the thread count).
 const PAR_UPDATE: usize = 1 << 15;
 
-/// Applies `f` to matching chunks of a parameter, its gradient and two state buffers, in
-/// parallel for large parameters.
-pub(crate) fn par_update4<T: Float>(
+/// Applies `f` to matching chunks of a parameter, its gradient and its `N` state buffers
+/// (none for plain SGD, one momentum, Adam's two moments), in parallel for large parameters.
+/// Element-wise, so the result does not depend on the thread count. Each chunk runs compiled for
+/// the active tier ([`crate::isa::vectorized`]): `f` should be an `#[inline(always)]` closure
+/// whose loops hold no branch (see there).
+pub(crate) fn par_update<T: Float, const N: usize>(
     w: &mut [T],
     g: &[T],
-    a: &mut [T],
-    b: &mut [T],
-    f: impl Fn(&mut [T], &[T], &mut [T], &mut [T]) + Sync + Send,
+    state: [&mut [T]; N],
+    f: impl Fn(&mut [T], &[T], [&mut [T]; N]) + Sync + Send,
 ) {
     use rayon::prelude::*;
     if w.len() < PAR_UPDATE {
         return crate::isa::vectorized(
             #[inline(always)]
-            || f(w, g, a, b),
+            || f(w, g, state),
         );
     }
     const CHUNK: usize = 1 << 13;
-    w.par_chunks_mut(CHUNK)
-        .zip(g.par_chunks(CHUNK))
-        .zip(a.par_chunks_mut(CHUNK))
-        .zip(b.par_chunks_mut(CHUNK))
-        .for_each(|(((w, g), a), b)| {
-            crate::isa::vectorized(
-                #[inline(always)]
-                || f(w, g, a, b),
-            )
-        });
-}
-
-/// [`par_update4`] with one state buffer.
-pub(crate) fn par_update3<T: Float>(
-    w: &mut [T],
-    g: &[T],
-    a: &mut [T],
-    f: impl Fn(&mut [T], &[T], &mut [T]) + Sync + Send,
-) {
-    use rayon::prelude::*;
-    if w.len() < PAR_UPDATE {
-        return crate::isa::vectorized(
+    let mut state = state.map(|s| s.chunks_mut(CHUNK));
+    // Chunk i of every slice together (a shorter buffer gives empty chunks at the end; the
+    // update loops zip their slices, so they stop at the shortest, as one loop over all would).
+    let chunks: Vec<_> = w
+        .chunks_mut(CHUNK)
+        .zip(g.chunks(CHUNK))
+        .map(|(w, g)| {
+            let s: [&mut [T]; N] = std::array::from_fn(|i| state[i].next().unwrap_or_default());
+            (w, g, s)
+        })
+        .collect();
+    chunks.into_par_iter().for_each(|(w, g, s)| {
+        crate::isa::vectorized(
             #[inline(always)]
-            || f(w, g, a),
-        );
-    }
-    const CHUNK: usize = 1 << 13;
-    w.par_chunks_mut(CHUNK)
-        .zip(g.par_chunks(CHUNK))
-        .zip(a.par_chunks_mut(CHUNK))
-        .for_each(|((w, g), a)| {
-            crate::isa::vectorized(
-                #[inline(always)]
-                || f(w, g, a),
-            )
-        });
+            || f(w, g, s),
+        )
+    });
 }
 
 /// Checks a learning rate (finite and ≥ 0).

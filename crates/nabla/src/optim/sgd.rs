@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_lr, grad_of, grad_values, load_buffers, par_update3, save_buffers, state_config,
+    check_lr, grad_of, grad_values, load_buffers, par_update, save_buffers, state_config,
     Optimizer, OptimizerState,
 };
 use crate::autograd::GradStore;
@@ -96,33 +96,45 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
                 continue;
             };
             let g = grad_values(g, p)?;
+            if !use_momentum {
+                // (a buffer loaded from a run with momentum is not kept)
+                *buf = None;
+            }
             p.update_data(|w| {
+                if !use_momentum {
+                    // No buffer: w −= lr·(scale·g + wd·w).
+                    return par_update(w, &g, [], {
+                        #[inline(always)]
+                        move |w: &mut [T], g: &[T], []: [&mut [T]; 0]| {
+                            for (w, &g) in w.iter_mut().zip(g) {
+                                *w -= lr * (g * scale + wd * *w);
+                            }
+                        }
+                    });
+                }
                 let fresh = buf.is_none();
                 let b = buf.get_or_insert_with(|| vec![T::ZERO; w.len()]);
                 // The branches stay outside the loops: inside, the conditional store to the
                 // momentum kept the compiler from vectorising the loop (on every tier).
                 let update = {
                     #[inline(always)]
-                    move |w: &mut [T], g: &[T], b: &mut [T]| {
+                    move |w: &mut [T], g: &[T], [b]: [&mut [T]; 1]| {
                         let all = w.iter_mut().zip(g).zip(b.iter_mut());
-                        match (use_momentum, fresh, nesterov) {
-                            (false, ..) => all.for_each(|((w, &g), _)| {
-                                *w -= lr * (g * scale + wd * *w);
-                            }),
-                            (true, true, false) => all.for_each(|((w, &g), b)| {
+                        match (fresh, nesterov) {
+                            (true, false) => all.for_each(|((w, &g), b)| {
                                 *b = g * scale + wd * *w;
                                 *w -= lr * *b;
                             }),
-                            (true, false, false) => all.for_each(|((w, &g), b)| {
+                            (false, false) => all.for_each(|((w, &g), b)| {
                                 *b = mu * *b + (g * scale + wd * *w);
                                 *w -= lr * *b;
                             }),
-                            (true, true, true) => all.for_each(|((w, &g), b)| {
+                            (true, true) => all.for_each(|((w, &g), b)| {
                                 let d = g * scale + wd * *w;
                                 *b = d;
                                 *w -= lr * (d + mu * *b);
                             }),
-                            (true, false, true) => all.for_each(|((w, &g), b)| {
+                            (false, true) => all.for_each(|((w, &g), b)| {
                                 let d = g * scale + wd * *w;
                                 *b = mu * *b + d;
                                 *w -= lr * (d + mu * *b);
@@ -130,11 +142,8 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
                         }
                     }
                 };
-                par_update3(w, &g, b, update);
+                par_update(w, &g, [b], update);
             })?;
-            if !use_momentum {
-                *buf = None;
-            }
         }
         self.steps += 1;
         Ok(())
