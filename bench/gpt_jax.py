@@ -118,9 +118,8 @@ def main():
     ap.add_argument("--batch", type=int, default=12)
     ap.add_argument("--eval-every", type=int, default=250)
     args = ap.parse_args()
-    cores = sorted(os.sched_getaffinity(0))
-    if args.threads < len(cores):
-        os.sched_setaffinity(0, set(cores[:args.threads]))
+    from jax_reference import configure_threads  # (imports no jax itself)
+    configure_threads(args.threads)
     import jax
     import jax.numpy as jnp
     jax.config.update("jax_platforms", "cpu")

@@ -289,6 +289,19 @@ fn anomaly_detection_names_the_first_non_finite_op_in_forward_order() {
     assert!(!nabla::autograd::anomaly::is_detecting());
 }
 
+#[test]
+fn anomaly_detection_names_gelu_backward_not_the_kept_slope() {
+    use nabla::autograd::detect_anomaly;
+    // At 1e20 GELU is finite (x) but its slope is 0·∞ = NaN in f32.
+    let x = Tensor::<f32>::from_vec(vec![1e20, 1.0], &[2])
+        .unwrap()
+        .requires_grad();
+    let (grads, anomaly) = detect_anomaly(|| x.gelu().unwrap().sum_all().unwrap().backward());
+    let g = grads.unwrap().get(&x).unwrap().to_vec().unwrap();
+    assert!(g[0].is_nan() && g[1].is_finite(), "{g:?}");
+    assert_eq!(anomaly.expect("an anomaly").op, "gelu_backward");
+}
+
 /// Records what `backward_hooked` hands over, with how many ops had run by then.
 #[derive(Default)]
 struct Handed {

@@ -8,7 +8,9 @@
 //! alone), and `grad(.., create_graph: true)` runs it with recording on, so the gradient it
 //! returns carries a graph and can be differentiated again. Where a fused kernel matters
 //! (relu & co., the adjoints of gathers) the rule calls an op that is itself differentiable
-//! ([`Tensor::step_mul`], [`Tensor::index_add`], [`Tensor::scatter_add`]).
+//! ([`Tensor::step_mul`], [`Tensor::index_add`], [`Tensor::scatter_add`]). A rule may take a
+//! shortcut in plain backward only, where a value the forward pass kept stands in for a
+//! differentiable op (GELU's slope, for `gelu_backward`).
 //!
 //! Broadcast operands get their gradient summed back to their own shape (`sum_to`). Before a
 //! rule runs, the graph walk checks that the values it reads (listed by [`saved`]) were not
@@ -296,10 +298,11 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
             })?])
         }),
         // y = x/2·(1 + tanh u), u = c(x + a·x³)  ⇒  dx = g·[(1 + t)/2 + x/2·(1 − t²)·c(1 + 3a·x²)]
-        // (plain backward multiplies by the slope the forward pass kept, the same values)
+        // (plain backward multiplies by the slope the forward pass kept, the same values;
+        // under anomaly detection the op that checks its output stays `gelu_backward`)
         Op::Gelu(x, slope) => r.rule(Saved::INPUT, |_, g| {
             Ok(vec![when(0, &|| match slope {
-                Some(s) if !super::is_grad_enabled() => g.mul(s),
+                Some(s) if !super::is_grad_enabled() && !super::anomaly::is_detecting() => g.mul(s),
                 _ => g.gelu_backward(x),
             })?])
         }),

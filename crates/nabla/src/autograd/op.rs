@@ -11,14 +11,18 @@ use crate::tensor::kernels::norm::NormStats;
 use crate::tensor::kernels::rows::RowStats;
 use crate::tensor::{Float, Tensor};
 
-/// Declares every op: `Variant(field: Type, ..) "name" => inputs;` where `inputs` is an
-/// expression over the fields (bound by reference) giving the tensor inputs in the order
-/// backward returns their gradients. Generates [`Op`], [`OpKind`], `OpKind::ALL`,
-/// [`OpKind::name`], [`Op::kind`] and [`Op::inputs`].
+/// Declares every op: `Variant(field: Type, ..) "name" => inputs[, kept K];` where `inputs` is
+/// an expression over the fields (bound by reference) giving the tensor inputs in the order
+/// backward returns their gradients, and `K` (when the op keeps tensors beside its inputs, such
+/// as GELU's slope) lists those. Generates [`Op`], [`OpKind`], `OpKind::ALL`,
+/// [`OpKind::name`], [`Op::kind`], [`Op::inputs`] and `Op::kept`.
 macro_rules! ops {
+    (@kept) => { Vec::new() };
+    (@kept $kept:expr) => { $kept };
     ($(
         $(#[doc = $doc:literal])+
-        $name:ident ( $($field:ident : $ty:ty),* $(,)? ) $text:literal => $inputs:expr;
+        $name:ident ( $($field:ident : $ty:ty),* $(,)? ) $text:literal => $inputs:expr
+            $(, kept $kept:expr)?;
     )*) => {
         /// The kind of an [`Op`], without its operands: for listings, statistics and the test
         /// that every kind has a gradient check.
@@ -53,20 +57,16 @@ macro_rules! ops {
             pub fn inputs(&self) -> Vec<&Tensor<T>> {
                 match self { $(Op::$name($($field),*) => $inputs),* }
             }
+
+            /// Tensors the op keeps besides its inputs (detached values its rule reads:
+            /// GELU's slope, the cross-entropy target): part of the memory a recorded graph
+            /// holds.
+            #[allow(unused_variables)]
+            pub(crate) fn kept(&self) -> Vec<&Tensor<T>> {
+                match self { $(Op::$name($($field),*) => ops!(@kept $($kept)?)),* }
+            }
         }
     };
-}
-
-impl<T: Float> Op<T> {
-    /// Tensors the op keeps besides its inputs (detached values its rule reads: GELU's slope,
-    /// the cross-entropy target): part of the memory a recorded graph holds.
-    pub(crate) fn kept(&self) -> Vec<&Tensor<T>> {
-        match self {
-            Op::Gelu(_, Some(slope)) => vec![slope],
-            Op::SoftmaxCrossEntropy(_, t, mass) => std::iter::once(t).chain(mass).collect(),
-            _ => Vec::new(),
-        }
-    }
 }
 
 ops! {
@@ -107,7 +107,7 @@ ops! {
     /// GELU, tanh approximation: (x, slope), where `slope` is `gelu'(x)`, written by the
     /// forward pass when it was recorded on a contiguous `x` (held detached: a constant for plain
     /// backward; `create_graph` backward differentiates `gelu_backward` instead).
-    Gelu(x: Tensor<T>, slope: Option<Tensor<T>>) "gelu" => vec![x];
+    Gelu(x: Tensor<T>, slope: Option<Tensor<T>>) "gelu" => vec![x], kept slope.iter().collect();
     /// `ln(1 + e^x)`.
     Softplus(x: Tensor<T>) "softplus" => vec![x];
     /// `op(a)·op(b)`, 2-D or batched 3-D: (a, b, ta, tb), where `ta`/`tb` read an operand
@@ -144,7 +144,7 @@ ops! {
     /// `[n, k]` target distribution (data: not differentiated, held detached), with the
     /// target's row sums `[n, 1]` when some row's is not exactly 1: (z, t, mass).
     SoftmaxCrossEntropy(z: Tensor<T>, t: Tensor<T>, mass: Option<Tensor<T>>)
-        "softmax_cross_entropy" => vec![z];
+        "softmax_cross_entropy" => vec![z], kept std::iter::once(t).chain(mass).collect();
     /// `g ⊙ s(x)` for a piecewise-constant `s` (the derivative of relu & co., itself
     /// differentiable: so gradients of gradients work): (g, x, s).
     StepMul(g: Tensor<T>, x: Tensor<T>, step: Step) "step_mul" => vec![g, x];

@@ -47,6 +47,7 @@ pub fn map_pair<T: Float>(
     let (o0, a0) = (out.len(), aux.len());
     let fill =
         |i: usize, o: &mut [std::mem::MaybeUninit<T>], a: &mut [std::mem::MaybeUninit<T>]| {
+            debug_assert_eq!(o.len(), a.len());
             let x = &x[i * CHUNK..][..o.len()];
             vectorized(
                 #[inline(always)]
