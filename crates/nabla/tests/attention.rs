@@ -9,6 +9,16 @@ use nabla::isa::{self, Isa};
 use nabla::ops::{packed_attention, scaled_dot_product_attention};
 use nabla::{Float, Tensor};
 
+/// The instruction-set tier is process-wide: the test that switches it holds this for writing,
+/// every other test for reading, so none runs while the tier changes under it (the packed
+/// backward's key gradients differed in one CI run, one task's rounding at another tier).
+static TIER: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// This test's hold on the tier (see [`TIER`]).
+fn tier_held() -> std::sync::RwLockReadGuard<'static, ()> {
+    TIER.read().unwrap_or_else(|e| e.into_inner())
+}
+
 thread_local! {
     /// Whether `run` hands keys and values over as contiguous heads.
     static MIXED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -79,6 +89,7 @@ const SHAPES: &[(usize, usize, usize, usize)] = &[
 
 #[test]
 fn fused_attention_matches_the_composed_path_in_f64_and_f32() {
+    let _tier = tier_held();
     for (i, &dims) in SHAPES.iter().enumerate() {
         for (causal, mixed) in [(true, false), (false, false), (true, true)] {
             MIXED.with(|m| m.set(mixed));
@@ -97,6 +108,7 @@ fn fused_attention_matches_the_composed_path_in_f64_and_f32() {
 
 #[test]
 fn fused_attention_gives_the_same_bits_on_any_thread_count() {
+    let _tier = tier_held();
     let [q, k, v] = inputs::<f32>(12, 4, (64, 64, 32, 32), 7);
     let bits = || -> Vec<u32> {
         run(&q, &k, &v, true, true)
@@ -114,6 +126,7 @@ fn fused_attention_gives_the_same_bits_on_any_thread_count() {
 /// rounding).
 #[test]
 fn a_query_alone_gets_the_bits_of_its_row_in_the_full_window() {
+    let _tier = tier_held();
     let fused = isa::active() >= Isa::Avx2;
     let (t, d) = (40, 24);
     let [q, k, v] = inputs::<f32>(1, 2, (t, t, d, d), 3);
@@ -155,6 +168,7 @@ fn a_query_alone_gets_the_bits_of_its_row_in_the_full_window() {
 
 #[test]
 fn causal_attention_with_more_queries_than_keys_is_an_error() {
+    let _tier = tier_held();
     let q = Tensor::<f32>::zeros(&[1, 5, 4]).unwrap();
     let k = Tensor::<f32>::zeros(&[1, 3, 4]).unwrap();
     let err = scaled_dot_product_attention(&q, &k, &k, None, true).unwrap_err();
@@ -174,6 +188,7 @@ fn causal_attention_with_more_queries_than_keys_is_an_error() {
 /// all three gradients. Skipped (printing why) on a CPU without AVX-512.
 #[test]
 fn the_avx2_and_avx512_tiers_give_the_same_bits() {
+    let _tier = TIER.write().unwrap_or_else(|e| e.into_inner());
     if isa::detected() < Isa::Avx512 {
         eprintln!("skipped: this CPU has no AVX-512 to compare the AVX2 tier with");
         return;
@@ -186,8 +201,8 @@ fn the_avx2_and_avx512_tiers_give_the_same_bits() {
             .map(|&x| (x as f32).to_bits())
             .collect()
     };
-    // Both tiers give the same bits everywhere, so the other tests in this binary, which may
-    // run meanwhile, see no difference; the limit found (NABLA_MAX_ISA's) is put back.
+    // The other tests in this binary wait meanwhile (`TIER`); the limit found (NABLA_MAX_ISA's)
+    // is put back.
     let found = isa::limit();
     for causal in [true, false] {
         assert_eq!(isa::set_max(Some(Isa::Avx2)), Isa::Avx2);
@@ -233,6 +248,7 @@ fn run_packed<T: Float>(qkv: &Tensor<T>, heads: usize, causal: bool, fused: bool
 /// from) matches the split, composed and merged path in f64 and f32, values and gradients.
 #[test]
 fn packed_attention_matches_the_split_composed_path() {
+    let _tier = tier_held();
     for (i, &(t, heads, d)) in [(1, 1, 1), (5, 2, 3), (13, 4, 8), (64, 4, 32), (33, 3, 20)]
         .iter()
         .enumerate()
@@ -260,6 +276,7 @@ fn packed_attention_matches_the_split_composed_path() {
 
 #[test]
 fn packed_attention_gives_the_same_bits_on_any_thread_count() {
+    let _tier = tier_held();
     let x = Tensor::<f32>::rand_uniform(&[12, 64, 384], -2.0, 2.0, 5).unwrap();
     let bits = || -> Vec<u32> {
         run_packed(&x, 4, true, true)
@@ -291,6 +308,7 @@ fn same_bits_on_1_2_3_threads(bits: impl Fn() -> Vec<u32> + Send + Sync) {
 /// gives them, without a panic.
 #[test]
 fn fused_attention_edges_match_the_composed_path() {
+    let _tier = tier_held();
     let check = |dims: (usize, usize, usize, usize), b: usize, causal: bool, transposed: bool| {
         let [q, k, v] = inputs::<f64>(b, 2, dims, 77);
         let grads = |fused: bool| -> Vec<Vec<f64>> {
