@@ -81,8 +81,32 @@ def spiral(points, classes, noise, rng):
     return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64)
 
 
-# The baby GPT's learning-rate schedule and validation windows (bench/gpt_reference.py,
-# bench/gpt_jax.py).
+# The baby GPT's flags, text split, learning-rate schedule and validation windows
+# (bench/gpt_reference.py, bench/gpt_jax.py).
+def gpt_args(doc):
+    """The flags both baby-GPT references take."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--text", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--context", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=12)
+    ap.add_argument("--eval-every", type=int, default=250)
+    return ap.parse_args()
+
+
+def gpt_text(path):
+    """The text's sorted characters, its token ids (a list) and the train/validation cut (90%)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    chars = sorted(set(text))
+    index = {c: i for i, c in enumerate(chars)}
+    ids = [index[c] for c in text]
+    return chars, ids, int(round(len(ids) * 0.9))
+
+
 def lr_at(step, base=1e-3, warmup=100, total=2000, min_lr=1e-4):
     if step < warmup:
         return base * (step + 1) / warmup

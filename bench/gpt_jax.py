@@ -19,7 +19,6 @@ Timed as the others: from building the model to the last validation pass, XLA's 
 included; `first_step_seconds` (compilation and one step) is reported beside it.
 Install: `venv/bin/pip install jax` (never a CI dependency).
 """
-import argparse
 import json
 import math
 import os
@@ -109,26 +108,14 @@ def make_fns(heads=4):
 
 def main():
     max_isa = bench_data.hold_isa_from_argv()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--text", required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--context", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=12)
-    ap.add_argument("--eval-every", type=int, default=250)
-    args = ap.parse_args()
+    args = bench_data.gpt_args(__doc__)
     from jax_reference import configure_threads  # (imports no jax itself)
     configure_threads(args.threads)
     import jax
     import jax.numpy as jnp
     jax.config.update("jax_platforms", "cpu")
-    with open(args.text, encoding="utf-8") as f:
-        text = f.read()
-    chars = sorted(set(text))
-    index = {c: i for i, c in enumerate(chars)}
-    tokens = np.array([index[c] for c in text], dtype=np.int32)
-    cut = int(round(len(tokens) * 0.9))
+    chars, ids, cut = bench_data.gpt_text(args.text)
+    tokens = np.array(ids, dtype=np.int32)
     train, val = tokens[:cut], tokens[cut:]
     val_starts = windows(val, args.context, 256)
     offsets = np.arange(args.context)

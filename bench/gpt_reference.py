@@ -18,7 +18,6 @@ over the remaining steps; mean cross-entropy over all positions; a validation pa
 steps and at the end, as `nabla train --dataset text` does. Timed: from building the model to
 the last validation pass (nabla's metrics.csv `seconds`).
 """
-import argparse
 import json
 import math
 import os
@@ -95,23 +94,11 @@ def evaluate(model, data, starts, context):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--text", required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--context", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=12)
-    ap.add_argument("--eval-every", type=int, default=250)
-    args = ap.parse_args()
+    args = bench_data.gpt_args(__doc__)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    with open(args.text, encoding="utf-8") as f:
-        text = f.read()
-    chars = sorted(set(text))
-    index = {c: i for i, c in enumerate(chars)}
-    tokens = torch.tensor([index[c] for c in text], dtype=torch.long)
-    cut = int(round(len(tokens) * 0.9))
+    chars, ids, cut = bench_data.gpt_text(args.text)
+    tokens = torch.tensor(ids, dtype=torch.long)
     train, val = tokens[:cut], tokens[cut:]
     val_starts = windows(val, args.context, 256)
     started = time.perf_counter()
