@@ -61,13 +61,8 @@ pub fn export(args: &ExportArgs) -> Result<()> {
         }
         ExportFormat::Onnx => {
             let head = match meta.task {
-                Task::Classification => OnnxHead::Classification,
+                Task::Classification | Task::Text => OnnxHead::Classification,
                 Task::Regression => OnnxHead::Regression,
-                Task::Text => bail!(
-                    "{}: a language model cannot be exported to ONNX yet (the model file itself \
-                     holds it: nabla generate and eval read it)",
-                    args.checkpoint.display()
-                ),
             };
             let options = OnnxOptions {
                 input_scale: meta.input_scale,
@@ -76,6 +71,18 @@ pub fn export(args: &ExportArgs) -> Result<()> {
                 metadata: extra,
             };
             export_onnx(&model, &options, &args.out)?;
+            if meta.task == Task::Text {
+                crate::outln!(
+                    "wrote {}: ONNX opset {ONNX_OPSET}, input 'input' int64 token ids [batch, \
+                     positions] (at most {} positions; the vocabulary, id order, is the \
+                     metadata's 'class_names'), outputs 'logits' and 'probabilities' [batch, \
+                     positions, {}]: each position's next-character distribution",
+                    args.out.display(),
+                    model.spec().input.first().copied().unwrap_or(0),
+                    meta.class_names.len()
+                );
+                return Ok(());
+            }
             let outputs = match head {
                 OnnxHead::Classification => "'logits' and 'probabilities'",
                 OnnxHead::Regression => "'predictions'",

@@ -5,6 +5,8 @@
 use std::path::Path;
 
 mod common;
+#[path = "../../nabla/tests/pyenv/mod.rs"]
+mod pyenv;
 use common::{fails_with, nabla, ok, text, tmpdir};
 
 fn s(p: &Path) -> &str {
@@ -179,16 +181,57 @@ fn a_gpt_trains_on_text_resumes_evaluates_and_generates() {
         "temperature -1",
     );
     fails_with(
-        &nabla(&[
-            "export",
-            "--checkpoint",
-            s(&model),
-            "--format",
-            "onnx",
-            "--out",
-            s(&dir.join("m.onnx")),
-        ]),
-        "language model",
+        &nabla(&["generate", "--checkpoint", s(&model), "--top-k", "0"]),
+        "top-k 0 keeps no token",
+    );
+    // ONNX export: the graph takes int64 ids of any length up to the context; ONNX Runtime
+    // (where installed) gives the model file's logits
+    let onnx = dir.join("m.onnx");
+    let out = nabla(&[
+        "export",
+        "--checkpoint",
+        s(&model),
+        "--format",
+        "onnx",
+        "--out",
+        s(&onnx),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("int64 token ids") && said.contains("at most 32 positions"),
+        "{said}"
+    );
+    assert!(std::fs::metadata(&onnx).unwrap().len() > 4 * 25_000); // the 27,424 weights
+    if pyenv::onnx_available() {
+        onnx_matches_nabla(&dir, &model, &onnx, vocab);
+    }
+}
+
+/// ONNX Runtime running the exported `onnx` gives the logits and probabilities the model file
+/// gives in nabla, for 20 of the 32 positions (`tests/python/check_onnx.py`).
+fn onnx_matches_nabla(dir: &Path, model: &Path, onnx: &Path, vocab: usize) {
+    use nabla::nn::Module;
+    let net = nabla::io::load_model(model).unwrap().0;
+    let ids: Vec<f32> = (0..40).map(|i| ((i * 7 + 3) % vocab) as f32).collect();
+    let x = nabla::Tensor::from_vec(ids, &[2, 20]).unwrap();
+    let logits = nabla::no_grad(|| net.forward(&x)).unwrap();
+    let tensors = vec![
+        ("input".to_string(), x),
+        ("probabilities".to_string(), logits.softmax(2).unwrap()),
+        ("logits".to_string(), logits),
+    ];
+    let expected = dir.join("expected.safetensors");
+    let md = std::collections::BTreeMap::new();
+    nabla::io::write_tensor_file(&expected, &tensors, &md).unwrap();
+    let tol = Path::new("1e-5");
+    eprint!(
+        "{}",
+        pyenv::run("check_onnx.py", &[Path::new("gpt"), onnx, &expected, tol])
     );
 }
 

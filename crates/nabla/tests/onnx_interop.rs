@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use nabla::data::{Normalization, Normalizer};
 use nabla::io::{export_onnx, write_tensor_file, OnnxHead, OnnxOptions};
-use nabla::nn::{Activation, Mlp, MlpConfig, Module};
+use nabla::nn::{named_state, Activation, Mlp, MlpConfig, ModelSpec, Module, Network};
 use nabla::{no_grad, Tensor};
 
 mod pyenv;
@@ -22,7 +22,7 @@ fn tmpdir(name: &str) -> Scratch {
 /// compare them: whether it agreed, and what it printed.
 fn compare(
     name: &str,
-    model: &Mlp<f32>,
+    model: &Network<f32>,
     x: &Tensor<f32>,
     normalizer: Normalizer,
     head: OnnxHead,
@@ -42,7 +42,8 @@ fn compare(
     let mut tensors = vec![("input".to_string(), x.clone())];
     match head {
         OnnxHead::Classification => {
-            tensors.push(("probabilities".into(), out.softmax(1).unwrap()));
+            let last = out.shape().len() - 1;
+            tensors.push(("probabilities".into(), out.softmax(last).unwrap()));
             tensors.push(("logits".into(), out));
         }
         OnnxHead::Regression => tensors.push(("predictions".into(), out)),
@@ -59,7 +60,7 @@ fn compare(
 }
 
 fn check(name: &str, model: &Mlp<f32>, x: &Tensor<f32>, normalizer: Normalizer, head: OnnxHead) {
-    let (ok, output) = compare(name, model, x, normalizer, head, 0.0);
+    let (ok, output) = compare(name, model.as_ref(), x, normalizer, head, 0.0);
     assert!(ok, "{output}");
     eprint!("{output}");
 }
@@ -73,7 +74,14 @@ fn the_check_fails_when_nabla_and_onnxruntime_disagree() {
     let x = Tensor::<f32>::randn(&[20, 4], 0.0, 1.0, 1).unwrap();
     let none = Normalizer::fit(&x, Normalization::None).unwrap();
     // A shift of 3e-5 in every output is beyond the 1e-5 tolerance at these magnitudes.
-    let (ok, output) = compare("shifted", &model, &x, none, OnnxHead::Regression, 3e-5);
+    let (ok, output) = compare(
+        "shifted",
+        model.as_ref(),
+        &x,
+        none,
+        OnnxHead::Regression,
+        3e-5,
+    );
     assert!(!ok && output.contains("rows beyond 1e-05"), "{output}");
 }
 
@@ -122,4 +130,86 @@ fn onnxruntime_reproduces_a_regression_model_with_dropout() {
     let x = Tensor::<f32>::randn(&[100, 3], 0.0, 1.0, 5).unwrap();
     let normalizer = Normalizer::fit(&x, Normalization::PerFeature).unwrap();
     check("regression", &model, &x, normalizer, OnnxHead::Regression);
+}
+
+/// `spec` built with every parameter moved off its initial value (norms away from 1, biases
+/// away from 0), so that a weight the graph left out or misplaced would show.
+fn perturbed(spec: &str) -> Network<f32> {
+    let model = ModelSpec::from_json(spec).unwrap().build::<f32>().unwrap();
+    for (i, (_, t)) in named_state(&model).into_iter().enumerate() {
+        let noise = Tensor::<f32>::randn(t.shape(), 0.0, 0.3, 100 + i as u64).unwrap();
+        let noise = noise.to_vec().unwrap();
+        t.update_data(|d| d.iter_mut().zip(&noise).for_each(|(v, n)| *v += n))
+            .unwrap();
+    }
+    model
+}
+
+/// Token ids `[rows, positions]` below `vocab`, as the integral floats nabla's models take.
+fn token_ids(rows: usize, positions: usize, vocab: usize, seed: u64) -> Tensor<f32> {
+    let u = Tensor::<f32>::rand_uniform(&[rows, positions], 0.0, 1.0, seed)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let ids: Vec<f32> = u
+        .iter()
+        .map(|v| (v * vocab as f32).floor().min(vocab as f32 - 1.0))
+        .collect();
+    Tensor::from_vec(ids, &[rows, positions]).unwrap()
+}
+
+#[test]
+fn onnxruntime_reproduces_gpt_language_models_at_any_length() {
+    if !pyenv::onnx_available() {
+        return;
+    }
+    let untied = r#"{"input": [8], "layers": [{"type": "gpt", "vocab": 11, "context": 8,
+        "width": 16, "depth": 2, "heads": 2, "bias": true}]}"#;
+    let tied = r#"{"input": [8], "layers": [{"type": "gpt", "vocab": 13, "context": 8,
+        "width": 12, "depth": 1, "heads": 3, "bias": false, "tied": true}]}"#;
+    let none = Normalizer::fit(&token_ids(1, 1, 2, 0), Normalization::None).unwrap();
+    // Fewer positions than the context (the graph's positions are dynamic), and all of them.
+    for (name, spec, positions) in [("gpt-untied", untied, 5), ("gpt-tied", tied, 8)] {
+        let model = perturbed(spec);
+        let vocab = if name == "gpt-tied" { 13 } else { 11 };
+        let x = token_ids(3, positions, vocab, 7);
+        let (ok, output) = compare(
+            name,
+            &model,
+            &x,
+            none.clone(),
+            OnnxHead::Classification,
+            0.0,
+        );
+        assert!(ok, "{output}");
+        eprint!("{output}");
+    }
+}
+
+#[test]
+fn onnxruntime_reproduces_each_sequence_layer() {
+    if !pyenv::onnx_available() {
+        return;
+    }
+    // Ids through an embedding, a norm, non-causal attention, a causal block and a linear head.
+    let spec = r#"{"input": [6], "layers": [
+        {"type": "embedding", "num_embeddings": 9, "embedding_dim": 8},
+        {"type": "layer_norm", "eps": 1e-3},
+        {"type": "multi_head_attention", "heads": 2, "causal": false},
+        {"type": "transformer_block", "heads": 4},
+        {"type": "layer_norm", "bias": false},
+        {"type": "linear", "out_features": 5}]}"#;
+    let model = perturbed(spec);
+    let x = token_ids(4, 6, 9, 3);
+    let none = Normalizer::fit(&x, Normalization::None).unwrap();
+    let (ok, output) = compare(
+        "sequence-layers",
+        &model,
+        &x,
+        none,
+        OnnxHead::Classification,
+        0.0,
+    );
+    assert!(ok, "{output}");
+    eprint!("{output}");
 }

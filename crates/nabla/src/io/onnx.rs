@@ -13,7 +13,10 @@
 //! `AveragePool` (padding counted), `BatchNormalization` (inference form: running statistics),
 //! `Flatten`, `Add` (residual blocks), the activation (`Relu`, `LeakyRelu`, `Sigmoid`, `Tanh`, `Gelu` with `approximate="tanh"`,
 //! `Softplus`; none for identity) and `Softmax`. Dropout is the identity at inference and is
-//! left out.
+//! left out. Sequence layers (embeddings, layer norm, attention, transformer blocks, GPTs) are
+//! written out as standard ops too (`onnx_seq.rs`); a model whose first layer is an embedding
+//! or a GPT takes `input` as int64 token ids `[batch, positions]`, any number of positions up
+//! to its context, and returns `[batch, positions, vocab]`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,7 +73,7 @@ impl Default for OnnxOptions {
     }
 }
 
-fn float_type(dims: &[Dim]) -> pb::TypeProto {
+fn tensor_type(dims: &[Dim], elem: pb::tensor_proto::DataType) -> pb::TypeProto {
     use pb::tensor_shape_proto::{dimension::Value, Dimension};
     let dim = dims
         .iter()
@@ -78,6 +81,7 @@ fn float_type(dims: &[Dim]) -> pb::TypeProto {
             denotation: None,
             value: Some(match d {
                 Dim::Batch => Value::DimParam("batch".into()),
+                Dim::Positions => Value::DimParam("positions".into()),
                 Dim::Fixed(n) => Value::DimValue(*n as i64),
             }),
         })
@@ -85,7 +89,7 @@ fn float_type(dims: &[Dim]) -> pb::TypeProto {
     pb::TypeProto {
         denotation: None,
         value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-            elem_type: Some(pb::tensor_proto::DataType::Float as i32),
+            elem_type: Some(elem as i32),
             shape: Some(pb::TensorShapeProto { dim }),
         })),
     }
@@ -94,13 +98,24 @@ fn float_type(dims: &[Dim]) -> pb::TypeProto {
 /// A dimension of a graph input or output.
 enum Dim {
     Batch,
+    /// A sequence's positions (token models: any number up to the context).
+    Positions,
     Fixed(usize),
 }
 
 fn value_info(name: &str, dims: &[Dim], doc: &str) -> pb::ValueInfoProto {
+    typed_value_info(name, dims, doc, pb::tensor_proto::DataType::Float)
+}
+
+fn typed_value_info(
+    name: &str,
+    dims: &[Dim],
+    doc: &str,
+    elem: pb::tensor_proto::DataType,
+) -> pb::ValueInfoProto {
     pb::ValueInfoProto {
         name: Some(name.into()),
-        r#type: Some(float_type(dims)),
+        r#type: Some(tensor_type(dims, elem)),
         doc_string: Some(doc.into()),
         ..Default::default()
     }
@@ -359,7 +374,9 @@ impl Builder {
                     let body = self.last.clone();
                     self.node_from("Add", vec![skip, body], &out, vec![]);
                 }
-                seq if seq.is_sequence_layer() => return Err(seq.not_exportable("ONNX", &name)),
+                seq if seq.is_sequence_layer() => {
+                    self.sequence_layer(seq, &name, &out, shape, state)?
+                }
                 other => self.activation(other.as_activation()?, &out),
             }
             *shape = out_shape;
@@ -368,7 +385,7 @@ impl Builder {
     }
 
     /// The head: the last value as `logits` (or `predictions`), and the softmax.
-    fn head(&mut self, head: OnnxHead, out_shape: &[usize]) -> Vec<pb::ValueInfoProto> {
+    fn head(&mut self, head: OnnxHead, out_shape: &[usize], ids: bool) -> Vec<pb::ValueInfoProto> {
         let head_name = match head {
             OnnxHead::Classification => "logits",
             OnnxHead::Regression => "predictions",
@@ -384,6 +401,9 @@ impl Builder {
         }
         let mut dims = vec![Dim::Batch];
         dims.extend(out_shape[1..].iter().map(|&d| Dim::Fixed(d)));
+        if ids && dims.len() == 3 {
+            dims[1] = Dim::Positions;
+        }
         let mut graph_outputs = vec![value_info(
             head_name,
             &dims,
@@ -425,6 +445,20 @@ fn model_proto(model: &Network<f32>, options: &OnnxOptions) -> Result<pb::ModelP
             format!("input scale {} must be positive", options.input_scale),
         ));
     }
+    let ids = seq::takes_ids(&spec.layers);
+    let normalised = options
+        .normalizer
+        .as_ref()
+        .is_some_and(|n| n.mode != Normalization::None);
+    if ids && (options.input_scale != 1.0 || normalised) {
+        return Err(Error::arg(
+            "export_onnx",
+            format!(
+                "a model of token ids takes no input scale ({}) nor normaliser",
+                options.input_scale
+            ),
+        ));
+    }
     let mut b = Builder {
         nodes: Vec::new(),
         initializers: Vec::new(),
@@ -434,10 +468,6 @@ fn model_proto(model: &Network<f32>, options: &OnnxOptions) -> Result<pb::ModelP
         b.constant("input_scale", &[1], &[options.input_scale]);
         b.node("Mul", &["input_scale"], "scaled", vec![]);
     }
-    let normalised = options
-        .normalizer
-        .as_ref()
-        .is_some_and(|n| n.mode != Normalization::None);
     if let Some(n) = &options.normalizer {
         b.normalizer(n, features, &spec.input)?;
     }
@@ -445,7 +475,7 @@ fn model_proto(model: &Network<f32>, options: &OnnxOptions) -> Result<pb::ModelP
     let mut shape = vec![1];
     shape.extend(&spec.input);
     b.layers(&spec.layers, "layers", &mut shape, &state)?;
-    let graph_outputs = b.head(options.head, &out_shape);
+    let graph_outputs = b.head(options.head, &out_shape, ids);
     let units = if options.input_scale == 1.0 {
         "values as the data file holds them (CSV columns as written)".to_string()
     } else {
@@ -474,12 +504,23 @@ fn model_proto(model: &Network<f32>, options: &OnnxOptions) -> Result<pb::ModelP
     }
     let mut input_dims = vec![Dim::Batch];
     input_dims.extend(spec.input.iter().map(|&d| Dim::Fixed(d)));
+    let input = if ids {
+        let doc = format!(
+            "token ids (int64, each below the vocabulary's size); shape [batch, positions], \
+             positions at most {}",
+            spec.input.first().copied().unwrap_or(0)
+        );
+        let dims = [Dim::Batch, Dim::Positions];
+        typed_value_info("input", &dims, &doc, pb::tensor_proto::DataType::Int64)
+    } else {
+        value_info("input", &input_dims, &input_doc)
+    };
     let graph = pb::GraphProto {
         node: b.nodes,
         name: Some("nabla_network".into()),
         initializer: b.initializers,
         doc_string: Some(model.describe()),
-        input: vec![value_info("input", &input_dims, &input_doc)],
+        input: vec![input],
         output: graph_outputs,
         ..Default::default()
     };
@@ -512,8 +553,9 @@ pub fn onnx_bytes<M: AsRef<Network<f32>> + ?Sized>(
 }
 
 /// Writes `model` as an ONNX file (atomically): input `input` `[batch, features]` of raw
-/// features, outputs `logits` and `probabilities` (or `predictions` for
-/// [`OnnxHead::Regression`]), the normaliser folded in. Errors name the model or the file.
+/// features (int64 token ids `[batch, positions]` for a language model), outputs `logits` and
+/// `probabilities` (or `predictions` for [`OnnxHead::Regression`]), the normaliser folded in.
+/// Errors name the model or the file.
 ///
 /// ```
 /// use nabla::io::{export_onnx, OnnxOptions};
@@ -531,6 +573,9 @@ pub fn export_onnx<M: AsRef<Network<f32>> + ?Sized>(
 ) -> Result<()> {
     write_atomic(path.as_ref(), &onnx_bytes(model, options)?)
 }
+
+#[path = "onnx_seq.rs"]
+mod seq;
 
 #[cfg(test)]
 #[path = "onnx_tests.rs"]

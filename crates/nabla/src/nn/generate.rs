@@ -84,13 +84,16 @@ pub fn generate(
             "the prompt needs at least one token and the model a context",
         ));
     }
-    if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) || opts.top_k == Some(0) {
+    if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
         return Err(Error::arg(
             "generate",
-            format!(
-                "temperature {} must be finite and ≥ 0, top-k ≥ 1",
-                opts.temperature
-            ),
+            format!("temperature {} must be finite and ≥ 0", opts.temperature),
+        ));
+    }
+    if opts.top_k == Some(0) {
+        return Err(Error::arg(
+            "generate",
+            "top-k 0 keeps no token: give at least 1",
         ));
     }
     let started = Instant::now();

@@ -3,7 +3,8 @@
 
     python3 check_onnx.py NAME MODEL.onnx EXPECTED.safetensors TOLERANCE
 
-EXPECTED holds `input` (the raw features given to nabla) and nabla's outputs under the graph's
+EXPECTED holds `input` (the raw features given to nabla; for a graph whose input is int64,
+token ids, fed to it as int64) and nabla's outputs under the graph's
 output names (`logits` and `probabilities`, or `predictions`). Checks the file with
 `onnx.checker.check_model(full_check=True)` (which also infers and checks every shape), that
 the graph has exactly one input `input` and the expected outputs, then runs every row through
@@ -34,7 +35,9 @@ def main():
     outputs = [o.name for o in session.get_outputs()]
     if inputs != ["input"] or sorted(outputs) != sorted(expected):
         sys.exit(f"{name}: graph inputs {inputs}, outputs {outputs}; expected {sorted(expected)}")
-    got = dict(zip(outputs, session.run(None, {"input": x})))
+    # Token models take int64 ids; nabla's input holds them as integral floats.
+    feed = x.astype(np.int64) if session.get_inputs()[0].type == "tensor(int64)" else x
+    got = dict(zip(outputs, session.run(None, {"input": feed})))
     parts, failed = [], []
     for out in outputs:
         want = expected[out].astype(np.float64)
