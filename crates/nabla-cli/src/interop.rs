@@ -50,6 +50,18 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     match args.format {
         ExportFormat::Torch => {
             export_torch(&model, &extra, &args.out)?;
+            if meta.task == Task::Text {
+                crate::outln!(
+                    "wrote {}: a state dict for {} (Python source in the metadata: \
+                     'torch_source'); the module takes token ids [batch, positions] (at most \
+                     {}; the vocabulary, id order, is the metadata's 'class_names') and returns \
+                     each position's next-character logits",
+                    args.out.display(),
+                    nabla::io::torch_expression(model.spec())?,
+                    model.spec().input.first().copied().unwrap_or(0)
+                );
+                return Ok(());
+            }
             crate::outln!(
                 "wrote {}: a state dict for {} (Python source in the metadata: 'torch_source'), \
                  input {shape}; the module takes prepared inputs — the metadata's input_scale and \

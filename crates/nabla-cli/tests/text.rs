@@ -187,21 +187,7 @@ fn a_gpt_trains_on_text_resumes_evaluates_and_generates() {
     // ONNX export: the graph takes int64 ids of any length up to the context; ONNX Runtime
     // (where installed) gives the model file's logits
     let onnx = dir.join("m.onnx");
-    let out = nabla(&[
-        "export",
-        "--checkpoint",
-        s(&model),
-        "--format",
-        "onnx",
-        "--out",
-        s(&onnx),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = export(&model, "onnx", &onnx);
     assert!(
         said.contains("int64 token ids") && said.contains("at most 32 positions"),
         "{said}"
@@ -210,6 +196,31 @@ fn a_gpt_trains_on_text_resumes_evaluates_and_generates() {
     if pyenv::onnx_available() {
         onnx_matches_nabla(&dir, &model, &onnx, vocab);
     }
+    // PyTorch export: the state dict and the Python source of the GPT
+    let torch = dir.join("torch.safetensors");
+    let said = export(&model, "torch", &torch);
+    assert!(
+        said.contains("Gpt(") && said.contains("token ids"),
+        "{said}"
+    );
+    let md = nabla::io::read_tensor_file(&torch).unwrap().metadata;
+    assert!(
+        md["torch_source"].contains("class Gpt(nn.Module)"),
+        "{md:?}"
+    );
+}
+
+/// `nabla export --format FORMAT` of `model` to `out`: what it printed (it must succeed).
+fn export(model: &Path, format: &str, out: &Path) -> String {
+    ok(&nabla(&[
+        "export",
+        "--checkpoint",
+        s(model),
+        "--format",
+        format,
+        "--out",
+        s(out),
+    ]))
 }
 
 /// ONNX Runtime running the exported `onnx` gives the logits and probabilities the model file

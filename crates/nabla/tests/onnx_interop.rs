@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 
 use nabla::data::{Normalization, Normalizer};
 use nabla::io::{export_onnx, write_tensor_file, OnnxHead, OnnxOptions};
-use nabla::nn::{named_state, Activation, Mlp, MlpConfig, ModelSpec, Module, Network};
+use nabla::nn::{Activation, Mlp, MlpConfig, Module, Network};
 use nabla::{no_grad, Tensor};
 
+mod exported;
 mod pyenv;
 mod scratch;
+use exported::{perturbed, token_ids};
 use scratch::Scratch;
 
 fn tmpdir(name: &str) -> Scratch {
@@ -130,32 +132,6 @@ fn onnxruntime_reproduces_a_regression_model_with_dropout() {
     let x = Tensor::<f32>::randn(&[100, 3], 0.0, 1.0, 5).unwrap();
     let normalizer = Normalizer::fit(&x, Normalization::PerFeature).unwrap();
     check("regression", &model, &x, normalizer, OnnxHead::Regression);
-}
-
-/// `spec` built with every parameter moved off its initial value (norms away from 1, biases
-/// away from 0), so that a weight the graph left out or misplaced would show.
-fn perturbed(spec: &str) -> Network<f32> {
-    let model = ModelSpec::from_json(spec).unwrap().build::<f32>().unwrap();
-    for (i, (_, t)) in named_state(&model).into_iter().enumerate() {
-        let noise = Tensor::<f32>::randn(t.shape(), 0.0, 0.3, 100 + i as u64).unwrap();
-        let noise = noise.to_vec().unwrap();
-        t.update_data(|d| d.iter_mut().zip(&noise).for_each(|(v, n)| *v += n))
-            .unwrap();
-    }
-    model
-}
-
-/// Token ids `[rows, positions]` below `vocab`, as the integral floats nabla's models take.
-fn token_ids(rows: usize, positions: usize, vocab: usize, seed: u64) -> Tensor<f32> {
-    let u = Tensor::<f32>::rand_uniform(&[rows, positions], 0.0, 1.0, seed)
-        .unwrap()
-        .to_vec()
-        .unwrap();
-    let ids: Vec<f32> = u
-        .iter()
-        .map(|v| (v * vocab as f32).floor().min(vocab as f32 - 1.0))
-        .collect();
-    Tensor::from_vec(ids, &[rows, positions]).unwrap()
 }
 
 #[test]

@@ -7,6 +7,7 @@ use nabla::io::{export_torch, import_torch, read_tensor_file, write_tensor_file}
 use nabla::nn::{Activation, Mlp, MlpConfig, Module};
 use nabla::{no_grad, Tensor};
 
+mod exported;
 mod pyenv;
 mod scratch;
 use scratch::Scratch;
@@ -248,7 +249,19 @@ fn numpy_reproduces_an_exported_cnn_with_batch_norm_pooling_and_a_residual_block
     export_torch(&m, &BTreeMap::new(), &state).unwrap();
     let x = Tensor::<f32>::randn(&[10, 2, 9, 9], 0.0, 1.0, 9).unwrap();
     let logits = no_grad(|| m.forward(&x)).unwrap();
-    let probs = logits.softmax(1).unwrap();
+    numpy_reproduces("export-net", &dir, &state, x, logits);
+}
+
+/// `check_torch.py export-net`: numpy computes the exported `state`'s network on `x` with
+/// PyTorch's conventions and must give nabla's `logits` and their softmax (last axis).
+fn numpy_reproduces(
+    name: &str,
+    dir: &std::path::Path,
+    state: &std::path::Path,
+    x: Tensor<f32>,
+    logits: Tensor<f32>,
+) {
+    let probs = logits.softmax(logits.shape().len() - 1).unwrap();
     let reference = dir.join("reference.safetensors");
     let tensors = vec![
         ("input".to_string(), x),
@@ -258,8 +271,63 @@ fn numpy_reproduces_an_exported_cnn_with_batch_norm_pooling_and_a_residual_block
     write_tensor_file(&reference, &tensors, &BTreeMap::new()).unwrap();
     let out = pyenv::run(
         "check_torch.py",
-        &[std::path::Path::new("export-net"), &state, &reference],
+        &[std::path::Path::new("export-net"), state, &reference],
     );
     assert!(out.contains("max |numpy − nabla|"), "{out}");
-    eprint!("{out}");
+    eprint!("{name}: {out}");
+}
+
+/// Every sequence layer through the PyTorch layout: numpy, following PyTorch's conventions
+/// (`nn.Embedding`, `nn.LayerNorm`, `nn.Linear`'s `[out, in]`, the exported `SelfAttention`'s
+/// head split), reproduces nabla's logits from the state dict; the file imports back to the
+/// same bits.
+#[test]
+fn numpy_reproduces_exported_gpts_and_sequence_layers_and_they_round_trip() {
+    use nabla::io::import_torch_network;
+    let specs = [
+        (
+            "gpt-untied",
+            r#"{"input": [8], "layers": [{"type": "gpt", "vocab": 11, "context": 8,
+            "width": 16, "depth": 2, "heads": 2, "bias": true}]}"#,
+            11,
+            5,
+        ),
+        (
+            "gpt-tied",
+            r#"{"input": [8], "layers": [{"type": "gpt", "vocab": 13, "context": 8,
+            "width": 12, "depth": 1, "heads": 3, "bias": false, "tied": true}]}"#,
+            13,
+            8,
+        ),
+        (
+            "sequence-layers",
+            r#"{"input": [6], "layers": [
+            {"type": "embedding", "num_embeddings": 9, "embedding_dim": 8},
+            {"type": "layer_norm", "eps": 1e-3},
+            {"type": "multi_head_attention", "heads": 2, "causal": false},
+            {"type": "transformer_block", "heads": 4},
+            {"type": "layer_norm", "bias": false},
+            {"type": "linear", "out_features": 5}]}"#,
+            9,
+            6,
+        ),
+    ];
+    for (name, spec, vocab, positions) in specs {
+        let m = exported::perturbed(spec);
+        let dir = tmpdir(name);
+        let state = dir.join("state.safetensors");
+        export_torch(&m, &BTreeMap::new(), &state).unwrap();
+        let ids: Vec<f32> = (0..3 * positions)
+            .map(|i| ((i * 5 + 2) % vocab) as f32)
+            .collect();
+        let x = Tensor::from_vec(ids, &[3, positions]).unwrap();
+        let logits = no_grad(|| m.forward(&x)).unwrap();
+        let back = import_torch_network(&state).unwrap();
+        let again = no_grad(|| back.forward(&x)).unwrap();
+        assert_eq!(again.to_vec().unwrap(), logits.to_vec().unwrap(), "{name}");
+        if !pyenv::python_available() {
+            continue;
+        }
+        numpy_reproduces(name, &dir, &state, x, logits);
+    }
 }

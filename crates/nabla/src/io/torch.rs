@@ -1,6 +1,7 @@
 //! PyTorch interop: any [`Network`]'s weights as the state dict of the PyTorch
-//! `nn.Sequential` that mirrors its spec (with the module's Python source in the metadata), and
-//! back; and plain PyTorch MLP state dicts into nabla.
+//! `nn.Sequential` that mirrors its spec (with the module's Python source in the metadata;
+//! sequence layers — embeddings, layer norm, attention, transformer blocks, GPTs — as classes
+//! that source defines, `torch_seq.rs`), and back; and plain PyTorch MLP state dicts into nabla.
 //!
 //! nabla stores a `Linear` weight as `[in, out]` (`O = X·W + b`); `nn.Linear` stores `[out, in]`
 //! and computes `x @ W.T + b`. Export transposes; import transposes back. In the `Sequential`,
@@ -240,7 +241,9 @@ fn torch_pair(p: (usize, usize)) -> String {
 struct TorchWalk {
     parts: Vec<String>,
     residual: bool,
-    names: Vec<(String, String, bool)>,
+    /// A sequence layer is among them (the source defines their classes).
+    sequence: bool,
+    names: torch_seq::Names,
 }
 
 /// Walks `layers` (nabla names under `at`, PyTorch's under `torch_at`) whose first takes `shape`.
@@ -347,16 +350,23 @@ fn torch_layers(
             LayerSpec::Sequential { layers } => {
                 let inner = torch_layers(layers, &shape, &name, &tname)?;
                 w.residual |= inner.residual;
+                w.sequence |= inner.sequence;
                 w.names.extend(inner.names);
                 format!("nn.Sequential({})", inner.parts.join(", "))
             }
             LayerSpec::Residual { layers } => {
                 let inner = torch_layers(layers, &shape, &format!("{name}.inner"), &format!("{tname}.inner"))?;
                 w.residual = true;
+                w.sequence |= inner.sequence;
                 w.names.extend(inner.names);
                 format!("Residual({})", inner.parts.join(", "))
             }
-            seq if seq.is_sequence_layer() => return Err(seq.not_exportable("PyTorch", &name)),
+            seq if seq.is_sequence_layer() => {
+                let (module, names) = torch_seq::sequence_part(seq, &name, &tname, &shape)?;
+                w.sequence = true;
+                w.names.extend(names);
+                module
+            }
             other => torch_module(other.as_activation()?),
         });
         shape = out;
@@ -383,6 +393,10 @@ pub fn torch_source(spec: &ModelSpec) -> Result<String> {
     let mut src = String::from("import torch.nn as nn\n\n");
     if w.residual {
         src += RESIDUAL_CLASS;
+        src += "\n";
+    }
+    if w.sequence {
+        src += torch_seq::SEQUENCE_CLASSES;
         src += "\n";
     }
     src += &format!(
@@ -494,3 +508,6 @@ pub fn import_torch_network(path: impl AsRef<Path>) -> Result<Network<f32>> {
     net.set_training(false);
     Ok(net)
 }
+
+#[path = "torch_seq.rs"]
+mod torch_seq;

@@ -305,21 +305,6 @@ impl LayerSpec {
         )
     }
 
-    /// The error of an exporter (`format`) meeting a layer it does not write.
-    pub(crate) fn not_exportable(&self, format: &str, at: &str) -> Error {
-        let kind = serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.get("type").and_then(|t| t.as_str().map(String::from)))
-            .unwrap_or_default();
-        Error::arg(
-            "export",
-            format!(
-                "{at} is a {kind} layer, which {format} export does not support yet (the \
-                 model file itself holds it: nabla eval, predict and generate read it)"
-            ),
-        )
-    }
-
     pub(crate) fn as_activation(&self) -> Result<Activation> {
         crate::nn::shape::activation_of(self)
     }

@@ -7,7 +7,7 @@
         `logits`. Rebuilds the forward pass from the state dict alone and compares.
     python3 check_torch.py export-net STATE_DICT.safetensors REFERENCE.safetensors
         The same for any exported network (convolutions, pooling, batch norm, flatten,
-        residual blocks): the layers are read from the metadata's `model_spec` and computed
+        residual blocks, embeddings, layer norm, attention, transformer blocks, GPTs): the layers are read from the metadata's `model_spec` and computed
         with PyTorch's conventions in numpy (NCHW, weights [out, in/groups, kh, kw], running
         statistics in batch norm); REFERENCE's `input` is [N, ...sample], and `probabilities`
         are compared too.
@@ -89,6 +89,52 @@ def act(kind, h, layer):
     raise SystemExit(f"unknown layer {kind}")
 
 
+def softmax(s, axis):
+    e = np.exp(s - s.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def linear(state, name, h):
+    h = h @ state[f"{name}.weight"].astype(np.float64).T
+    if f"{name}.bias" in state:
+        h = h + state[f"{name}.bias"].astype(np.float64)
+    return h
+
+
+def layer_norm(state, name, h, eps):
+    mean = h.mean(axis=-1, keepdims=True)
+    var = ((h - mean) ** 2).mean(axis=-1, keepdims=True)
+    h = (h - mean) / np.sqrt(var + eps) * state[f"{name}.weight"].astype(np.float64)
+    return h + state[f"{name}.bias"].astype(np.float64) if f"{name}.bias" in state else h
+
+
+def attention(state, name, h, heads, causal):
+    """SelfAttention as PyTorch computes it: qkv [out, in] weights, heads, 1/sqrt(d), mask."""
+    b, t, c = h.shape
+    d = c // heads
+    q, k, v = linear(state, f"{name}.qkv", h).reshape(b, t, 3, heads, d).transpose(2, 0, 3, 1, 4)
+    s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(d)
+    if causal:
+        s = np.where(np.tril(np.ones((t, t), dtype=bool)), s, -np.inf)
+    y = (softmax(s, -1) @ v).transpose(0, 2, 1, 3).reshape(b, t, c)
+    return linear(state, f"{name}.proj", y)
+
+
+def block(state, name, h, heads, causal):
+    h = h + attention(state, f"{name}.attn", layer_norm(state, f"{name}.ln1", h, 1e-5), heads, causal)
+    m = act("gelu", linear(state, f"{name}.mlp.fc", layer_norm(state, f"{name}.ln2", h, 1e-5)), {})
+    return h + linear(state, f"{name}.mlp.proj", m)
+
+
+def gpt(state, name, ids, layer):
+    table = state[f"{name}.tok_emb.weight"].astype(np.float64)
+    h = table[ids] + state[f"{name}.pos_emb.weight"].astype(np.float64)[: ids.shape[1]]
+    for i in range(layer["depth"]):
+        h = block(state, f"{name}.blocks.{i}", h, layer["heads"], True)
+    h = layer_norm(state, f"{name}.ln_f", h, 1e-5)
+    return h @ table.T if layer.get("tied") else linear(state, f"{name}.head", h)
+
+
 def forward_spec(state, layers, h, at=""):
     """nn.Sequential semantics: dropout modules are absent, so PyTorch's indices skip them."""
     k = 0
@@ -116,6 +162,16 @@ def forward_spec(state, layers, h, at=""):
             mean, var = get("running_mean").reshape(shape), get("running_var").reshape(shape)
             h = (h - mean) / np.sqrt(var + layer.get("eps", 1e-5))
             h = h * get("weight").reshape(shape) + get("bias").reshape(shape)
+        elif kind == "embedding":
+            h = get("weight")[h.astype(np.int64)]
+        elif kind == "layer_norm":
+            h = layer_norm(state, name, h, layer.get("eps", 1e-5))
+        elif kind == "multi_head_attention":
+            h = attention(state, name, h, layer["heads"], layer.get("causal", True))
+        elif kind == "transformer_block":
+            h = block(state, name, h, layer["heads"], layer.get("causal", True))
+        elif kind == "gpt":
+            h = gpt(state, name, h.astype(np.int64), layer)
         elif kind == "flatten":
             h = h.reshape(h.shape[0], -1)
         elif kind == "sequential":
@@ -138,8 +194,7 @@ def main():
         spec = json.loads(meta["model_spec"])
         ref = load_file(ref_path)
         logits = forward_spec(state, spec["layers"], ref["input"].astype(np.float64))
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs = e / e.sum(axis=1, keepdims=True)
+        probs = softmax(logits, -1)
         err = float(np.max(np.abs(logits - ref["logits"])))
         perr = float(np.max(np.abs(probs - ref["probabilities"])))
         print(f"{len(spec['layers'])} layers, {ref['input'].shape[0]} rows: max |numpy − nabla| "
