@@ -208,6 +208,23 @@ fn a_gpt_trains_on_text_resumes_evaluates_and_generates() {
         md["torch_source"].contains("class Gpt(nn.Module)"),
         "{md:?}"
     );
+    // ... which `nabla import` turns back into a language model that samples the same text
+    let back = dir.join("back.safetensors");
+    let state = ["--state-dict", s(&torch), "--out", s(&back)];
+    ok(&nabla(
+        &[&["import", "--format", "torch"][..], &state].concat(),
+    ));
+    let sample = |m: &Path| {
+        ok(&nabla(&[
+            "generate",
+            "--checkpoint",
+            s(m),
+            "--tokens",
+            "40",
+            "--quiet",
+        ]))
+    };
+    assert_eq!(sample(&back), sample(&model));
 }
 
 /// `nabla export --format FORMAT` of `model` to `out`: what it printed (it must succeed).
