@@ -141,24 +141,24 @@ fn onnxruntime_reproduces_gpt_language_models_at_any_length() {
     }
     let untied = r#"{"input": [8], "layers": [{"type": "gpt", "vocab": 11, "context": 8,
         "width": 16, "depth": 2, "heads": 2, "bias": true}]}"#;
-    let tied = r#"{"input": [8], "layers": [{"type": "gpt", "vocab": 13, "context": 8,
-        "width": 12, "depth": 1, "heads": 3, "bias": false, "tied": true}]}"#;
+    // An identity first: the graph still takes int64 ids and gathers them as they are.
+    let tied = r#"{"input": [8], "layers": [{"type": "identity"}, {"type": "gpt", "vocab": 13,
+        "context": 8, "width": 12, "depth": 1, "heads": 3, "bias": false, "tied": true}]}"#;
     let none = Normalizer::fit(&token_ids(1, 1, 2, 0), Normalization::None).unwrap();
-    // Fewer positions than the context (the graph's positions are dynamic), and all of them.
-    for (name, spec, positions) in [("gpt-untied", untied, 5), ("gpt-tied", tied, 8)] {
+    // The untied graph run at fewer positions than the context and at all of them; the tied
+    // one, whose first layer is not the GPT, takes exactly its 8 (as nabla's network does).
+    for (name, spec, vocab, lengths) in [
+        ("gpt-untied", untied, 11, &[5, 8][..]),
+        ("gpt-tied", tied, 13, &[8][..]),
+    ] {
         let model = perturbed(spec);
-        let vocab = if name == "gpt-tied" { 13 } else { 11 };
-        let x = token_ids(3, positions, vocab, 7);
-        let (ok, output) = compare(
-            name,
-            &model,
-            &x,
-            none.clone(),
-            OnnxHead::Classification,
-            0.0,
-        );
-        assert!(ok, "{output}");
-        eprint!("{output}");
+        for &positions in lengths {
+            let x = token_ids(3, positions, vocab, 7);
+            let head = OnnxHead::Classification;
+            let (ok, output) = compare(name, &model, &x, none.clone(), head, 0.0);
+            assert!(ok, "{output}");
+            eprint!("{positions} positions: {output}");
+        }
     }
 }
 
@@ -180,6 +180,30 @@ fn onnxruntime_reproduces_each_sequence_layer() {
     let none = Normalizer::fit(&x, Normalization::None).unwrap();
     let (ok, output) = compare(
         "sequence-layers",
+        &model,
+        &x,
+        none,
+        OnnxHead::Classification,
+        0.0,
+    );
+    assert!(ok, "{output}");
+    eprint!("{output}");
+}
+
+#[test]
+fn onnxruntime_reproduces_an_embedding_of_ids_with_more_axes() {
+    if !pyenv::onnx_available() {
+        return;
+    }
+    // Ids [batch, 2, 6] (fixed, as nabla's network takes them), flattened into a classifier.
+    let spec = r#"{"input": [2, 6], "layers": [
+        {"type": "embedding", "num_embeddings": 7, "embedding_dim": 4},
+        {"type": "flatten"}, {"type": "linear", "out_features": 3}]}"#;
+    let model = perturbed(spec);
+    let x = token_ids(3, 12, 7, 5).reshape(&[3, 2, 6]).unwrap();
+    let none = Normalizer::fit(&token_ids(1, 1, 2, 0), Normalization::None).unwrap();
+    let (ok, output) = compare(
+        "embedding-2d",
         &model,
         &x,
         none,

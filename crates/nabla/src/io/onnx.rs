@@ -154,6 +154,8 @@ struct Builder {
     nodes: Vec<pb::NodeProto>,
     initializers: Vec<pb::TensorProto>,
     last: String,
+    /// The graph's `input` holds int64 token ids (else floats).
+    ids_input: bool,
 }
 
 impl Builder {
@@ -385,7 +387,12 @@ impl Builder {
     }
 
     /// The head: the last value as `logits` (or `predictions`), and the softmax.
-    fn head(&mut self, head: OnnxHead, out_shape: &[usize], ids: bool) -> Vec<pb::ValueInfoProto> {
+    fn head(
+        &mut self,
+        head: OnnxHead,
+        out_shape: &[usize],
+        positions: Option<usize>,
+    ) -> Vec<pb::ValueInfoProto> {
         let head_name = match head {
             OnnxHead::Classification => "logits",
             OnnxHead::Regression => "predictions",
@@ -401,8 +408,8 @@ impl Builder {
         }
         let mut dims = vec![Dim::Batch];
         dims.extend(out_shape[1..].iter().map(|&d| Dim::Fixed(d)));
-        if ids && dims.len() == 3 {
-            dims[1] = Dim::Positions;
+        if let Some(axis) = positions {
+            dims[axis] = Dim::Positions;
         }
         let mut graph_outputs = vec![value_info(
             head_name,
@@ -463,6 +470,7 @@ fn model_proto(model: &Network<f32>, options: &OnnxOptions) -> Result<pb::ModelP
         nodes: Vec::new(),
         initializers: Vec::new(),
         last: "input".into(),
+        ids_input: ids,
     };
     if options.input_scale != 1.0 {
         b.constant("input_scale", &[1], &[options.input_scale]);
@@ -475,7 +483,15 @@ fn model_proto(model: &Network<f32>, options: &OnnxOptions) -> Result<pb::ModelP
     let mut shape = vec![1];
     shape.extend(&spec.input);
     b.layers(&spec.layers, "layers", &mut shape, &state)?;
-    let graph_outputs = b.head(options.head, &out_shape, ids);
+    // Where nabla's network takes any number of positions up to its context (its first layer
+    // an embedding or a GPT of ids [N, t]) and keeps a vector per position, so does the
+    // graph: the input's positions and the output's are dynamic.
+    let positions = (ids
+        && seq::takes_ids(&spec.layers[..spec.layers.len().min(1)])
+        && spec.input.len() == 1
+        && out_shape.len() == 3)
+        .then_some(1);
+    let graph_outputs = b.head(options.head, &out_shape, positions);
     let units = if options.input_scale == 1.0 {
         "values as the data file holds them (CSV columns as written)".to_string()
     } else {
@@ -505,13 +521,27 @@ fn model_proto(model: &Network<f32>, options: &OnnxOptions) -> Result<pb::ModelP
     let mut input_dims = vec![Dim::Batch];
     input_dims.extend(spec.input.iter().map(|&d| Dim::Fixed(d)));
     let input = if ids {
-        let doc = format!(
-            "token ids (int64, each below the vocabulary's size); shape [batch, positions], \
-             positions at most {}",
-            spec.input.first().copied().unwrap_or(0)
-        );
-        let dims = [Dim::Batch, Dim::Positions];
-        typed_value_info("input", &dims, &doc, pb::tensor_proto::DataType::Int64)
+        let doc = if positions.is_some() {
+            format!(
+                "token ids (int64, ≥ 0 and below the vocabulary's size); shape [batch, \
+                 positions], at most {} positions",
+                spec.input.last().copied().unwrap_or(0)
+            )
+        } else {
+            let dims = sample.join(", ");
+            format!("token ids (int64, ≥ 0 and below the vocabulary's size); shape [batch, {dims}]")
+        };
+        if positions.is_some() {
+            if let Some(last) = input_dims.last_mut() {
+                *last = Dim::Positions;
+            }
+        }
+        typed_value_info(
+            "input",
+            &input_dims,
+            &doc,
+            pb::tensor_proto::DataType::Int64,
+        )
     } else {
         value_info("input", &input_dims, &input_doc)
     };

@@ -27,14 +27,21 @@ struct Attn {
     bias: bool,
 }
 
-/// Whether a network whose layers are `layers` takes token ids: its first layer (inside
-/// containers too) is an embedding or a GPT.
+/// Whether a network whose layers are `layers` takes token ids: the first layer that computes
+/// anything (past identities, dropout and empty containers; inside containers too) is an
+/// embedding or a GPT.
 pub(super) fn takes_ids(layers: &[LayerSpec]) -> bool {
-    match layers.first() {
-        Some(LayerSpec::Embedding { .. } | LayerSpec::Gpt { .. }) => true,
-        Some(LayerSpec::Sequential { layers }) => takes_ids(layers),
-        _ => false,
-    }
+    first_effective(layers)
+        .is_some_and(|l| matches!(l, LayerSpec::Embedding { .. } | LayerSpec::Gpt { .. }))
+}
+
+/// The first layer of `layers` that computes something (see [`takes_ids`]).
+fn first_effective(layers: &[LayerSpec]) -> Option<&LayerSpec> {
+    layers.iter().find_map(|l| match l {
+        LayerSpec::Identity | LayerSpec::Dropout { .. } => None,
+        LayerSpec::Sequential { layers } => first_effective(layers),
+        other => Some(other),
+    })
 }
 
 /// A 1-D (or, with `scalar`, 0-D) int64 initializer.
@@ -111,9 +118,10 @@ impl Builder {
         self.op("Trilu", &[&full, &one], name, vec![attr_int("upper", 1)])
     }
 
-    /// `ids` as int64: the graph's input is already; another value is cast.
+    /// `ids` as int64: the graph's input is already where it holds ids; another value is
+    /// cast.
     fn ids(&mut self, name: &str) -> String {
-        if self.last == "input" {
+        if self.last == "input" && self.ids_input {
             return self.last.clone();
         }
         let last = self.last.clone();

@@ -2,7 +2,8 @@
 //! exported source defines for them (`SelfAttention`, `Mlp`, `TransformerBlock`,
 //! `TokenEmbedding`, `Gpt`, each computing what nabla's layer computes), and each layer's module
 //! expression and tensor names. `nn.Embedding` and `nn.LayerNorm` store their tensors as nabla
-//! does; the projections are `nn.Linear`, whose weights the export transposes.
+//! does; the projections are `nn.Linear`, whose weights the export transposes. The source needs
+//! PyTorch ≥ 2.1 (`nn.LayerNorm(bias=...)`, `F.scaled_dot_product_attention`).
 
 use crate::error::Result;
 use crate::nn::LayerSpec;

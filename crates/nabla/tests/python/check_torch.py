@@ -10,7 +10,8 @@
         residual blocks, embeddings, layer norm, attention, transformer blocks, GPTs): the layers are read from the metadata's `model_spec` and computed
         with PyTorch's conventions in numpy (NCHW, weights [out, in/groups, kh, kw], running
         statistics in batch norm); REFERENCE's `input` is [N, ...sample], and `probabilities`
-        are compared too.
+        are compared too. The metadata's `torch_source` must compile; where PyTorch is
+        installed it is run too (loaded with strict=True) and must give nabla's logits.
     python3 check_torch.py make STATE_DICT.safetensors REFERENCE.safetensors
         Writes a PyTorch-layout state dict of a 5-7-6-3 ReLU MLP (module names of an
         nn.Sequential under a `layers.` prefix, random float32 weights) and REFERENCE with
@@ -201,6 +202,25 @@ def main():
               f"logits {err:.3e}, probabilities {perr:.3e}")
         if not (err <= 1e-4 * max(1.0, float(np.abs(ref["logits"]).max())) and perr <= 1e-5):
             sys.exit(f"differ: logits {err}, probabilities {perr}")
+        # The module source must at least be valid Python; where PyTorch is installed (not a
+        # CI dependency), it must load the state dict strictly and give nabla's logits.
+        source = compile(meta["torch_source"], "torch_source", "exec")
+        try:
+            import torch
+        except ImportError:
+            print("torch_source compiles (PyTorch not installed: not run)")
+            return
+        from safetensors.torch import load_file as load_torch
+        ns = {}
+        exec(source, ns)
+        model = ns["model"].eval()
+        model.load_state_dict(load_torch(state_path), strict=True)
+        with torch.no_grad():
+            out = model(torch.from_numpy(ref["input"])).double().numpy()
+        terr = float(np.max(np.abs(out - ref["logits"])))
+        print(f"PyTorch {torch.__version__} runs torch_source: max |torch − nabla| logits {terr:.3e}")
+        if not terr <= 1e-4 * max(1.0, float(np.abs(ref["logits"]).max())):
+            sys.exit(f"PyTorch differs: logits {terr}")
     elif mode == "export":
         state = load_file(state_path)
         with safe_open(state_path, framework="np") as f:
