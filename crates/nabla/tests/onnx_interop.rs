@@ -134,6 +134,14 @@ fn onnxruntime_reproduces_a_regression_model_with_dropout() {
     check("regression", &model, &x, normalizer, OnnxHead::Regression);
 }
 
+/// ONNX Runtime must give `model`'s logits and probabilities on token ids `x` (no normaliser).
+fn check_ids(name: &str, model: &Network<f32>, x: &Tensor<f32>) {
+    let none = Normalizer::fit(&token_ids(1, 1, 2, 0), Normalization::None).unwrap();
+    let (ok, output) = compare(name, model, x, none, OnnxHead::Classification, 0.0);
+    assert!(ok, "{output}");
+    eprint!("{output}");
+}
+
 #[test]
 fn onnxruntime_reproduces_gpt_language_models_at_any_length() {
     if !pyenv::onnx_available() {
@@ -144,7 +152,6 @@ fn onnxruntime_reproduces_gpt_language_models_at_any_length() {
     // An identity first: the graph still takes int64 ids and gathers them as they are.
     let tied = r#"{"input": [8], "layers": [{"type": "identity"}, {"type": "gpt", "vocab": 13,
         "context": 8, "width": 12, "depth": 1, "heads": 3, "bias": false, "tied": true}]}"#;
-    let none = Normalizer::fit(&token_ids(1, 1, 2, 0), Normalization::None).unwrap();
     // The untied graph run at fewer positions than the context and at all of them; the tied
     // one, whose first layer is not the GPT, takes exactly its 8 (as nabla's network does).
     for (name, spec, vocab, lengths) in [
@@ -154,10 +161,7 @@ fn onnxruntime_reproduces_gpt_language_models_at_any_length() {
         let model = perturbed(spec);
         for &positions in lengths {
             let x = token_ids(3, positions, vocab, 7);
-            let head = OnnxHead::Classification;
-            let (ok, output) = compare(name, &model, &x, none.clone(), head, 0.0);
-            assert!(ok, "{output}");
-            eprint!("{positions} positions: {output}");
+            check_ids(&format!("{name} at {positions} positions"), &model, &x);
         }
     }
 }
@@ -175,19 +179,7 @@ fn onnxruntime_reproduces_each_sequence_layer() {
         {"type": "transformer_block", "heads": 4},
         {"type": "layer_norm", "bias": false},
         {"type": "linear", "out_features": 5}]}"#;
-    let model = perturbed(spec);
-    let x = token_ids(4, 6, 9, 3);
-    let none = Normalizer::fit(&x, Normalization::None).unwrap();
-    let (ok, output) = compare(
-        "sequence-layers",
-        &model,
-        &x,
-        none,
-        OnnxHead::Classification,
-        0.0,
-    );
-    assert!(ok, "{output}");
-    eprint!("{output}");
+    check_ids("sequence-layers", &perturbed(spec), &token_ids(4, 6, 9, 3));
 }
 
 #[test]
@@ -199,17 +191,6 @@ fn onnxruntime_reproduces_an_embedding_of_ids_with_more_axes() {
     let spec = r#"{"input": [2, 6], "layers": [
         {"type": "embedding", "num_embeddings": 7, "embedding_dim": 4},
         {"type": "flatten"}, {"type": "linear", "out_features": 3}]}"#;
-    let model = perturbed(spec);
     let x = token_ids(3, 12, 7, 5).reshape(&[3, 2, 6]).unwrap();
-    let none = Normalizer::fit(&token_ids(1, 1, 2, 0), Normalization::None).unwrap();
-    let (ok, output) = compare(
-        "embedding-2d",
-        &model,
-        &x,
-        none,
-        OnnxHead::Classification,
-        0.0,
-    );
-    assert!(ok, "{output}");
-    eprint!("{output}");
+    check_ids("embedding-2d", &perturbed(spec), &x);
 }
