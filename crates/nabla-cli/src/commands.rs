@@ -329,13 +329,13 @@ pub fn info(args: &InfoArgs) -> Result<()> {
                     meta.spec.input_features(),
                     meta.class_names.len()
                 );
-                return Ok(());
+            } else {
+                crate::outln!(
+                    "input {} in the data file's units: {}",
+                    crate::interop::input_shape(&meta.spec),
+                    meta.card()?.input_units()
+                );
             }
-            crate::outln!(
-                "input {} in the data file's units: {}",
-                crate::interop::input_shape(&meta.spec),
-                meta.card()?.input_units()
-            );
             crate::outln!(
                 "to use it in PyTorch: nabla export --checkpoint {shown} --format torch --out FILE\n\
                  to serve it with ONNX Runtime: nabla export --checkpoint {shown} --format onnx --out FILE"

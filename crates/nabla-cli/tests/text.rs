@@ -124,6 +124,10 @@ fn a_gpt_trains_on_text_resumes_evaluates_and_generates() {
         info.contains("a language model") && info.contains("nabla generate"),
         "{info}"
     );
+    assert!(
+        info.contains("--format torch") && info.contains("--format onnx"),
+        "{info}"
+    );
 
     let eval = ok(&nabla(&["eval", "--checkpoint", s(&model)]));
     assert!(
