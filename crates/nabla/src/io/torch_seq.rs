@@ -114,6 +114,33 @@ pub(super) fn sequence_part(
     let py = |b: bool| if b { "True" } else { "False" };
     let c = shape.last().copied().unwrap_or(0);
     let own = || vec![(at.to_string(), tat.to_string(), false)];
+    if let Some(g) = l.gpt_config() {
+        let mut names = vec![
+            (format!("{at}.tok_emb"), format!("{tat}.tok_emb"), false),
+            (format!("{at}.pos_emb"), format!("{tat}.pos_emb"), false),
+        ];
+        for i in 0..g.depth {
+            names.extend(block_names(
+                &format!("{at}.blocks.{i}"),
+                &format!("{tat}.blocks.{i}"),
+            ));
+        }
+        names.push((format!("{at}.ln_f"), format!("{tat}.ln_f"), false));
+        if !g.tied {
+            names.push((format!("{at}.head"), format!("{tat}.head"), true));
+        }
+        let e = format!(
+            "Gpt({}, {}, {}, {}, {}, bias={}, tied={})",
+            g.vocab,
+            g.context,
+            g.width,
+            g.depth,
+            g.heads,
+            py(g.bias),
+            py(g.tied)
+        );
+        return Ok((e, names));
+    }
     Ok(match *l {
         LayerSpec::Embedding {
             num_embeddings,
@@ -147,36 +174,6 @@ pub(super) fn sequence_part(
             let (causal, bias) = (py(causal), py(bias));
             let e = format!("TransformerBlock({c}, {heads}, causal={causal}, bias={bias})");
             (e, block_names(at, tat))
-        }
-        LayerSpec::Gpt {
-            vocab,
-            context,
-            width,
-            depth,
-            heads,
-            bias,
-            tied,
-        } => {
-            let mut names = vec![
-                (format!("{at}.tok_emb"), format!("{tat}.tok_emb"), false),
-                (format!("{at}.pos_emb"), format!("{tat}.pos_emb"), false),
-            ];
-            for i in 0..depth {
-                names.extend(block_names(
-                    &format!("{at}.blocks.{i}"),
-                    &format!("{tat}.blocks.{i}"),
-                ));
-            }
-            names.push((format!("{at}.ln_f"), format!("{tat}.ln_f"), false));
-            if !tied {
-                names.push((format!("{at}.head"), format!("{tat}.head"), true));
-            }
-            let e = format!(
-                "Gpt({vocab}, {context}, {width}, {depth}, {heads}, bias={}, tied={})",
-                py(bias),
-                py(tied)
-            );
-            (e, names)
         }
         ref other => {
             return Err(crate::error::Error::arg(

@@ -266,8 +266,6 @@ impl LayerSpec {
         })
     }
 
-    /// [`LayerSpec::activation`], or an error for a layer that is not one: what the walks over
-    /// a spec (shapes, building, exports) use for the kinds they do not handle themselves.
     /// The configuration of a [`LayerSpec::Gpt`] layer.
     pub fn gpt_config(&self) -> Option<crate::nn::GptConfig> {
         match *self {
@@ -293,7 +291,8 @@ impl LayerSpec {
     }
 
     /// True for the layers of sequence models (embedding, layer norm, attention, transformer
-    /// block, GPT), which the exporters do not write yet.
+    /// block, GPT), which the exporters write in their own modules (`io/onnx_seq.rs`,
+    /// `io/torch_seq.rs`).
     pub fn is_sequence_layer(&self) -> bool {
         matches!(
             self,
@@ -305,6 +304,8 @@ impl LayerSpec {
         )
     }
 
+    /// [`LayerSpec::activation`], or an error for a layer that is not one: what the walks over
+    /// a spec (shapes, building, exports) use for the kinds they do not handle themselves.
     pub(crate) fn as_activation(&self) -> Result<Activation> {
         crate::nn::shape::activation_of(self)
     }
