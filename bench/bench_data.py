@@ -94,6 +94,8 @@ def gpt_args(doc):
     ap.add_argument("--context", type=int, default=64)
     ap.add_argument("--batch", type=int, default=12)
     ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--dropout", type=float, default=0.0,
+                    help="drop probability where nanoGPT drops (gpt_reference.py only)")
     return ap.parse_args()
 
 

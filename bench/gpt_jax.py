@@ -109,6 +109,8 @@ def make_fns(heads=4):
 def main():
     max_isa = bench_data.hold_isa_from_argv()
     args = bench_data.gpt_args(__doc__)
+    if args.dropout != 0.0:
+        sys.exit("gpt_jax.py: --dropout is not implemented here (bench/gpt_reference.py has it)")
     from jax_reference import configure_threads  # (imports no jax itself)
     configure_threads(args.threads)
     import jax

@@ -4,11 +4,14 @@ split and settings (nanoGPT's CPU "baby GPT"), one JSON line with the validation
 wall time and the peak RSS.
 
     python3 bench/gpt_reference.py --text FILE [--seed S] [--threads 2] [--steps 2000]
-                                   [--max-isa scalar|avx2|avx512]
+                                   [--dropout P] [--max-isa scalar|avx2|avx512]
 
 Model: token + position embeddings (N(0, 0.02²)), 4 pre-LN blocks of width 128 with 4 heads
 (causal attention, GELU tanh MLP of width 512; the projections into the residual stream
-N(0, (0.02/√8)²)), a final layer norm, the head tied to the token embedding, no biases.
+N(0, (0.02/√8)²)), a final layer norm, the head tied to the token embedding, no biases;
+`--dropout P` (default 0, as nanoGPT's CPU configuration) drops where nanoGPT does and
+`nabla train --dropout P` does: the embeddings' sum, the attention probabilities, the
+attention's and the MLP's outputs.
 Data: the text's sorted characters as the vocabulary; its first 90% for training, windows of
 64 at random offsets; the last 10% for validation, 255–256 non-overlapping windows spread
 evenly over it, exactly the ones nabla evaluates (`TextData::spread(256)`).
@@ -37,9 +40,10 @@ import torch.nn.functional as F  # noqa: E402
 
 
 class Block(torch.nn.Module):
-    def __init__(self, c, heads, depth):
+    def __init__(self, c, heads, depth, dropout):
         super().__init__()
-        self.heads = heads
+        self.heads, self.dropout = heads, dropout
+        self.drop = torch.nn.Dropout(dropout)
         self.ln1 = torch.nn.LayerNorm(c, bias=False)
         self.qkv = torch.nn.Linear(c, 3 * c, bias=False)
         self.proj = torch.nn.Linear(c, c, bias=False)
@@ -54,24 +58,27 @@ class Block(torch.nn.Module):
         b, t, c = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(c, dim=2)
         q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.proj(a.transpose(1, 2).reshape(b, t, c))
-        return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+        p = self.dropout if self.training else 0.0
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, t, c)))
+        return x + self.drop(self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh")))
 
 
 class Gpt(torch.nn.Module):
-    def __init__(self, vocab, context, width=128, depth=4, heads=4):
+    def __init__(self, vocab, context, width=128, depth=4, heads=4, dropout=0.0):
         super().__init__()
+        self.drop = torch.nn.Dropout(dropout)
         self.tok = torch.nn.Embedding(vocab, width)
         self.pos = torch.nn.Embedding(context, width)
         torch.nn.init.normal_(self.tok.weight, 0.0, 0.02)
         torch.nn.init.normal_(self.pos.weight, 0.0, 0.02)
-        self.blocks = torch.nn.ModuleList(Block(width, heads, depth) for _ in range(depth))
+        self.blocks = torch.nn.ModuleList(
+            Block(width, heads, depth, dropout) for _ in range(depth))
         self.ln_f = torch.nn.LayerNorm(width, bias=False)
 
     def forward(self, ids):
         t = ids.shape[1]
-        h = self.tok(ids) + self.pos.weight[:t]
+        h = self.drop(self.tok(ids) + self.pos.weight[:t])
         for blk in self.blocks:
             h = blk(h)
         return self.ln_f(h) @ self.tok.weight.t()
@@ -102,7 +109,7 @@ def main():
     train, val = tokens[:cut], tokens[cut:]
     val_starts = windows(val, args.context, 256)
     started = time.perf_counter()
-    model = Gpt(len(chars), args.context)
+    model = Gpt(len(chars), args.context, dropout=args.dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-8,
                             weight_decay=0.1)
     offsets = torch.arange(args.context)
@@ -125,7 +132,8 @@ def main():
     seconds = time.perf_counter() - started
     print(json.dumps({
         "system": "pytorch", "version": torch.__version__, "workload": "gpt", "seed": args.seed,
-        "max_isa": MAX_ISA, "threads": args.threads, "steps": args.steps, "val_loss": val_loss,
+        "max_isa": MAX_ISA, "threads": args.threads, "steps": args.steps, "dropout": args.dropout,
+        "val_loss": val_loss,
         "val_bits_per_char": val_loss / math.log(2), "val_windows": len(val_starts),
         "last_train_loss": loss.item(), "seconds": seconds, "val_curve": curve,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -40,6 +40,7 @@ fn spec(vocab: usize, seed: u64) -> ModelSpec {
             heads: 4,
             bias: false,
             tied: true,
+            dropout: 0.0,
         }],
         init: Init::KaimingUniform, // (a Gpt layer draws GPT-2's N(0, 0.02²) itself)
         seed,

@@ -415,7 +415,9 @@ pub struct TrainArgs {
     /// [default: relu; tanh for xor and sine].
     #[arg(long)]
     pub activation: Option<String>,
-    /// Dropout probability after each hidden layer [default: 0.1 images; 0 otherwise].
+    /// Dropout probability: after each hidden layer (mlp), before the cnn's last layer, or
+    /// where nanoGPT drops (gpt-tiny: embeddings, attention, residual branches) [default: 0.1
+    /// images; 0.3 cnn; 0 otherwise].
     #[arg(long, allow_negative_numbers = true)]
     pub dropout: Option<f64>,
     /// Gradient checkpointing: keep only every K-th hidden block's input for backward and

@@ -194,13 +194,16 @@ pub fn model_spec(args: &TrainArgs, data: &Loaded, features: usize) -> Result<Mo
             for (id, given) in [
                 ("--hidden", args.hidden.is_some()),
                 ("--activation", args.activation.is_some()),
-                ("--dropout", args.dropout.is_some()),
             ] {
                 if given {
                     bail!("{id} applies only to --arch mlp and cnn (gpt-tiny has its own layers; give --model FILE.json for others)");
                 }
             }
-            gpt_tiny(data.outputs, features)
+            let dropout = args.dropout.unwrap_or(0.0);
+            if !(0.0..1.0).contains(&dropout) {
+                bail!("--dropout {dropout} is not in [0, 1)");
+            }
+            gpt_tiny(data.outputs, features, dropout)
         }
         (None, ArchName::Mlp) if data.task == Task::Text => {
             bail!("a text data set needs a language model: --arch gpt-tiny, or --model FILE.json with a gpt layer")
@@ -237,8 +240,9 @@ pub fn model_spec(args: &TrainArgs, data: &Loaded, features: usize) -> Result<Mo
 }
 
 /// `--arch gpt-tiny`: nanoGPT's CPU "baby GPT" — 4 blocks of width 128 with 4 heads, tied
-/// embedding and head, no biases — over `vocab` characters and a context of `context`.
-pub fn gpt_tiny(vocab: usize, context: usize) -> ModelSpec {
+/// embedding and head, no biases — over `vocab` characters and a context of `context`, with
+/// `dropout` where nanoGPT drops (its CPU configuration: 0).
+pub fn gpt_tiny(vocab: usize, context: usize, dropout: f64) -> ModelSpec {
     ModelSpec {
         input: vec![context],
         layers: vec![LayerSpec::Gpt {
@@ -249,6 +253,7 @@ pub fn gpt_tiny(vocab: usize, context: usize) -> ModelSpec {
             heads: 4,
             bias: false,
             tied: true,
+            dropout,
         }],
         init: Init::KaimingUniform,
         seed: 0,

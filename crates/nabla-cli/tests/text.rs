@@ -267,6 +267,51 @@ fn onnx_matches_nabla(dir: &Path, model: &Path, onnx: &Path, vocab: usize) {
     );
 }
 
+/// `--dropout` on gpt-tiny: the model file keeps it (`nabla info` shows it), and generation
+/// (evaluation mode) samples the same text twice from the same seed.
+#[test]
+fn gpt_tiny_takes_dropout() {
+    let dir = tmpdir("text-dropout");
+    let corpus = corpus(&dir);
+    let run = dir.join("run");
+    ok(&nabla(&[
+        "train",
+        "--text",
+        s(&corpus),
+        "--arch",
+        "gpt-tiny",
+        "--dropout",
+        "0.2",
+        "--context",
+        "16",
+        "--max-steps",
+        "3",
+        "--quiet",
+        "--no-plots",
+        "--out",
+        s(&run),
+    ]));
+    let model = run.join("model.safetensors");
+    let info = ok(&nabla(&["info", "--checkpoint", s(&model)]));
+    assert!(info.contains("dropout 0.2"), "{info}");
+    let sample = || {
+        ok(&nabla(&[
+            "generate",
+            "--checkpoint",
+            s(&model),
+            "--prompt",
+            "It is",
+            "--tokens",
+            "20",
+            "--seed",
+            "3",
+        ]))
+    };
+    let first = sample();
+    assert!(first.starts_with("It is"), "{first}");
+    assert_eq!(first, sample());
+}
+
 #[test]
 fn text_data_errors_are_one_line_naming_the_problem() {
     let dir = tmpdir("text-errors");
@@ -330,6 +375,20 @@ fn text_data_errors_are_one_line_naming_the_problem() {
             s(&dir.join("r5")),
         ]),
         "--context applies only to --dataset text",
+    );
+    fails_with(
+        &nabla(&[
+            "train",
+            "--text",
+            s(&corpus),
+            "--arch",
+            "gpt-tiny",
+            "--dropout",
+            "1.5",
+            "--out",
+            s(&dir.join("r7")),
+        ]),
+        "--dropout 1.5 is not in [0, 1)",
     );
     // a spec whose vocabulary is not the text's
     let spec = small_gpt(&dir);

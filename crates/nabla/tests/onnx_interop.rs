@@ -155,7 +155,8 @@ fn onnxruntime_reproduces_gpt_language_models_at_any_length() {
         "width": 16, "depth": 2, "heads": 2, "bias": true}]}"#;
     // An identity first: the graph still takes int64 ids and gathers them as they are.
     let tied = r#"{"input": [8], "layers": [{"type": "identity"}, {"type": "gpt", "vocab": 13,
-        "context": 8, "width": 12, "depth": 1, "heads": 3, "bias": false, "tied": true}]}"#;
+        "context": 8, "width": 12, "depth": 1, "heads": 3, "bias": false, "tied": true,
+        "dropout": 0.2}]}"#;
     // The untied graph run at fewer positions than the context and at all of them; the tied
     // one, whose first layer is not the GPT, takes exactly its 8 (as nabla's network does).
     for (name, spec, vocab, lengths) in [
@@ -179,8 +180,8 @@ fn onnxruntime_reproduces_each_sequence_layer() {
     let spec = r#"{"input": [6], "layers": [
         {"type": "embedding", "num_embeddings": 9, "embedding_dim": 8},
         {"type": "layer_norm", "eps": 1e-3},
-        {"type": "multi_head_attention", "heads": 2, "causal": false},
-        {"type": "transformer_block", "heads": 4},
+        {"type": "multi_head_attention", "heads": 2, "causal": false, "dropout": 0.1},
+        {"type": "transformer_block", "heads": 4, "dropout": 0.1},
         {"type": "layer_norm", "bias": false},
         {"type": "linear", "out_features": 5}]}"#;
     check_ids("sequence-layers", &perturbed(spec), &token_ids(4, 6, 9, 3));

@@ -20,6 +20,7 @@ fn config(tied: bool) -> GptConfig {
         heads: 4,
         bias: true,
         tied,
+        dropout: 0.0,
     }
 }
 
@@ -119,6 +120,7 @@ fn trainer_trains_a_gpt_on_text() {
             heads: 4,
             bias: true,
             tied: true,
+            dropout: 0.0,
         }],
         init: nabla::nn::Init::KaimingUniform,
         seed: 1,
@@ -215,6 +217,16 @@ fn sequence_layers_compose_in_a_spec() {
 /// resumed ends with the same history and weights as one run straight through.
 #[test]
 fn evaluation_within_an_epoch_resumes_exactly() {
+    resumes_exactly(0.0);
+}
+
+/// The same with dropout: the checkpoint carries the masks' generator.
+#[test]
+fn a_gpt_with_dropout_resumes_exactly() {
+    resumes_exactly(0.25);
+}
+
+fn resumes_exactly(dropout: f64) {
     let text = "to be or not to be, that is the question. ".repeat(30);
     let vocab = Vocab::from_text(&text).unwrap();
     let (train, val) = TextData::split(vocab.encode(&text).unwrap(), vocab.len(), 8, 0.2).unwrap();
@@ -230,6 +242,7 @@ fn evaluation_within_an_epoch_resumes_exactly() {
             heads: 2,
             bias: false,
             tied: false,
+            dropout,
         }],
         init: nabla::nn::Init::KaimingUniform,
         seed: 3,
@@ -239,7 +252,8 @@ fn evaluation_within_an_epoch_resumes_exactly() {
     cfg.max_steps = Some(60);
     cfg.eval_every = Some(20);
     cfg.checkpoint_every = Some(30);
-    let dir = std::env::temp_dir().join(format!("nabla_gpt_resume_{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("nabla_gpt_resume_{}_{dropout}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ckpt = dir.join("state.safetensors");
     let make = |c: TrainConfig| {
@@ -283,6 +297,16 @@ fn evaluation_within_an_epoch_resumes_exactly() {
 /// bit-identical weights and losses, the same as the sliced step in one process.
 #[test]
 fn a_gpt_trains_bit_identically_on_one_two_and_four_ranks() {
+    trains_bit_identically_on_any_ranks(0.0);
+}
+
+/// The same with dropout: a slice draws the same masks whichever rank computes it.
+#[test]
+fn a_gpt_with_dropout_trains_bit_identically_on_any_ranks() {
+    trains_bit_identically_on_any_ranks(0.25);
+}
+
+fn trains_bit_identically_on_any_ranks(dropout: f64) {
     use nabla::train::{Collective, ThreadGroup};
     let text = "all the world's a stage, and all the men and women merely players. ".repeat(10);
     let vocab = Vocab::from_text(&text).unwrap();
@@ -297,6 +321,7 @@ fn a_gpt_trains_bit_identically_on_one_two_and_four_ranks() {
             heads: 2,
             bias: true,
             tied: true,
+            dropout,
         }],
         init: nabla::nn::Init::KaimingUniform,
         seed: 5,

@@ -3,7 +3,7 @@
 //! `tests/fixtures/torch_sequence_ops.py`; agreement is required to 1e-9 relative.
 
 use nabla::nn::loss::{self, Reduction, Target};
-use nabla::nn::{LayerNorm, Linear, Module, MultiHeadAttention, TransformerBlock};
+use nabla::nn::{LayerNorm, Linear, Module, TransformerBlock};
 use nabla::ops::scaled_dot_product_attention;
 use nabla::testing::assert_close;
 use nabla::{Rng, Tensor};
@@ -147,12 +147,9 @@ fn transformer_block_loss_matches_pytorch() {
     };
     block.ln1 = norm("ln1");
     block.ln2 = norm("ln2");
-    block.attn = MultiHeadAttention {
-        qkv: linear("attn.qkv", w, 3 * w),
-        proj: linear("attn.proj", w, w),
-        heads,
-        causal: true,
-    };
+    block.attn.qkv = linear("attn.qkv", w, 3 * w);
+    block.attn.proj = linear("attn.proj", w, w);
+    assert_eq!((block.attn.heads, block.attn.causal), (heads, true));
     block.fc = linear("mlp.fc", w, 4 * w);
     block.proj = linear("mlp.proj", 4 * w, w);
     let head = mat("head.weight", w, vocab);

@@ -295,7 +295,8 @@ fn numpy_reproduces_exported_gpts_and_sequence_layers_and_they_round_trip() {
         (
             "gpt-tied",
             r#"{"input": [8], "layers": [{"type": "gpt", "vocab": 13, "context": 8,
-            "width": 12, "depth": 1, "heads": 3, "bias": false, "tied": true}]}"#,
+            "width": 12, "depth": 1, "heads": 3, "bias": false, "tied": true,
+            "dropout": 0.2}]}"#,
             13,
             8,
         ),
@@ -304,8 +305,8 @@ fn numpy_reproduces_exported_gpts_and_sequence_layers_and_they_round_trip() {
             r#"{"input": [6], "layers": [
             {"type": "embedding", "num_embeddings": 9, "embedding_dim": 8},
             {"type": "layer_norm", "eps": 1e-3},
-            {"type": "multi_head_attention", "heads": 2, "causal": false},
-            {"type": "transformer_block", "heads": 4},
+            {"type": "multi_head_attention", "heads": 2, "causal": false, "dropout": 0.1},
+            {"type": "transformer_block", "heads": 4, "dropout": 0.1},
             {"type": "layer_norm", "bias": false},
             {"type": "linear", "out_features": 5}]}"#,
             9,

@@ -355,3 +355,42 @@ fn a_non_finite_gradient_under_a_finite_loss_is_named_with_or_without_clipping()
         );
     }
 }
+
+/// Validation rows do not change training: a model with batch norm and dropout trained with
+/// a validation row every 3 steps ends with the weights and running statistics of the same
+/// run evaluated only at the ends of epochs (evaluation runs in evaluation mode: no mask is
+/// drawn, no statistic updated — rows within an epoch used to run in training mode).
+#[test]
+fn validation_rows_within_an_epoch_do_not_change_training() {
+    use nabla::nn::ModelSpec;
+    let spec = ModelSpec::from_json(
+        r#"{"input": [2], "layers": [{"type": "linear", "out_features": 16},
+        {"type": "batch_norm1d"}, {"type": "relu"}, {"type": "dropout", "p": 0.3},
+        {"type": "linear", "out_features": 3}]}"#,
+    )
+    .unwrap();
+    let (train, val) = data(4);
+    let run = |eval_every: Option<u64>| {
+        let mut c = TrainConfig::new(spec.clone(), OptimizerConfig::Adam(AdamConfig::adam(0.01)));
+        c.epochs = 2;
+        c.batch_size = 16;
+        c.eval_every = eval_every;
+        let mut t = Trainer::new(c, train.clone())
+            .unwrap()
+            .with_validation(val.clone());
+        t.fit(&mut ()).unwrap();
+        let buffers: Vec<Vec<f32>> = t
+            .model()
+            .named_buffers()
+            .iter()
+            .map(|(_, b)| b.to_vec().unwrap())
+            .collect();
+        assert!(!buffers.is_empty());
+        (bits(t.model()), buffers, t.history().len())
+    };
+    let (w, b, rows) = run(None);
+    let (w3, b3, rows3) = run(Some(3));
+    assert!(rows3 > rows, "{rows3} rows vs {rows}");
+    assert_eq!(w3, w, "weights");
+    assert_eq!(b3, b, "running statistics");
+}

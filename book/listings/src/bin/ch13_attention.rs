@@ -64,6 +64,7 @@ fn main() -> nabla::Result<()> {
             heads: 2,
             bias: false,
             tied: true,
+            dropout: 0.0,
         }],
         init: Init::KaimingUniform,
         seed: 0,

@@ -290,15 +290,18 @@ impl Builder {
             LayerSpec::LayerNorm { eps, bias } => {
                 self.layer_norm(state, name, eps, bias, out)?;
             }
+            // Dropout is training-only: the graph is inference.
             LayerSpec::MultiHeadAttention {
                 heads,
                 causal,
                 bias,
+                ..
             }
             | LayerSpec::TransformerBlock {
                 heads,
                 causal,
                 bias,
+                ..
             } => {
                 let a = Attn {
                     width,

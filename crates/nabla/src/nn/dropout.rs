@@ -1,4 +1,6 @@
-//! Dropout: zeroes a random fraction of activations during training.
+//! Dropout: zeroes a random fraction of activations during training. [`Dropout`] is the layer;
+//! [`Drops`] the same masks for a module that drops inside itself (a GPT's embeddings,
+//! attention probabilities and residual branches).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -9,52 +11,73 @@ use crate::nn::{Module, SharedForward};
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
 
-/// In training mode each element is kept with probability `1 − p` and scaled by `1/(1 − p)`
-/// (so the expected activation is unchanged); in evaluation mode it is the identity. The mask
-/// comes from the layer's own seeded generator, whose state checkpoints carry.
-pub struct Dropout {
+/// Checks a drop probability for `what`.
+fn check_p(what: &'static str, p: f64) -> Result<()> {
+    if (0.0..1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(Error::arg(
+            what,
+            format!("drop probability {p} is not in [0, 1)"),
+        ))
+    }
+}
+
+/// Dropout masks drawn from one seeded generator, with a training flag: in training mode
+/// [`Drops::apply`] keeps each element with probability `1 − p` and scales it by `1/(1 − p)`;
+/// otherwise (or with `p = 0`) it is the identity and draws nothing. Clones share the
+/// generator (each keeps its own flag), so a model whose layers drop in several places keeps
+/// one generator state in its checkpoints.
+#[derive(Clone)]
+pub(crate) struct Drops {
     p: f64,
     training: bool,
     rng: Arc<Mutex<Rng>>,
 }
 
-impl Dropout {
-    /// Dropout with drop probability `p` in `[0, 1)`, starting in training mode.
-    pub fn new(p: f64, seed: u64) -> Result<Self> {
-        if !(0.0..1.0).contains(&p) {
-            return Err(Error::arg(
-                "Dropout",
-                format!("drop probability {p} is not in [0, 1)"),
-            ));
-        }
-        Ok(Dropout {
+impl Drops {
+    /// Masks of drop probability `p` (checked for `what`) from a generator seeded `seed`,
+    /// in training mode.
+    pub(crate) fn new(what: &'static str, p: f64, seed: u64) -> Result<Self> {
+        check_p(what, p)?;
+        Ok(Drops {
             p,
             training: true,
             rng: Arc::new(Mutex::new(Rng::new(seed))),
         })
     }
 
+    /// No dropout (`p = 0`): [`Drops::apply`] is always the identity.
+    pub(crate) fn none() -> Self {
+        Drops {
+            p: 0.0,
+            training: false,
+            rng: Arc::new(Mutex::new(Rng::new(0))),
+        }
+    }
+
     /// The drop probability.
-    pub fn p(&self) -> f64 {
+    pub(crate) fn p(&self) -> f64 {
         self.p
     }
-}
 
-impl<T: Float> Module<T> for Dropout {
-    fn forward_cached(
-        &self,
-        x: &Tensor<T>,
-        _cache: &mut crate::nn::KvCache<T>,
-    ) -> Result<Tensor<T>> {
-        self.forward(x)
+    /// Whether [`Drops::apply`] drops anything now (training mode and `p > 0`).
+    pub(crate) fn active(&self) -> bool {
+        self.training && self.p > 0.0
     }
-    fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        if !self.training || self.p == 0.0 {
+
+    pub(crate) fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
+    /// `x` with a fresh mask applied (training mode, `p > 0`), else `x` itself. One draw from
+    /// the generator seeds each mask; inside a checkpointed segment's recomputation the same
+    /// seed is replayed, so the same mask comes back.
+    pub(crate) fn apply<T: Float>(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        if !self.active() {
             return Ok(x.clone());
         }
         let scale = T::from_f64(1.0 / (1.0 - self.p));
-        // One draw from the layer's generator seeds this mask; inside a checkpointed segment's
-        // recomputation the same seed is replayed, so the same mask comes back.
         let seed = replayable_seed(|| {
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
             rng.next_u64()
@@ -72,32 +95,78 @@ impl<T: Float> Module<T> for Dropout {
         x.mul(&Tensor::from_vec(mask, x.shape())?)
     }
 
+    /// The generator's state under the key `rng` (nothing without dropout).
+    pub(crate) fn extra_state(&self) -> BTreeMap<String, String> {
+        if self.p == 0.0 {
+            return BTreeMap::new();
+        }
+        let rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        BTreeMap::from([("rng".to_string(), rng.state_text())])
+    }
+
+    /// Restores [`Drops::extra_state`] (a missing key leaves the state as it is).
+    pub(crate) fn load_extra_state(&self, state: &BTreeMap<String, String>) -> Result<()> {
+        if let Some(v) = state.get("rng") {
+            *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = Rng::from_state_text(v)?;
+        }
+        Ok(())
+    }
+}
+
+/// In training mode each element is kept with probability `1 − p` and scaled by `1/(1 − p)`
+/// (so the expected activation is unchanged); in evaluation mode it is the identity. The mask
+/// comes from the layer's own seeded generator, whose state checkpoints carry.
+pub struct Dropout {
+    drops: Drops,
+}
+
+impl Dropout {
+    /// Dropout with drop probability `p` in `[0, 1)`, starting in training mode.
+    pub fn new(p: f64, seed: u64) -> Result<Self> {
+        Ok(Dropout {
+            drops: Drops::new("Dropout", p, seed)?,
+        })
+    }
+
+    /// The drop probability.
+    pub fn p(&self) -> f64 {
+        self.drops.p()
+    }
+}
+
+impl<T: Float> Module<T> for Dropout {
+    fn forward_cached(
+        &self,
+        x: &Tensor<T>,
+        _cache: &mut crate::nn::KvCache<T>,
+    ) -> Result<Tensor<T>> {
+        self.forward(x)
+    }
+    fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        self.drops.apply(x)
+    }
+
     fn set_training(&mut self, training: bool) {
-        self.training = training;
+        self.drops.set_training(training);
     }
 
     fn shared_forward(&self) -> Option<SharedForward<T>> {
         let me = Dropout {
-            p: self.p,
-            training: self.training,
-            rng: self.rng.clone(),
+            drops: self.drops.clone(),
         };
         Some(Arc::new(move |x| me.forward(x)))
     }
 
     fn describe(&self) -> String {
-        format!("Dropout(p={})", self.p)
+        format!("Dropout(p={})", self.drops.p())
     }
 
     fn extra_state(&self) -> BTreeMap<String, String> {
-        let rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let rng = self.drops.rng.lock().unwrap_or_else(|e| e.into_inner());
         BTreeMap::from([("rng".to_string(), rng.state_text())])
     }
 
     fn load_extra_state(&mut self, state: &BTreeMap<String, String>) -> Result<()> {
-        if let Some(v) = state.get("rng") {
-            *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = Rng::from_state_text(v)?;
-        }
-        Ok(())
+        self.drops.load_extra_state(state)
     }
 }

@@ -2,15 +2,18 @@
 //! pre-LN [`TransformerBlock`]s, a final [`LayerNorm`] and a head onto the vocabulary, tied
 //! to the token embedding or its own.
 
+use std::collections::BTreeMap;
+
 use crate::error::{Error, Result};
-use crate::nn::transformer::normal_linear;
+use crate::nn::dropout::Drops;
+use crate::nn::transformer::{dropout_text, normal_linear};
 use crate::nn::{prefixed, Embedding, KvCache, LayerNorm, Linear, Module, TransformerBlock};
 use crate::rng::Rng;
 use crate::tensor::shape::fmt_shape;
 use crate::tensor::{Float, Tensor};
 
 /// The shape of a [`Gpt`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GptConfig {
     /// Tokens in the vocabulary.
     pub vocab: usize,
@@ -26,6 +29,9 @@ pub struct GptConfig {
     pub bias: bool,
     /// The head is the token embedding's transpose (no weights of its own).
     pub tied: bool,
+    /// Drop probability in `[0, 1)` in training mode, where nanoGPT drops: the embeddings'
+    /// sum, every block's attention probabilities, attention output and MLP output (0: none).
+    pub dropout: f64,
 }
 
 impl GptConfig {
@@ -37,6 +43,12 @@ impl GptConfig {
             && self.depth > 0
             && self.heads > 0
             && self.width.is_multiple_of(self.heads);
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::arg(
+                "Gpt",
+                format!("dropout {} is not in [0, 1)", self.dropout),
+            ));
+        }
         if ok {
             Ok(())
         } else {
@@ -74,7 +86,10 @@ impl GptConfig {
 
 /// A GPT: `logits = head(ln_f(blocks(tok_emb[ids] + pos_emb[positions])))`, for ids `[b, t]`
 /// (`t ≤ context`) giving `[b, t, vocab]`. Initialised as GPT-2: weights `N(0, 0.02²)`, the
-/// projections into the residual stream `N(0, (0.02/√(2·depth))²)`, biases 0.
+/// projections into the residual stream `N(0, (0.02/√(2·depth))²)`, biases 0. With
+/// [`GptConfig::dropout`] training mode drops where nanoGPT does, all masks from one generator
+/// (seeded by a draw after the weights', kept in checkpoints as the layer's `rng` state);
+/// evaluation mode and generation with a key/value cache drop nothing.
 pub struct Gpt<T: Float = f32> {
     config: GptConfig,
     /// `[vocab, width]`.
@@ -87,6 +102,7 @@ pub struct Gpt<T: Float = f32> {
     pub ln_f: LayerNorm<T>,
     /// `[width, vocab]`, when not tied.
     pub head: Option<Linear<T>>,
+    drops: Drops,
 }
 
 impl<T: Float> Gpt<T> {
@@ -103,6 +119,17 @@ impl<T: Float> Gpt<T> {
         let head = (!config.tied)
             .then(|| normal_linear(c, config.vocab, config.bias, 0.02, rng))
             .transpose()?;
+        // Drawn after the weights, and only with dropout: the weights are those of the same
+        // model without it.
+        let drops = if config.dropout > 0.0 {
+            Drops::new("Gpt", config.dropout, rng.next_u64())?
+        } else {
+            Drops::none()
+        };
+        let blocks = blocks
+            .into_iter()
+            .map(|b| b.sharing(drops.clone()))
+            .collect();
         Ok(Gpt {
             config,
             tok_emb,
@@ -110,6 +137,7 @@ impl<T: Float> Gpt<T> {
             blocks,
             ln_f: LayerNorm::new(c, config.bias, 1e-5)?,
             head,
+            drops,
         })
     }
 
@@ -145,6 +173,9 @@ impl<T: Float> Gpt<T> {
         let tok = self.tok_emb.forward(x)?;
         let pos = self.pos_emb.weight.narrow(0, start, t)?;
         let mut h = tok.add(&pos)?;
+        if cache.is_none() {
+            h = self.drops.apply(&h)?;
+        }
         for block in &self.blocks {
             h = match cache.as_deref_mut() {
                 Some(cache) => block.forward_cached(&h, cache)?,
@@ -185,16 +216,29 @@ impl<T: Float> Module<T> for Gpt<T> {
         }
         v
     }
+    fn set_training(&mut self, training: bool) {
+        self.drops.set_training(training);
+        for b in &mut self.blocks {
+            b.set_training(training);
+        }
+    }
+    fn extra_state(&self) -> BTreeMap<String, String> {
+        self.drops.extra_state()
+    }
+    fn load_extra_state(&mut self, state: &BTreeMap<String, String>) -> Result<()> {
+        self.drops.load_extra_state(state)
+    }
     fn describe(&self) -> String {
         let g = &self.config;
         format!(
-            "Gpt(vocab {}, context {}, width {}, {} blocks × {} heads{})",
+            "Gpt(vocab {}, context {}, width {}, {} blocks × {} heads{}{})",
             g.vocab,
             g.context,
             g.width,
             g.depth,
             g.heads,
-            if g.tied { ", tied head" } else { "" }
+            if g.tied { ", tied head" } else { "" },
+            dropout_text(g.dropout)
         )
     }
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {

@@ -263,26 +263,42 @@ fn build_layer<T: Float>(
             heads,
             causal,
             bias,
-        } => Box::new(MultiHeadAttention::<T>::new(
-            last,
-            *heads,
-            *causal,
-            *bias,
-            (0.02, 0.02),
-            &mut ctx.rng,
-        )?),
+            dropout,
+        } => {
+            let a = MultiHeadAttention::<T>::new(
+                last,
+                *heads,
+                *causal,
+                *bias,
+                (0.02, 0.02),
+                &mut ctx.rng,
+            )?;
+            Box::new(if *dropout > 0.0 {
+                a.with_dropout(*dropout, ctx.rng.next_u64())?
+            } else {
+                a
+            })
+        }
         LayerSpec::TransformerBlock {
             heads,
             causal,
             bias,
-        } => Box::new(TransformerBlock::<T>::new(
-            last,
-            *heads,
-            *causal,
-            *bias,
-            (0.02, 0.02),
-            &mut ctx.rng,
-        )?),
+            dropout,
+        } => {
+            let b = TransformerBlock::<T>::new(
+                last,
+                *heads,
+                *causal,
+                *bias,
+                (0.02, 0.02),
+                &mut ctx.rng,
+            )?;
+            Box::new(if *dropout > 0.0 {
+                b.with_dropout(*dropout, ctx.rng.next_u64())?
+            } else {
+                b
+            })
+        }
         LayerSpec::Gpt { .. } => {
             let g = l.gpt_config().expect("internal: a Gpt layer");
             Box::new(Gpt::<T>::new(g, &mut ctx.rng)?)

@@ -147,22 +147,25 @@ pub(crate) fn infer(l: &LayerSpec, input: &[usize], at: &str) -> Result<Shaped> 
             heads,
             causal,
             bias,
-        } => attention(*heads, *causal, *bias, false, input, at),
+            dropout,
+        } => attention((*heads, *causal, *bias, *dropout), false, input, at),
         LayerSpec::TransformerBlock {
             heads,
             causal,
             bias,
-        } => attention(*heads, *causal, *bias, true, input, at),
+            dropout,
+        } => attention((*heads, *causal, *bias, *dropout), true, input, at),
         LayerSpec::Gpt { .. } => {
             let g = l.gpt_config().expect("internal: a Gpt layer");
             let layer = format!(
-                "Gpt(vocab {}, context {}, width {}, {}×{} heads{})",
+                "Gpt(vocab {}, context {}, width {}, {}×{} heads{}{})",
                 g.vocab,
                 g.context,
                 g.width,
                 g.depth,
                 g.heads,
-                if g.tied { ", tied" } else { "" }
+                if g.tied { ", tied" } else { "" },
+                crate::nn::transformer::dropout_text(g.dropout)
             );
             g.validate().map_err(|e| arg(at, e.to_string()))?;
             match input {
@@ -336,9 +339,7 @@ fn norm(two: bool, momentum: f64, eps: f64, input: &[usize], at: &str) -> Result
 
 /// Multi-head attention, or (`block`) a whole pre-LN transformer block, over `[N, T, C]`.
 fn attention(
-    heads: usize,
-    causal: bool,
-    bias: bool,
+    (heads, causal, bias, dropout): (usize, bool, bool, f64),
     block: bool,
     input: &[usize],
     at: &str,
@@ -350,9 +351,16 @@ fn attention(
         "MultiHeadAttention"
     };
     let layer = format!(
-        "{kind}({c}, {heads} heads{})",
-        if causal { ", causal" } else { "" }
+        "{kind}({c}, {heads} heads{}{})",
+        if causal { ", causal" } else { "" },
+        crate::nn::transformer::dropout_text(dropout)
     );
+    if !(0.0..1.0).contains(&dropout) {
+        return Err(arg(
+            at,
+            format!("{layer}: dropout {dropout} is not in [0, 1)"),
+        ));
+    }
     if input.len() != 3 {
         return Err(bad_shape(at, &layer, "[N, T, C]", input));
     }

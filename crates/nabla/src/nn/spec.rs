@@ -163,6 +163,10 @@ pub enum LayerSpec {
         /// Biases in the projections (default true).
         #[serde(default = "yes")]
         bias: bool,
+        /// Drop probability in training for the attention probabilities and the output
+        /// (default 0).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        dropout: f64,
     },
     /// A pre-LN transformer block of `[N, T, C]`: `x + attn(ln(x))`, `x + mlp(ln(x))`.
     TransformerBlock {
@@ -174,6 +178,10 @@ pub enum LayerSpec {
         /// Biases in the linear layers and norms (default true).
         #[serde(default = "yes")]
         bias: bool,
+        /// Drop probability in training, inside the attention and on the MLP's output
+        /// (default 0).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        dropout: f64,
     },
     /// A GPT language model: token ids `[N, T]` (`T ≤ context`) to logits `[N, T, vocab]`.
     Gpt {
@@ -193,6 +201,9 @@ pub enum LayerSpec {
         /// The head is the token embedding's transpose (default false).
         #[serde(default)]
         tied: bool,
+        /// Drop probability in training, where nanoGPT drops (default 0).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        dropout: f64,
     },
     /// `x + body(x)`; the body must keep the shape.
     Residual {
@@ -204,6 +215,10 @@ pub enum LayerSpec {
         /// The layers.
         layers: Vec<LayerSpec>,
     },
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 fn yes() -> bool {
@@ -277,6 +292,7 @@ impl LayerSpec {
                 heads,
                 bias,
                 tied,
+                dropout,
             } => Some(crate::nn::GptConfig {
                 vocab,
                 context,
@@ -285,6 +301,7 @@ impl LayerSpec {
                 heads,
                 bias,
                 tied,
+                dropout,
             }),
             _ => None,
         }

@@ -2,9 +2,12 @@
 //! and the pre-LN [`TransformerBlock`], with the key/value cache ([`KvCache`]) that makes
 //! generating one token cost one position.
 
+use std::collections::BTreeMap;
+
 use crate::error::{Error, Result};
+use crate::nn::dropout::Drops;
 use crate::nn::{prefixed, Linear, Module};
-use crate::ops::{packed_attention, scaled_dot_product_attention};
+use crate::ops::{packed_attention, packed_attention_with, scaled_dot_product_attention};
 use crate::rng::Rng;
 use crate::tensor::shape::fmt_shape;
 use crate::tensor::{Float, Tensor};
@@ -207,6 +210,9 @@ impl<T: Float> KvCache<T> {
 
 /// Multi-head self-attention over `[b, t, dim]`: one `qkv` projection to `3·dim`, `heads`
 /// heads of `dim / heads`, [`scaled_dot_product_attention`], and an output projection `proj`.
+/// With dropout ([`MultiHeadAttention::with_dropout`]), training mode drops attention
+/// probabilities and the projection's output, as nanoGPT's `attn_dropout` and
+/// `resid_dropout`; evaluation mode and the key/value-cached path drop nothing.
 pub struct MultiHeadAttention<T: Float = f32> {
     /// `[dim, 3·dim]`: queries, keys and values.
     pub qkv: Linear<T>,
@@ -216,6 +222,7 @@ pub struct MultiHeadAttention<T: Float = f32> {
     pub heads: usize,
     /// Each position attends to itself and earlier positions only.
     pub causal: bool,
+    drops: Drops,
 }
 
 impl<T: Float> MultiHeadAttention<T> {
@@ -239,7 +246,32 @@ impl<T: Float> MultiHeadAttention<T> {
             proj: normal_linear(dim, dim, bias, std.1, rng)?,
             heads,
             causal,
+            drops: Drops::none(),
         })
+    }
+
+    /// The layer with dropout of probability `p` in `[0, 1)` (its masks seeded `seed`) on
+    /// the attention probabilities and on the output, in training mode.
+    ///
+    /// ```
+    /// use nabla::{nn::{Module, MultiHeadAttention}, rng::Rng, Tensor};
+    /// let mut attn = MultiHeadAttention::<f32>::new(8, 2, true, true, (0.02, 0.02), &mut Rng::new(0))
+    ///     .unwrap()
+    ///     .with_dropout(0.1, 7)
+    ///     .unwrap();
+    /// let x = Tensor::randn(&[1, 3, 8], 0.0, 1.0, 1).unwrap();
+    /// assert_ne!(attn.forward(&x).unwrap().to_vec(), attn.forward(&x).unwrap().to_vec());
+    /// attn.set_training(false); // evaluation: no dropout
+    /// assert_eq!(attn.forward(&x).unwrap().to_vec(), attn.forward(&x).unwrap().to_vec());
+    /// ```
+    pub fn with_dropout(mut self, p: f64, seed: u64) -> Result<Self> {
+        self.drops = Drops::new("MultiHeadAttention", p, seed)?;
+        Ok(self)
+    }
+
+    /// The drop probability (0 without dropout).
+    pub fn dropout(&self) -> f64 {
+        self.drops.p()
     }
 
     fn dim(&self) -> usize {
@@ -252,13 +284,16 @@ impl<T: Float> MultiHeadAttention<T> {
         let rows = x.reshape(&[b * t, c])?;
         let Some(cache) = cache else {
             // One product for queries, keys and values, and attention reading its heads where
-            // they lie in it (its gradient written into their columns).
+            // they lie in it (its gradient written into their columns). Dropping probabilities
+            // needs them as a tensor: the composed attention then.
             let qkv = self.qkv.forward(&rows)?.reshape(&[b, t, 3 * c])?;
-            let y = packed_attention(&qkv, h, self.causal)?;
-            return self
-                .proj
-                .forward(&y.reshape(&[b * t, c])?)?
-                .reshape(&[b, t, c]);
+            let y = if self.drops.active() {
+                packed_attention_with(&qkv, h, self.causal, &|p| self.drops.apply(&p))?
+            } else {
+                packed_attention(&qkv, h, self.causal)?
+            };
+            let y = self.proj.forward(&y.reshape(&[b * t, c])?)?;
+            return self.drops.apply(&y)?.reshape(&[b, t, c]);
         };
         // With a cache: queries, keys and values each through their columns of the `qkv`
         // weight (strided views), the keys and values appended to the cache.
@@ -304,12 +339,22 @@ impl<T: Float> Module<T> for MultiHeadAttention<T> {
         v.extend(prefixed::<_, Vec<_>>("proj.", self.proj.named_parameters()));
         v
     }
+    fn set_training(&mut self, training: bool) {
+        self.drops.set_training(training);
+    }
+    fn extra_state(&self) -> BTreeMap<String, String> {
+        self.drops.extra_state()
+    }
+    fn load_extra_state(&mut self, state: &BTreeMap<String, String>) -> Result<()> {
+        self.drops.load_extra_state(state)
+    }
     fn describe(&self) -> String {
         format!(
-            "MultiHeadAttention({}, {} heads{})",
+            "MultiHeadAttention({}, {} heads{}{})",
             self.dim(),
             self.heads,
-            if self.causal { ", causal" } else { "" }
+            if self.causal { ", causal" } else { "" },
+            dropout_text(self.drops.p())
         )
     }
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
@@ -328,8 +373,19 @@ impl<T: Float> Module<T> for MultiHeadAttention<T> {
     }
 }
 
+/// `", dropout p"` for a description, or nothing for `p = 0`.
+pub(crate) fn dropout_text(p: f64) -> String {
+    if p > 0.0 {
+        format!(", dropout {p}")
+    } else {
+        String::new()
+    }
+}
+
 /// A pre-LN transformer block: `x + attn(ln1(x))`, then `x + mlp(ln2(x))` with
-/// `mlp = proj(gelu(fc(·)))` of hidden width `4·dim`.
+/// `mlp = proj(gelu(fc(·)))` of hidden width `4·dim`. With dropout
+/// ([`TransformerBlock::with_dropout`]) training mode drops inside the attention (see
+/// [`MultiHeadAttention`]) and the MLP's output, as nanoGPT's block.
 pub struct TransformerBlock<T: Float = f32> {
     /// Before attention.
     pub ln1: LayerNorm<T>,
@@ -341,6 +397,7 @@ pub struct TransformerBlock<T: Float = f32> {
     pub fc: Linear<T>,
     /// `[4·dim, dim]`.
     pub proj: Linear<T>,
+    drops: Drops,
 }
 
 impl<T: Float> TransformerBlock<T> {
@@ -360,11 +417,31 @@ impl<T: Float> TransformerBlock<T> {
             ln2: LayerNorm::new(dim, bias, 1e-5)?,
             fc: normal_linear(dim, 4 * dim, bias, std.0, rng)?,
             proj: normal_linear(4 * dim, dim, bias, std.1, rng)?,
+            drops: Drops::none(),
         })
+    }
+
+    /// The block with dropout of probability `p` in `[0, 1)` (masks seeded `seed`) on the
+    /// attention probabilities, the attention's output and the MLP's output, in training mode.
+    pub fn with_dropout(self, p: f64, seed: u64) -> Result<Self> {
+        Ok(self.sharing(Drops::new("TransformerBlock", p, seed)?))
+    }
+
+    /// The block drawing its masks from `drops` (a GPT's blocks share one generator).
+    pub(crate) fn sharing(mut self, drops: Drops) -> Self {
+        self.attn.drops = drops.clone();
+        self.drops = drops;
+        self
+    }
+
+    /// The drop probability (0 without dropout).
+    pub fn dropout(&self) -> f64 {
+        self.drops.p()
     }
 
     fn run(&self, x: &Tensor<T>, cache: Option<&mut KvCache<T>>) -> Result<Tensor<T>> {
         let s = self.attn.output_shape(x.shape())?;
+        let cached = cache.is_some();
         let h = self.ln1.forward(x)?;
         let a = match cache {
             Some(c) => self.attn.forward_cached(&h, c)?,
@@ -373,7 +450,10 @@ impl<T: Float> TransformerBlock<T> {
         let x = x.add(&a)?;
         let rows = x.reshape(&[s[0] * s[1], s[2]])?;
         let m = self.fc.forward(&self.ln2.forward(&rows)?)?.gelu()?;
-        x.add(&self.proj.forward(&m)?.reshape(&s)?)
+        let m = self.proj.forward(&m)?;
+        // The cached path is generation: nothing is dropped there.
+        let m = if cached { m } else { self.drops.apply(&m)? };
+        x.add(&m.reshape(&s)?)
     }
 }
 
@@ -395,11 +475,22 @@ impl<T: Float> Module<T> for TransformerBlock<T> {
         ));
         v
     }
+    fn set_training(&mut self, training: bool) {
+        self.drops.set_training(training);
+        self.attn.drops.set_training(training);
+    }
+    fn extra_state(&self) -> BTreeMap<String, String> {
+        self.drops.extra_state()
+    }
+    fn load_extra_state(&mut self, state: &BTreeMap<String, String>) -> Result<()> {
+        self.drops.load_extra_state(state)
+    }
     fn describe(&self) -> String {
         format!(
-            "TransformerBlock({}, {} heads)",
+            "TransformerBlock({}, {} heads{})",
             self.attn.dim(),
-            self.attn.heads
+            self.attn.heads,
+            dropout_text(self.drops.p())
         )
     }
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {

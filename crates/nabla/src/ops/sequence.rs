@@ -329,7 +329,30 @@ pub fn packed_attention<T: Float>(
     heads: usize,
     causal: bool,
 ) -> Result<Tensor<T>> {
-    let sh = qkv.shape();
+    let scale = packed_scale(qkv.shape(), heads)?;
+    if attention::fuses::<T>(qkv.shape()[1]) {
+        qkv.packed_attention_fused(heads, scale, causal)
+    } else {
+        qkv.packed_attention_composed(heads, scale, causal)
+    }
+}
+
+/// [`packed_attention`] with `probs` applied to the attention probabilities `[b, heads, t, t]`
+/// before they weigh the values (training-mode dropout), composed of differentiable ops: the
+/// probabilities are a tensor here, as in PyTorch's attention with dropout on a CPU.
+pub(crate) fn packed_attention_with<T: Float>(
+    qkv: &Tensor<T>,
+    heads: usize,
+    causal: bool,
+    probs: &dyn Fn(Tensor<T>) -> Result<Tensor<T>>,
+) -> Result<Tensor<T>> {
+    let scale = packed_scale(qkv.shape(), heads)?;
+    qkv.packed_attention_composed_with(heads, scale, causal, probs)
+}
+
+/// The scale `1/√d` of [`packed_attention`] over `sh`, after checking that `sh` is
+/// `[b, t, 3·heads·d]`.
+fn packed_scale(sh: &[usize], heads: usize) -> Result<f64> {
     let fits = heads
         .checked_mul(3)
         .is_some_and(|h3| h3 > 0 && sh.len() == 3 && sh[2].is_multiple_of(h3));
@@ -343,12 +366,7 @@ pub fn packed_attention<T: Float>(
         ));
     }
     let d = sh[2] / 3 / heads;
-    let scale = 1.0 / (d.max(1) as f64).sqrt();
-    if attention::fuses::<T>(sh[1]) {
-        qkv.packed_attention_fused(heads, scale, causal)
-    } else {
-        qkv.packed_attention_composed(heads, scale, causal)
-    }
+    Ok(1.0 / (d.max(1) as f64).sqrt())
 }
 
 impl<T: Float> Tensor<T> {
@@ -379,6 +397,17 @@ impl<T: Float> Tensor<T> {
         scale: f64,
         causal: bool,
     ) -> Result<Tensor<T>> {
+        self.packed_attention_composed_with(heads, scale, causal, &Ok)
+    }
+
+    /// [`Tensor::packed_attention_composed`] with `probs` applied to the probabilities.
+    fn packed_attention_composed_with(
+        &self,
+        heads: usize,
+        scale: f64,
+        causal: bool,
+        probs: &dyn Fn(Tensor<T>) -> Result<Tensor<T>>,
+    ) -> Result<Tensor<T>> {
         let sh = self.shape();
         let (b, t, c) = (sh[0], sh[1], sh[2] / 3);
         let part = |i: usize| -> Result<Tensor<T>> {
@@ -386,8 +415,11 @@ impl<T: Float> Tensor<T> {
                 .reshape(&[b, t, heads, c / heads])?
                 .permute(&SWAP)
         };
-        part(0)?
-            .attention_composed(&part(1)?, &part(2)?, scale, causal)?
+        let p = part(0)?
+            .matmul_t(&part(1)?, false, true)?
+            .attention_softmax(scale, causal)?;
+        probs(p)?
+            .matmul(&part(2)?)?
             .permute(&SWAP)?
             .reshape(&[b, t, c])
     }

@@ -114,6 +114,7 @@ pub fn sequence_module_cases() -> Vec<OpCase> {
         heads: 2,
         bias: true,
         tied: true,
+        dropout: 0.0,
     };
     vec![
         case("LayerNorm (input)", vec![us(&[2, 3, 4], 320, 2.0)], |t| {
@@ -136,6 +137,44 @@ pub fn sequence_module_cases() -> Vec<OpCase> {
             vec![u(&[5, 4], 325)],
             move |t| {
                 let mut gpt = Gpt::<f64>::new(config, &mut Rng::new(326))?;
+                gpt.tok_emb.weight = t[0].clone();
+                let ids = Tensor::from_vec(vec![1.0, 4.0, 4.0, 0.0, 2.0, 3.0], &[2, 3])?;
+                let logits = gpt.forward(&ids)?.reshape(&[6, 5])?;
+                let target = loss::Target::Classes(&[4, 4, 0, 3, 1, 2]);
+                loss::cross_entropy(&logits, target, 0.0, loss::Reduction::Mean)
+            },
+        ),
+        // With dropout in training mode: each evaluation builds the layer from the same seeds,
+        // so it draws the same masks (the attention then runs composed, the probabilities a
+        // tensor).
+        case(
+            "MultiHeadAttention causal, dropout 0.3 (input)",
+            vec![u(&[2, 3, 4], 327)],
+            |t| {
+                MultiHeadAttention::<f64>::new(4, 2, true, true, (0.5, 0.5), &mut Rng::new(328))?
+                    .with_dropout(0.3, 329)?
+                    .forward(&t[0])
+            },
+        ),
+        case(
+            "TransformerBlock, dropout 0.3 (input)",
+            vec![u(&[1, 3, 4], 330)],
+            |t| {
+                TransformerBlock::<f64>::new(4, 2, true, true, (0.5, 0.5), &mut Rng::new(331))?
+                    .with_dropout(0.3, 332)?
+                    .forward(&t[0])
+            },
+        ),
+        case(
+            "Gpt untied, dropout 0.3: loss of next tokens (token table)",
+            vec![u(&[5, 4], 333)],
+            move |t| {
+                let config = GptConfig {
+                    tied: false,
+                    dropout: 0.3,
+                    ..config
+                };
+                let mut gpt = Gpt::<f64>::new(config, &mut Rng::new(334))?;
                 gpt.tok_emb.weight = t[0].clone();
                 let ids = Tensor::from_vec(vec![1.0, 4.0, 4.0, 0.0, 2.0, 3.0], &[2, 3])?;
                 let logits = gpt.forward(&ids)?.reshape(&[6, 5])?;

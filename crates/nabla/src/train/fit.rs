@@ -142,7 +142,6 @@ impl Trainer {
             return Ok(Some(self.end_reason(total)));
         }
         let epoch_seconds = row_clock(&started, before);
-        self.model.set_training(false);
         let row = self.end_epoch(Some(total), epoch_seconds, clock)?;
         cb.epoch_end(&row);
         self.state.history.push(row);
@@ -292,6 +291,10 @@ impl Trainer {
         epoch_seconds: f64,
         clock: &dyn Fn() -> f64,
     ) -> Result<EpochMetrics> {
+        // Evaluation mode for the validation and test passes: no dropout, batch norm's running
+        // statistics used and left alone — also for a row within an epoch (`eval_every`),
+        // after which the caller puts the model back in training mode.
+        self.model.set_training(false);
         let last =
             total.is_some_and(|t| self.state.epoch == self.config.epochs || self.state.step >= t);
         let kind = self.config.loss;

@@ -2,13 +2,15 @@
 //! its initial value, and token ids.
 #![allow(dead_code)] // each test binary uses a part
 
-use nabla::nn::{named_state, ModelSpec, Network};
+use nabla::nn::{named_state, ModelSpec, Module, Network};
 use nabla::Tensor;
 
 /// `spec` built with every parameter moved off its initial value (norms away from 1, biases
-/// away from 0), so that a weight the graph left out or misplaced would show.
+/// away from 0), so that a weight the graph left out or misplaced would show; in evaluation
+/// mode (an export is inference: dropout is the identity there).
 pub fn perturbed(spec: &str) -> Network<f32> {
-    let model = ModelSpec::from_json(spec).unwrap().build::<f32>().unwrap();
+    let mut model = ModelSpec::from_json(spec).unwrap().build::<f32>().unwrap();
+    model.set_training(false);
     for (i, (_, t)) in named_state(&model).into_iter().enumerate() {
         let noise = Tensor::<f32>::randn(t.shape(), 0.0, 0.3, 100 + i as u64).unwrap();
         let noise = noise.to_vec().unwrap();
