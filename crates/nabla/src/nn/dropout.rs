@@ -23,6 +23,19 @@ fn check_p(what: &'static str, p: f64) -> Result<()> {
     }
 }
 
+/// How a mask's values are drawn from its seed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Masks {
+    /// One generator stepped value after value ([`Dropout`]'s masks since its first version:
+    /// kept, so that its runs repeat bit for bit).
+    Stream,
+    /// Each value from a hash of (seed, index) — a counter-based generator, as PyTorch's
+    /// Philox: computed in parallel and vectorised, the same for any thread count. The
+    /// sequence layers drop ~13 tensors per step; drawn one value at a time, their masks cost
+    /// more than the layers' products.
+    Counter,
+}
+
 /// Dropout masks drawn from one seeded generator, with a training flag: in training mode
 /// [`Drops::apply`] keeps each element with probability `1 − p` and scales it by `1/(1 − p)`;
 /// otherwise (or with `p = 0`) it is the identity and draws nothing. Clones share the
@@ -33,6 +46,7 @@ pub(crate) struct Drops {
     p: f64,
     training: bool,
     rng: Arc<Mutex<Rng>>,
+    masks: Masks,
 }
 
 impl Drops {
@@ -44,6 +58,7 @@ impl Drops {
             p,
             training: true,
             rng: Arc::new(Mutex::new(Rng::new(seed))),
+            masks: Masks::Counter,
         })
     }
 
@@ -53,6 +68,7 @@ impl Drops {
             p: 0.0,
             training: false,
             rng: Arc::new(Mutex::new(Rng::new(0))),
+            masks: Masks::Counter,
         }
     }
 
@@ -82,16 +98,21 @@ impl Drops {
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
             rng.next_u64()
         })?;
-        let mut rng = Rng::new(seed);
-        let mask: Vec<T> = (0..x.numel())
-            .map(|_| {
-                if rng.uniform() >= self.p {
-                    scale
-                } else {
-                    T::ZERO
-                }
-            })
-            .collect();
+        let mask = match self.masks {
+            Masks::Stream => {
+                let mut rng = Rng::new(seed);
+                (0..x.numel())
+                    .map(|_| {
+                        if rng.uniform() >= self.p {
+                            scale
+                        } else {
+                            T::ZERO
+                        }
+                    })
+                    .collect()
+            }
+            Masks::Counter => counter_mask(x.numel(), self.p, scale, seed),
+        };
         x.mul(&Tensor::from_vec(mask, x.shape())?)
     }
 
@@ -113,6 +134,54 @@ impl Drops {
     }
 }
 
+/// MurmurHash3's 32-bit finaliser: every input bit flips each output bit with probability ~½.
+#[inline(always)]
+fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// Values per run of [`counter_mask`]: runs start on multiples of it, so an index's upper 32
+/// bits are the same through a run.
+const MASK_RUN: usize = 4096;
+
+/// A keep-mask of `n` values: value `i` is `scale` where `fmix32(fmix32(lo(i) ^ s₀) +
+/// (hi(i) ^ s₁))` — `lo`/`hi` the index's 32-bit halves, `s₀`/`s₁` the seed's — is at least
+/// `⌈p·2³²⌉`, else 0. Runs of [`MASK_RUN`] values are shared among threads from 2¹⁶ values on
+/// and vectorised on the active tier; the values do not depend on either.
+pub(crate) fn counter_mask<T: Float>(n: usize, p: f64, scale: T, seed: u64) -> Vec<T> {
+    let threshold = (p * 4_294_967_296.0).ceil().min(4_294_967_296.0) as u64;
+    let (s0, s1) = (seed as u32, (seed >> 32) as u32);
+    let mut out = vec![T::ZERO; n];
+    crate::tensor::kernels::for_each_run_above(
+        &mut out,
+        MASK_RUN,
+        crate::tensor::kernels::ELEMENTWISE_THRESHOLD,
+        |r, o| {
+            let start = (r * MASK_RUN) as u64;
+            let (lo, hi) = (start as u32, (start >> 32) as u32);
+            let h1 = hi ^ s1;
+            crate::isa::vectorized(
+                #[inline(always)]
+                || {
+                    for (j, v) in o.iter_mut().enumerate() {
+                        let h = fmix32(fmix32(lo.wrapping_add(j as u32) ^ s0).wrapping_add(h1));
+                        *v = if u64::from(h) >= threshold {
+                            scale
+                        } else {
+                            T::ZERO
+                        };
+                    }
+                },
+            )
+        },
+    );
+    out
+}
+
 /// In training mode each element is kept with probability `1 − p` and scaled by `1/(1 − p)`
 /// (so the expected activation is unchanged); in evaluation mode it is the identity. The mask
 /// comes from the layer's own seeded generator, whose state checkpoints carry.
@@ -123,9 +192,9 @@ pub struct Dropout {
 impl Dropout {
     /// Dropout with drop probability `p` in `[0, 1)`, starting in training mode.
     pub fn new(p: f64, seed: u64) -> Result<Self> {
-        Ok(Dropout {
-            drops: Drops::new("Dropout", p, seed)?,
-        })
+        let mut drops = Drops::new("Dropout", p, seed)?;
+        drops.masks = Masks::Stream;
+        Ok(Dropout { drops })
     }
 
     /// The drop probability.
@@ -168,5 +237,38 @@ impl<T: Float> Module<T> for Dropout {
 
     fn load_extra_state(&mut self, state: &BTreeMap<String, String>) -> Result<()> {
         self.drops.load_extra_state(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The counter masks keep 1 − p of the values (within 4σ), each scaled by 1/(1 − p), the
+    /// same on one thread as on two, and differ between seeds and between positions.
+    #[test]
+    fn counter_masks_keep_the_expected_share_on_any_thread_count() {
+        let n = 1 << 20;
+        for p in [0.1, 0.5, 0.9] {
+            let scale = (1.0 / (1.0 - p)) as f32;
+            let m = counter_mask::<f32>(n, p, scale, 42);
+            let kept = m.iter().filter(|&&v| v == scale).count();
+            assert_eq!(kept + m.iter().filter(|&&v| v == 0.0).count(), n);
+            let want = (1.0 - p) * n as f64;
+            let sigma = (n as f64 * p * (1.0 - p)).sqrt();
+            assert!(
+                (kept as f64 - want).abs() < 4.0 * sigma,
+                "p {p}: kept {kept} of {n}"
+            );
+            let one =
+                crate::tensor::kernels::with_threads(1, || counter_mask::<f32>(n, p, scale, 42));
+            assert_eq!(one, m, "p {p}");
+            assert_ne!(counter_mask::<f32>(n, p, scale, 43), m, "p {p}");
+            // Neighbouring runs are not copies of one another.
+            assert_ne!(m[..MASK_RUN], m[MASK_RUN..2 * MASK_RUN]);
+        }
+        assert!(counter_mask::<f64>(1000, 0.0, 1.0, 7)
+            .iter()
+            .all(|&v| v == 1.0));
     }
 }
