@@ -153,9 +153,13 @@ const MASK_RUN: usize = 4096;
 /// `⌈p·2³²⌉`, else 0. Runs of [`MASK_RUN`] values are shared among threads from 2¹⁶ values on
 /// and vectorised on the active tier; the values do not depend on either.
 pub(crate) fn counter_mask<T: Float>(n: usize, p: f64, scale: T, seed: u64) -> Vec<T> {
-    let threshold = (p * 4_294_967_296.0).ceil().min(4_294_967_296.0) as u64;
-    let (s0, s1) = (seed as u32, (seed >> 32) as u32);
     let mut out = vec![T::ZERO; n];
+    // Compared as 32-bit values (a 64-bit unsigned compare has no AVX2 instruction: the loop
+    // ran one value at a time there); p within 2⁻³² of 1 keeps nothing.
+    let Ok(threshold) = u32::try_from((p * 4_294_967_296.0).ceil() as u64) else {
+        return out;
+    };
+    let (s0, s1) = (seed as u32, (seed >> 32) as u32);
     crate::tensor::kernels::for_each_run_above(
         &mut out,
         MASK_RUN,
@@ -164,12 +168,14 @@ pub(crate) fn counter_mask<T: Float>(n: usize, p: f64, scale: T, seed: u64) -> V
             let start = (r * MASK_RUN) as u64;
             let (lo, hi) = (start as u32, (start >> 32) as u32);
             let h1 = hi ^ s1;
+            // A `move` closure: values captured by reference are read through pointers the
+            // compiler cannot tell from the output's, and the loop stays scalar.
             crate::isa::vectorized(
                 #[inline(always)]
-                || {
+                move || {
                     for (j, v) in o.iter_mut().enumerate() {
                         let h = fmix32(fmix32(lo.wrapping_add(j as u32) ^ s0).wrapping_add(h1));
-                        *v = if u64::from(h) >= threshold {
+                        *v = if h >= threshold {
                             scale
                         } else {
                             T::ZERO
