@@ -175,11 +175,7 @@ pub(crate) fn counter_mask<T: Float>(n: usize, p: f64, scale: T, seed: u64) -> V
                 move || {
                     for (j, v) in o.iter_mut().enumerate() {
                         let h = fmix32(fmix32(lo.wrapping_add(j as u32) ^ s0).wrapping_add(h1));
-                        *v = if h >= threshold {
-                            scale
-                        } else {
-                            T::ZERO
-                        };
+                        *v = if h >= threshold { scale } else { T::ZERO };
                     }
                 },
             )
