@@ -133,7 +133,7 @@ fn attention_and_blocks_drop_and_check_their_probability() {
         .unwrap()
         .to_string();
     assert!(
-        err.contains("MultiHeadAttention") && err.contains("1"),
+        err.contains("MultiHeadAttention") && err.contains("drop probability 1 is not in [0, 1)"),
         "{err}"
     );
     let err = Gpt::<f32>::new(config(-0.1), &mut Rng::new(1))
@@ -216,22 +216,26 @@ fn trained(dropout: f64, steps: u64, eval_every: Option<u64>) -> (Trainer, TaskD
     (t, val)
 }
 
-/// Dropout changes training (the same seed without it trains differently), and a model
-/// trained with it evaluates without it.
+/// Dropout changes training (the same seed without it trains differently), and the model
+/// `fit` returns is in evaluation mode: it drops nothing (its last validation row — on the
+/// run's last step, within the epoch — is its loss without dropout).
 #[test]
 fn dropout_changes_training_and_not_evaluation() {
+    use nabla::train::{evaluate, LossKind};
     let last = |t: &Trainer| {
         let row = t.history().last().unwrap().clone();
         (row.train_loss, row.val_loss.unwrap())
     };
     let (plain_train, plain_val) = last(&trained(0.0, 20, None).0);
-    let (mut t, _) = trained(0.3, 20, None);
+    let (t, val) = trained(0.3, 20, Some(10));
     let (train_loss, val_loss) = last(&t);
     assert_ne!(train_loss, plain_train);
     assert_ne!(val_loss, plain_val);
     assert!(val_loss.is_finite() && train_loss.is_finite());
-    // Evaluation mode: the same logits every time.
-    t.model_mut().set_training(false);
+    let again = evaluate(t.model(), &val, LossKind::CrossEntropy)
+        .unwrap()
+        .loss;
+    assert_eq!(val_loss, again);
     let x = Tensor::from_vec(vec![1.0; 8], &[1, 8]).unwrap();
     let a = t.model().forward(&x).unwrap().to_vec().unwrap();
     assert_eq!(a, t.model().forward(&x).unwrap().to_vec().unwrap());
@@ -253,4 +257,27 @@ fn validation_within_an_epoch_runs_in_evaluation_mode() {
         .unwrap()
         .loss;
     assert_eq!(rows[1].val_loss, Some(want));
+}
+
+/// In a spec, turning dropout on changes no weight — of the layer or of any layer after it:
+/// the masks' seeds come from the model's seed and the layer's place.
+#[test]
+fn dropout_in_a_spec_changes_no_weight() {
+    let spec = |d: f64| {
+        format!(
+            r#"{{"input": [6], "layers": [{{"type": "gpt", "vocab": 7, "context": 6, "width": 8,
+            "depth": 1, "heads": 2, "dropout": {d}}},
+            {{"type": "transformer_block", "heads": 7, "dropout": {d}}},
+            {{"type": "multi_head_attention", "heads": 7, "dropout": {d}}},
+            {{"type": "linear", "out_features": 3}}]}}"#
+        )
+    };
+    let weights = |d: f64| -> Vec<Vec<f32>> {
+        let m = ModelSpec::from_json(&spec(d))
+            .unwrap()
+            .build::<f32>()
+            .unwrap();
+        m.parameters().iter().map(|p| p.to_vec().unwrap()).collect()
+    };
+    assert_eq!(weights(0.0), weights(0.3));
 }

@@ -326,6 +326,8 @@ fn numpy_reproduces_exported_gpts_and_sequence_layers_and_they_round_trip() {
         let back = import_torch_network(&state).unwrap();
         let again = no_grad(|| back.forward(&x)).unwrap();
         assert_eq!(again.to_vec().unwrap(), logits.to_vec().unwrap(), "{name}");
+        // The spec comes back whole, dropout included.
+        assert_eq!(back.describe(), m.describe(), "{name}");
         if !pyenv::python_available() {
             continue;
         }

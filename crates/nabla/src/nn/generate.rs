@@ -58,12 +58,16 @@ impl Generation {
 /// Samples `opts.tokens` tokens from `model` (ids `[1, t]` → logits `[1, t, vocab]`, at most
 /// `context` positions) after `prompt`, calling `on_token` with each as it is drawn. When the
 /// context is full, the model continues from the last half of it (with the cache: a new cache
-/// holding those positions), so any number of tokens can be generated.
+/// holding those positions), so any number of tokens can be generated. Give it a model in
+/// evaluation mode (as a model file loads, or as [`Trainer::fit`](crate::train::Trainer::fit)
+/// leaves it): without the cache, a model with dropout in training mode would drop.
 ///
 /// ```
 /// use nabla::nn::{generate, Gpt, GptConfig, SampleOptions};
 /// use nabla::Rng;
-/// let config = GptConfig { vocab: 6, context: 8, width: 8, depth: 1, heads: 2, bias: true, tied: true };
+/// let config = GptConfig {
+///     vocab: 6, context: 8, width: 8, depth: 1, heads: 2, bias: true, tied: true, dropout: 0.0,
+/// };
 /// let gpt = Gpt::new(config, &mut Rng::new(0))?;
 /// let opts = SampleOptions { tokens: 20, seed: 3, ..SampleOptions::default() };
 /// let g = generate(&gpt, 8, &[1, 2], &opts, &mut |_| Ok(()))?;

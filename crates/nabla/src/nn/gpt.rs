@@ -43,12 +43,7 @@ impl GptConfig {
             && self.depth > 0
             && self.heads > 0
             && self.width.is_multiple_of(self.heads);
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::arg(
-                "Gpt",
-                format!("dropout {} is not in [0, 1)", self.dropout),
-            ));
-        }
+        check_dropout(self.dropout)?;
         if ok {
             Ok(())
         } else {
@@ -81,6 +76,14 @@ impl GptConfig {
             } else {
                 c * self.vocab + self.vocab * b
             }
+    }
+}
+
+fn check_dropout(p: f64) -> Result<()> {
+    if (0.0..1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(Error::arg("Gpt", format!("dropout {p} is not in [0, 1)")))
     }
 }
 
@@ -119,26 +122,45 @@ impl<T: Float> Gpt<T> {
         let head = (!config.tied)
             .then(|| normal_linear(c, config.vocab, config.bias, 0.02, rng))
             .transpose()?;
-        // Drawn after the weights, and only with dropout: the weights are those of the same
-        // model without it.
-        let drops = if config.dropout > 0.0 {
-            Drops::new("Gpt", config.dropout, rng.next_u64())?
-        } else {
-            Drops::none()
-        };
-        let blocks = blocks
-            .into_iter()
-            .map(|b| b.sharing(drops.clone()))
-            .collect();
-        Ok(Gpt {
-            config,
+        let gpt = Gpt {
+            config: GptConfig {
+                dropout: 0.0,
+                ..config
+            },
             tok_emb,
             pos_emb,
             blocks,
             ln_f: LayerNorm::new(c, config.bias, 1e-5)?,
             head,
-            drops,
-        })
+            drops: Drops::none(),
+        };
+        // Drawn after the weights, and only with dropout: the weights are those of the same
+        // model without it.
+        if config.dropout > 0.0 {
+            gpt.with_dropout(config.dropout, rng.next_u64())
+        } else {
+            Ok(gpt)
+        }
+    }
+
+    /// The model with dropout of probability `p` in `[0, 1)` (see [`GptConfig::dropout`]),
+    /// its masks seeded `seed`; `p = 0` removes it. Its blocks share the generator: a block
+    /// put in by hand afterwards keeps its own (not in this model's checkpointed state), so
+    /// set dropout after replacing blocks.
+    pub fn with_dropout(mut self, p: f64, seed: u64) -> Result<Self> {
+        let drops = if p > 0.0 {
+            Drops::new("Gpt", p, seed)?
+        } else {
+            check_dropout(p)?;
+            Drops::none()
+        };
+        self.blocks = std::mem::take(&mut self.blocks)
+            .into_iter()
+            .map(|b| b.sharing(drops.clone()))
+            .collect();
+        self.config.dropout = p;
+        self.drops = drops;
+        Ok(self)
     }
 
     /// Its configuration.

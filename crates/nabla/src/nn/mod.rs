@@ -153,7 +153,9 @@ pub trait Module<T: Float = f32>: Send + Sync {
 /// ```
 /// use nabla::nn::{forward_with_cache, Gpt, GptConfig, KvCache, Module};
 /// use nabla::{Rng, Tensor};
-/// let config = GptConfig { vocab: 5, context: 8, width: 8, depth: 1, heads: 2, bias: true, tied: true };
+/// let config = GptConfig {
+///     vocab: 5, context: 8, width: 8, depth: 1, heads: 2, bias: true, tied: true, dropout: 0.0,
+/// };
 /// let gpt = Gpt::<f64>::new(config, &mut Rng::new(0)).unwrap();
 /// let ids = Tensor::from_vec(vec![1.0, 4.0, 2.0], &[1, 3]).unwrap();
 /// let full = gpt.forward(&ids).unwrap().to_vec().unwrap();

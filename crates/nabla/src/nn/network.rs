@@ -9,7 +9,7 @@ use crate::nn::{
     MaxPool2d, ModelSpec, ModelSummary, Module, Residual, Sequential, SharedForward, SummaryRow,
 };
 use crate::nn::{
-    AvgPool2d, Embedding, Flatten, Gpt, LayerNorm, MultiHeadAttention, TransformerBlock,
+    AvgPool2d, Embedding, Flatten, Gpt, GptConfig, LayerNorm, MultiHeadAttention, TransformerBlock,
 };
 use crate::ops::{Conv1dOptions, Conv2dOptions};
 use crate::rng::Rng;
@@ -149,6 +149,14 @@ impl<T: Float> Network<T> {
     }
 }
 
+/// The dropout seed of the sequence layer at `at` in a model seeded `seed` (FNV-1a over the
+/// layer's place).
+fn layer_seed(seed: u64, at: &str) -> u64 {
+    at.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 fn build_layer<T: Float>(
     l: &LayerSpec,
     input: &[usize],
@@ -259,6 +267,9 @@ fn build_layer<T: Float>(
             &mut ctx.rng,
         )?),
         LayerSpec::LayerNorm { eps, bias } => Box::new(LayerNorm::<T>::new(last, *bias, *eps)?),
+        // A sequence layer's masks are seeded from the model's seed and the layer's place (not
+        // drawn from the weights' generator: with dropout, the later layers' weights stay
+        // those of the same model without it).
         LayerSpec::MultiHeadAttention {
             heads,
             causal,
@@ -274,7 +285,7 @@ fn build_layer<T: Float>(
                 &mut ctx.rng,
             )?;
             Box::new(if *dropout > 0.0 {
-                a.with_dropout(*dropout, ctx.rng.next_u64())?
+                a.with_dropout(*dropout, layer_seed(ctx.seed, at))?
             } else {
                 a
             })
@@ -294,14 +305,15 @@ fn build_layer<T: Float>(
                 &mut ctx.rng,
             )?;
             Box::new(if *dropout > 0.0 {
-                b.with_dropout(*dropout, ctx.rng.next_u64())?
+                b.with_dropout(*dropout, layer_seed(ctx.seed, at))?
             } else {
                 b
             })
         }
         LayerSpec::Gpt { .. } => {
             let g = l.gpt_config().expect("internal: a Gpt layer");
-            Box::new(Gpt::<T>::new(g, &mut ctx.rng)?)
+            let gpt = Gpt::<T>::new(GptConfig { dropout: 0.0, ..g }, &mut ctx.rng)?;
+            Box::new(gpt.with_dropout(g.dropout, layer_seed(ctx.seed, at))?)
         }
         LayerSpec::Residual { layers } => {
             Box::new(Residual::new(build_seq::<T>(layers, input, at, ctx)?))

@@ -19,8 +19,16 @@ impl Trainer {
     /// Trains until the configured epochs or steps are done, early stopping triggers, or the
     /// stop flag is set. Divergence (a non-finite loss or gradient) is an error naming the
     /// step, the first operation that produced a non-finite value, any non-finite parameters
-    /// and the last good checkpoint.
+    /// and the last good checkpoint. However it ends, the model is left in evaluation mode
+    /// (no dropout; batch norm's running statistics): ready to evaluate, predict or sample.
     pub fn fit(&mut self, callback: &mut dyn Callback) -> Result<StopReason> {
+        let ended = self.fit_loop(callback);
+        self.model.set_training(false);
+        ended
+    }
+
+    /// [`Trainer::fit`]'s loop.
+    fn fit_loop(&mut self, callback: &mut dyn Callback) -> Result<StopReason> {
         let n = self.train.len();
         if n == 0 {
             return Err(Error::arg("train", "the training set is empty"));
