@@ -269,7 +269,7 @@ fn build_layer<T: Float>(
         LayerSpec::LayerNorm { eps, bias } => Box::new(LayerNorm::<T>::new(last, *bias, *eps)?),
         // A sequence layer's masks are seeded from the model's seed and the layer's place (not
         // drawn from the weights' generator: with dropout, the later layers' weights stay
-        // those of the same model without it).
+        // those of the same model without it); p = 0 drops nothing and keeps no state.
         LayerSpec::MultiHeadAttention {
             heads,
             causal,
@@ -284,11 +284,7 @@ fn build_layer<T: Float>(
                 (0.02, 0.02),
                 &mut ctx.rng,
             )?;
-            Box::new(if *dropout > 0.0 {
-                a.with_dropout(*dropout, layer_seed(ctx.seed, at))?
-            } else {
-                a
-            })
+            Box::new(a.with_dropout(*dropout, layer_seed(ctx.seed, at))?)
         }
         LayerSpec::TransformerBlock {
             heads,
@@ -304,11 +300,7 @@ fn build_layer<T: Float>(
                 (0.02, 0.02),
                 &mut ctx.rng,
             )?;
-            Box::new(if *dropout > 0.0 {
-                b.with_dropout(*dropout, layer_seed(ctx.seed, at))?
-            } else {
-                b
-            })
+            Box::new(b.with_dropout(*dropout, layer_seed(ctx.seed, at))?)
         }
         LayerSpec::Gpt { .. } => {
             let g = l.gpt_config().expect("internal: a Gpt layer");
