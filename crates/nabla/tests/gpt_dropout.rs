@@ -281,3 +281,68 @@ fn dropout_in_a_spec_changes_no_weight() {
     };
     assert_eq!(weights(0.0), weights(0.3));
 }
+
+/// `x`'s gradient of `Σ up ⊙ attn(x)` for a fresh attention layer dropping with probability
+/// `p` (the same weights and the same first mask every call), by plain backward or through
+/// `create_graph`.
+fn attention_grad<T: nabla::Float>(
+    p: f64,
+    (x, up): (&Tensor<T>, &Tensor<T>),
+    create_graph: bool,
+) -> Vec<T> {
+    use nabla::autograd::{grad, GradOptions};
+    let attn = MultiHeadAttention::<T>::new(8, 2, true, true, (0.5, 0.5), &mut Rng::new(13))
+        .unwrap()
+        .with_dropout(p, 14)
+        .unwrap();
+    let x = x.clone().requires_grad();
+    let loss = attn
+        .forward(&x)
+        .unwrap()
+        .mul(up)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let opts = GradOptions {
+        create_graph,
+        ..GradOptions::default()
+    };
+    let g = grad(&[loss], std::slice::from_ref(&x), opts).unwrap();
+    g[0].to_vec().unwrap()
+}
+
+/// Attention drops its probabilities inside the fused kernel (forward and backward make each
+/// tile's mask values where they need them) with the mask the composed attention applies —
+/// the path `create_graph` backward differentiates: the two give the same gradients, in f64
+/// and f32, over three tiles of queries (the last partial), and on one thread or two the same
+/// bits. The masks matter: without them the gradient is another.
+#[test]
+fn fused_dropout_attention_matches_its_composition() {
+    fn check<T: nabla::Float>(tol: f64) {
+        let x = Tensor::<T>::randn(&[2, 37, 8], 0.0, 1.0, 11).unwrap();
+        let up = Tensor::<T>::randn(&[2, 37, 8], 0.0, 1.0, 12).unwrap();
+        let fused = attention_grad(0.4, (&x, &up), false);
+        let composed = attention_grad(0.4, (&x, &up), true);
+        let undropped = attention_grad(0.0, (&x, &up), false);
+        let scale = fused.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs()));
+        let far = |a: &[T], b: &[T]| {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| (a.to_f64() - b.to_f64()).abs())
+                .fold(0.0, f64::max)
+                / scale
+        };
+        assert!(far(&fused, &composed) < tol, "{}", far(&fused, &composed));
+        assert!(far(&fused, &undropped) > 0.01, "the masks must matter");
+        let on = |n: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap();
+            pool.install(|| attention_grad(0.4, (&x, &up), false))
+        };
+        assert!(on(1) == fused && on(2) == fused, "thread counts");
+    }
+    check::<f64>(1e-12);
+    check::<f32>(1e-5);
+}

@@ -569,13 +569,13 @@ fn rules<T: Float>(op: &Op<T>, need: &[bool], r: Ask<'_, T>) -> Result<Answer<T>
         }),
         // y = merge(attention(split(qkv)))  ⇒  d(qkv) = each head's dq, dk, dv in its own
         // columns; recorded: through the composition
-        Op::PackedAttention(x, heads, c, causal) => r.rule(Saved::INPUT, |_, g| {
+        Op::PackedAttention(x, heads, c, causal, keep) => r.rule(Saved::INPUT, |_, g| {
             if super::is_grad_enabled() {
-                let y = x.packed_attention_composed(*heads, c.to_f64(), *causal)?;
+                let y = x.packed_attention_composed(*heads, c.to_f64(), *causal, *keep)?;
                 return through_composition(&op.inputs(), need, &y, g);
             }
             Ok(vec![when(0, &|| {
-                g.packed_attention_grad(x, *heads, *c, *causal)
+                g.packed_attention_grad(x, *heads, (*c, *causal, *keep))
             })?])
         }),
         // y = f(xs), recomputed  ⇒  dxs = the chain rule through f's recorded graph

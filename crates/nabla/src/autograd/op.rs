@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::tensor::kernels::conv::{Conv2dOptions, PoolOptions};
+use crate::tensor::kernels::counter::Keep;
 use crate::tensor::kernels::norm::NormStats;
 use crate::tensor::kernels::rows::RowStats;
 use crate::tensor::{Float, Tensor};
@@ -200,9 +201,10 @@ ops! {
     Attention(q: Tensor<T>, k: Tensor<T>, v: Tensor<T>, scale: T, causal: bool)
         "attention" => vec![q, k, v];
     /// Multi-head attention over packed projections: `[b, t, 3c]` queries, keys and values
-    /// side by side (`c = heads·d` columns each) giving `[b, t, c]`, the heads side by side:
-    /// (qkv, heads, scale, causal).
-    PackedAttention(qkv: Tensor<T>, heads: usize, scale: T, causal: bool)
+    /// side by side (`c = heads·d` columns each) giving `[b, t, c]`, the heads side by side,
+    /// the probabilities dropped by a counter-based mask where one is given (training-mode
+    /// dropout): (qkv, heads, scale, causal, mask).
+    PackedAttention(qkv: Tensor<T>, heads: usize, scale: T, causal: bool, keep: Option<Keep>)
         "packed_attention" => vec![qkv];
     /// A function run without keeping its activations, recomputed during backward.
     Checkpoint(c: Box<Checkpointed<T>>) "checkpoint" => c.inputs.iter().collect();

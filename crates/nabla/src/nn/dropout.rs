@@ -9,6 +9,7 @@ use crate::autograd::replayable_seed;
 use crate::error::{Error, Result};
 use crate::nn::{Module, SharedForward};
 use crate::rng::Rng;
+use crate::tensor::kernels::counter::Keep;
 use crate::tensor::{Float, Tensor};
 
 /// Checks a drop probability for `what`.
@@ -90,17 +91,12 @@ impl Drops {
     /// the generator seeds each mask; inside a checkpointed segment's recomputation the same
     /// seed is replayed, so the same mask comes back.
     pub(crate) fn apply<T: Float>(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        if !self.active() {
+        let Some(keep) = self.keep()? else {
             return Ok(x.clone());
-        }
-        let scale = T::from_f64(1.0 / (1.0 - self.p));
-        let seed = replayable_seed(|| {
-            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-            rng.next_u64()
-        })?;
+        };
         let mask = match self.masks {
             Masks::Stream => {
-                let mut rng = Rng::new(seed);
+                let (mut rng, scale) = (Rng::new(keep.seed), keep.scale());
                 (0..x.numel())
                     .map(|_| {
                         if rng.uniform() >= self.p {
@@ -111,9 +107,23 @@ impl Drops {
                     })
                     .collect()
             }
-            Masks::Counter => counter_mask(x.numel(), self.p, scale, seed),
+            Masks::Counter => keep.mask(x.numel()),
         };
         x.mul(&Tensor::from_vec(mask, x.shape())?)
+    }
+
+    /// The mask to apply now, for a kernel that drops inside itself (attention's
+    /// probabilities): `None` where [`Drops::apply`] would be the identity, else one draw from
+    /// the generator as its seed (replayed inside a checkpointed segment's recomputation).
+    pub(crate) fn keep(&self) -> Result<Option<Keep>> {
+        if !self.active() {
+            return Ok(None);
+        }
+        let seed = replayable_seed(|| {
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            rng.next_u64()
+        })?;
+        Ok(Some(Keep { p: self.p, seed }))
     }
 
     /// The generator's state under the key `rng` (nothing without dropout).
@@ -132,56 +142,6 @@ impl Drops {
         }
         Ok(())
     }
-}
-
-/// MurmurHash3's 32-bit finaliser: every input bit flips each output bit with probability ~½.
-#[inline(always)]
-fn fmix32(mut h: u32) -> u32 {
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
-}
-
-/// Values per run of [`counter_mask`]: runs start on multiples of it, so an index's upper 32
-/// bits are the same through a run.
-const MASK_RUN: usize = 4096;
-
-/// A keep-mask of `n` values: value `i` is `scale` where `fmix32(fmix32(lo(i) ^ s₀) +
-/// (hi(i) ^ s₁))` — `lo`/`hi` the index's 32-bit halves, `s₀`/`s₁` the seed's — is at least
-/// `⌈p·2³²⌉`, else 0. Runs of [`MASK_RUN`] values are shared among threads from 2¹⁶ values on
-/// and vectorised on the active tier; the values do not depend on either.
-pub(crate) fn counter_mask<T: Float>(n: usize, p: f64, scale: T, seed: u64) -> Vec<T> {
-    let mut out = vec![T::ZERO; n];
-    // Compared as 32-bit values (a 64-bit unsigned compare has no AVX2 instruction: the loop
-    // ran one value at a time there); p within 2⁻³² of 1 keeps nothing.
-    let Ok(threshold) = u32::try_from((p * 4_294_967_296.0).ceil() as u64) else {
-        return out;
-    };
-    let (s0, s1) = (seed as u32, (seed >> 32) as u32);
-    crate::tensor::kernels::for_each_run_above(
-        &mut out,
-        MASK_RUN,
-        crate::tensor::kernels::ELEMENTWISE_THRESHOLD,
-        |r, o| {
-            let start = (r * MASK_RUN) as u64;
-            let (lo, hi) = (start as u32, (start >> 32) as u32);
-            let h1 = hi ^ s1;
-            // A `move` closure: values captured by reference are read through pointers the
-            // compiler cannot tell from the output's, and the loop stays scalar.
-            crate::isa::vectorized(
-                #[inline(always)]
-                move || {
-                    for (j, v) in o.iter_mut().enumerate() {
-                        let h = fmix32(fmix32(lo.wrapping_add(j as u32) ^ s0).wrapping_add(h1));
-                        *v = if h >= threshold { scale } else { T::ZERO };
-                    }
-                },
-            )
-        },
-    );
-    out
 }
 
 /// In training mode each element is kept with probability `1 − p` and scaled by `1/(1 − p)`
@@ -239,38 +199,5 @@ impl<T: Float> Module<T> for Dropout {
 
     fn load_extra_state(&mut self, state: &BTreeMap<String, String>) -> Result<()> {
         self.drops.load_extra_state(state)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The counter masks keep 1 − p of the values (within 4σ), each scaled by 1/(1 − p), the
-    /// same on one thread as on two, and differ between seeds and between positions.
-    #[test]
-    fn counter_masks_keep_the_expected_share_on_any_thread_count() {
-        let n = 1 << 20;
-        for p in [0.1, 0.5, 0.9] {
-            let scale = (1.0 / (1.0 - p)) as f32;
-            let m = counter_mask::<f32>(n, p, scale, 42);
-            let kept = m.iter().filter(|&&v| v == scale).count();
-            assert_eq!(kept + m.iter().filter(|&&v| v == 0.0).count(), n);
-            let want = (1.0 - p) * n as f64;
-            let sigma = (n as f64 * p * (1.0 - p)).sqrt();
-            assert!(
-                (kept as f64 - want).abs() < 4.0 * sigma,
-                "p {p}: kept {kept} of {n}"
-            );
-            let one =
-                crate::tensor::kernels::with_threads(1, || counter_mask::<f32>(n, p, scale, 42));
-            assert_eq!(one, m, "p {p}");
-            assert_ne!(counter_mask::<f32>(n, p, scale, 43), m, "p {p}");
-            // Neighbouring runs are not copies of one another.
-            assert_ne!(m[..MASK_RUN], m[MASK_RUN..2 * MASK_RUN]);
-        }
-        assert!(counter_mask::<f64>(1000, 0.0, 1.0, 7)
-            .iter()
-            .all(|&v| v == 1.0));
     }
 }

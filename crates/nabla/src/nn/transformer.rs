@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::error::{Error, Result};
 use crate::nn::dropout::Drops;
 use crate::nn::{prefixed, Linear, Module};
-use crate::ops::{packed_attention, packed_attention_with, scaled_dot_product_attention};
+use crate::ops::{packed_attention_dropped, scaled_dot_product_attention};
 use crate::rng::Rng;
 use crate::tensor::shape::fmt_shape;
 use crate::tensor::{Float, Tensor};
@@ -284,14 +284,10 @@ impl<T: Float> MultiHeadAttention<T> {
         let rows = x.reshape(&[b * t, c])?;
         let Some(cache) = cache else {
             // One product for queries, keys and values, and attention reading its heads where
-            // they lie in it (its gradient written into their columns). Dropping probabilities
-            // needs them as a tensor: the composed attention then.
+            // they lie in it (its gradient written into their columns), dropping probabilities
+            // inside the kernel in training mode.
             let qkv = self.qkv.forward(&rows)?.reshape(&[b, t, 3 * c])?;
-            let y = if self.drops.active() {
-                packed_attention_with(&qkv, h, self.causal, &|p| self.drops.apply(&p))?
-            } else {
-                packed_attention(&qkv, h, self.causal)?
-            };
+            let y = packed_attention_dropped(&qkv, h, self.causal, self.drops.keep()?)?;
             let y = self.proj.forward(&y.reshape(&[b * t, c])?)?;
             return self.drops.apply(&y)?.reshape(&[b, t, c]);
         };

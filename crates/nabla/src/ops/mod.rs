@@ -18,7 +18,7 @@ mod unary;
 
 pub use crate::tensor::kernels::conv::{Conv2dOptions, PoolOptions};
 pub use conv::Conv1dOptions;
-pub(crate) use sequence::packed_attention_with;
+pub(crate) use sequence::packed_attention_dropped;
 pub use sequence::{packed_attention, scaled_dot_product_attention};
 
 use crate::autograd::{record, Op};

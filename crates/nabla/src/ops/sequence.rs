@@ -11,6 +11,7 @@ use crate::autograd::{record, record_permuted, Op};
 use crate::error::{Error, Result};
 use crate::ops::matmul::mat;
 use crate::tensor::kernels::attention::{self, Dims, Place};
+use crate::tensor::kernels::counter::Keep;
 use crate::tensor::kernels::matmul::MatRef;
 use crate::tensor::kernels::rows::{self, RowStats};
 use crate::tensor::shape::fmt_shape;
@@ -329,25 +330,26 @@ pub fn packed_attention<T: Float>(
     heads: usize,
     causal: bool,
 ) -> Result<Tensor<T>> {
-    let scale = packed_scale(qkv.shape(), heads)?;
-    if attention::fuses::<T>(qkv.shape()[1]) {
-        qkv.packed_attention_fused(heads, scale, causal)
-    } else {
-        qkv.packed_attention_composed(heads, scale, causal)
-    }
+    packed_attention_dropped(qkv, heads, causal, None)
 }
 
-/// [`packed_attention`] with `probs` applied to the attention probabilities `[b, heads, t, t]`
-/// before they weigh the values (training-mode dropout), composed of differentiable ops: the
-/// probabilities are a tensor here, as in PyTorch's attention with dropout on a CPU.
-pub(crate) fn packed_attention_with<T: Float>(
+/// [`packed_attention`] with the attention probabilities `[b, heads, t, t]` dropped by
+/// `keep`'s mask before they weigh the values (training-mode dropout): in the fused kernel,
+/// which makes each tile's mask values where it needs them, forward and backward (no mask or
+/// probability tensor is stored); composed of differentiable ops, with the same mask, where
+/// the kernel does not run or a gradient must itself be differentiable.
+pub(crate) fn packed_attention_dropped<T: Float>(
     qkv: &Tensor<T>,
     heads: usize,
     causal: bool,
-    probs: &dyn Fn(Tensor<T>) -> Result<Tensor<T>>,
+    keep: Option<Keep>,
 ) -> Result<Tensor<T>> {
     let scale = packed_scale(qkv.shape(), heads)?;
-    qkv.packed_attention_composed_with(heads, scale, causal, probs)
+    if attention::fuses::<T>(qkv.shape()[1]) {
+        qkv.packed_attention_fused(heads, scale, causal, keep)
+    } else {
+        qkv.packed_attention_composed(heads, scale, causal, keep)
+    }
 }
 
 /// The scale `1/√d` of [`packed_attention`] over `sh`, after checking that `sh` is
@@ -371,7 +373,13 @@ fn packed_scale(sh: &[usize], heads: usize) -> Result<f64> {
 
 impl<T: Float> Tensor<T> {
     /// [`packed_attention`] as one op ([`Op::PackedAttention`]), on a checked shape.
-    fn packed_attention_fused(&self, heads: usize, scale: f64, causal: bool) -> Result<Tensor<T>> {
+    fn packed_attention_fused(
+        &self,
+        heads: usize,
+        scale: f64,
+        causal: bool,
+        keep: Option<Keep>,
+    ) -> Result<Tensor<T>> {
         let sh = self.shape();
         let (b, t, c) = (sh[0], sh[1], sh[2] / 3);
         let dims = packed_dims(sh, heads);
@@ -381,32 +389,22 @@ impl<T: Float> Tensor<T> {
             let [q, k, v] = [0, 1, 2].map(|i| heads_at(&x, heads, dims.d, i * c));
             let group = (heads, Place::Interleaved);
             let room = buffer("packed_attention", &[b, t, c])?;
-            attention::forward(&q, &k, &v, dims, ct, causal, group, room)
+            attention::forward(&q, &k, &v, dims, (ct, causal, keep), group, room)
         };
         Ok(record(out, vec![b, t, c], &[self], || {
-            Op::PackedAttention(self.clone(), heads, ct, causal)
+            Op::PackedAttention(self.clone(), heads, ct, causal, keep)
         }))
     }
 
-    /// [`packed_attention`] composed of differentiable ops (views of the three parts, the
-    /// composed attention, the heads merged): what the fused op's rule differentiates when a
-    /// gradient must itself be differentiable.
+    /// [`packed_attention_dropped`] composed of differentiable ops (views of the three parts,
+    /// the composed attention, the probabilities times `keep`'s mask, the heads merged): what
+    /// the fused op's rule differentiates when a gradient must itself be differentiable.
     pub(crate) fn packed_attention_composed(
         &self,
         heads: usize,
         scale: f64,
         causal: bool,
-    ) -> Result<Tensor<T>> {
-        self.packed_attention_composed_with(heads, scale, causal, &Ok)
-    }
-
-    /// [`Tensor::packed_attention_composed`] with `probs` applied to the probabilities.
-    fn packed_attention_composed_with(
-        &self,
-        heads: usize,
-        scale: f64,
-        causal: bool,
-        probs: &dyn Fn(Tensor<T>) -> Result<Tensor<T>>,
+        keep: Option<Keep>,
     ) -> Result<Tensor<T>> {
         let sh = self.shape();
         let (b, t, c) = (sh[0], sh[1], sh[2] / 3);
@@ -415,13 +413,13 @@ impl<T: Float> Tensor<T> {
                 .reshape(&[b, t, heads, c / heads])?
                 .permute(&SWAP)
         };
-        let p = part(0)?
+        let mut p = part(0)?
             .matmul_t(&part(1)?, false, true)?
             .attention_softmax(scale, causal)?;
-        probs(p)?
-            .matmul(&part(2)?)?
-            .permute(&SWAP)?
-            .reshape(&[b, t, c])
+        if let Some(keep) = keep {
+            p = p.mul(&Tensor::from_vec(keep.mask(p.numel()), p.shape())?)?;
+        }
+        p.matmul(&part(2)?)?.permute(&SWAP)?.reshape(&[b, t, c])
     }
 
     /// The gradient of [`Op::PackedAttention`] for the output gradient `self`, not recorded:
@@ -430,8 +428,7 @@ impl<T: Float> Tensor<T> {
         &self,
         qkv: &Tensor<T>,
         heads: usize,
-        scale: T,
-        causal: bool,
+        (scale, causal, keep): (T, bool, Option<Keep>),
     ) -> Result<Tensor<T>> {
         let sh = qkv.shape();
         let dims = packed_dims(sh, heads);
@@ -441,7 +438,8 @@ impl<T: Float> Tensor<T> {
             let [q, k, v] = [0, 1, 2].map(|i| heads_at(&x, heads, dims.d, i * c));
             let gh = heads_at(&g, heads, dims.d, 0);
             let room = buffer("packed_attention", sh)?;
-            attention::backward_packed([&q, &k, &v], &gh, dims, (scale, causal), heads, room)
+            let how = (scale, causal, keep);
+            attention::backward_packed([&q, &k, &v], &gh, dims, how, heads, room)
         };
         Tensor::from_vec(data, sh)
     }
@@ -498,7 +496,8 @@ impl<T: Float> Tensor<T> {
         let out = {
             let (qs, ks, vs) = (q.strided(), k.strided(), v.strided());
             let (qh, kh, vh) = (heads(&qs), heads(&ks), heads(&vs));
-            attention::forward(&qh, &kh, &vh, dims, c, causal, (group, places[0]), room)
+            let how = (c, causal, None);
+            attention::forward(&qh, &kh, &vh, dims, how, (group, places[0]), room)
         };
         let op = || Op::Attention(q.clone(), k.clone(), v.clone(), c, causal);
         Ok(match places[0] {

@@ -2,7 +2,8 @@
 //! scores, scaled dot-product attention) and of their layers, first and second order.
 
 use super::cases::{case, u, us, OpCase};
-use crate::ops::{packed_attention, scaled_dot_product_attention};
+use crate::ops::{packed_attention, packed_attention_dropped, scaled_dot_product_attention};
+use crate::tensor::kernels::counter::Keep;
 use crate::tensor::Tensor;
 
 /// Every sequence op, as functions of all their differentiable inputs.
@@ -79,6 +80,11 @@ pub(super) fn sequence_op_cases() -> Vec<OpCase> {
             |t| packed_attention(&t[0], 2, true),
         ),
         case(
+            "packed_attention causal, dropout 0.3 in the kernel, two tiles of queries (qkv)",
+            vec![us(&[1, 19, 12], 335, 2.0)],
+            |t| packed_attention_dropped(&t[0], 2, true, Some(Keep { p: 0.3, seed: 336 })),
+        ),
+        case(
             "packed_attention not causal, a transposed view (qkv)",
             vec![us(&[2, 12, 4], 322, 2.0)],
             |t| packed_attention(&t[0].permute(&[0, 2, 1])?, 2, false),
@@ -145,8 +151,7 @@ pub fn sequence_module_cases() -> Vec<OpCase> {
             },
         ),
         // With dropout in training mode: each evaluation builds the layer from the same seeds,
-        // so it draws the same masks (the attention then runs composed, the probabilities a
-        // tensor).
+        // so it draws the same masks.
         case(
             "MultiHeadAttention causal, dropout 0.3 (input)",
             vec![u(&[2, 3, 4], 327)],

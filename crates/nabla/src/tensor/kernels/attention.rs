@@ -19,6 +19,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::attention_x86 as x86;
+use super::counter::Keep;
 use super::operand::{rows_of_columns_into, MatRef};
 use super::sgemm::{self, Kernel};
 use crate::tensor::storage::init_with;
@@ -154,6 +155,7 @@ struct Scratch<T> {
     gt: Vec<T>,
     pt: Vec<T>,
     dpt: Vec<T>,
+    mt: Vec<T>,
     rows: [Vec<T>; 3],
 }
 
@@ -368,6 +370,42 @@ fn score_gradients_tile<T: Float>(
     )
 }
 
+/// The dropout mask's tile for head `h`'s queries from `i0` and the first `cols` keys, laid
+/// out as a transposed score tile ([`LANES`] lanes per key) in `m`: the values at those
+/// positions of a `[heads, t, s]` probability tensor's mask, so the composed attention with
+/// the same mask drops the same probabilities.
+fn mask_tile<T: Float>(keep: &Keep, h: usize, i0: usize, cols: usize, dims: Dims, m: &mut Vec<T>) {
+    if m.len() < cols * LANES {
+        m.resize(cols * LANES, T::ZERO);
+    }
+    let first = (h as u64).wrapping_mul(dims.t as u64);
+    let rows: [u64; LANES] = std::array::from_fn(|l| {
+        first
+            .wrapping_add((i0 + l) as u64)
+            .wrapping_mul(dims.s as u64)
+    });
+    crate::isa::vectorized(
+        #[inline(always)]
+        || keep.tile(&rows, cols, m),
+    )
+}
+
+/// `buf ⊙= m` over a transposed tile (`cols` keys of [`LANES`] lanes at `buf[j·ld + off..]`;
+/// `m` as [`mask_tile`] lays it out).
+fn mul_tile<T: Float>(buf: &mut [T], (ld, off, cols): (usize, usize, usize), m: &[T]) {
+    crate::isa::vectorized(
+        #[inline(always)]
+        || {
+            for j in 0..cols {
+                let (b, mj) = (lanes_at_mut(buf, j * ld + off), lanes_at(m, j * LANES));
+                for l in 0..LANES {
+                    b[l] *= mj[l];
+                }
+            }
+        },
+    )
+}
+
 /// The transposed scores of the tile of `n` queries from `i0` against the first `cols` keys
 /// (`k·qᵀ`) into `buf` at `off` (rows `ld` apart), then their softmax in place.
 #[allow(clippy::too_many_arguments)]
@@ -412,15 +450,15 @@ impl Place {
 /// Attention's forward pass: for each head `h`, `softmax(scale·q[h]·k[h]ᵀ)·v[h]` (causal: each
 /// query sees the keys up to its own position), written as `[heads, t, dv]` placed by
 /// `place`; heads are shared among threads in tasks of `group` (which divides their count;
-/// `h` heads per batch element when `place` interleaves them).
+/// `h` heads per batch element when `place` interleaves them). With `keep`, the probabilities
+/// are dropped by its mask (over `[heads, t, s]`) before they weigh the values.
 #[allow(clippy::too_many_arguments)]
 pub fn forward<T: Float>(
     q: &[MatRef<'_, T>],
     k: &[MatRef<'_, T>],
     v: &[MatRef<'_, T>],
     dims: Dims,
-    scale: T,
-    causal: bool,
+    (scale, causal, keep): (T, bool, Option<Keep>),
     (group, place): (usize, Place),
     out: Vec<T>,
 ) -> Vec<T> {
@@ -435,7 +473,9 @@ pub fn forward<T: Float>(
         for hh in 0..group {
             let h = task * group + hh;
             let (off, ld) = place.at(hh, group, t, dv);
-            let Scratch { qt, pt, rows, .. } = &mut *sc;
+            let Scratch {
+                qt, pt, mt, rows, ..
+            } = &mut *sc;
             transpose_into(&q[h], qt);
             if pt.len() < s * LANES {
                 pt.resize(s * LANES, T::ZERO);
@@ -447,6 +487,10 @@ pub fn forward<T: Float>(
                 let (vis, cols) = (dims.lanes(i0, n, causal), dims.visible(i0 + n - 1, causal));
                 let tile = (i0, n, cols);
                 tile_probs(kernel, &k[h], qt, dims, tile, &vis, scale, (pt, LANES, 0));
+                if let Some(keep) = &keep {
+                    mask_tile(keep, h, i0, cols, dims, mt);
+                    mul_tile(pt, (LANES, 0, cols), mt);
+                }
                 // The tile's outputs P·v, P read through the transpose's strides.
                 let pa = MatRef {
                     data: &pt[..],
@@ -510,7 +554,8 @@ pub fn backward<T: Float>(
                 product(kernel, a, b, T::ZERO, &mut out[off + row * ld..], ld);
             };
             let head = [&q[h], &k[h], &v[h], &g[h]];
-            head_backward(kernel, head, dims, (scale, causal), want, sc, &mut write);
+            let how = (scale, causal, None);
+            head_backward(kernel, head, dims, how, want, sc, &mut write);
         }
     })
 }
@@ -518,11 +563,12 @@ pub fn backward<T: Float>(
 /// Attention's gradient for packed projections ([`forward`] run on the query, key and value
 /// columns of `[b, t, 3c]` data, `heads` heads per batch element): `d(qkv)` as `[b, t, 3c]`,
 /// each head's three gradients written into its columns (no scatter into zeros, no sums).
+/// With `keep`, of the forward that dropped the probabilities by its mask.
 pub fn backward_packed<T: Float>(
     qkv: [&[MatRef<'_, T>]; 3],
     g: &[MatRef<'_, T>],
     dims: Dims,
-    (scale, causal): (T, bool),
+    (scale, causal, keep): (T, bool, Option<Keep>),
     heads: usize,
     out: Vec<T>,
 ) -> Vec<T> {
@@ -539,15 +585,8 @@ pub fn backward_packed<T: Float>(
                 product(kernel, a, b, T::ZERO, &mut out[off..], 3 * c);
             };
             let head = [&qkv[0][h], &qkv[1][h], &qkv[2][h], &g[h]];
-            head_backward(
-                kernel,
-                head,
-                dims,
-                (scale, causal),
-                [true; 3],
-                sc,
-                &mut write,
-            );
+            let how = (scale, causal, keep.map(|kp| (kp, h)));
+            head_backward(kernel, head, dims, how, [true; 3], sc, &mut write);
         }
     });
     out
@@ -557,13 +596,15 @@ pub fn backward_packed<T: Float>(
 type Write<'w, T> = dyn FnMut(usize, usize, MatRef<'_, T>, MatRef<'_, T>) + 'w;
 
 /// One head's gradients (`[q, k, v, g]`): each product of `dq` (0), `dk` (1) and `dv` (2)
-/// handed to `write(which, first_row, a, b)`, which writes `a·b` at that output's rows.
+/// handed to `write(which, first_row, a, b)`, which writes `a·b` at that output's rows. With a
+/// mask and the head's index, of the forward that dropped the probabilities: `dv = (P⊙M)ᵀ·g`,
+/// and the score gradients from `P` and `dP = (g·vᵀ)⊙M`.
 #[allow(clippy::too_many_arguments)]
 fn head_backward<T: Float>(
     kernel: Option<Kernel>,
     [q, k, v, g]: [&MatRef<'_, T>; 4],
     dims: Dims,
-    (scale, causal): (T, bool),
+    (scale, causal, drop): (T, bool, Option<(Keep, usize)>),
     want: [bool; 3],
     sc: &mut Scratch<T>,
     write: &mut Write<'_, T>,
@@ -580,6 +621,7 @@ fn head_backward<T: Float>(
         gt,
         pt,
         dpt,
+        mt,
         rows,
     } = sc;
     transpose_into(q, qt);
@@ -600,7 +642,15 @@ fn head_backward<T: Float>(
         let va = MatRef { rows: cols, ..*v };
         let gb = MatRef::row_major(&gt[..], i0, dv, n, t);
         product(kernel, va, gb, T::ZERO, &mut dpt[i0..], ld);
+        if let Some((keep, h)) = &drop {
+            mask_tile(keep, *h, i0, cols, dims, mt);
+            mul_tile(dpt, (ld, i0, cols), mt);
+        }
         score_gradients_tile(kernel, pt, dpt, (ld, i0, cols), &vis, scale);
+        if drop.is_some() {
+            // dv below reads the probabilities as they weighed the values.
+            mul_tile(pt, (ld, i0, cols), mt);
+        }
         // dq = dS·k for the tile's queries (dS read through the transpose's strides).
         if want[0] {
             let a = MatRef {

@@ -6,6 +6,7 @@ pub mod attention;
 mod attention_x86;
 pub mod conv;
 mod conv_direct;
+pub mod counter;
 pub mod elementwise;
 pub mod layout;
 pub mod matmul;
