@@ -631,3 +631,44 @@ fn heads<'a, T: Float>(x: &'a Strided<'_, T>) -> Vec<MatRef<'a, T>> {
         .map(|i| mat(&x.data[..], x.layout, Some(i), false))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused kernel with dropout (f64 runs it) gives the composition's output with the
+    /// same mask, and the gradient of a loss that is not linear in that output (so it reads
+    /// the forward's mask too), causal and not, over three tiles of queries.
+    #[test]
+    fn fused_dropout_is_the_composition_with_the_same_mask() {
+        assert!(attention::fuses::<f64>(37));
+        let keep = Some(Keep { p: 0.35, seed: 5 });
+        for causal in [true, false] {
+            let x = Tensor::<f64>::randn(&[2, 37, 24], 0.0, 1.0, 3).unwrap();
+            let run = |fused: bool| {
+                let xg = x.clone().requires_grad();
+                let y = if fused {
+                    xg.packed_attention_fused(2, 0.5, causal, keep)
+                } else {
+                    xg.packed_attention_composed(2, 0.5, causal, keep)
+                }
+                .unwrap();
+                let g = y.mul(&y).unwrap().sum_all().unwrap().backward().unwrap();
+                let g = g.get(&xg).unwrap().to_vec().unwrap();
+                (y.to_vec().unwrap(), g)
+            };
+            let ((yf, gf), (yc, gc)) = (run(true), run(false));
+            let far = |a: &[f64], b: &[f64]| {
+                a.iter()
+                    .zip(b)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f64::max)
+            };
+            assert!(far(&yf, &yc) < 1e-12, "causal {causal}: {}", far(&yf, &yc));
+            assert!(far(&gf, &gc) < 1e-11, "causal {causal}: {}", far(&gf, &gc));
+            let plain = x.packed_attention_fused(2, 0.5, causal, None).unwrap();
+            let plain = plain.to_vec().unwrap();
+            assert!(far(&yf, &plain) > 0.01, "the mask must matter");
+        }
+    }
+}

@@ -85,6 +85,11 @@ pub(super) fn sequence_op_cases() -> Vec<OpCase> {
             |t| packed_attention_dropped(&t[0], 2, true, Some(Keep { p: 0.3, seed: 336 })),
         ),
         case(
+            "packed_attention not causal, dropout 0.4 in the kernel (qkv)",
+            vec![us(&[2, 5, 12], 337, 2.0)],
+            |t| packed_attention_dropped(&t[0], 2, false, Some(Keep { p: 0.4, seed: 338 })),
+        ),
+        case(
             "packed_attention not causal, a transposed view (qkv)",
             vec![us(&[2, 12, 4], 322, 2.0)],
             |t| packed_attention(&t[0].permute(&[0, 2, 1])?, 2, false),

@@ -370,19 +370,24 @@ fn score_gradients_tile<T: Float>(
     )
 }
 
-/// The dropout mask's tile for head `h`'s queries from `i0` and the first `cols` keys, laid
-/// out as a transposed score tile ([`LANES`] lanes per key) in `m`: the values at those
+/// The dropout mask's tile for head `h`'s `n` queries from `i0` and the first `cols` keys,
+/// laid out as a transposed score tile ([`LANES`] lanes per key) in `m`: the values at those
 /// positions of a `[heads, t, s]` probability tensor's mask, so the composed attention with
-/// the same mask drops the same probabilities.
-fn mask_tile<T: Float>(keep: &Keep, h: usize, i0: usize, cols: usize, dims: Dims, m: &mut Vec<T>) {
+/// the same mask drops the same probabilities. (Lanes past `n`, whose probabilities are 0,
+/// repeat the first query's row: no index past the tensor's.)
+fn mask_tile<T: Float>(
+    keep: &Keep,
+    (h, i0, n, cols): (usize, usize, usize, usize),
+    dims: Dims,
+    m: &mut Vec<T>,
+) {
     if m.len() < cols * LANES {
         m.resize(cols * LANES, T::ZERO);
     }
     let first = (h as u64).wrapping_mul(dims.t as u64);
     let rows: [u64; LANES] = std::array::from_fn(|l| {
-        first
-            .wrapping_add((i0 + l) as u64)
-            .wrapping_mul(dims.s as u64)
+        let i = if l < n { i0 + l } else { i0 };
+        first.wrapping_add(i as u64).wrapping_mul(dims.s as u64)
     });
     crate::isa::vectorized(
         #[inline(always)]
@@ -488,7 +493,7 @@ pub fn forward<T: Float>(
                 let tile = (i0, n, cols);
                 tile_probs(kernel, &k[h], qt, dims, tile, &vis, scale, (pt, LANES, 0));
                 if let Some(keep) = &keep {
-                    mask_tile(keep, h, i0, cols, dims, mt);
+                    mask_tile(keep, (h, i0, n, cols), dims, mt);
                     mul_tile(pt, (LANES, 0, cols), mt);
                 }
                 // The tile's outputs P·v, P read through the transpose's strides.
@@ -643,7 +648,7 @@ fn head_backward<T: Float>(
         let gb = MatRef::row_major(&gt[..], i0, dv, n, t);
         product(kernel, va, gb, T::ZERO, &mut dpt[i0..], ld);
         if let Some((keep, h)) = &drop {
-            mask_tile(keep, *h, i0, cols, dims, mt);
+            mask_tile(keep, (*h, i0, n, cols), dims, mt);
             mul_tile(dpt, (ld, i0, cols), mt);
         }
         score_gradients_tile(kernel, pt, dpt, (ld, i0, cols), &vis, scale);

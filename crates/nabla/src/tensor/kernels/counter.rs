@@ -194,6 +194,18 @@ mod tests {
                 );
             }
         }
+        // Up to 2³² exactly (the 32-bit lanes) and one past it (64-bit indices).
+        for cols in [10, 11] {
+            let mut tile = vec![0.0; cols];
+            keep.tile(&[(1 << 32) - 10], cols, &mut tile);
+            for (j, v) in tile.iter().enumerate() {
+                assert_eq!(
+                    *v,
+                    at((1 << 32) - 10 + j as u64),
+                    "{cols} columns, column {j}"
+                );
+            }
+        }
         // The same function as the runs of `mask` below 2³².
         assert!((0..40_000u64).all(|i| at(i) == full[i as usize]));
     }
