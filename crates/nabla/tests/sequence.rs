@@ -82,17 +82,21 @@ fn cached_logits_equal_full_context_logits() {
 #[test]
 fn generation_with_and_without_cache_agree() {
     let gpt = Gpt::<f32>::new(config(true), &mut Rng::new(9)).unwrap();
-    let mut opts = SampleOptions {
-        tokens: 30,
-        temperature: 0.0,
-        ..SampleOptions::default()
-    };
-    let cached = generate(&gpt, 12, &[1, 2, 3], &opts, &mut |_| Ok(())).unwrap();
-    opts.cache = false;
-    let plain = generate(&gpt, 12, &[1, 2, 3], &opts, &mut |_| Ok(())).unwrap();
-    // within the first context the two see the same positions
-    assert_eq!(cached.tokens[..9], plain.tokens[..9]);
-    assert!(cached.cache_bytes > 0 && plain.cache_bytes == 0);
+    // 40 tokens after a prompt of 3: the context of 12 fills four times over.
+    for temperature in [0.0, 1.0] {
+        let mut opts = SampleOptions {
+            tokens: 40,
+            temperature,
+            seed: 5,
+            ..SampleOptions::default()
+        };
+        let cached = generate(&gpt, 12, &[1, 2, 3], &opts, &mut |_| Ok(())).unwrap();
+        opts.cache = false;
+        let plain = generate(&gpt, 12, &[1, 2, 3], &opts, &mut |_| Ok(())).unwrap();
+        assert_eq!(cached.tokens, plain.tokens, "temperature {temperature}");
+        assert!(cached.cache_bytes > 0 && plain.cache_bytes == 0);
+    }
+    let opts = SampleOptions::default();
     let bad = SampleOptions {
         temperature: -1.0,
         ..SampleOptions::default()

@@ -21,7 +21,7 @@ pub struct SampleOptions {
     /// Seed of the sampler.
     pub seed: u64,
     /// Keep the keys and values of earlier positions (true), or run the whole context again
-    /// for every token (false: slower, the same distribution).
+    /// for every token (false: slower, the same tokens).
     pub cache: bool,
 }
 
@@ -58,7 +58,8 @@ impl Generation {
 /// Samples `opts.tokens` tokens from `model` (ids `[1, t]` → logits `[1, t, vocab]`, at most
 /// `context` positions) after `prompt`, calling `on_token` with each as it is drawn. When the
 /// context is full, the model continues from the last half of it (with the cache: a new cache
-/// holding those positions), so any number of tokens can be generated. Give it a model in
+/// holding those positions), so any number of tokens can be generated; with or without the
+/// cache it sees the same positions, so both draw the same tokens. Give it a model in
 /// evaluation mode (as a model file loads, or as [`Trainer::fit`](crate::train::Trainer::fit)
 /// leaves it): without the cache, a model with dropout in training mode would drop.
 ///
@@ -106,26 +107,32 @@ pub fn generate(
     let mut out = Vec::with_capacity(opts.tokens);
     let mut cache = KvCache::new();
     let mut cache_bytes = 0;
-    // Positions the cache holds (a suffix of `all`, starting at `all.len() − held`).
-    let mut pending: Vec<u32> = window(&all, context).to_vec();
+    // The model sees `all[start..]`: at most `context` tokens, restarted from the last half
+    // of them when the next token would not fit, with or without the cache, so that both see
+    // the same positions and draw the same tokens (the cache cannot slide: its keys were made
+    // at their positions).
+    let mut start = all.len().saturating_sub(context);
+    // Tokens the cache has not seen yet (all of `all[start..]` at first).
+    let mut pending = all.len() - start;
     no_grad(|| -> Result<()> {
         for _ in 0..opts.tokens {
+            if all.len() - start > context {
+                start = all.len() - context.div_ceil(2);
+                cache = KvCache::new();
+                pending = all.len() - start;
+            }
             let logits = if opts.cache {
-                if cache.position() + pending.len() > context {
-                    cache = KvCache::new();
-                    pending = window(&all, context.div_ceil(2)).to_vec();
-                }
-                let y = forward_with_cache(model, &ids(&pending)?, &mut cache)?;
+                let y = forward_with_cache(model, &ids(&all[all.len() - pending..])?, &mut cache)?;
                 cache_bytes = cache_bytes.max(cache.bytes());
                 y
             } else {
-                model.forward(&ids(window(&all, context))?)?
+                model.forward(&ids(&all[start..])?)?
             };
             let next = sample(&last_row(&logits)?, opts, &mut rng);
             on_token(next)?;
             all.push(next);
             out.push(next);
-            pending = vec![next];
+            pending = 1;
         }
         Ok(())
     })?;
@@ -134,11 +141,6 @@ pub fn generate(
         seconds: started.elapsed().as_secs_f64(),
         cache_bytes,
     })
-}
-
-/// The last `n` tokens (or all).
-fn window(all: &[u32], n: usize) -> &[u32] {
-    &all[all.len().saturating_sub(n)..]
 }
 
 fn ids(tokens: &[u32]) -> Result<Tensor<f32>> {
