@@ -180,10 +180,12 @@ fn main() -> Result<()> {
     opts.cache = false;
     let plain = generate(model, CONTEXT, &prompt, &opts, &mut |_| Ok(()))?;
     println!(
-        "generation: {:.0} characters/s with the key/value cache, {:.0} without ({:.1}× faster)",
+        "generation: {:.0} characters/s with the key/value cache, {:.0} without ({:.1}× faster; \
+         the same characters: {})",
         cached.tokens_per_second(),
         plain.tokens_per_second(),
-        cached.tokens_per_second() / plain.tokens_per_second()
+        cached.tokens_per_second() / plain.tokens_per_second(),
+        cached.tokens == plain.tokens
     );
     println!(
         "parameters: {}",
