@@ -42,6 +42,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         seed: args.seed,
         cache: !args.no_cache,
     };
+    opts.check()?;
     if args.prompt.is_some() {
         crate::out!("{prompt}");
     }

@@ -188,6 +188,22 @@ fn a_gpt_trains_on_text_resumes_evaluates_and_generates() {
         &nabla(&["generate", "--checkpoint", s(&model), "--top-k", "0"]),
         "top-k 0 keeps no token",
     );
+    // a rejected option prints nothing on stdout, not the prompt before the error
+    let bad = nabla(&[
+        "generate",
+        "--checkpoint",
+        s(&model),
+        "--prompt",
+        "It is",
+        "--temperature",
+        "nan",
+    ]);
+    fails_with(&bad, "temperature NaN");
+    assert!(
+        bad.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&bad.stdout)
+    );
     // ONNX export: the graph takes int64 ids of any length up to the context; ONNX Runtime
     // (where installed) gives the model file's logits
     let onnx = dir.join("m.onnx");

@@ -37,6 +37,34 @@ impl Default for SampleOptions {
     }
 }
 
+impl SampleOptions {
+    /// The options' own errors, which [`generate`] returns before sampling anything: a
+    /// temperature that is negative or not finite, a top-k of 0. For a caller that shows
+    /// something (the prompt) before the first token.
+    ///
+    /// ```
+    /// use nabla::nn::SampleOptions;
+    /// assert!(SampleOptions::default().check().is_ok());
+    /// let hot = SampleOptions { temperature: f64::NAN, ..SampleOptions::default() };
+    /// assert!(hot.check().unwrap_err().to_string().contains("temperature NaN"));
+    /// ```
+    pub fn check(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(Error::arg(
+                "generate",
+                format!("temperature {} must be finite and ≥ 0", self.temperature),
+            ));
+        }
+        if self.top_k == Some(0) {
+            return Err(Error::arg(
+                "generate",
+                "top-k 0 keeps no token: give at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What [`generate`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generation {
@@ -89,18 +117,7 @@ pub fn generate(
             "the prompt needs at least one token and the model a context",
         ));
     }
-    if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
-        return Err(Error::arg(
-            "generate",
-            format!("temperature {} must be finite and ≥ 0", opts.temperature),
-        ));
-    }
-    if opts.top_k == Some(0) {
-        return Err(Error::arg(
-            "generate",
-            "top-k 0 keeps no token: give at least 1",
-        ));
-    }
+    opts.check()?;
     let started = Instant::now();
     let mut rng = Rng::new(opts.seed);
     let mut all: Vec<u32> = prompt.to_vec();
