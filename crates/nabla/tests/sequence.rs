@@ -77,7 +77,7 @@ fn cached_logits_equal_full_context_logits() {
     }
 }
 
-/// Generation with and without the cache draws the same tokens (the same logits, the same
+/// Generation with and without the cache draws the same tokens (the same logits to rounding, the same
 /// seeded sampler), including past the context, where both continue from its last half.
 #[test]
 fn generation_with_and_without_cache_agree() {

@@ -21,7 +21,8 @@ pub struct SampleOptions {
     /// Seed of the sampler.
     pub seed: u64,
     /// Keep the keys and values of earlier positions (true), or run the whole context again
-    /// for every token (false: slower, the same tokens).
+    /// for every token (false: slower; the same positions, so the same logits up to rounding
+    /// and the same tokens barring a near tie).
     pub cache: bool,
 }
 
@@ -87,7 +88,8 @@ impl Generation {
 /// `context` positions) after `prompt`, calling `on_token` with each as it is drawn. When the
 /// context is full, the model continues from the last half of it (with the cache: a new cache
 /// holding those positions), so any number of tokens can be generated; with or without the
-/// cache it sees the same positions, so both draw the same tokens. Give it a model in
+/// cache it sees the same positions, so both give the same logits up to rounding and draw
+/// the same tokens unless two candidates tie within that rounding. Give it a model in
 /// evaluation mode (as a model file loads, or as [`Trainer::fit`](crate::train::Trainer::fit)
 /// leaves it): without the cache, a model with dropout in training mode would drop.
 ///
@@ -126,7 +128,7 @@ pub fn generate(
     let mut cache_bytes = 0;
     // The model sees `all[start..]`: at most `context` tokens, restarted from the last half
     // of them when the next token would not fit, with or without the cache, so that both see
-    // the same positions and draw the same tokens (the cache cannot slide: its keys were made
+    // the same positions and draw the same tokens barring near ties (the cache cannot slide: its keys were made
     // at their positions).
     let mut start = all.len().saturating_sub(context);
     // Tokens the cache has not seen yet (all of `all[start..]` at first).
