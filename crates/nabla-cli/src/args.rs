@@ -49,7 +49,8 @@ pub struct GenerateArgs {
     /// A language model written by `nabla train --dataset text` (model.safetensors).
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Text to continue (every character must be in the model's vocabulary) [default: a
+    /// Text to continue (every character must be in the model's vocabulary; a prompt longer
+    /// than the model's context is continued from its last context characters) [default: a
     /// newline, or the vocabulary's first character].
     #[arg(long)]
     pub prompt: Option<String>,
@@ -67,7 +68,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Run the whole context again for every character instead of keeping the attention
-    /// layers' keys and values (slower; for comparison).
+    /// layers' keys and values (slower, the same characters; for comparison).
     #[arg(long)]
     pub no_cache: bool,
     /// Threads (default: all cores).

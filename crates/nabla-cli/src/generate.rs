@@ -43,6 +43,13 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         cache: !args.no_cache,
     };
     opts.check()?;
+    if ids.len() > context && !args.quiet {
+        eprintln!(
+            "note: the prompt's {} characters are more than the model's context of {context}: \
+             it continues from the last {context}",
+            ids.len()
+        );
+    }
     if args.prompt.is_some() {
         crate::out!("{prompt}");
     }

@@ -186,6 +186,24 @@ fn a_gpt_trains_on_text_resumes_evaluates_and_generates() {
         &nabla(&["generate", "--checkpoint", s(&model), "--top-k", "0"]),
         "top-k 0 keeps no token",
     );
+    // a prompt longer than the context (32) is continued from its last 32 characters, and
+    // the statistics say so
+    let long = "It is a truth universally acknowledged, that a single man";
+    let out = nabla(&[
+        "generate",
+        "--checkpoint",
+        s(&model),
+        "--prompt",
+        long,
+        "--tokens",
+        "5",
+    ]);
+    assert!(ok(&out).starts_with(long));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("prompt's 57 characters are more than the model's context of 32"),
+        "{err}"
+    );
     // a rejected option prints nothing on stdout, not the prompt before the error
     let bad = nabla(&[
         "generate",

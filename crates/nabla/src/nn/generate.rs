@@ -85,7 +85,8 @@ impl Generation {
 }
 
 /// Samples `opts.tokens` tokens from `model` (ids `[1, t]` → logits `[1, t, vocab]`, at most
-/// `context` positions) after `prompt`, calling `on_token` with each as it is drawn. When the
+/// `context` positions) after `prompt` (of which the model sees the last `context` tokens at
+/// most), calling `on_token` with each as it is drawn. When the
 /// context is full, the model continues from the last half of it (with the cache: a new cache
 /// holding those positions), so any number of tokens can be generated; with or without the
 /// cache it sees the same positions, so both give the same logits up to rounding and draw
