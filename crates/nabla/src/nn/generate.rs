@@ -129,8 +129,8 @@ pub fn generate(
     let mut cache_bytes = 0;
     // The model sees `all[start..]`: at most `context` tokens, restarted from the last half
     // of them when the next token would not fit, with or without the cache, so that both see
-    // the same positions and draw the same tokens barring near ties (the cache cannot slide: its keys were made
-    // at their positions).
+    // the same positions and draw the same tokens barring near ties (the cache cannot slide:
+    // its keys were made at their positions).
     let mut start = all.len().saturating_sub(context);
     // Tokens the cache has not seen yet (all of `all[start..]` at first).
     let mut pending = all.len() - start;
